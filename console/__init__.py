@@ -1,0 +1,1 @@
+"""campaign-console: the Textual operator console and the scriptable CLI."""

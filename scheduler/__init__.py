@@ -1,0 +1,1 @@
+"""APScheduler service: segment refreshes, mailing schedules, audience builds."""

@@ -1,0 +1,138 @@
+"""Engine, connection settings, schema creation and version.
+
+One URL setting picks the database: `--db URL`, else the `CAMPAIGN_CONSOLE_DB`
+environment variable, else an SQLite file in the user's data directory.
+SQLite runs in WAL mode with a busy timeout and foreign keys on (see STACK.md: without
+WAL the console's poller starves while a build writes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from platformdirs import user_data_dir
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, SQLModel
+
+from store import hashing, models
+from store.errors import StoreError
+
+ENV_VAR = "CAMPAIGN_CONSOLE_DB"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def default_db_url() -> str:
+    path = Path(user_data_dir("campaign-console", appauthor=False)) / "workspace.db"
+    return f"sqlite:///{path}"
+
+
+def resolve_db_url(cli_value: str | None = None) -> str:
+    """`--db` beats the environment variable, which beats the default file."""
+    url = cli_value or os.environ.get(ENV_VAR) or default_db_url()
+    if "://" not in url:  # a bare path means an SQLite file
+        url = f"sqlite:///{Path(url).expanduser().resolve()}"
+    return url
+
+
+def describe_url(url: str) -> str:
+    """The URL without a password, for headers and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _sqlite_on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+    dbapi_connection.create_function(
+        hashing.SQL_FUNCTION, 2, hashing.assignment_hash, deterministic=True
+    )
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the pragmas and functions the store relies on. Creates no tables."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    raise StoreError(
+        f"unsupported database URL {describe_url(url)!r}: use sqlite:///PATH "
+        "or postgresql+psycopg://USER@HOST/DB"
+    )
+
+
+def init_schema(engine: Engine) -> None:
+    """Create missing tables and functions; refuse a database of another schema version."""
+    try:
+        _create(engine)
+    except sa.exc.DatabaseError:
+        # Another process created the same tables between our check and our CREATE.
+        _create(engine)
+
+
+def _create(engine: Engine) -> None:
+    with engine.begin() as conn:
+        SQLModel.metadata.create_all(conn)
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(hashing.POSTGRES_DDL)
+        meta = models.StoreMeta.__table__
+        row = conn.execute(
+            sa.select(meta.c.value).where(meta.c.key == "schema_version")
+        ).scalar_one_or_none()
+        if row is None:
+            conn.execute(
+                sa.insert(meta).values(key="schema_version", value=str(models.SCHEMA_VERSION))
+            )
+        elif int(row) != models.SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {row} does not match this campaign-console "
+                f"(version {models.SCHEMA_VERSION}); upgrade campaign-console or migrate "
+                "the database"
+            )
+
+
+def open_store(url: str | None = None) -> Engine:
+    """Resolve the URL, make the engine and make sure the schema exists."""
+    engine = make_engine(resolve_db_url(url))
+    init_schema(engine)
+    return engine
+
+
+def schema_version(engine: Engine) -> int:
+    with engine.connect() as conn:
+        meta = models.StoreMeta.__table__
+        value = conn.execute(
+            sa.select(meta.c.value).where(meta.c.key == "schema_version")
+        ).scalar_one()
+    return int(value)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One unit of work: commits on success, rolls back everything on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

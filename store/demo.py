@@ -1,0 +1,263 @@
+"""The demo workspace: a realistic database, segments, campaigns in every status, mailings.
+
+Profiles and static segment members are generated set-based (one INSERT ... SELECT over
+a number series each), so a million profiles take seconds. Field values come from a
+multiplicative hash of the row number, so every run produces the same workspace.
+Campaign activation goes through the real store operations and builds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from store import builds, campaigns, mailings, profiles, segments
+from store.actors import Actor
+from store.db import transaction
+from store.models import (
+    Campaign,
+    ProfileDatabase,
+    SQLModel,
+    StoreMeta,
+    utcnow,
+)
+
+DEFAULT_PROFILES = 200_000
+DEMO_DATABASE = "retail"
+DEMO_FIELDS = [
+    ("region", "text"),
+    ("tier", "int"),
+    ("age", "int"),
+    ("int_field", "int"),
+    ("signup", "date"),
+    ("ltv", "float"),
+]
+REGIONS = [  # (upper bound of the 0..99 bucket, region)
+    (30, "Moscow"),
+    (55, "Saint Petersburg"),
+    (70, "Kazan"),
+    (80, "Novosibirsk"),
+    (88, "Yekaterinburg"),
+    (94, "Samara"),
+    (100, "Sochi"),
+]
+
+
+@dataclass
+class DemoSummary:
+    profiles: int
+    segments: int
+    campaigns: int
+    mailings: int
+
+
+def _series(dialect: str) -> str:
+    """A CTE `n(x)` of 1..:n on either backend."""
+    if dialect == "postgresql":
+        return "n(x) AS (SELECT generate_series(1, :n) AS x)"
+    return "n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < :n)"
+
+
+def _profile_insert(dialect: str, slots: dict[str, str]) -> str:
+    # h spreads consecutive row numbers over 0..2^32-1 (Knuth's multiplicative hash).
+    region = (
+        "CASE "
+        + " ".join(f"WHEN h % 100 < {bound} THEN '{name}'" for bound, name in REGIONS[:-1])
+        + f" ELSE '{REGIONS[-1][1]}' END"
+    )
+    if dialect == "postgresql":
+        external_id = "'P' || lpad(x::text, 7, '0')"
+        signup = "DATE '2019-01-01' + ((h / 7) % 2500)::int"
+        ltv = "((h / 13) % 100000) / 100.0"
+        in_gcg = "((h / 60000) % 50) = 0"
+    else:
+        external_id = "'P' || printf('%07d', x)"
+        signup = "date('2019-01-01', '+' || ((h / 7) % 2500) || ' days')"
+        ltv = "((h / 13) % 100000) / 100.0"
+        in_gcg = "(((h / 60000) % 50) = 0)"
+    return f"""
+        INSERT INTO profile (database_id, external_id, in_gcg, created_at,
+                             {slots["region"]}, {slots["tier"]}, {slots["age"]},
+                             {slots["int_field"]}, {slots["signup"]}, {slots["ltv"]})
+        WITH RECURSIVE {_series(dialect)},
+             hashed(x, h) AS (SELECT x, (x * 2654435761) % 4294967296 FROM n)
+        SELECT :database_id, {external_id}, {in_gcg}, :now,
+               {region},
+               CASE WHEN (h / 100) % 10 < 6 THEN 1 WHEN (h / 100) % 10 < 9 THEN 2 ELSE 3 END,
+               18 + (h / 1000) % 60,
+               CASE WHEN (h / 3) % 5 = 0 THEN 20 ELSE 80 END,
+               {signup},
+               {ltv}
+        FROM hashed
+    """
+
+
+def reset(engine: Engine) -> None:
+    """Drop and recreate every table (the --reset of `campaign-console demo`)."""
+    from store.db import init_schema
+
+    SQLModel.metadata.drop_all(engine)
+    init_schema(engine)
+
+
+def has_workspace(engine: Engine) -> bool:
+    with Session(engine) as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(ProfileDatabase)) > 0
+
+
+def build_demo(engine: Engine, actor: Actor, n_profiles: int = DEFAULT_PROFILES) -> DemoSummary:
+    """Generate the demo workspace into an empty database."""
+    if n_profiles < 100:
+        raise ValueError("the demo needs at least 100 profiles")
+    if has_workspace(engine):
+        raise ValueError("the database already holds a workspace; use --reset to rebuild it")
+    dialect = engine.dialect.name
+    now = utcnow()
+
+    with transaction(engine) as session:
+        database = profiles.create_database(session, actor, DEMO_DATABASE, DEMO_FIELDS)
+        slots = {f.name: f.slot for f in profiles.database_fields(session, database.id)}
+        session.execute(
+            sa.text(_profile_insert(dialect, slots)).bindparams(
+                sa.bindparam("now", type_=sa.DateTime())
+            ),
+            {"database_id": database.id, "n": n_profiles, "now": now.replace(tzinfo=None)},
+        )
+        database.profile_count = n_profiles
+        session.add(database)
+
+    # Static segments take every k-th profile, set-based; dynamic ones are rule-driven.
+    with transaction(engine) as session:
+        database = profiles.get_database(session, DEMO_DATABASE)
+        newsletter = segments.create_segment(session, actor, "newsletter-subscribers")
+        loyalty = segments.create_segment(session, actor, "loyalty-members")
+        winter = segments.create_segment(session, actor, "winter-buyers")
+        lapsed = segments.create_segment(session, actor, "lapsed-2025")
+        segments.create_segment(
+            session,
+            actor,
+            "moscow-under-30",
+            database=database,
+            rule="region = 'Moscow' and age < 30",
+            every_seconds=15 * 60,
+        )
+        segments.create_segment(
+            session,
+            actor,
+            "vip",
+            database=database,
+            rule="tier = 3",
+            cron="0 * * * *",
+        )
+        session.flush()
+        for segment, modulo in (
+            (newsletter, (5, (0, 1, 2))),
+            (loyalty, (10, (3, 4, 5))),
+            (winter, (4, (1,))),
+            (lapsed, (7, (2,))),
+        ):
+            mod, residues = modulo
+            segments.add_profiles_where(
+                session,
+                actor,
+                segment,
+                sa.text(
+                    f"database_id = :db AND (id % {mod}) IN ({', '.join(map(str, residues))})"
+                ).bindparams(db=database.id),
+            )
+
+    with transaction(engine) as session:
+        segments.refresh(session, actor, segments.get_segment(session, "moscow-under-30"))
+        segments.refresh(session, actor, segments.get_segment(session, "vip"))
+
+    plans = [
+        # name, segment, lcg percent, limit, strata, final status
+        ("Spring Promo", "newsletter-subscribers", "10", None, ["region", "tier"], "active"),
+        ("Loyalty Boost", "loyalty-members", "15", 20, ["region", "tier"], "active"),
+        ("Moscow Youth", "moscow-under-30", None, None, [], "active"),
+        ("Winter Clearance", "winter-buyers", "5", None, [], "completed"),
+        ("Win-back Lapsed", "lapsed-2025", "5.25", None, ["int_field"], "draft"),
+    ]
+    with transaction(engine) as session:
+        database = profiles.get_database(session, DEMO_DATABASE)
+        for name, segment_name, percent, limit, strata, _status in plans:
+            campaigns.create_campaign(
+                session,
+                actor,
+                name,
+                database,
+                segments.get_segment(session, segment_name),
+                lcg_percent=percent,
+                lcg_limit=limit,
+                lcg_strata=strata,
+                seed=sum(map(ord, name)) * 7919,  # fixed so the demo splits the same way
+            )
+    for name, *_rest, status in plans:
+        if status in ("active", "completed"):
+            with transaction(engine) as session:
+                campaigns.activate(session, actor, campaigns.get_campaign(session, name))
+    builds.run_pending(engine, worker="demo")
+    with transaction(engine) as session:
+        campaigns.complete(session, actor, campaigns.get_campaign(session, "Winter Clearance"))
+
+    with transaction(engine) as session:
+
+        def campaign(name: str) -> Campaign:
+            return campaigns.get_campaign(session, name)
+
+        mailings.create_mailing(
+            session, actor, "spring-weekly", campaign("Spring Promo"), "regular", cron="0 10 * * 1"
+        )
+        mailings.create_mailing(
+            session,
+            actor,
+            "spring-launch",
+            campaign("Spring Promo"),
+            "broadcast",
+            send_at=now + timedelta(days=2),
+        )
+        mailings.create_mailing(
+            session,
+            actor,
+            "loyalty-points-reminder",
+            campaign("Loyalty Boost"),
+            "regular",
+            cron="30 9 * * *",
+        )
+        mailings.create_mailing(
+            session, actor, "loyalty-welcome", campaign("Loyalty Boost"), "trigger"
+        )
+        mailings.create_mailing(
+            session,
+            actor,
+            "moscow-youth-drop",
+            campaign("Moscow Youth"),
+            "broadcast",
+            send_at=now + timedelta(hours=6),
+            expand_audience=True,
+        )
+        mailings.create_mailing(
+            session,
+            actor,
+            "winback-teaser",
+            campaign("Win-back Lapsed"),
+            "broadcast",
+            send_at=now + timedelta(days=7),
+        )
+        paused = mailings.create_mailing(
+            session, actor, "spring-sms", campaign("Spring Promo"), "regular", cron="0 18 * * 5"
+        )
+        mailings.set_manual_pause(session, actor, paused, True)
+        session.merge(StoreMeta(key="demo_profiles", value=str(n_profiles)))
+
+    with Session(engine) as session:
+        return DemoSummary(
+            profiles=n_profiles,
+            segments=6,
+            campaigns=len(plans),
+            mailings=7,
+        )

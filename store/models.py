@@ -1,0 +1,470 @@
+"""The schema: every table of the SPEC vocabulary (../shared/SPEC.md).
+
+Design notes that every module relies on:
+
+* Profile fields are typed and declared per database (`ProfileField`). Each declared
+  field is mapped to a typed *slot column* of `profile` (`t0..t7` text, `i0..i7` int,
+  `f0..f3` float, `d0..d3` date). Slots keep strata and segment rules set-based,
+  indexable and identical on SQLite and PostgreSQL (no JSON extraction per row).
+* Segment and campaign membership are *intervals*: a row is opened once (`entered_at` /
+  `joined_at`) and closed once (`left_at`), never reopened or deleted. Re-entering opens
+  a new row. The profile card derives `entered_segment`, `left_segment`,
+  `entered_campaign` and `left_campaign` from these rows (R12 allows derivation), so a
+  million-member activation writes one row per member, not two.
+* `ProfileEvent` is the append-only log of the events that membership rows cannot carry:
+  `moved_to_test` (R6 surplus, R7), `left_campaign` for a profile that was only in a
+  draft's pending audience (R3). A unique index on (build, profile, kind, campaign) makes
+  a resumed build unable to write an event twice.
+* Counters (`Campaign.members/test_count/control_count`, `CampaignStratum`,
+  `Segment.member_count`, `AudienceBuild.processed/total`) are maintained by the
+  transactions that change membership, so no screen ever scans members.
+* LCG percent is stored exactly as basis points (5.25 % -> 525); never a float.
+* All times are UTC and come back timezone-aware (`UTCDateTime`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import JSON, BigInteger, Index, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, returns aware UTC, on every backend."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use store.models.utcnow()")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQL on SQLite can hand back text
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- profiles
+
+FIELD_TYPES = ("text", "int", "float", "date")
+SLOTS: dict[str, tuple[str, ...]] = {
+    "text": tuple(f"t{i}" for i in range(8)),
+    "int": tuple(f"i{i}" for i in range(8)),
+    "float": tuple(f"f{i}" for i in range(4)),
+    "date": tuple(f"d{i}" for i in range(4)),
+}
+STRATIFIABLE_TYPES = ("text", "int", "date")  # floats are continuous: no strata
+
+
+class ProfileDatabase(SQLModel, table=True):
+    __tablename__ = "profile_database"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(200), unique=True, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+    profile_count: int = 0  # counter, kept by imports and the demo
+
+
+class ProfileField(SQLModel, table=True):
+    """A declared field of a profile database, mapped to a typed slot column of `profile`."""
+
+    __tablename__ = "profile_field"
+    __table_args__ = (
+        UniqueConstraint("database_id", "name"),
+        UniqueConstraint("database_id", "slot"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    database_id: int = Field(foreign_key="profile_database.id", index=True)
+    name: str
+    type: str  # one of FIELD_TYPES
+    slot: str  # e.g. "t0", "i3"
+    position: int = 0
+
+
+class Profile(SQLModel, table=True):
+    __tablename__ = "profile"
+    __table_args__ = (UniqueConstraint("database_id", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    database_id: int = Field(foreign_key="profile_database.id")
+    external_id: str
+    in_gcg: bool = Field(default=False)  # R1: held out of every campaign of the database
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+    t0: str | None = None
+    t1: str | None = None
+    t2: str | None = None
+    t3: str | None = None
+    t4: str | None = None
+    t5: str | None = None
+    t6: str | None = None
+    t7: str | None = None
+    i0: int | None = Field(default=None, sa_type=BigInteger)
+    i1: int | None = Field(default=None, sa_type=BigInteger)
+    i2: int | None = Field(default=None, sa_type=BigInteger)
+    i3: int | None = Field(default=None, sa_type=BigInteger)
+    i4: int | None = Field(default=None, sa_type=BigInteger)
+    i5: int | None = Field(default=None, sa_type=BigInteger)
+    i6: int | None = Field(default=None, sa_type=BigInteger)
+    i7: int | None = Field(default=None, sa_type=BigInteger)
+    f0: float | None = None
+    f1: float | None = None
+    f2: float | None = None
+    f3: float | None = None
+    d0: date | None = None
+    d1: date | None = None
+    d2: date | None = None
+    d3: date | None = None
+
+
+class GcgException(SQLModel, table=True):
+    """R1: campaigns of a database that may reach its global control group."""
+
+    __tablename__ = "gcg_exception"
+
+    database_id: int = Field(foreign_key="profile_database.id", primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
+
+
+# --------------------------------------------------------------------------- segments
+
+
+class Segment(SQLModel, table=True):
+    __tablename__ = "segment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(200), unique=True, nullable=False))
+    kind: str = "static"  # "static" | "dynamic"
+    # Dynamic segments evaluate their rule against this database's declared fields.
+    # Static segments may hold profiles of several databases (database_id is None).
+    database_id: int | None = Field(default=None, foreign_key="profile_database.id")
+    rule: str | None = None
+    refresh_every_seconds: int | None = None
+    refresh_cron: str | None = None
+    last_refreshed_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+    member_count: int = 0  # counter of open memberships
+    version: int = 1  # bumped on every change; the scheduler reconciles on it
+
+
+class SegmentMember(SQLModel, table=True):
+    """One interval of a profile's membership in a segment (entered ... left)."""
+
+    __tablename__ = "segment_member"
+    __table_args__ = (
+        Index(
+            "ux_segment_member_open",
+            "segment_id",
+            "profile_id",
+            unique=True,
+            sqlite_where=sa.text("left_at IS NULL"),
+            postgresql_where=sa.text("left_at IS NULL"),
+        ),
+        Index("ix_segment_member_profile", "profile_id"),
+        Index("ix_segment_member_segment_entered", "segment_id", "entered_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    segment_id: int = Field(foreign_key="segment.id")
+    profile_id: int = Field(foreign_key="profile.id")
+    entered_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    entered_by: str
+    left_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    left_by: str | None = None
+
+
+# --------------------------------------------------------------------------- campaigns
+
+CAMPAIGN_STATUSES = ("draft", "active", "completed")
+
+
+class Campaign(SQLModel, table=True):
+    __tablename__ = "campaign"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(200), unique=True, nullable=False))
+    database_id: int = Field(foreign_key="profile_database.id")  # fixed at creation
+    segment_id: int = Field(foreign_key="segment.id")  # fixed at creation
+    status: str = Field(default="draft", index=True)
+    seed: int = Field(sa_type=BigInteger)  # R9: random per campaign, 0 <= seed < 2**63
+    lcg_enabled: bool = False
+    lcg_percent_bp: int = 0  # basis points: 5.25 % is 525
+    lcg_limit: int | None = None
+    lcg_strata: list[str] = Field(default_factory=list, sa_column=sa.Column(JSON, nullable=False))
+    # R9 cohort: bumped each time the LCG becomes enabled on an active campaign (and at
+    # activation with the LCG on); members assigned while enabled carry its number.
+    lcg_cohort: int = 0
+    version: int = 1  # optimistic concurrency: every change checks and bumps it
+    created_by: str = ""
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+    activated_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    completed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    # Counters of open memberships, kept by builds and segment changes.
+    members: int = 0
+    test_count: int = 0
+    control_count: int = 0
+    cohort_size: int = 0  # N of R9: open members of the current LCG cohort
+    # R10 warnings of the latest build: [{"code": ..., "message": ..., ...}]
+    warnings: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=sa.Column(JSON, nullable=False)
+    )
+
+
+class CampaignStratum(SQLModel, table=True):
+    """Per-stratum counters of a campaign (R9, R10): what the strata table shows."""
+
+    __tablename__ = "campaign_stratum"
+
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
+    stratum_key: str = Field(primary_key=True)  # see store.strata for the encoding
+    members: int = 0  # open members in the stratum
+    cohort: int = 0  # n_s: open members of the current LCG cohort
+    control: int = 0  # c_s
+    quota: int = 0  # q_s after the latest build
+
+
+class CampaignMember(SQLModel, table=True):
+    """One interval of a profile's membership in a campaign audience."""
+
+    __tablename__ = "campaign_member"
+    __table_args__ = (
+        Index(
+            "ux_campaign_member_open",
+            "campaign_id",
+            "profile_id",
+            unique=True,
+            sqlite_where=sa.text("left_at IS NULL"),
+            postgresql_where=sa.text("left_at IS NULL"),
+        ),
+        Index("ix_campaign_member_profile", "profile_id"),
+        Index("ix_campaign_member_group", "campaign_id", "group", "stratum_key", "assignment_hash"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    profile_id: int = Field(foreign_key="profile.id")
+    group: str  # "test" | "control" (current)
+    joined_group: str  # group given when the interval opened (entered_campaign event)
+    source: str  # "activation" | "segment" | "expansion"
+    stratum_key: str = ""
+    assignment_hash: int = Field(sa_type=BigInteger)
+    cohort: int | None = None  # Campaign.lcg_cohort at assignment, None if LCG was off
+    joined_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    joined_build_id: int | None = Field(default=None, foreign_key="audience_build.id")
+    joined_by: str = ""
+    left_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    left_build_id: int | None = Field(default=None, foreign_key="audience_build.id")
+    left_by: str | None = None
+
+
+PROFILE_EVENT_KINDS = (
+    "entered_segment",
+    "left_segment",
+    "entered_campaign",
+    "left_campaign",
+    "moved_to_test",
+    "delivered",
+)
+
+
+class ProfileEvent(SQLModel, table=True):
+    """Append-only events that membership rows cannot carry (R12). Never updated."""
+
+    __tablename__ = "profile_event"
+    __table_args__ = (
+        Index("ix_profile_event_profile_at", "profile_id", "at"),
+        Index(
+            "ux_profile_event_build",
+            "build_id",
+            "profile_id",
+            "kind",
+            "campaign_id",
+            unique=True,
+            sqlite_where=sa.text("build_id IS NOT NULL"),
+            postgresql_where=sa.text("build_id IS NOT NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    profile_id: int = Field(foreign_key="profile.id")
+    kind: str
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id")
+    segment_id: int | None = Field(default=None, foreign_key="segment.id")
+    group: str | None = None
+    build_id: int | None = Field(default=None, foreign_key="audience_build.id")
+    actor: str = ""
+
+
+# --------------------------------------------------------------------------- builds
+
+BUILD_REASONS = ("activation", "recalculation", "incremental", "lcg_disable", "expansion")
+BUILD_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class AudienceBuild(SQLModel, table=True):
+    __tablename__ = "audience_build"
+    __table_args__ = (Index("ix_audience_build_status", "status", "campaign_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    reason: str  # one of BUILD_REASONS
+    status: str = "queued"  # one of BUILD_STATUSES
+    requested_by: str = ""
+    requested_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+    started_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    heartbeat_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    worker: str | None = None  # "host:pid" of the process running it
+    mailing_id: int | None = Field(default=None, foreign_key="mailing.id")  # R11 expansion
+    pauses_mailings: bool = False  # R5/R6: scheduled mailings paused while it runs
+    total: int = 0
+    processed: int = 0
+    checkpoint: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSON))
+    warnings: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=sa.Column(JSON, nullable=False)
+    )
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- mailings
+
+MAILING_KINDS = ("broadcast", "regular", "trigger")
+MAILING_STATUSES = ("active", "sent", "stopped")  # sent: a broadcast that fired
+
+
+class Mailing(SQLModel, table=True):
+    __tablename__ = "mailing"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(200), unique=True, nullable=False))
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    kind: str  # one of MAILING_KINDS
+    send_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    cron: str | None = None
+    segment_id: int | None = Field(default=None, foreign_key="segment.id")
+    expand_audience: bool = False  # R11
+    status: str = "active"
+    manual_paused: bool = False  # an operator's pause; a build never undoes it
+    manual_paused_by: str | None = None
+    paused_by_build_id: int | None = Field(default=None, foreign_key="audience_build.id")
+    last_run_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    next_run_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+    version: int = 1  # bumped on every change; the scheduler reconciles on it
+
+    @property
+    def paused(self) -> bool:
+        return self.manual_paused or self.paused_by_build_id is not None
+
+    @property
+    def paused_reason(self) -> str | None:
+        reasons = []
+        if self.manual_paused:
+            reasons.append(f"paused by {self.manual_paused_by or 'an operator'}")
+        if self.paused_by_build_id is not None:
+            reasons.append(f"paused by audience build #{self.paused_by_build_id}")
+        return "; ".join(reasons) or None
+
+
+class MailingRun(SQLModel, table=True):
+    """One firing of a mailing. Unique per scheduled time so a fire is never doubled."""
+
+    __tablename__ = "mailing_run"
+    __table_args__ = (UniqueConstraint("mailing_id", "scheduled_for"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailing_id: int = Field(foreign_key="mailing.id", index=True)
+    scheduled_for: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    started_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    recipients: int = 0
+    status: str = "running"  # running | done | failed
+
+
+class Delivery(SQLModel, table=True):
+    """One message recorded by the default sender; shown as `delivered` on the card."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("run_id", "profile_id"),
+        Index("ix_delivery_profile", "profile_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="mailing_run.id")
+    mailing_id: int = Field(foreign_key="mailing.id")
+    campaign_id: int = Field(foreign_key="campaign.id")
+    profile_id: int = Field(foreign_key="profile.id")
+    sent_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+# --------------------------------------------------------------------------- operations
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_target", "target_type", "target_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    actor: str
+    role: str
+    origin: str  # "local" or "ssh 203.0.113.9:52144"
+    action: str  # e.g. "campaign.activate"
+    target_type: str
+    target_id: int | None = None
+    target_name: str | None = None
+    outcome: str = "ok"  # "ok" | "refused"
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSON, nullable=False))
+
+
+class SchedulerLease(SQLModel, table=True):
+    """Exactly one scheduler acts on a database: whoever holds the unexpired lease."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: str = Field(default="scheduler", primary_key=True)
+    holder: str  # "host:pid:nonce"
+    host: str
+    pid: int
+    acquired_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    heartbeat_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class StoreMeta(SQLModel, table=True):
+    __tablename__ = "store_meta"
+
+    key: str = Field(primary_key=True)
+    value: str

@@ -1,0 +1,110 @@
+"""Shared fixtures: one parametrised database fixture runs store tests on both backends.
+
+`db_url` / `engine` run each test on a fresh SQLite file and on a fresh schema of a real
+PostgreSQL server (CC_TEST_POSTGRES_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/postgres).
+Without a reachable server the PostgreSQL half is skipped with the reason; in CI (CI=true)
+that is a failure instead, so CI can never pass on SQLite alone.
+Use `sqlite_url` / `sqlite_engine` for tests that are about SQLite or about the UI.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from store.actors import Actor
+from store.db import open_store
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+_pg_problem: str | None = None
+_pg_checked = False
+
+
+def _postgres_unavailable() -> str | None:
+    """None when the server answers, else why not (checked once per session)."""
+    global _pg_checked, _pg_problem
+    if not _pg_checked:
+        _pg_checked = True
+        try:
+            engine = sa.create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            engine.dispose()
+        except Exception as exc:  # any failure to connect means: no server for these tests
+            _pg_problem = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return _pg_problem
+
+
+def require_postgres() -> None:
+    problem = _postgres_unavailable()
+    if problem is None:
+        return
+    message = f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({problem})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI must run the PostgreSQL tests (.ci/run starts the server)")
+    pytest.skip(f"{message}; start a server or set CC_TEST_POSTGRES_URL to run them")
+
+
+def postgres_schema_url() -> Iterator[str]:
+    """A URL whose connections see only a fresh schema, dropped afterwards."""
+    require_postgres()
+    schema = f"cc_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(POSTGRES_ADMIN_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        yield from postgres_schema_url()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = open_store(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    yield from postgres_schema_url()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = open_store(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def operator() -> Actor:
+    return Actor(user="alice", role="operator", origin="ssh 203.0.113.7:50022")
+
+
+@pytest.fixture
+def viewer() -> Actor:
+    return Actor(user="bob", role="read_only", origin="local")

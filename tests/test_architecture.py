@@ -1,0 +1,42 @@
+"""Import direction: store/ knows nothing of Textual or APScheduler; the CLI does not
+import Textual unless it opens the console (STYLE.md layers, STACK.md start-up)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(package: str) -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_store_imports_neither_textual_nor_apscheduler_nor_upper_layers():
+    assert not _imports("store") & {"textual", "console", "scheduler"}
+    # apscheduler appears only in store.mailings.validate_cron, imported lazily there.
+    offenders = [
+        path
+        for path in (ROOT / "store").rglob("*.py")
+        if "from apscheduler" in path.read_text() and path.name != "mailings.py"
+    ]
+    assert offenders == []
+
+
+def test_scheduler_does_not_import_the_console():
+    assert not _imports("scheduler") & {"textual", "console"}
+
+
+def test_cli_module_loads_without_textual():
+    code = "import sys, console.cli; assert 'textual' not in sys.modules, 'textual imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
