@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--reset", action="store_true", help="drop everything and rebuild")
     demo.add_argument("--open", action="store_true", help="open the console afterwards")
+
+    sched = sub.add_parser("scheduler", help="run the scheduler in the foreground (a daemon)")
+    sched.add_argument("--pool-size", type=int, default=None, help="builds run in parallel")
     return parser
 
 
@@ -81,7 +84,13 @@ def cmd_console(args: argparse.Namespace) -> int:
     return run_console(db_url=_db_url(args), actor=_actor(args))
 
 
-COMMANDS = {"demo": cmd_demo, None: cmd_console}
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from scheduler.daemon import run_daemon
+
+    return run_daemon(_db_url(args), pool_size=args.pool_size)
+
+
+COMMANDS = {"demo": cmd_demo, "scheduler": cmd_scheduler, None: cmd_console}
 
 
 def main(argv: list[str] | None = None) -> int:

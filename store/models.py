@@ -186,6 +186,7 @@ class SegmentMember(SQLModel, table=True):
         ),
         Index("ix_segment_member_profile", "profile_id"),
         Index("ix_segment_member_segment_entered", "segment_id", "entered_at"),
+        Index("ix_segment_member_segment_left", "segment_id", "left_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -218,6 +219,9 @@ class Campaign(SQLModel, table=True):
     # R9 cohort: bumped each time the LCG becomes enabled on an active campaign (and at
     # activation with the LCG on); members assigned while enabled carry its number.
     lcg_cohort: int = 0
+    # Highest segment_member.id already considered by a build: an incremental build (R2c)
+    # reads only segment rows above it, so its cost follows the newcomers, not the audience.
+    segment_watermark: int = Field(default=0, sa_type=BigInteger)
     version: int = 1  # optimistic concurrency: every change checks and bumps it
     created_by: str = ""
     created_at: datetime = Field(
