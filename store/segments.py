@@ -1,0 +1,427 @@
+"""Segments: static membership changes, dynamic refresh, and the campaign hooks (R3, R4, R12).
+
+Membership is a set of *intervals* (`segment_member`): adding a profile opens a row
+(`entered_at`, `entered_by`), removing it closes the open row (`left_at`, `left_by`).
+Rows are never reopened or deleted, so the profile card derives every `entered_segment`
+and `left_segment` event from them (R12).
+
+Every operation is set-based: one `INSERT … SELECT` opens all newcomers, one
+`UPDATE … WHERE` closes all leavers, and one timestamp stamps the whole operation. That
+timestamp is what `store.audience.on_segment_left` uses to find the profiles that just
+left, so active campaigns on the segment close their memberships at once (R4), while
+`on_segment_entered` queues an incremental build for the newcomers (R2c). Draft
+campaigns get nothing at campaign level (R3); completed ones are never touched (R8):
+both are the hooks' business.
+
+Profile filters are SQL boolean expressions over the table `profile` (a `sa.text()`
+clause or a SQLAlchemy expression). They are trusted code from the store's callers
+(imports, the demo); operator-typed rules go through `store.rules`, which never
+interpolates text into SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from store import audit, rules
+from store.actors import Actor
+from store.errors import InvalidStateError, NotFoundError, ValidationError
+from store.models import (
+    Profile,
+    ProfileDatabase,
+    Segment,
+    SegmentMember,
+    UTCDateTime,
+    utcnow,
+)
+from store.profiles import database_fields
+
+ID_CHUNK = 5_000  # profile ids per statement (SQLite caps bound parameters)
+MAX_NAME = 200
+
+profile_table = Profile.__table__
+member_table = SegmentMember.__table__
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    entered: int
+    left: int
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def get_segment(session: Session, name: str) -> Segment:
+    segment = session.scalar(sa.select(Segment).where(Segment.name == name))
+    if segment is None:
+        raise NotFoundError(f"no segment named {name!r}")
+    return segment
+
+
+def list_segments(session: Session) -> list[Segment]:
+    return list(session.scalars(sa.select(Segment).order_by(Segment.name)))
+
+
+def is_member(session: Session, segment: Segment, profile_id: int) -> bool:
+    return (
+        session.scalar(
+            sa.select(SegmentMember.id).where(
+                SegmentMember.segment_id == segment.id,
+                SegmentMember.profile_id == profile_id,
+                SegmentMember.left_at.is_(None),
+            )
+        )
+        is not None
+    )
+
+
+# --------------------------------------------------------------------------- creation
+
+
+def create_segment(
+    session: Session,
+    actor: Actor,
+    name: str,
+    *,
+    database: ProfileDatabase | None = None,
+    rule: str | None = None,
+    every_seconds: int | None = None,
+    cron: str | None = None,
+) -> Segment:
+    """A static segment (no rule) or a dynamic one (rule over `database`'s fields).
+
+    A static segment may hold profiles of several databases; a `database` given for it is
+    recorded as its home database but does not restrict membership. A dynamic segment
+    needs a database, and may have a refresh schedule: `every_seconds` (>= 1) or `cron`.
+    """
+    actor.require_write("create a segment")
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError("a segment needs a name")
+    if len(name) > MAX_NAME:
+        raise ValidationError(f"segment name is longer than {MAX_NAME} characters")
+    if session.scalar(sa.select(Segment.id).where(Segment.name == name)) is not None:
+        raise ValidationError(f"segment {name!r} already exists; pick another name")
+    kind = "static"
+    if rule is not None:
+        if database is None:
+            raise ValidationError(
+                f"dynamic segment {name!r} needs a profile database: its rule is evaluated "
+                "against that database's declared fields"
+            )
+        _compile_for(session, database.id, rule)  # raises ValidationError with the position
+        kind = "dynamic"
+    _validate_schedule(kind, every_seconds, cron)
+    segment = Segment(
+        name=name,
+        kind=kind,
+        database_id=database.id if database is not None else None,
+        rule=rule.strip() if rule is not None else None,
+        refresh_every_seconds=every_seconds,
+        refresh_cron=cron,
+    )
+    session.add(segment)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "segment.create",
+        "segment",
+        segment.id,
+        name,
+        kind=kind,
+        database=database.name if database is not None else None,
+        rule=segment.rule,
+        every_seconds=every_seconds,
+        cron=cron,
+    )
+    return segment
+
+
+def _validate_schedule(kind: str, every_seconds: int | None, cron: str | None) -> None:
+    if every_seconds is None and cron is None:
+        return
+    if kind != "dynamic":
+        raise ValidationError(
+            "only a dynamic segment (one with a rule) has a refresh schedule; "
+            "a static segment changes by import or explicit add/remove"
+        )
+    if every_seconds is not None and cron is not None:
+        raise ValidationError("give either a refresh interval in seconds or a cron, not both")
+    if every_seconds is not None and (
+        isinstance(every_seconds, bool) or not isinstance(every_seconds, int) or every_seconds < 1
+    ):
+        raise ValidationError(
+            f"refresh interval must be a whole number of seconds >= 1, not {every_seconds!r}"
+        )
+    if cron is not None:
+        from store.mailings import validate_cron
+
+        validate_cron(cron)
+
+
+def _compile_for(session: Session, database_id: int, rule_text: str) -> sa.ColumnElement[bool]:
+    fields = database_fields(session, database_id)
+    return rules.compile_rule(rules.parse_rule(rule_text), fields)
+
+
+# --------------------------------------------------------------------------- static changes
+
+
+def add_profiles_where(
+    session: Session, actor: Actor, segment: Segment, profile_filter: Any
+) -> int:
+    """Add every profile matching `profile_filter` (SQL over `profile`); members stay as is."""
+    _require_static(actor, segment, "add profiles to")
+    now = utcnow()
+    added = _open(session, segment, _as_filter(profile_filter), now, actor)
+    _finish(session, actor, segment, "segment.add", now, added=added, removed=0)
+    return added
+
+
+def add_profiles(
+    session: Session, actor: Actor, segment: Segment, profile_ids: Iterable[int]
+) -> int:
+    """Add the profiles with these ids; ids already in the segment are no-ops."""
+    _require_static(actor, segment, "add profiles to")
+    now = utcnow()
+    added = 0
+    for chunk in _chunks(profile_ids):
+        added += _open(session, segment, profile_table.c.id.in_(chunk), now, actor)
+    _finish(session, actor, segment, "segment.add", now, added=added, removed=0)
+    return added
+
+
+def remove_profiles_where(
+    session: Session, actor: Actor, segment: Segment, profile_filter: Any
+) -> int:
+    """Remove the members matching `profile_filter`; non-members are no-ops."""
+    _require_static(actor, segment, "remove profiles from")
+    now = utcnow()
+    removed = _close_matching(session, segment, _as_filter(profile_filter), now, actor)
+    if removed:
+        _notify_left(session, segment, now, actor)
+    _finish(session, actor, segment, "segment.remove", now, added=0, removed=removed)
+    return removed
+
+
+def remove_profiles(
+    session: Session, actor: Actor, segment: Segment, profile_ids: Iterable[int]
+) -> int:
+    """Remove the members with these ids; ids not in the segment are no-ops."""
+    _require_static(actor, segment, "remove profiles from")
+    now = utcnow()
+    removed = 0
+    for chunk in _chunks(profile_ids):
+        removed += _close_matching(session, segment, profile_table.c.id.in_(chunk), now, actor)
+    if removed:
+        _notify_left(session, segment, now, actor)
+    _finish(session, actor, segment, "segment.remove", now, added=0, removed=removed)
+    return removed
+
+
+def replace_profiles_where(
+    session: Session, actor: Actor, segment: Segment, profile_filter: Any
+) -> tuple[int, int]:
+    """Make the members exactly the profiles matching `profile_filter`: (added, removed)."""
+    _require_static(actor, segment, "replace the members of")
+    now = utcnow()
+    added, removed = _apply_diff(session, actor, segment, _as_filter(profile_filter), now)
+    _finish(session, actor, segment, "segment.replace", now, added=added, removed=removed)
+    return added, removed
+
+
+# --------------------------------------------------------------------------- dynamic refresh
+
+
+def refresh(session: Session, actor: Actor, segment: Segment) -> RefreshResult:
+    """Recompute a dynamic segment from its rule with a set-based diff.
+
+    Leavers are closed by one UPDATE and newcomers opened by one INSERT … SELECT, both
+    stamped with the same time. Only profiles of the segment's database are considered.
+    """
+    actor.require_write("refresh a segment")
+    if segment.kind != "dynamic":
+        raise InvalidStateError(
+            f"segment {segment.name!r} is static: its members change only by import or "
+            "explicit add/remove, so there is nothing to refresh"
+        )
+    if segment.database_id is None or not segment.rule:
+        raise InvalidStateError(f"dynamic segment {segment.name!r} has no database or rule")
+    matches = sa.and_(
+        profile_table.c.database_id == segment.database_id,
+        _compile_for(session, segment.database_id, segment.rule),
+    )
+    now = utcnow()
+    entered, left = _apply_diff(session, actor, segment, matches, now)
+    segment.last_refreshed_at = now
+    session.add(segment)
+    _finish(session, actor, segment, "segment.refresh", now, added=entered, removed=left)
+    return RefreshResult(entered=entered, left=left)
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _require_static(actor: Actor, segment: Segment, verb: str) -> None:
+    actor.require_write(f"{verb} a segment")
+    if segment.kind != "static":
+        raise InvalidStateError(
+            f"segment {segment.name!r} is dynamic: its members follow its rule "
+            f"({segment.rule}); change the rule's data or refresh it instead"
+        )
+
+
+def _as_filter(profile_filter: Any) -> sa.ColumnElement[bool]:
+    if isinstance(profile_filter, str):
+        return sa.text(profile_filter)
+    return profile_filter
+
+
+def _chunks(profile_ids: Iterable[int]) -> Iterable[list[int]]:
+    ids = sorted({int(i) for i in profile_ids})
+    for start in range(0, len(ids), ID_CHUNK):
+        yield ids[start : start + ID_CHUNK]
+
+
+def _open_member_exists(segment_id: int) -> sa.Exists:
+    return (
+        sa.select(sa.literal(1))
+        .select_from(member_table)
+        .where(
+            member_table.c.segment_id == segment_id,
+            member_table.c.profile_id == profile_table.c.id,
+            member_table.c.left_at.is_(None),
+        )
+        .exists()
+    )
+
+
+def _open(session: Session, segment: Segment, matches: Any, now: datetime, actor: Actor) -> int:
+    """INSERT … SELECT an open interval for each matching profile not yet a member."""
+    newcomers = sa.select(
+        sa.literal(segment.id, sa.Integer),
+        profile_table.c.id,
+        sa.literal(now, UTCDateTime()),
+        sa.literal(actor.user, sa.String),
+    ).where(matches, ~_open_member_exists(segment.id))
+    insert = sa.insert(member_table).from_select(
+        ["segment_id", "profile_id", "entered_at", "entered_by"], newcomers
+    )
+    # SQLAlchemy reports -1 for INSERT … SELECT on psycopg unless asked to keep the count.
+    result = session.execute(insert.execution_options(preserve_rowcount=True))
+    return max(result.rowcount or 0, 0)
+
+
+def _close(session: Session, segment: Segment, leaving: Any, now: datetime, actor: Actor) -> int:
+    """Close the open intervals of the segment whose profile_id satisfies `leaving`."""
+    result = session.execute(
+        sa.update(member_table)
+        .where(
+            member_table.c.segment_id == segment.id,
+            member_table.c.left_at.is_(None),
+            leaving,
+        )
+        .values(left_at=sa.literal(now, UTCDateTime()), left_by=actor.user)
+    )
+    return max(result.rowcount or 0, 0)
+
+
+def _matching_ids(matches: Any) -> sa.Select:
+    return sa.select(profile_table.c.id).where(matches)
+
+
+def _close_matching(
+    session: Session, segment: Segment, matches: Any, now: datetime, actor: Actor
+) -> int:
+    return _close(
+        session, segment, member_table.c.profile_id.in_(_matching_ids(matches)), now, actor
+    )
+
+
+def _apply_diff(
+    session: Session, actor: Actor, segment: Segment, matches: Any, now: datetime
+) -> tuple[int, int]:
+    """Close members that no longer match, then open matching non-members."""
+    # profile.id is never NULL, so NOT IN is exact: a filter that is NULL for a profile
+    # counts as "does not match", the same as in the INSERT below.
+    removed = _close(
+        session, segment, member_table.c.profile_id.not_in(_matching_ids(matches)), now, actor
+    )
+    if removed:
+        _notify_left(session, segment, now, actor)
+    added = _open(session, segment, matches, now, actor)
+    return added, removed
+
+
+def _finish(
+    session: Session,
+    actor: Actor,
+    segment: Segment,
+    action: str,
+    now: datetime,
+    *,
+    added: int,
+    removed: int,
+) -> None:
+    """Counters, version, the newcomers' hook and the audit entry of one operation."""
+    if added or removed:
+        # Relative update in SQL: concurrent transactions never lose a count.
+        session.execute(
+            sa.update(Segment)
+            .where(Segment.id == segment.id)
+            .values(
+                member_count=Segment.member_count + added - removed,
+                version=Segment.version + 1,
+            )
+        )
+    session.flush()
+    session.refresh(segment)
+    if added:
+        _notify_entered(session, segment, actor)
+    audit.record(
+        session,
+        actor,
+        action,
+        "segment",
+        segment.id,
+        segment.name,
+        added=added,
+        removed=removed,
+        at=now.isoformat(),
+    )
+    session.flush()
+
+
+def _audience_module():  # noqa: ANN202
+    # TEMPORARY guard while engine-core writes store/audience.py; removed before release.
+    try:
+        import store.audience as audience
+    except ModuleNotFoundError as exc:
+        if exc.name == "store.audience":
+            return None
+        raise
+    return audience
+
+
+def _notify_left(session: Session, segment: Segment, left_at: datetime, actor: Actor) -> None:
+    """R4: active campaigns on the segment close the memberships of these leavers at once."""
+    audience = _audience_module()
+    if audience is not None:
+        session.flush()
+        audience.on_segment_left(session, segment, left_at, actor)
+
+
+def _notify_entered(session: Session, segment: Segment, actor: Actor) -> None:
+    """R2c: active campaigns on the segment queue an incremental build of the newcomers."""
+    audience = _audience_module()
+    if audience is not None:
+        session.flush()
+        audience.on_segment_entered(session, segment, actor)
