@@ -1,0 +1,255 @@
+"""The profile card: fields, campaign memberships and the complete history (R12).
+
+Most events are *derived* from membership intervals instead of being stored twice
+(store.models docstring):
+
+* `segment_member` rows give `entered_segment` (entered_at, entered_by) and
+  `left_segment` (left_at, left_by);
+* `campaign_member` rows give `entered_campaign` (joined_at, joined_group, joined build,
+  joined_by) and `left_campaign` (left_at, the group held when leaving, left build,
+  left_by);
+* `profile_event` rows add what intervals cannot carry: `moved_to_test` (R6, R7) and the
+  `left_campaign` of a profile that was only in a draft's pending audience (R3);
+* `delivery` rows give `delivered` (with the mailing's name).
+
+Events are ordered by time; equal times fall back to a fixed order of kinds (a profile
+enters a segment before the campaign built from it, and leaves the segment before the
+campaign, R4), then by campaign or segment name, then by the row that produced them, so
+the same history always reads the same on every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from store.errors import NotFoundError
+from store.models import (
+    Campaign,
+    CampaignMember,
+    Delivery,
+    Mailing,
+    Profile,
+    ProfileDatabase,
+    ProfileEvent,
+    Segment,
+    SegmentMember,
+)
+from store.profiles import database_fields, get_database
+
+# Order of kinds for events with the same timestamp (cause before effect).
+KIND_ORDER = {
+    "entered_segment": 0,
+    "entered_campaign": 1,
+    "moved_to_test": 2,
+    "delivered": 3,
+    "left_segment": 4,
+    "left_campaign": 5,
+}
+
+
+@dataclass(frozen=True)
+class MembershipRow:
+    """One interval of the profile's membership in a campaign audience."""
+
+    campaign: str
+    group: str  # current group (the group held when the interval closed, if it did)
+    joined_at: datetime
+    left_at: datetime | None
+    source: str  # "activation" | "segment" | "expansion"
+    joined_group: str = ""
+    campaign_status: str = ""
+
+    @property
+    def open(self) -> bool:
+        return self.left_at is None
+
+
+@dataclass(frozen=True)
+class CardEvent:
+    at: datetime
+    kind: str  # one of store.models.PROFILE_EVENT_KINDS
+    campaign: str | None = None
+    segment: str | None = None
+    group: str | None = None
+    build: int | None = None  # id of the audience build that caused it
+    actor: str | None = None
+    mailing: str | None = None  # for `delivered`
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "campaign": self.campaign,
+            "segment": self.segment,
+            "group": self.group,
+            "build": self.build,
+            "actor": self.actor,
+            "mailing": self.mailing,
+        }
+
+
+@dataclass(frozen=True)
+class ProfileCard:
+    external_id: str
+    database: str
+    profile_id: int
+    in_gcg: bool
+    fields: dict[str, str | int | float | date | None]
+    memberships: list[MembershipRow] = field(default_factory=list)
+    events: list[CardEvent] = field(default_factory=list)
+    segments: list[str] = field(default_factory=list)  # segments it is in right now
+
+
+def profile_card(
+    session: Session, database: ProfileDatabase | str, external_id: str
+) -> ProfileCard:
+    """The card of one profile; NotFoundError when the database has no such profile."""
+    if isinstance(database, str):
+        database = get_database(session, database)
+    profile = session.scalar(
+        sa.select(Profile).where(
+            Profile.database_id == database.id, Profile.external_id == external_id
+        )
+    )
+    if profile is None:
+        raise NotFoundError(
+            f"no profile with external id {external_id!r} in database {database.name!r}"
+        )
+    fields = {f.name: getattr(profile, f.slot) for f in database_fields(session, database.id)}
+    memberships, campaign_events = _campaign_history(session, profile.id)
+    segment_events, current_segments = _segment_history(session, profile.id)
+    events = (
+        segment_events
+        + campaign_events
+        + _logged_events(session, profile.id)
+        + _deliveries(session, profile.id)
+    )
+    events.sort(key=lambda pair: pair[0])
+    return ProfileCard(
+        external_id=profile.external_id,
+        database=database.name,
+        profile_id=profile.id,
+        in_gcg=bool(profile.in_gcg),
+        fields=fields,
+        memberships=memberships,
+        events=[event for _key, event in events],
+        segments=current_segments,
+    )
+
+
+# Each source yields (sort key, event); the key is (at, kind rank, name, source, row id).
+_Keyed = tuple[tuple[Any, ...], CardEvent]
+
+
+def _key(event: CardEvent, source: int, row_id: int) -> tuple[Any, ...]:
+    name = event.campaign or event.segment or event.mailing or ""
+    return (event.at, KIND_ORDER.get(event.kind, 9), name, source, row_id)
+
+
+def _segment_history(session: Session, profile_id: int) -> tuple[list[_Keyed], list[str]]:
+    rows = session.execute(
+        sa.select(SegmentMember, Segment.name)
+        .join(Segment, Segment.id == SegmentMember.segment_id)
+        .where(SegmentMember.profile_id == profile_id)
+    ).all()
+    events: list[_Keyed] = []
+    current: set[str] = set()
+    for member, name in rows:
+        entered = CardEvent(
+            at=member.entered_at, kind="entered_segment", segment=name, actor=member.entered_by
+        )
+        events.append((_key(entered, 0, member.id), entered))
+        if member.left_at is None:
+            current.add(name)
+        else:
+            left = CardEvent(
+                at=member.left_at, kind="left_segment", segment=name, actor=member.left_by
+            )
+            events.append((_key(left, 0, member.id), left))
+    return events, sorted(current)
+
+
+def _campaign_history(
+    session: Session, profile_id: int
+) -> tuple[list[MembershipRow], list[_Keyed]]:
+    rows = session.execute(
+        sa.select(CampaignMember, Campaign.name, Campaign.status)
+        .join(Campaign, Campaign.id == CampaignMember.campaign_id)
+        .where(CampaignMember.profile_id == profile_id)
+    ).all()
+    rows.sort(key=lambda r: (r[0].joined_at, r[1], r[0].id))
+    memberships: list[MembershipRow] = []
+    events: list[_Keyed] = []
+    for member, name, status in rows:
+        memberships.append(
+            MembershipRow(
+                campaign=name,
+                group=member.group,
+                joined_at=member.joined_at,
+                left_at=member.left_at,
+                source=member.source,
+                joined_group=member.joined_group,
+                campaign_status=status,
+            )
+        )
+        entered = CardEvent(
+            at=member.joined_at,
+            kind="entered_campaign",
+            campaign=name,
+            group=member.joined_group,
+            build=member.joined_build_id,
+            actor=member.joined_by,
+        )
+        events.append((_key(entered, 1, member.id), entered))
+        if member.left_at is not None:
+            left = CardEvent(
+                at=member.left_at,
+                kind="left_campaign",
+                campaign=name,
+                group=member.group,
+                build=member.left_build_id,
+                actor=member.left_by,
+            )
+            events.append((_key(left, 1, member.id), left))
+    return memberships, events
+
+
+def _logged_events(session: Session, profile_id: int) -> list[_Keyed]:
+    rows = session.execute(
+        sa.select(ProfileEvent, Campaign.name, Segment.name)
+        .outerjoin(Campaign, Campaign.id == ProfileEvent.campaign_id)
+        .outerjoin(Segment, Segment.id == ProfileEvent.segment_id)
+        .where(ProfileEvent.profile_id == profile_id)
+    ).all()
+    events: list[_Keyed] = []
+    for row, campaign, segment in rows:
+        event = CardEvent(
+            at=row.at,
+            kind=row.kind,
+            campaign=campaign,
+            segment=segment,
+            group=row.group,
+            build=row.build_id,
+            actor=row.actor,
+        )
+        events.append((_key(event, 2, row.id), event))
+    return events
+
+
+def _deliveries(session: Session, profile_id: int) -> list[_Keyed]:
+    rows = session.execute(
+        sa.select(Delivery, Campaign.name, Mailing.name)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .join(Mailing, Mailing.id == Delivery.mailing_id)
+        .where(Delivery.profile_id == profile_id)
+    ).all()
+    events: list[_Keyed] = []
+    for delivery, campaign, mailing in rows:
+        event = CardEvent(at=delivery.sent_at, kind="delivered", campaign=campaign, mailing=mailing)
+        events.append((_key(event, 3, delivery.id), event))
+    return events
