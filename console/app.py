@@ -1,54 +1,237 @@
-"""The Textual operator console."""
+"""The Textual operator console: app factory shared by the CLI, the tests and the benchmark.
+
+Screens: campaigns (list) → campaign (detail) with enter/escape, builds monitor (`b`),
+profile card (`f`), help (`?`), command palette (ctrl+p). The header of every screen
+shows the database (no password), the scheduler's state and the acting user and role.
+The scheduler runs embedded when no other scheduler holds the lease (SPEC Scheduler).
+"""
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
-from textual.widgets import DataTable, Footer, Header
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
 
+from sqlmodel import Session
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from console.actions import CampaignActions
+from console.keymap import APP_BINDINGS, checked_keymap
+from console.live import LivePoller
+from console.screens.builds import BuildsScreen
+from console.screens.campaign import CampaignScreen
+from console.screens.campaigns import CampaignsScreen
+from console.screens.help import HelpScreen
+from console.screens.profile import ProfileScreen
+from console.widgets.status_header import StatusHeader
 from store.actors import Actor
 from store.db import describe_url, open_store
-from store.views import campaign_list
+from store.live_views import SchedulerState, database_names
 
-COLUMNS = ("Campaign", "Status", "Segment", "Members", "Test", "Control", "LCG", "Warn", "Paused")
+EXIT_TERMINAL_GONE = 129  # 128 + SIGHUP
+TERMINAL_GONE_GRACE_SECONDS = 4.0
 
 
 class CampaignConsole(App):
     TITLE = "campaign-console"
-    BINDINGS = [("q", "quit", "Quit")]
+    CSS_PATH = Path(__file__).with_name("console.tcss")
+    BINDINGS = APP_BINDINGS
 
-    def __init__(self, db_url: str, actor: Actor) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        actor: Actor,
+        *,
+        embed_scheduler: bool = True,
+        poll_interval: float = 1.0,
+        keys: dict[str, str] | None = None,
+        db_label: str | None = None,
+    ) -> None:
         super().__init__()
         self.db_url = db_url
         self.actor = actor
         self.engine = open_store(db_url)
-        self.sub_title = f"{describe_url(db_url)} · {actor.user} ({actor.role})"
+        self.db_label = db_label or describe_url(db_url)
+        self.embed_scheduler = embed_scheduler
+        self.embedded_service = None
+        self.embedded_holder: str | None = None
+        self.scheduler_text = "checking…"
+        self.poller = LivePoller(self, poll_interval)
+        self.keymap_problems: list[str] = []
+        self.requested_keys = dict(keys or {})
+        self.title = "campaign-console"
+        self.sub_title = f"{self.db_label} · {actor.user} ({actor.role})"
+        with Session(self.engine) as session:  # a single tiny query, before the first frame
+            self.databases = database_names(session)
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield DataTable(id="campaigns", cursor_type="row")
-        yield Footer()
-
+    # ------------------------------------------------------------------ life cycle
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns(*COLUMNS)
-        from sqlmodel import Session
+        keymap, self.keymap_problems = checked_keymap(self.requested_keys)
+        if keymap:
+            self.set_keymap(keymap)
+        for problem in self.keymap_problems:
+            self.notify(problem, title="config [keys]", severity="warning", timeout=10)
+        self.push_screen(CampaignsScreen())
+        self.poller.start()
+        if self.embed_scheduler:
+            self.run_worker(
+                self._start_embedded_scheduler, thread=True, group="scheduler", exit_on_error=False
+            )
+        self._install_hangup_handler()
 
-        with Session(self.engine) as session:
-            for row in campaign_list(session):
-                table.add_row(
-                    row["name"],
-                    row["status"],
-                    row["segment"],
-                    f"{row['members']:,}",
-                    f"{row['test']:,}",
-                    f"{row['control']:,}",
-                    row["lcg"],
-                    str(row["warnings"] or ""),
-                    str(row["paused_mailings"] or ""),
-                    key=row["name"],
+    def on_unmount(self) -> None:
+        self.poller.stop()
+        self.stop_embedded_scheduler()
+
+    def _start_embedded_scheduler(self) -> None:
+        """Embed the scheduler unless another one holds a live lease (SPEC Scheduler)."""
+        try:
+            from store.lease import live_lease
+
+            with Session(self.engine) as session:
+                lease = live_lease(session)
+            if lease is not None:
+                return
+            from scheduler.service import SchedulerService
+
+            holder = f"console:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            service = SchedulerService(self.db_url, holder=holder)
+            service.start()
+            self.embedded_service = service
+            self.embedded_holder = holder
+        except Exception as exc:
+            message = f"embedded scheduler not started: {type(exc).__name__}: {exc}"
+            with contextlib.suppress(RuntimeError):
+                self.call_from_thread(
+                    self.notify, message, title="Scheduler", severity="warning", timeout=10
                 )
+        finally:
+            with contextlib.suppress(RuntimeError):
+                self.call_from_thread(self.poller.poll_now)
+
+    def stop_embedded_scheduler(self) -> None:
+        service, self.embedded_service = self.embedded_service, None
+        if service is not None:
+            with contextlib.suppress(Exception):
+                service.shutdown()
+
+    def _install_hangup_handler(self) -> None:
+        """Exit within seconds when the terminal goes away (SSH drop) instead of spinning."""
+        try:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, self.terminal_gone)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (tests) or no SIGHUP on this platform
+
+    def terminal_gone(self) -> None:
+        def last_resort() -> None:
+            # If a running job keeps the loop from finishing, leave anyway: the database
+            # keeps every committed chunk and the build resumes from its checkpoint.
+            os._exit(EXIT_TERMINAL_GONE)
+
+        timer = threading.Timer(TERMINAL_GONE_GRACE_SECONDS, last_resort)
+        timer.daemon = True
+        timer.start()
+        self.poller.stop()
+        threading.Thread(target=self.stop_embedded_scheduler, daemon=True).start()
+        self.exit(return_code=EXIT_TERMINAL_GONE)
+
+    # ------------------------------------------------------------------ header
+    def show_scheduler_state(self, state: SchedulerState) -> None:
+        if state.alive:
+            text = state.describe(self.embedded_holder)
+        elif self.embed_scheduler and self.embedded_service is None and state.holder is None:
+            text = "NOT RUNNING (starting embedded…)" if self.poller.polls < 3 else "NOT RUNNING"
+        else:
+            text = "NOT RUNNING"
+        self.scheduler_text = text
+        for header in self.screen.query(StatusHeader):
+            header.scheduler = text
+
+    def show_poll_error(self, error: Exception) -> None:
+        self.scheduler_text = f"NOT RUNNING? database unreachable: {type(error).__name__}"
+        for header in self.screen.query(StatusHeader):
+            header.scheduler = self.scheduler_text
+
+    # ------------------------------------------------------------------ navigation
+    def open_campaign(self, name: str) -> None:
+        self.push_screen(CampaignScreen(name))
+        self.poller.poll_now()
+
+    def action_show_builds(self) -> None:
+        if not isinstance(self.screen, BuildsScreen):
+            self.push_screen(BuildsScreen())
+            self.poller.poll_now()
+
+    def action_find_profile(self) -> None:
+        if isinstance(self.screen, ProfileScreen):
+            return
+        database = None
+        if isinstance(self.screen, CampaignScreen) and self.screen.detail is not None:
+            database = self.screen.detail.database
+        if not self.databases:
+            with Session(self.engine) as session:
+                self.databases = database_names(session)
+        self.push_screen(ProfileScreen(self.databases, database))
+
+    def action_show_campaigns(self) -> None:
+        while len(self.screen_stack) > 2 and not isinstance(self.screen, CampaignsScreen):
+            self.pop_screen()
+        self.poller.poll_now()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.binding_rows(self.screen), self.actor.read_only))
+
+    def binding_rows(self, screen: Screen) -> list[tuple[str, str, str]]:
+        """Every binding active on `screen` (read-only hides write actions, R: k9s)."""
+        rows: list[tuple[str, str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if binding.system or not binding.description:
+                continue
+            marker = (binding.action, binding.description)
+            if marker in seen:
+                continue
+            seen.add(marker)
+            rows.append((self.get_key_display(binding), binding.description, binding.id or ""))
+            del key
+        rows.append(("ctrl+p", "Command palette", ""))
+        # The console's own bindings (with ids) first, widget navigation keys after.
+        return sorted(rows, key=lambda row: not row[2])
+
+    # ------------------------------------------------------------------ command palette
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Campaigns", "Go to the campaign list", self.action_show_campaigns)
+        yield SystemCommand("Builds monitor", "Builds across campaigns", self.action_show_builds)
+        yield SystemCommand("Find profile", "Open a profile card", self.action_find_profile)
+        yield SystemCommand("Keys", "Every key binding of this screen", self.action_help)
+        if isinstance(screen, CampaignActions) and not self.actor.read_only:
+            yield SystemCommand("Activate campaign", "a", screen.action_activate)
+            yield SystemCommand("Edit LCG", "l: percent, limit, strata", screen.action_edit_lcg)
+            yield SystemCommand(
+                "Toggle LCG", "t: enable (R5) or disable (R7)", screen.action_toggle_lcg
+            )
+            yield SystemCommand("Complete campaign", "c: final (R8)", screen.action_complete)
+            yield SystemCommand("Refresh segment", "r: now", screen.action_refresh_segment)
+        if isinstance(screen, CampaignScreen) and not self.actor.read_only:
+            yield SystemCommand("Pause/resume mailing", "p", screen.action_pause_mailing)
+        if isinstance(screen, CampaignActions):
+            yield SystemCommand("Copy campaign name", "y: OSC 52", screen.action_copy_id)
 
 
 def run_console(db_url: str, actor: Actor) -> int:
-    CampaignConsole(db_url, actor).run()
-    return 0
+    from store.settings import load_settings
+
+    settings = load_settings()
+    app = CampaignConsole(db_url, actor, poll_interval=settings.poll_interval, keys=settings.keys)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,1 @@
+"""Screens of the console: campaigns, campaign, profile, builds, help."""

@@ -1,0 +1,1 @@
+"""Widgets and dialogs of the console, one per module."""

@@ -1,0 +1,378 @@
+"""Keyboard actions on a campaign, shared by the list and the detail screen.
+
+Each action confirms what it will do (citing the SPEC rule), then calls the store
+operation in a thread worker with `expected_version` taken from what the screen showed,
+so a change made meanwhile by someone else surfaces as a conflict instead of being
+overwritten. The store enforces rules and read-only mode and writes the audit entry;
+a refusal comes back as a clear notification and the console carries on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+from rich.text import Text
+from sqlmodel import Session
+
+from console.keymap import WRITE_ACTIONS
+from console.widgets.confirm import ConfirmScreen, TypeToConfirmScreen
+from console.widgets.lcg_form import LcgChange, LcgFormScreen
+from store.db import transaction
+from store.errors import DomainError, StoreError
+
+if TYPE_CHECKING:
+    from console.app import CampaignConsole
+
+
+@dataclass(frozen=True)
+class CampaignRef:
+    """What the screen showed about the campaign an action is about."""
+
+    name: str
+    version: int
+    status: str
+    members: int
+    control: int
+    lcg_enabled: bool
+    segment: str
+    segment_kind: str
+
+
+StoreOperation = Callable[[Session], str | None]
+
+
+def _campaigns():
+    from store import campaigns
+
+    return campaigns
+
+
+def run_store_operation(
+    app: CampaignConsole, title: str, audit_action: str, target: str, operation: StoreOperation
+) -> None:
+    """Run `operation` in one transaction in a thread; report the outcome as a notification."""
+
+    def work() -> None:
+        try:
+            with transaction(app.engine) as session:
+                message = operation(session)
+        except DomainError as exc:
+            _record_refusal(app, audit_action, target, str(exc))
+            app.call_from_thread(
+                app.notify, str(exc), title=f"{title}: refused", severity="error", timeout=8
+            )
+        except StoreError as exc:
+            app.call_from_thread(
+                app.notify, str(exc), title=f"{title}: failed", severity="error", timeout=8
+            )
+        except Exception as exc:  # never let an unexpected error take the console down
+            app.call_from_thread(
+                app.notify,
+                f"{type(exc).__name__}: {exc}",
+                title=f"{title}: unexpected error",
+                severity="error",
+                timeout=10,
+            )
+        else:
+            app.call_from_thread(app.notify, message or "done", title=title)
+        finally:
+            app.call_from_thread(app.poller.poll_now)
+
+    app.run_worker(work, name=title, group="store-op", thread=True, exit_on_error=False)
+
+
+def _record_refusal(app: CampaignConsole, action: str, target: str, reason: str) -> None:
+    from store.audit import record_refusal
+
+    try:
+        record_refusal(app.engine, app.actor, action, "campaign", target, reason)
+    except Exception:  # the audit of a refusal is best effort; the refusal itself stands
+        pass
+
+
+def conflict_guard(campaign: Any, ref: CampaignRef) -> None:
+    """Belt and braces next to the store's own expected_version check."""
+    from store.errors import ConflictError
+
+    if campaign.version != ref.version:
+        raise ConflictError(
+            f"campaign {ref.name!r} changed since it was shown (version {ref.version} → "
+            f"{campaign.version}); look at the refreshed screen and try again"
+        )
+
+
+class CampaignActions:
+    """Mixin for screens that show one selected campaign. Needs `campaign_ref()`."""
+
+    app: CampaignConsole
+
+    def campaign_ref(self) -> CampaignRef | None:  # pragma: no cover - screens override
+        raise NotImplementedError
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # k9s --readonly habit: dangerous actions are removed, not failed late. The store
+        # refuses a read-only actor anyway (Actor.require_write).
+        return not (action in WRITE_ACTIONS and self.app.actor.read_only)
+
+    def _ref_or_warn(self) -> CampaignRef | None:
+        ref = self.campaign_ref()
+        if ref is None:
+            self.app.notify("no campaign selected", severity="warning")
+        return ref
+
+    # ------------------------------------------------------------------ activate (R2a)
+    def action_activate(self) -> None:
+        ref = self._ref_or_warn()
+        if ref is None:
+            return
+        text = (
+            f"Activate campaign {ref.name}? An activation build distributes the profiles "
+            f"of segment {ref.segment} between the test group and the local control group "
+            "(R2a, R9). Mailings may start sending to the test group."
+        )
+        self.app.push_screen(
+            ConfirmScreen(f"Activate {ref.name}", text, "Activate"),
+            lambda ok: ok and self.activate_now(ref),
+        )
+
+    def activate_now(self, ref: CampaignRef) -> None:
+        def operation(session: Session) -> str:
+            campaigns = _campaigns()
+            campaign = campaigns.get_campaign(session, ref.name)
+            conflict_guard(campaign, ref)
+            build = campaigns.activate(
+                session, self.app.actor, campaign, expected_version=ref.version
+            )
+            return f"{ref.name} activated; audience build #{build.id} queued"
+
+        run_store_operation(self.app, "Activate", "campaign.activate", ref.name, operation)
+
+    # ------------------------------------------------------------------ LCG edit (R6)
+    def action_edit_lcg(self) -> None:
+        ref = self._ref_or_warn()
+        if ref is not None:
+            self.open_lcg_form(ref)
+
+    def open_lcg_form(self, ref: CampaignRef, enable: bool = False) -> None:
+        app = self.app
+
+        def load() -> None:
+            from store.live_views import stratifiable_fields
+
+            try:
+                with Session(app.engine) as session:
+                    campaign = _campaigns().get_campaign(session, ref.name)
+                    fields = stratifiable_fields(session, campaign.database_id)
+                    current = (
+                        f"{campaign.lcg_percent_bp / 100:g}" if campaign.lcg_percent_bp else "",
+                        campaign.lcg_limit,
+                        list(campaign.lcg_strata or []),
+                    )
+            except StoreError as exc:
+                app.call_from_thread(app.notify, str(exc), title="Edit LCG", severity="error")
+                return
+            app.call_from_thread(self._push_lcg_form, ref, fields, current, enable)
+
+        app.run_worker(load, name="lcg-form", group="store-op", thread=True, exit_on_error=False)
+
+    def _push_lcg_form(
+        self, ref: CampaignRef, fields: list[str], current: tuple, enable: bool
+    ) -> None:
+        percent, limit, strata = current
+        if ref.status == "active":
+            note = (
+                "R6: applying starts a recalculation build; scheduled mailings pause while it "
+                "runs. Nobody ever moves from test to control: a smaller control group sends "
+                "the surplus to test, a larger one is filled only by newcomers."
+            )
+        else:
+            note = "The settings apply when the campaign is activated."
+        if enable:
+            note = "The LCG is off: applying enables it. " + note
+        self.app.push_screen(
+            LcgFormScreen(
+                ref.name,
+                percent=percent,
+                limit=limit,
+                strata=strata,
+                fields=fields,
+                preview=lambda change: self.lcg_preview(ref, change),
+                note=note,
+            ),
+            lambda change: change is not None and self.apply_lcg(ref, change, enable),
+        )
+
+    def lcg_preview(self, ref: CampaignRef, change: LcgChange):
+        """Runs in the form's thread worker: preview_lcg writes nothing."""
+        try:
+            with Session(self.app.engine) as session:
+                campaigns = _campaigns()
+                campaign = campaigns.get_campaign(session, ref.name)
+                preview = campaigns.preview_lcg(
+                    session,
+                    campaign,
+                    percent=change.percent,
+                    limit=change.limit,
+                    strata=change.strata,
+                )
+        except StoreError as exc:
+            return Text(f"✗ {exc}", style="bold red")
+        except Exception as exc:
+            return Text(f"✗ preview failed: {type(exc).__name__}: {exc}", style="bold red")
+        return render_preview(preview)
+
+    def apply_lcg(self, ref: CampaignRef, change: LcgChange, enable: bool) -> None:
+        def operation(session: Session) -> str:
+            campaigns = _campaigns()
+            campaign = campaigns.get_campaign(session, ref.name)
+            conflict_guard(campaign, ref)
+            extra: dict[str, Any] = {"enabled": True} if enable else {}
+            build = campaigns.edit_lcg(
+                session,
+                self.app.actor,
+                campaign,
+                percent=change.percent,
+                limit=change.limit,
+                strata=change.strata,
+                expected_version=ref.version,
+                **extra,
+            )
+            queued = f"; build #{build.id} queued" if build is not None else ""
+            return f"LCG of {ref.name} saved{queued}"
+
+        run_store_operation(self.app, "Edit LCG", "campaign.edit_lcg", ref.name, operation)
+
+    # ------------------------------------------------------------------ toggle (R5, R7)
+    def action_toggle_lcg(self) -> None:
+        ref = self._ref_or_warn()
+        if ref is None:
+            return
+        enable = not ref.lcg_enabled
+        if ref.status != "active":
+            what = "The change applies at activation; nothing moves now."
+        elif enable:
+            what = (
+                "R5: members already in the campaign stay in the test group; only profiles "
+                "that enter the audience from now on can be placed into control. An audience "
+                "build starts and scheduled mailings pause while it runs."
+            )
+        else:
+            what = (
+                f"R7: all {ref.control:,} control members move to the test group "
+                "(moved_to_test on each profile card). They can never return to control."
+            )
+        verb = "Enable" if enable else "Disable"
+        self.app.push_screen(
+            ConfirmScreen(f"{verb} the LCG of {ref.name}", what, verb),
+            lambda ok: ok and self.toggle_now(ref, enable),
+        )
+
+    def toggle_now(self, ref: CampaignRef, enable: bool) -> None:
+        def operation(session: Session) -> str:
+            campaigns = _campaigns()
+            campaign = campaigns.get_campaign(session, ref.name)
+            conflict_guard(campaign, ref)
+            campaigns.set_lcg_enabled(
+                session, self.app.actor, campaign, enable, expected_version=ref.version
+            )
+            return f"LCG of {ref.name} {'enabled' if enable else 'disabled'}"
+
+        run_store_operation(self.app, "Toggle LCG", "campaign.set_lcg_enabled", ref.name, operation)
+
+    # ------------------------------------------------------------------ complete (R8)
+    def action_complete(self) -> None:
+        ref = self._ref_or_warn()
+        if ref is None:
+            return
+        text = (
+            f"R8: every one of the {ref.members:,} current members gets left_campaign, all "
+            "memberships close, the mailings stop and the campaign becomes read-only. "
+            f"This cannot be undone. Type {ref.name} and press enter to complete it."
+        )
+        self.app.push_screen(
+            TypeToConfirmScreen(f"Complete {ref.name}", text, ref.name),
+            lambda ok: ok and self.complete_now(ref),
+        )
+
+    def complete_now(self, ref: CampaignRef) -> None:
+        def operation(session: Session) -> str:
+            campaigns = _campaigns()
+            campaign = campaigns.get_campaign(session, ref.name)
+            conflict_guard(campaign, ref)
+            campaigns.complete(session, self.app.actor, campaign, expected_version=ref.version)
+            return f"{ref.name} completed"
+
+        run_store_operation(self.app, "Complete", "campaign.complete", ref.name, operation)
+
+    # ------------------------------------------------------------------ segment refresh
+    def action_refresh_segment(self) -> None:
+        ref = self._ref_or_warn()
+        if ref is not None:
+            self.refresh_segment_now(ref)
+
+    def refresh_segment_now(self, ref: CampaignRef) -> None:
+        def operation(session: Session) -> str:
+            from store import segments
+
+            segment = segments.get_segment(session, ref.segment)
+            result = segments.refresh(session, self.app.actor, segment)
+            return f"segment {ref.segment}: {result.entered:,} entered, {result.left:,} left"
+
+        run_store_operation(self.app, "Refresh segment", "segment.refresh", ref.name, operation)
+
+    # ------------------------------------------------------------------ copy
+    def action_copy_id(self) -> None:
+        ref = self.campaign_ref()
+        if ref is not None:
+            self.app.copy_to_clipboard(ref.name)  # OSC 52: the operator's clipboard
+            self.app.notify(f"copied {ref.name!r}")
+
+
+def render_preview(preview: Any) -> Table | Text:
+    """An LcgPreview as a small table: target, per-stratum quotas, warnings (R9, R10)."""
+    target = getattr(preview, "target", None)
+    rows = getattr(preview, "strata", None) or getattr(preview, "rows", None) or []
+    warnings = getattr(preview, "warnings", None) or []
+    table = Table(
+        title=f"control target {target:,}" if isinstance(target, int) else None,
+        title_justify="left",
+        expand=True,
+        box=None,
+        pad_edge=False,
+    )
+    for column in ("stratum", "members", "quota", "control now"):
+        table.add_column(column, justify="left" if column == "stratum" else "right")
+
+    for row in rows:
+        key = _field(row, "key", "stratum_key", "label", default="")
+        label = (
+            ", ".join(f"{k}={v}" for k, v in key.items())
+            if isinstance(key, dict)
+            else str(key).replace("\x1f", ", ")
+        )
+        table.add_row(
+            label or "(all)",
+            f"{_field(row, 'members', 'n', default=0):,}",
+            f"{_field(row, 'quota', 'q', default=0):,}",
+            f"{_field(row, 'control', 'current_control', 'c', default=0):,}",
+        )
+    if warnings:
+        caption = Text()
+        for warning in warnings:
+            message = warning.get("message") if isinstance(warning, dict) else str(warning)
+            caption.append(f"⚠ {message}\n", style="bold yellow")
+        table.caption = caption
+        table.caption_justify = "left"
+    return table
+
+
+def _field(row: Any, *names: str, default: Any) -> Any:
+    for name in names:
+        if isinstance(row, dict) and name in row:
+            return row[name]
+        if hasattr(row, name):
+            return getattr(row, name)
+    return default

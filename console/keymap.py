@@ -1,0 +1,96 @@
+"""Key bindings with ids, so operators can remap them in the config file's [keys] table.
+
+Every binding the console offers is declared here once, with a stable id; screens take
+their BINDINGS from these lists, and `App.set_keymap` applies the remapping. Keys that
+terminals, tmux or macOS swallow (ctrl+a, ctrl+d, cmd/super, option/meta) are refused:
+over SSH they would silently never arrive (STYLE.md habits).
+"""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+
+# Ids of bindings that change state: hidden from footer and help in read-only mode.
+WRITE_ACTIONS = frozenset(
+    {"activate", "edit_lcg", "toggle_lcg", "complete", "refresh_segment", "pause_mailing"}
+)
+
+HELP = Binding("question_mark", "app.help", "Help", id="help")
+APP_BINDINGS = [
+    Binding("q", "quit", "Quit", id="quit"),
+    Binding("question_mark", "help", "Help", id="help", show=False),
+    Binding("b", "show_builds", "Builds", id="builds"),
+    Binding("f", "find_profile", "Profile", id="profile"),
+]
+
+CAMPAIGN_ACTION_BINDINGS = [
+    Binding("a", "activate", "Activate", id="activate"),
+    Binding("l", "edit_lcg", "Edit LCG", id="edit_lcg"),
+    Binding("t", "toggle_lcg", "Toggle LCG", id="toggle_lcg"),
+    Binding("c", "complete", "Complete", id="complete"),
+    Binding("r", "refresh_segment", "Refresh seg.", id="refresh_segment"),
+    Binding("y", "copy_id", "Copy name", id="copy_id", show=False),
+]
+
+# `?` leads every screen's footer, so at 80 columns it is never the part that is cut.
+LIST_BINDINGS = [
+    HELP,
+    Binding("enter", "open", "Open", id="open"),
+    Binding("slash", "filter", "Filter", id="filter"),
+    Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False),
+]
+
+DETAIL_BINDINGS = [
+    HELP,
+    Binding("escape", "back", "Back", id="back"),
+    Binding("p", "pause_mailing", "Pause/resume mailing", id="pause_mailing"),
+]
+
+BUILDS_BINDINGS = [HELP, Binding("escape", "back", "Back", id="back")]
+PROFILE_BINDINGS = [
+    HELP,
+    Binding("escape", "back", "Back", id="back"),
+    Binding("y", "copy_id", "Copy id", id="copy_id", show=False),
+]
+
+SWALLOWED_KEYS = ("ctrl+a", "ctrl+d")  # tmux prefix, EOF on many terminals
+SWALLOWED_MODIFIERS = ("super+", "cmd+", "meta+", "alt+", "option+")
+
+
+def swallowed(key: str) -> bool:
+    return key in SWALLOWED_KEYS or key.startswith(SWALLOWED_MODIFIERS)
+
+
+def binding_ids() -> set[str]:
+    ids: set[str] = set()
+    for group in (
+        APP_BINDINGS,
+        CAMPAIGN_ACTION_BINDINGS,
+        LIST_BINDINGS,
+        DETAIL_BINDINGS,
+        BUILDS_BINDINGS,
+        PROFILE_BINDINGS,
+    ):
+        ids.update(b.id for b in group if b.id)
+    return ids
+
+
+def checked_keymap(keys: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The usable part of settings.keys, and one problem message per refused entry."""
+    known = binding_ids()
+    keymap: dict[str, str] = {}
+    problems: list[str] = []
+    for binding_id, key in keys.items():
+        if binding_id not in known:
+            problems.append(
+                f"[keys] {binding_id}: no such binding (known: {', '.join(sorted(known))})"
+            )
+            continue
+        bad = [k for k in (part.strip().lower() for part in key.split(",")) if swallowed(k)]
+        if bad:
+            problems.append(
+                f"[keys] {binding_id} = {key!r}: terminals or tmux swallow {bad[0]}; pick another key"
+            )
+            continue
+        keymap[binding_id] = key
+    return keymap, problems

@@ -1,0 +1,273 @@
+"""One campaign: overview, LCG panel, split, strata, mailings, builds, recent audit."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from sqlmodel import Session
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Footer, Label, Static
+
+from console.actions import CampaignActions, CampaignRef, run_store_operation
+from console.keymap import CAMPAIGN_ACTION_BINDINGS, DETAIL_BINDINGS
+from console.live import LiveScreen
+from console.widgets.progress import build_progress, eta_text, rate_text, when
+from console.widgets.split_bar import SplitBar
+from console.widgets.status_header import StatusHeader
+from store.live_views import CampaignDetail, campaign_detail
+from store.models import utcnow
+
+STRATA_COLUMNS = ("Stratum", "Members", "Cohort", "Control", "Quota", "Ideal")
+MAILING_COLUMNS = ("Mailing", "Kind", "Status", "Schedule", "Next run", "Paused")
+BUILD_COLUMNS = ("#", "Reason", "Status", "Progress", "Rate", "ETA", "By")
+AUDIT_COLUMNS = ("At", "Who", "From", "Action", "Outcome", "Details")
+
+
+def sync_table(table: DataTable, rows: list[tuple[str, tuple[str, ...]]]) -> None:
+    """Make `table` show `rows` (key, cells), repainting only cells that changed."""
+    keys = [key for key, _cells in rows]
+    current = [row_key.value for row_key in table.rows]
+    if keys != current:
+        cursor = table.cursor_row
+        table.clear()
+        for key, cells in rows:
+            table.add_row(*cells, key=key)
+        if rows:
+            table.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
+        return
+    columns = list(table.columns)
+    for key, cells in rows:
+        for index, value in enumerate(cells):
+            if table.get_cell(key, columns[index]) != value:
+                table.update_cell(key, columns[index], value)
+
+
+def set_text(widget: Static, content: Text | str) -> None:
+    if getattr(widget, "_shown", None) != str(content):
+        widget._shown = str(content)  # type: ignore[attr-defined]
+        widget.update(content)
+
+
+class CampaignScreen(CampaignActions, LiveScreen):
+    BINDINGS = DETAIL_BINDINGS + CAMPAIGN_ACTION_BINDINGS
+
+    def __init__(self, name: str) -> None:
+        super().__init__(id="campaign-screen")
+        self.campaign_name = name
+        self.detail: CampaignDetail | None = None
+        self.now_fn = utcnow
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
+        with VerticalScroll(id="detail"):
+            yield Static(f"{self.campaign_name} – loading…", id="overview")
+            yield Static("", id="dynamic-note", classes="note")
+            yield Static("", id="lcg-panel", classes="panel")
+            yield SplitBar("", id="split")
+            yield Label("Strata", classes="section")
+            yield DataTable(id="strata", cursor_type="row", show_cursor=False)
+            yield Label("Mailings (p pauses or resumes the selected one)", classes="section")
+            yield DataTable(id="mailings", cursor_type="row")
+            yield Label("Audience builds", classes="section")
+            yield DataTable(id="builds", cursor_type="row", show_cursor=False)
+            yield Label("Recent audit entries", classes="section")
+            yield DataTable(id="audit", cursor_type="row", show_cursor=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        for table_id, columns in (
+            ("#strata", STRATA_COLUMNS),
+            ("#mailings", MAILING_COLUMNS),
+            ("#builds", BUILD_COLUMNS),
+            ("#audit", AUDIT_COLUMNS),
+        ):
+            table = self.query_one(table_id, DataTable)
+            for label in columns:
+                table.add_column(label, key=label)
+        self.query_one("#dynamic-note").display = False
+        self.query_one("#mailings", DataTable).focus()
+
+    # ------------------------------------------------------------------ live data
+    def read_snapshot(self, session: Session) -> CampaignDetail | None:
+        return campaign_detail(session, self.campaign_name)
+
+    def apply_snapshot(self, detail: CampaignDetail | None) -> None:
+        if detail is None:
+            set_text(
+                self.query_one("#overview", Static), f"campaign {self.campaign_name} not found"
+            )
+            return
+        self.detail = detail
+        set_text(self.query_one("#overview", Static), self.overview_text(detail))
+        note = self.query_one("#dynamic-note", Static)
+        note.display = detail.segment_kind == "dynamic"
+        if note.display:
+            set_text(
+                note,
+                f"⚠ Segment {detail.segment} is dynamic ({detail.segment_rule}): every refresh "
+                "changes the audience (R2c, R4). A static segment is recommended.",
+            )
+        set_text(self.query_one("#lcg-panel", Static), self.lcg_text(detail))
+        split = self.query_one("#split", SplitBar)
+        split_line = SplitBar.render_split(
+            detail.test, detail.control, detail.target or None, max(40, split.size.width)
+        )
+        set_text(split, split_line)
+        sync_table(
+            self.query_one("#strata", DataTable),
+            [
+                (
+                    s.label,
+                    (
+                        s.label,
+                        f"{s.members:,}",
+                        f"{s.cohort:,}",
+                        f"{s.control:,}",
+                        f"{s.quota:,}",
+                        f"{s.ideal:.2f}",
+                    ),
+                )
+                for s in detail.strata
+            ],
+        )
+        sync_table(
+            self.query_one("#mailings", DataTable),
+            [
+                (
+                    m.name,
+                    (
+                        m.name,
+                        m.kind,
+                        m.status,
+                        m.schedule,
+                        when(m.next_run_at),
+                        m.paused_reason or "",
+                    ),
+                )
+                for m in detail.mailings
+            ],
+        )
+        now = self.now_fn()
+        sync_table(
+            self.query_one("#builds", DataTable),
+            [
+                (
+                    str(b.id),
+                    (
+                        str(b.id),
+                        b.reason,
+                        b.status,
+                        build_progress(b.status, b.processed, b.total),
+                        rate_text(b.rate(now)),
+                        eta_text(b.eta_seconds(now)),
+                        b.requested_by,
+                    ),
+                )
+                for b in detail.builds
+            ],
+        )
+        sync_table(
+            self.query_one("#audit", DataTable),
+            [
+                (
+                    f"{i}",
+                    (when(a.at), a.actor, a.origin, a.action, a.outcome, a.details[:60]),
+                )
+                for i, a in enumerate(detail.audit)
+            ],
+        )
+
+    @staticmethod
+    def overview_text(d: CampaignDetail) -> Text:
+        text = Text()
+        text.append(d.name, style="bold")
+        text.append(f"  [{d.status}]", style="bold yellow" if d.status == "draft" else "bold")
+        text.append(f"  v{d.version}\n", style="dim")
+        text.append(f"database {d.database} · segment {d.segment} ({d.segment_kind})\n")
+        text.append(
+            f"members {d.members:,} · test {d.test:,} · control {d.control:,}"
+            f" · created {when(d.created_at)}"
+        )
+        if d.activated_at:
+            text.append(f" · activated {when(d.activated_at)}")
+        if d.completed_at:
+            text.append(f" · completed {when(d.completed_at)}")
+        return text
+
+    @staticmethod
+    def lcg_text(d: CampaignDetail) -> Text:
+        text = Text()
+        text.append("LCG ", style="bold")
+        if not d.lcg_enabled:
+            text.append("off", style="bold")
+            if d.lcg_percent_bp:
+                text.append(f" (last settings {d.lcg_percent_bp / 100:g}%)", style="dim")
+        else:
+            text.append(d.lcg_summary, style="bold")
+            limit = f"{d.lcg_limit:,}" if d.lcg_limit is not None else "none"
+            strata = ", ".join(d.lcg_strata) or "none"
+            text.append(f" · limit {limit} · strata {strata}\n")
+            text.append(
+                f"cohort {d.cohort_size:,} · control target {d.target:,} · actual {d.control:,}"
+            )
+            if d.deficit:
+                text.append(
+                    f" · deficit {d.deficit:,} waiting for newcomers (R6)", style="bold yellow"
+                )
+            text.append("\nSRM ")
+            if d.srm_p_value is None:
+                text.append("n/a", style="dim")
+            elif d.srm_flagged:
+                text.append(f"MISMATCH p={d.srm_p_value:.4f}", style="bold red")
+            else:
+                text.append(f"ok p={d.srm_p_value:.3f}")
+        for warning in d.warnings:
+            text.append(f"\n⚠ {warning}", style="bold yellow")
+        return text
+
+    # ------------------------------------------------------------------ actions
+    def campaign_ref(self) -> CampaignRef | None:
+        d = self.detail
+        if d is None:
+            return None
+        return CampaignRef(
+            name=d.name,
+            version=d.version,
+            status=d.status,
+            members=d.members,
+            control=d.control,
+            lcg_enabled=d.lcg_enabled,
+            segment=d.segment,
+            segment_kind=d.segment_kind,
+        )
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_pause_mailing(self) -> None:
+        if self.detail is None or not self.detail.mailings:
+            self.app.notify("this campaign has no mailing to pause", severity="warning")
+            return
+        table = self.query_one("#mailings", DataTable)
+        shown = self.detail.mailings[min(table.cursor_row, len(self.detail.mailings) - 1)]
+        self.pause_mailing_now(shown.name, pause=not shown.manual_paused)
+
+    def pause_mailing_now(self, mailing_name: str, *, pause: bool) -> None:
+        def operation(session: Session) -> str:
+            from store import mailings
+            from store.errors import ConflictError
+
+            mailing = mailings.get_mailing(session, mailing_name)
+            if mailing.manual_paused is pause:
+                # What the screen showed is stale: someone else paused or resumed it.
+                raise ConflictError(
+                    f"mailing {mailing_name!r} is already {'paused' if pause else 'running'}"
+                    " (changed meanwhile); look at the refreshed screen"
+                )
+            mailings.set_manual_pause(session, self.app.actor, mailing, pause)
+            return f"mailing {mailing_name} {'paused' if pause else 'resumed'}"
+
+        verb = "pause" if pause else "resume"
+        run_store_operation(
+            self.app, f"{verb.capitalize()} mailing", f"mailing.{verb}", mailing_name, operation
+        )

@@ -1,0 +1,156 @@
+"""The campaign list: every campaign with its split, LCG, warnings, builds and pauses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Footer, Input
+
+from console.actions import CampaignActions, CampaignRef
+from console.keymap import CAMPAIGN_ACTION_BINDINGS, LIST_BINDINGS
+from console.live import LiveScreen
+from console.widgets.status_header import StatusHeader
+from store.live_views import campaign_rows
+
+# (column key, label, how a row dict becomes the cell)
+COLUMNS: list[tuple[str, str, Any]] = [
+    ("name", "Campaign", lambda r: r["name"]),
+    ("status", "Status", lambda r: r["status"]),
+    ("members", "Members", lambda r: f"{r['members']:,}"),
+    ("test", "Test", lambda r: f"{r['test']:,} {r['test_pct']}"),
+    ("control", "Control", lambda r: f"{r['control']:,} {r['control_pct']}"),
+    ("lcg", "LCG", lambda r: r["lcg"]),
+    ("warnings", "Warn", lambda r: f"⚠ {r['warnings']}" if r["warnings"] else ""),
+    ("build", "Build", lambda r: r["build"]),
+    (
+        "paused",
+        "Paused",
+        lambda r: f"{r['paused_mailings']} paused" if r["paused_mailings"] else "",
+    ),
+    (
+        "segment",
+        "Segment",
+        lambda r: r["segment"] + (" (dyn)" if r["segment_kind"] == "dynamic" else ""),
+    ),
+    ("database", "Database", lambda r: r["database"]),
+]
+
+
+def matches(row: dict[str, Any], needle: str) -> bool:
+    needle = needle.lower()
+    return any(
+        needle in str(row[k]).lower() for k in ("name", "status", "segment", "database", "lcg")
+    )
+
+
+class CampaignsScreen(CampaignActions, LiveScreen):
+    BINDINGS = LIST_BINDINGS + CAMPAIGN_ACTION_BINDINGS
+
+    def __init__(self) -> None:
+        super().__init__(id="campaigns-screen")
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.shown: list[str] = []
+        self.cells: dict[str, tuple[str, ...]] = {}
+        self.needle = ""
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
+        yield Input(placeholder="filter: name, status, segment, database…", id="filter")
+        table = DataTable(id="campaigns", cursor_type="row", zebra_stripes=True)
+        for key, label, _cell in COLUMNS:
+            table.add_column(label, key=key)
+        table.loading = True
+        yield table
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        self.query_one("#campaigns", DataTable).focus()
+
+    # ------------------------------------------------------------------ live data
+    def read_snapshot(self, session: Session) -> list[dict[str, Any]]:
+        return campaign_rows(session)
+
+    def apply_snapshot(self, snapshot: list[dict[str, Any]]) -> None:
+        self.rows = {row["name"]: row for row in snapshot}
+        self.render_rows()
+
+    def render_rows(self) -> None:
+        table = self.query_one("#campaigns", DataTable)
+        table.loading = False
+        wanted = [
+            name for name, row in self.rows.items() if not self.needle or matches(row, self.needle)
+        ]
+        cells = {name: tuple(cell(self.rows[name]) for _k, _l, cell in COLUMNS) for name in wanted}
+        if wanted != self.shown:
+            selected = self.selected_name()
+            table.clear()
+            for name in wanted:
+                table.add_row(*cells[name], key=name)
+            if selected in wanted:
+                table.move_cursor(row=wanted.index(selected), animate=False)
+        else:
+            # Only the cells that changed are repainted (Dolphie habit).
+            for name in wanted:
+                old = self.cells.get(name)
+                for index, (key, _label, _cell) in enumerate(COLUMNS):
+                    if old is None or old[index] != cells[name][index]:
+                        table.update_cell(name, key, cells[name][index])
+        self.shown = wanted
+        self.cells = cells
+
+    def selected_name(self) -> str | None:
+        table = self.query_one("#campaigns", DataTable)
+        if not self.shown or table.row_count == 0:
+            return None
+        row = min(table.cursor_row, len(self.shown) - 1)
+        return self.shown[row]
+
+    def campaign_ref(self) -> CampaignRef | None:
+        name = self.selected_name()
+        if name is None or name not in self.rows:
+            return None
+        row = self.rows[name]
+        return CampaignRef(
+            name=name,
+            version=row["version"],
+            status=row["status"],
+            members=row["members"],
+            control=row["control"],
+            lcg_enabled=row["lcg_enabled"],
+            segment=row["segment"],
+            segment_kind=row["segment_kind"],
+        )
+
+    # ------------------------------------------------------------------ navigation
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open()
+
+    def action_open(self) -> None:
+        name = self.selected_name()
+        if name is not None:
+            self.app.open_campaign(name)
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.needle = event.value.strip()
+        self.render_rows()
+
+    def on_input_submitted(self, _event: Input.Submitted) -> None:
+        self.query_one("#campaigns", DataTable).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.value or box.display:
+            box.value = ""
+            box.display = False
+            self.needle = ""
+            self.render_rows()
+        self.query_one("#campaigns", DataTable).focus()

@@ -1,0 +1,42 @@
+"""The one-line header every screen shows: database, scheduler state, user and role."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+
+class StatusHeader(Static):
+    """`user (role) │ scheduler: … │ DB`; NOT RUNNING in a warning colour.
+
+    The app's poller sets `scheduler` every poll; the rest is fixed for the session.
+    """
+
+    scheduler: reactive[str] = reactive("checking…", layout=False)
+
+    def __init__(self, database: str, user: str, role: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.database = database
+        self.user = user
+        self.role = role
+
+    def on_mount(self) -> None:
+        self.scheduler = self.app.scheduler_text  # type: ignore[attr-defined]
+
+    def watch_scheduler(self, _value: str) -> None:
+        self.update(self._line())
+
+    def _line(self) -> Text:
+        # User and scheduler first: at 80 columns a long database URL is what gets cut.
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(f"{self.user} ({self.role})", style="bold")
+        line.append(" │ scheduler: ")
+        if self.scheduler.startswith("NOT RUNNING"):
+            # Reverse video keeps the warning visible under NO_COLOR as well.
+            line.append(f" {self.scheduler} ", style="bold reverse red")
+        else:
+            line.append(self.scheduler, style="green")
+        line.append(" │ ")
+        line.append(self.database)
+        return line

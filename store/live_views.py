@@ -1,0 +1,445 @@
+"""Read models the live console polls: one snapshot per screen, from counters only.
+
+Every function here is a handful of indexed queries whose cost does not grow with the
+number of profiles or members (counters on `campaign`, `campaign_stratum`,
+`audience_build`, `segment`), so a 1,000,000-profile workspace stays instant. The values
+are plain data (dicts, tuples, strings) so the console can compare two snapshots cell by
+cell and repaint only what changed. No writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from store.models import (
+    STRATIFIABLE_TYPES,
+    AudienceBuild,
+    AuditEntry,
+    Campaign,
+    CampaignStratum,
+    Mailing,
+    ProfileDatabase,
+    ProfileField,
+    SchedulerLease,
+    Segment,
+    utcnow,
+)
+from store.lcg import srm, target_total
+from store.strata import label as stratum_label
+from store.views import lcg_summary
+
+ACTIVE_BUILD_STATUSES = ("queued", "running")
+
+
+def percent_of(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "–"
+
+
+# --------------------------------------------------------------------------- builds
+
+
+@dataclass(frozen=True)
+class BuildRow:
+    id: int
+    campaign: str
+    reason: str
+    status: str
+    processed: int
+    total: int
+    requested_by: str
+    requested_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    worker: str | None
+    error: str | None
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.processed / self.total) if self.total else 0.0
+
+    def rate(self, now: datetime) -> float | None:
+        """Profiles per second since the build started (None before any progress)."""
+        if self.started_at is None or not self.processed:
+            return None
+        end = self.finished_at or self.heartbeat_at or now
+        seconds = (end - self.started_at).total_seconds()
+        return self.processed / seconds if seconds > 0 else None
+
+    def eta_seconds(self, now: datetime) -> float | None:
+        rate = self.rate(now)
+        if self.status != "running" or not rate or not self.total:
+            return None
+        return max(0.0, (self.total - self.processed) / rate)
+
+
+def _build_rows(session: Session, query: sa.Select) -> list[BuildRow]:
+    rows = session.execute(query).all()
+    return [
+        BuildRow(
+            id=b.id,
+            campaign=name,
+            reason=b.reason,
+            status=b.status,
+            processed=b.processed,
+            total=b.total,
+            requested_by=b.requested_by,
+            requested_at=b.requested_at,
+            started_at=b.started_at,
+            finished_at=b.finished_at,
+            heartbeat_at=b.heartbeat_at,
+            worker=b.worker,
+            error=b.error,
+        )
+        for b, name in rows
+    ]
+
+
+def _build_select() -> sa.Select:
+    return sa.select(AudienceBuild, Campaign.name).join(
+        Campaign, Campaign.id == AudienceBuild.campaign_id
+    )
+
+
+@dataclass(frozen=True)
+class BuildsOverview:
+    running: list[BuildRow]
+    queued: list[BuildRow]
+    recent: list[BuildRow]
+
+
+def builds_overview(session: Session, recent_limit: int = 20) -> BuildsOverview:
+    """Running, queued and recently finished builds across campaigns."""
+    running = _build_rows(
+        session,
+        _build_select().where(AudienceBuild.status == "running").order_by(AudienceBuild.id),
+    )
+    queued = _build_rows(
+        session,
+        _build_select().where(AudienceBuild.status == "queued").order_by(AudienceBuild.id),
+    )
+    recent = _build_rows(
+        session,
+        _build_select()
+        .where(AudienceBuild.status.not_in(ACTIVE_BUILD_STATUSES))
+        .order_by(AudienceBuild.id.desc())
+        .limit(recent_limit),
+    )
+    return BuildsOverview(running=running, queued=queued, recent=recent)
+
+
+# --------------------------------------------------------------------------- scheduler
+
+
+@dataclass(frozen=True)
+class SchedulerState:
+    alive: bool
+    holder: str | None
+    heartbeat_age: float | None  # seconds since the last heartbeat, None without a lease
+
+    def describe(self, embedded_holder: str | None = None) -> str:
+        if not self.alive:
+            return "NOT RUNNING"
+        where = "embedded" if embedded_holder and self.holder == embedded_holder else "external"
+        return f"{where}, heard {self.heartbeat_age:.0f}s ago"
+
+
+def scheduler_state(session: Session, now: datetime | None = None) -> SchedulerState:
+    """Alive while the lease is unexpired (SPEC Scheduler: one scheduler per database)."""
+    now = now or utcnow()
+    lease = session.scalar(sa.select(SchedulerLease).order_by(SchedulerLease.heartbeat_at.desc()))
+    if lease is None:
+        return SchedulerState(alive=False, holder=None, heartbeat_age=None)
+    age = max(0.0, (now - lease.heartbeat_at).total_seconds())
+    return SchedulerState(alive=lease.expires_at > now, holder=lease.holder, heartbeat_age=age)
+
+
+# --------------------------------------------------------------------------- campaign list
+
+
+def campaign_rows(session: Session) -> list[dict[str, Any]]:
+    """The campaign list screen: one dict per campaign, counters only."""
+    paused = (
+        sa.select(Mailing.campaign_id, sa.func.count().label("paused"))
+        .where(
+            Mailing.status == "active",
+            sa.or_(Mailing.manual_paused.is_(True), Mailing.paused_by_build_id.is_not(None)),
+        )
+        .group_by(Mailing.campaign_id)
+        .subquery()
+    )
+    rows = session.execute(
+        sa.select(Campaign, ProfileDatabase.name, Segment.name, Segment.kind, paused.c.paused)
+        .join(ProfileDatabase, ProfileDatabase.id == Campaign.database_id)
+        .join(Segment, Segment.id == Campaign.segment_id)
+        .outerjoin(paused, paused.c.campaign_id == Campaign.id)
+        .order_by(Campaign.name)
+    ).all()
+    active = session.execute(
+        sa.select(AudienceBuild)
+        .where(AudienceBuild.status.in_(ACTIVE_BUILD_STATUSES))
+        .order_by(AudienceBuild.id)
+    ).scalars()
+    progress: dict[int, str] = {}
+    for build in active:
+        if build.status == "running":
+            share = f"{100 * build.processed / build.total:.0f}%" if build.total else "0%"
+            progress[build.campaign_id] = f"{build.reason} {share}"
+        else:
+            progress.setdefault(build.campaign_id, f"{build.reason} queued")
+    return [
+        {
+            "name": c.name,
+            "version": c.version,
+            "status": c.status,
+            "database": database,
+            "segment": segment,
+            "segment_kind": kind,
+            "members": c.members,
+            "test": c.test_count,
+            "control": c.control_count,
+            "test_pct": percent_of(c.test_count, c.members),
+            "control_pct": percent_of(c.control_count, c.members),
+            "lcg": lcg_summary(c),
+            "lcg_enabled": c.lcg_enabled,
+            "warnings": len(c.warnings),
+            "build": progress.get(c.id, ""),
+            "paused_mailings": paused_count or 0,
+        }
+        for c, database, segment, kind, paused_count in rows
+    ]
+
+
+# --------------------------------------------------------------------------- campaign detail
+
+
+@dataclass(frozen=True)
+class StratumRow:
+    label: str
+    members: int
+    cohort: int
+    control: int
+    quota: int
+    ideal: float
+
+
+@dataclass(frozen=True)
+class MailingRow:
+    id: int
+    name: str
+    kind: str
+    status: str
+    schedule: str
+    next_run_at: datetime | None
+    paused: bool
+    manual_paused: bool
+    paused_reason: str | None
+    version: int
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    at: datetime
+    actor: str
+    origin: str
+    action: str
+    outcome: str
+    details: str
+
+
+@dataclass(frozen=True)
+class CampaignDetail:
+    id: int
+    name: str
+    version: int
+    status: str
+    database: str
+    database_id: int
+    segment: str
+    segment_kind: str
+    segment_rule: str | None
+    members: int
+    test: int
+    control: int
+    cohort_size: int
+    lcg_enabled: bool
+    lcg_percent_bp: int
+    lcg_limit: int | None
+    lcg_strata: tuple[str, ...]
+    lcg_summary: str
+    target: int
+    deficit: int
+    warnings: tuple[str, ...]
+    srm_p_value: float | None
+    srm_flagged: bool
+    created_at: datetime
+    activated_at: datetime | None
+    completed_at: datetime | None
+    strata: list[StratumRow] = field(default_factory=list)
+    mailings: list[MailingRow] = field(default_factory=list)
+    builds: list[BuildRow] = field(default_factory=list)
+    audit: list[AuditRow] = field(default_factory=list)
+
+
+def _srm(control: int, cohort: int, percent_bp: int, target: int) -> tuple[float | None, bool]:
+    """Sample-ratio mismatch of the cohort against its target share (the limit may bind)."""
+    share = Decimal(target) / Decimal(cohort) if cohort else None
+    return srm(control, cohort, percent_bp, share)
+
+
+def _schedule(mailing: Mailing) -> str:
+    if mailing.kind == "regular":
+        return f"cron {mailing.cron}"
+    if mailing.kind == "broadcast" and mailing.send_at is not None:
+        return f"at {mailing.send_at:%Y-%m-%d %H:%M}"
+    return "on event"
+
+
+def _audit_details(details: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in details.items() if v not in (None, "", [], {}))
+
+
+def campaign_detail(session: Session, name: str, *, audit_limit: int = 8) -> CampaignDetail | None:
+    """Everything the campaign screen shows; None when the campaign does not exist."""
+    row = session.execute(
+        sa.select(Campaign, ProfileDatabase.name, Segment)
+        .join(ProfileDatabase, ProfileDatabase.id == Campaign.database_id)
+        .join(Segment, Segment.id == Campaign.segment_id)
+        .where(Campaign.name == name)
+    ).first()
+    if row is None:
+        return None
+    campaign, database, segment = row
+    strata_rows = list(
+        session.scalars(
+            sa.select(CampaignStratum)
+            .where(CampaignStratum.campaign_id == campaign.id)
+            .order_by(CampaignStratum.stratum_key)
+        )
+    )
+    target = (
+        target_total(campaign.lcg_percent_bp, campaign.cohort_size, campaign.lcg_limit)
+        if campaign.lcg_enabled
+        else 0
+    )
+    cohort_total = sum(s.cohort for s in strata_rows) or campaign.cohort_size
+    strata = [
+        StratumRow(
+            label=stratum_label(s.stratum_key, campaign.lcg_strata or []),
+            members=s.members,
+            cohort=s.cohort,
+            control=s.control,
+            quota=s.quota,
+            ideal=(target * s.cohort / cohort_total) if cohort_total else 0.0,
+        )
+        for s in strata_rows
+    ]
+    if strata:
+        # R6: a larger control group is filled only by newcomers; deficit per stratum.
+        deficit = sum(max(0, s.quota - s.control) for s in strata) if campaign.lcg_enabled else 0
+    else:
+        deficit = max(0, target - campaign.control_count) if campaign.lcg_enabled else 0
+    srm_p, srm_flagged = (
+        _srm(campaign.control_count, campaign.cohort_size, campaign.lcg_percent_bp, target)
+        if campaign.lcg_enabled and campaign.cohort_size
+        else (None, False)
+    )
+    mailings = [
+        MailingRow(
+            id=m.id,
+            name=m.name,
+            kind=m.kind,
+            status=m.status,
+            schedule=_schedule(m),
+            next_run_at=m.next_run_at,
+            paused=m.paused,
+            manual_paused=m.manual_paused,
+            paused_reason=m.paused_reason,
+            version=m.version,
+        )
+        for m in session.scalars(
+            sa.select(Mailing).where(Mailing.campaign_id == campaign.id).order_by(Mailing.name)
+        )
+    ]
+    builds = _build_rows(
+        session,
+        _build_select()
+        .where(AudienceBuild.campaign_id == campaign.id)
+        .order_by(AudienceBuild.id.desc())
+        .limit(5),
+    )
+    audit = [
+        AuditRow(
+            at=a.at,
+            actor=a.actor,
+            origin=a.origin,
+            action=a.action,
+            outcome=a.outcome,
+            details=_audit_details(a.details or {}),
+        )
+        for a in session.scalars(
+            sa.select(AuditEntry)
+            .where(AuditEntry.target_type == "campaign", AuditEntry.target_id == campaign.id)
+            .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+            .limit(audit_limit)
+        )
+    ]
+    return CampaignDetail(
+        id=campaign.id,
+        name=campaign.name,
+        version=campaign.version,
+        status=campaign.status,
+        database=database,
+        database_id=campaign.database_id,
+        segment=segment.name,
+        segment_kind=segment.kind,
+        segment_rule=segment.rule,
+        members=campaign.members,
+        test=campaign.test_count,
+        control=campaign.control_count,
+        cohort_size=campaign.cohort_size,
+        lcg_enabled=campaign.lcg_enabled,
+        lcg_percent_bp=campaign.lcg_percent_bp,
+        lcg_limit=campaign.lcg_limit,
+        lcg_strata=tuple(campaign.lcg_strata or ()),
+        lcg_summary=lcg_summary(campaign),
+        target=target,
+        deficit=deficit,
+        warnings=tuple(str(w.get("message") or w.get("code") or w) for w in campaign.warnings),
+        srm_p_value=srm_p,
+        srm_flagged=bool(srm_flagged),
+        created_at=campaign.created_at,
+        activated_at=campaign.activated_at,
+        completed_at=campaign.completed_at,
+        strata=strata,
+        mailings=mailings,
+        builds=builds,
+        audit=audit,
+    )
+
+
+# --------------------------------------------------------------------------- small look-ups
+
+
+def stratifiable_fields(session: Session, database_id: int) -> list[str]:
+    """Field names the LCG form offers as strata (floats are continuous: none)."""
+    return list(
+        session.scalars(
+            sa.select(ProfileField.name)
+            .where(
+                ProfileField.database_id == database_id,
+                ProfileField.type.in_(STRATIFIABLE_TYPES),
+            )
+            .order_by(ProfileField.position)
+        )
+    )
+
+
+def database_names(session: Session) -> list[str]:
+    return list(session.scalars(sa.select(ProfileDatabase.name).order_by(ProfileDatabase.name)))
