@@ -8,6 +8,7 @@ manual pause survives any build.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -16,7 +17,15 @@ from sqlmodel import Session
 from store import audit
 from store.actors import Actor
 from store.errors import InvalidStateError, NotFoundError, ValidationError
-from store.models import MAILING_KINDS, AudienceBuild, Campaign, Mailing, Segment
+from store.models import (
+    MAILING_KINDS,
+    AudienceBuild,
+    Campaign,
+    Mailing,
+    MailingRun,
+    Segment,
+    utcnow,
+)
 
 SCHEDULED_KINDS = ("broadcast", "regular")  # R5: trigger mailings are never paused
 
@@ -151,3 +160,206 @@ def resume_after_build(session: Session, build: AudienceBuild) -> int:
         .values(paused_by_build_id=None, version=Mailing.version + 1)
     )
     return result.rowcount
+
+
+# --------------------------------------------------------------------------- runs
+#
+# A run is one firing of a mailing at one scheduled time. `mailing_run` is unique per
+# (mailing, scheduled_for), so a fire is never doubled, even by two schedulers or a
+# restarted one. A run is claimed (status "running") in its own transaction before any
+# audience expansion; deliveries and the run's completion are one later transaction, so a
+# crash leaves a "running" run without deliveries, which the next scheduler finishes.
+
+RUN_STATUSES = ("running", "done", "skipped")
+
+
+def sendable_clause():
+    """SQL condition over `mailing`: active, not paused, of an active campaign (R5, R8)."""
+    campaign = Campaign.__table__
+    return sa.and_(
+        Mailing.status == "active",
+        Mailing.kind.in_(SCHEDULED_KINDS),
+        Mailing.manual_paused.is_(False),
+        Mailing.paused_by_build_id.is_(None),
+        sa.exists().where(campaign.c.id == Mailing.campaign_id, campaign.c.status == "active"),
+    )
+
+
+def lock_if_sendable(session: Session, mailing_id: int) -> str | None:
+    """Lock the mailing row when it may send now and return None; else say why not.
+
+    The no-op UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before the
+    check, so an LCG build cannot pause the mailing between the check and the deliveries.
+    """
+    locked = session.execute(
+        sa.update(Mailing)
+        .where(Mailing.id == mailing_id, sendable_clause())
+        .values(version=Mailing.version)
+    ).rowcount
+    if locked:
+        return None
+    mailing = session.get(Mailing, mailing_id, populate_existing=True)
+    if mailing is None:
+        return "the mailing no longer exists"
+    campaign = session.get(Campaign, mailing.campaign_id, populate_existing=True)
+    if campaign is None or campaign.status != "active":
+        status = campaign.status if campaign else "gone"
+        return f"campaign is {status}" + (
+            " (R8: completed campaigns never send)" if status == "completed" else ""
+        )
+    if mailing.status != "active":
+        return f"mailing is {mailing.status}"
+    if mailing.paused:
+        return mailing.paused_reason
+    return f"a {mailing.kind} mailing is not time-scheduled"
+
+
+def begin_run(session: Session, mailing_id: int, scheduled_for: datetime) -> MailingRun:
+    """Claim the firing of `mailing_id` at `scheduled_for` (status "running").
+
+    Raises InvalidStateError (nothing written) when the mailing may not send now or this
+    time was already fired; the caller's commit can still fail on the unique
+    (mailing, scheduled_for) when another process claimed the same firing.
+    """
+    reason = lock_if_sendable(session, mailing_id)
+    if reason is not None:
+        raise InvalidStateError(f"mailing #{mailing_id} not sent: {reason}")
+    existing = session.scalar(
+        sa.select(MailingRun).where(
+            MailingRun.mailing_id == mailing_id, MailingRun.scheduled_for == scheduled_for
+        )
+    )
+    if existing is not None:
+        raise InvalidStateError(
+            f"mailing #{mailing_id} already fired for {scheduled_for.isoformat()} "
+            f"(run #{existing.id}, {existing.status})"
+        )
+    run = MailingRun(mailing_id=mailing_id, scheduled_for=scheduled_for, started_at=utcnow())
+    session.add(run)
+    session.flush()
+    return run
+
+
+def complete_run(
+    session: Session, actor: Actor, run: MailingRun, mailing: Mailing, recipients: int
+) -> MailingRun:
+    """Mark `run` done with its recipient count; a broadcast becomes "sent"."""
+    now = utcnow()
+    run.status = "done"
+    run.recipients = recipients
+    run.finished_at = now
+    mailing.last_run_at = run.scheduled_for
+    if mailing.kind == "broadcast":
+        mailing.status = "sent"
+        mailing.next_run_at = None
+        mailing.version += 1
+    session.add_all([run, mailing])
+    audit.record(
+        session,
+        actor,
+        "mailing.send",
+        "mailing",
+        mailing.id,
+        mailing.name,
+        run=run.id,
+        scheduled_for=run.scheduled_for.isoformat(),
+        recipients=recipients,
+    )
+    session.flush()
+    return run
+
+
+def abandon_run(session: Session, actor: Actor, run: MailingRun, reason: str) -> None:
+    """A claimed run that may not send after all (paused or completed meanwhile).
+
+    Misfire policy: a broadcast's claim is withdrawn so it fires once when it may send
+    again (on resume); a regular mailing's occurrence is skipped, recorded as "skipped".
+    """
+    mailing = session.get(Mailing, run.mailing_id)
+    if mailing is not None and mailing.kind == "broadcast":
+        session.delete(run)
+    else:
+        run.status = "skipped"
+        run.finished_at = utcnow()
+        session.add(run)
+    audit.record(
+        session,
+        actor,
+        "mailing.skip",
+        "mailing",
+        run.mailing_id,
+        mailing.name if mailing else None,
+        scheduled_for=run.scheduled_for.isoformat(),
+        reason=reason,
+    )
+    session.flush()
+
+
+def unfinished_runs(session: Session) -> list[MailingRun]:
+    """Runs claimed by a scheduler that stopped before sending (crash recovery)."""
+    return list(
+        session.scalars(
+            sa.select(MailingRun).where(MailingRun.status == "running").order_by(MailingRun.id)
+        )
+    )
+
+
+def set_next_run_at(session: Session, mailing_id: int, next_run_at: datetime | None) -> None:
+    """The scheduler's own bookkeeping: no version bump, no audit (nothing desired changed)."""
+    session.execute(
+        sa.update(Mailing).where(Mailing.id == mailing_id).values(next_run_at=next_run_at)
+    )
+
+
+@dataclass(frozen=True)
+class MailingSchedule:
+    """What the scheduler needs to know of one mailing to keep its job in line."""
+
+    mailing_id: int
+    name: str
+    kind: str
+    status: str
+    campaign_status: str
+    send_at: datetime | None
+    cron: str | None
+    manual_paused: bool
+    paused_by_build_id: int | None
+    version: int
+    next_run_at: datetime | None
+    fired: bool  # a broadcast with a run at its send_at (running, done or skipped)
+
+    @property
+    def paused(self) -> bool:
+        return self.manual_paused or self.paused_by_build_id is not None
+
+
+def mailing_schedules(session: Session) -> list[MailingSchedule]:
+    """Every time-scheduled mailing (broadcast, regular) with its campaign's status."""
+    campaign = Campaign.__table__
+    mailing = Mailing.__table__
+    run = MailingRun.__table__
+    fired = (
+        sa.exists()
+        .where(run.c.mailing_id == mailing.c.id, run.c.scheduled_for == mailing.c.send_at)
+        .label("fired")
+    )
+    rows = session.execute(
+        sa.select(
+            mailing.c.id,
+            mailing.c.name,
+            mailing.c.kind,
+            mailing.c.status,
+            campaign.c.status,
+            mailing.c.send_at,
+            mailing.c.cron,
+            mailing.c.manual_paused,
+            mailing.c.paused_by_build_id,
+            mailing.c.version,
+            mailing.c.next_run_at,
+            fired,
+        )
+        .join(campaign, campaign.c.id == mailing.c.campaign_id)
+        .where(mailing.c.kind.in_(SCHEDULED_KINDS))
+        .order_by(mailing.c.id)
+    )
+    return [MailingSchedule(*row) for row in rows]

@@ -1,0 +1,340 @@
+"""SchedulerService: the lease, and APScheduler jobs while holding it.
+
+Why a `BackgroundScheduler` with thread pools: builds, refreshes and sends are synchronous
+store calls (SQLAlchemy, set-based SQL) that run for seconds; threads let them run next
+to each other and next to the console's event loop without blocking it, and the same
+service runs unchanged embedded in the console or as the `campaign-console scheduler`
+daemon. (An AsyncIOScheduler would only push the same blocking calls into threads.)
+
+Life cycle: `start()` starts a lease thread. Without the lease the service is a standby
+that polls for it. On acquiring the lease a *term* begins: abandoned builds are requeued
+(crash recovery), a fresh BackgroundScheduler starts with
+
+* `reconcile` every second: segment refresh and mailing jobs follow the database
+  (scheduler/reconcile.py);
+* `dispatch` every half second: claims queued builds, one per campaign, up to
+  `pool_size` at a time, each run as a job on the `builds` executor;
+* a one-off `recover` job finishing mailing runs a dead scheduler left claimed.
+
+The lease thread renews the lease every ttl/3. A term ends when the lease is taken by
+someone else or could not be renewed for 0.8 × ttl (before another scheduler may take
+it): every job checks `acting()` and builds stop at their next chunk boundary, going
+back to the queue with their checkpoint. `shutdown()` ends the term the same way, waits
+for the jobs, then releases the lease so a standby takes over at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers import SchedulerNotRunningError
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlmodel import Session
+
+from scheduler import jobs
+from scheduler.mailings import DatabaseSender, Sender
+from scheduler.reconcile import Reconciler
+from store import lease
+from store.actors import system_actor
+from store.db import open_store, resolve_db_url
+
+log = logging.getLogger("scheduler.service")
+
+FENCE_FRACTION = 0.8  # stop acting when the lease went unrenewed this share of its TTL
+
+
+@dataclass
+class SchedulerSettings:
+    """Tunables; `from_env` reads CC_SCHEDULER_* variables (used by the daemon)."""
+
+    pool_size: int = 2
+    lease_ttl: float = 10.0
+    stale_after: float | None = None  # build heartbeat age that means "abandoned"; 3×ttl
+    reconcile_interval: float = 1.0
+    dispatch_interval: float = 0.5
+    build_chunk_size: int | None = None  # None: the store's default
+    build_chunk_pause: float = 0.0  # seconds between build chunks, to leave I/O to others
+    mailing_threads: int = 8
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> SchedulerSettings:
+        env = os.environ if environ is None else environ
+        names = {
+            "pool_size": ("CC_SCHEDULER_POOL_SIZE", int),
+            "lease_ttl": ("CC_SCHEDULER_LEASE_TTL", float),
+            "stale_after": ("CC_SCHEDULER_STALE_AFTER", float),
+            "reconcile_interval": ("CC_SCHEDULER_RECONCILE_INTERVAL", float),
+            "dispatch_interval": ("CC_SCHEDULER_DISPATCH_INTERVAL", float),
+            "build_chunk_size": ("CC_SCHEDULER_CHUNK_SIZE", int),
+            "build_chunk_pause": ("CC_SCHEDULER_CHUNK_PAUSE", float),
+        }
+        values = {attr: kind(env[var]) for attr, (var, kind) in names.items() if env.get(var)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def stale_after_delta(self) -> timedelta:
+        return timedelta(seconds=self.stale_after or 3 * self.lease_ttl)
+
+
+@dataclass
+class _Term:
+    """One stretch of holding the lease."""
+
+    number: int
+    last_renewed: float  # monotonic time just before the last successful renewal
+    fence: float
+    ended: bool = False
+    scheduler: BackgroundScheduler | None = None
+    ctx: jobs.JobContext | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def acting(self) -> bool:
+        return not self.ended and time.monotonic() - self.last_renewed < self.fence
+
+
+class SchedulerService:
+    """Runs the scheduler for one database while (and only while) it holds the lease."""
+
+    def __init__(
+        self,
+        db_url: str | None = None,
+        *,
+        pool_size: int = 2,
+        holder: str | None = None,
+        settings: SchedulerSettings | None = None,
+        sender: Sender | None = None,
+        **overrides,
+    ) -> None:
+        self.db_url = resolve_db_url(db_url)
+        self.settings = settings or SchedulerSettings(pool_size=pool_size)
+        for name, value in overrides.items():
+            if not hasattr(self.settings, name):
+                raise TypeError(f"unknown scheduler setting {name!r}")
+            setattr(self.settings, name, value)
+        if settings is None:
+            self.settings.pool_size = pool_size
+        self.holder = holder or lease.make_holder(uuid.uuid4().hex[:8])
+        self.sender = sender or DatabaseSender()
+        self.actor = system_actor("scheduler")
+        self.engine = open_store(self.db_url)
+        self._stopping = threading.Event()
+        self._lock = threading.RLock()
+        self._term: _Term | None = None
+        self._terms = 0
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> SchedulerService:
+        """Start the lease thread (non-blocking): standby until the lease is ours."""
+        if self._thread is not None:
+            raise RuntimeError("scheduler service already started")
+        self._thread = threading.Thread(
+            target=self._lease_loop, name="scheduler-lease", daemon=True
+        )
+        self._thread.start()
+        log.info("scheduler %s started on %s", self.holder, self.engine.url.render_as_string())
+        return self
+
+    def shutdown(self, timeout: float | None = 30.0) -> None:
+        """Stop acting: builds stop at their next chunk, then release the lease."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._end_term("shutdown", wait=True)
+        self.engine.dispose()
+        log.info("scheduler %s stopped", self.holder)
+
+    @property
+    def is_leader(self) -> bool:
+        term = self._term
+        return term is not None and term.acting()
+
+    @property
+    def state(self) -> str:
+        """ "acting" (holds the lease), "standby" or "stopped"."""
+        if self._stopping.is_set() or self._thread is None:
+            return "stopped"
+        return "acting" if self.is_leader else "standby"
+
+    def wait_until_acting(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_leader:
+                return True
+            self._stopping.wait(0.05)
+        return self.is_leader
+
+    def jobs(self) -> list:
+        """The APScheduler jobs of the current term (empty when not acting)."""
+        term = self._term
+        if term is None or term.scheduler is None:
+            return []
+        return term.scheduler.get_jobs()
+
+    def get_job(self, job_id: str):
+        term = self._term
+        if term is None or term.scheduler is None:
+            return None
+        return term.scheduler.get_job(job_id)
+
+    def in_flight_builds(self) -> dict[int, int]:
+        term = self._term
+        if term is None or term.ctx is None:
+            return {}
+        with term.ctx.lock:
+            return dict(term.ctx.in_flight)
+
+    # ------------------------------------------------------------------ lease
+
+    def _lease_loop(self) -> None:
+        ttl = self.settings.lease_ttl
+        while not self._stopping.is_set():
+            term = self._term
+            before = time.monotonic()
+            if term is None:
+                try:
+                    acquired = lease.try_acquire(self.engine, self.holder, ttl)
+                except Exception:
+                    log.exception("could not reach the database for the lease")
+                    acquired = False
+                if acquired and not self._stopping.is_set():
+                    self._begin_term(before)
+                interval = min(ttl / 3, 1.0)
+            else:
+                try:
+                    renewed: bool | None = lease.heartbeat(self.engine, self.holder, ttl)
+                except Exception:
+                    log.exception("could not renew the lease")
+                    renewed = None
+                if renewed:
+                    term.last_renewed = before
+                elif renewed is False:
+                    self._end_term("another scheduler holds the lease", wait=False)
+                if self._term is not None and not self._term.acting():
+                    self._end_term("the lease could not be renewed in time", wait=False)
+                interval = ttl / 3
+            self._stopping.wait(interval)
+
+    def _begin_term(self, renewed_at: float) -> None:
+        s = self.settings
+        with self._lock:
+            self._terms += 1
+            term = _Term(self._terms, renewed_at, FENCE_FRACTION * s.lease_ttl)
+            scheduler = BackgroundScheduler(
+                timezone=UTC,
+                executors={
+                    "default": ThreadPoolExecutor(s.mailing_threads),
+                    "builds": ThreadPoolExecutor(s.pool_size),
+                },
+                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+            )
+            build_options = {}
+            if s.build_chunk_size:
+                build_options["chunk_size"] = s.build_chunk_size
+            ctx = jobs.JobContext(
+                engine=self.engine,
+                holder=self.holder,
+                actor=self.actor,
+                sender=self.sender,
+                pool_size=s.pool_size,
+                stale_after=s.stale_after_delta,
+                acting=term.acting,
+                wake_dispatcher=lambda: self._wake_dispatcher(term),
+                submit_build=lambda build_id: self._submit_build(term, build_id),
+                build_options=build_options,
+                build_chunk_pause=s.build_chunk_pause,
+            )
+            ctx.reconciler = Reconciler(scheduler, ctx)
+            term.scheduler, term.ctx = scheduler, ctx
+            self._term = term
+        log.info("scheduler %s holds the lease (term %s)", self.holder, term.number)
+        try:
+            jobs.requeue_abandoned(ctx)  # crash recovery before the first claim
+        except Exception:
+            log.exception("could not requeue abandoned builds; the dispatcher retries")
+        now = datetime.now(UTC)
+        scheduler.add_job(
+            jobs.reconcile,
+            "interval",
+            seconds=s.reconcile_interval,
+            args=(ctx,),
+            id="reconcile",
+            name="reconcile jobs with the database",
+            next_run_time=now,
+        )
+        scheduler.add_job(
+            jobs.dispatch_builds,
+            "interval",
+            seconds=s.dispatch_interval,
+            args=(ctx,),
+            id="dispatch",
+            name="dispatch audience builds",
+            next_run_time=now,
+        )
+        scheduler.add_job(
+            jobs.finish_unfinished_runs, args=(ctx,), id="recover", name="recover mailing runs"
+        )
+        scheduler.start()
+
+    def _end_term(self, reason: str, *, wait: bool) -> None:
+        with self._lock:
+            term, self._term = self._term, None
+        if term is None:
+            return
+        term.ended = True
+        term.ctx.stop_event.set()
+        log.warning("scheduler %s stops acting (term %s): %s", self.holder, term.number, reason)
+        with contextlib.suppress(SchedulerNotRunningError):
+            term.scheduler.shutdown(wait=wait)
+        if wait:
+            try:
+                lease.release(self.engine, self.holder)
+            except Exception:
+                log.exception("could not release the lease; it expires on its own")
+
+    def _wake_dispatcher(self, term: _Term) -> None:
+        if not term.acting() or term.ctx.dispatching:
+            return  # a running dispatcher looks again before it returns
+        with contextlib.suppress(JobLookupError, SchedulerNotRunningError):
+            term.scheduler.modify_job("dispatch", next_run_time=datetime.now(UTC))
+
+    def _submit_build(self, term: _Term, build_id: int) -> None:
+        try:
+            term.scheduler.add_job(
+                jobs.run_build,
+                args=(term.ctx, build_id),
+                id=f"build:{build_id}",
+                name=f"audience build #{build_id}",
+                executor="builds",
+                misfire_grace_time=None,
+                replace_existing=True,
+            )
+        except SchedulerNotRunningError:
+            # The term ended between claim and start: the build stays claimed until the
+            # next holder requeues it (stale heartbeat), then resumes from its checkpoint.
+            with term.ctx.lock:
+                term.ctx.in_flight.pop(build_id, None)
+
+
+def embedded_service(db_url: str, **kwargs) -> SchedulerService | None:
+    """For the console: a started service when no scheduler holds a live lease, else None."""
+    engine = open_store(db_url)
+    try:
+        with Session(engine) as session:
+            live = lease.live_lease(session)
+    finally:
+        engine.dispose()
+    if live is not None:
+        return None
+    return SchedulerService(db_url, **kwargs).start()
