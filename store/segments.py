@@ -180,6 +180,7 @@ def add_profiles_where(
 ) -> int:
     """Add every profile matching `profile_filter` (SQL over `profile`); members stay as is."""
     _require_static(actor, segment, "add profiles to")
+    _lock(session, segment)
     now = utcnow()
     added = _open(session, segment, _as_filter(profile_filter), now, actor)
     _finish(session, actor, segment, "segment.add", now, added=added, removed=0)
@@ -191,6 +192,7 @@ def add_profiles(
 ) -> int:
     """Add the profiles with these ids; ids already in the segment are no-ops."""
     _require_static(actor, segment, "add profiles to")
+    _lock(session, segment)
     now = utcnow()
     added = 0
     for chunk in _chunks(profile_ids):
@@ -204,6 +206,7 @@ def remove_profiles_where(
 ) -> int:
     """Remove the members matching `profile_filter`; non-members are no-ops."""
     _require_static(actor, segment, "remove profiles from")
+    _lock(session, segment)
     now = utcnow()
     removed = _close_matching(session, segment, _as_filter(profile_filter), now, actor)
     if removed:
@@ -217,6 +220,7 @@ def remove_profiles(
 ) -> int:
     """Remove the members with these ids; ids not in the segment are no-ops."""
     _require_static(actor, segment, "remove profiles from")
+    _lock(session, segment)
     now = utcnow()
     removed = 0
     for chunk in _chunks(profile_ids):
@@ -232,6 +236,7 @@ def replace_profiles_where(
 ) -> tuple[int, int]:
     """Make the members exactly the profiles matching `profile_filter`: (added, removed)."""
     _require_static(actor, segment, "replace the members of")
+    _lock(session, segment)
     now = utcnow()
     added, removed = _apply_diff(session, actor, segment, _as_filter(profile_filter), now)
     _finish(session, actor, segment, "segment.replace", now, added=added, removed=removed)
@@ -255,6 +260,7 @@ def refresh(session: Session, actor: Actor, segment: Segment) -> RefreshResult:
         )
     if segment.database_id is None or not segment.rule:
         raise InvalidStateError(f"dynamic segment {segment.name!r} has no database or rule")
+    _lock(session, segment)
     matches = sa.and_(
         profile_table.c.database_id == segment.database_id,
         _compile_for(session, segment.database_id, segment.rule),
@@ -277,6 +283,13 @@ def _require_static(actor: Actor, segment: Segment, verb: str) -> None:
             f"segment {segment.name!r} is dynamic: its members follow its rule "
             f"({segment.rule}); change the rule's data or refresh it instead"
         )
+
+
+def _lock(session: Session, segment: Segment) -> None:
+    """Serialise membership changes of one segment (row lock on PostgreSQL; SQLite has a
+    single writer anyway), so each operation's diff and its one timestamp stay exact even
+    when the scheduler refreshes while an operator edits."""
+    session.execute(sa.select(Segment.id).where(Segment.id == segment.id).with_for_update())
 
 
 def _as_filter(profile_filter: Any) -> sa.ColumnElement[bool]:
