@@ -1,36 +1,216 @@
 """Command line entry point: the console by default, scriptable subcommands otherwise.
 
 No Textual import at module level: commands other than the console start fast.
-Exit codes: 0 success; 2 usage error; 3 refused by a domain rule; 4 not found; 1 other.
+The command names, flags, exit codes and JSON keys are a contract (docs/cli.md).
+Exit codes: 0 success; 2 usage error; 3 refused by a domain rule (reason on stderr,
+nothing changed, refusal audited); 4 not found; 1 anything unexpected.
+
+Every command calls the same store operations and read models (store/views.py) as the
+console, so both always agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import socket
 import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REFUSED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+POLL_SECONDS = 0.5
+EVERY = re.compile(r"^\s*(\d+)\s*([smh])\s*$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+class UsageError(Exception):
+    """A command line that argparse accepted but that makes no sense (exit 2)."""
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _every(value: str) -> int:
+    match = EVERY.match(value)
+    if not match or int(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: write a number with s, m or h, e.g. 15m")
+    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+
+
+def _when(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 datetime, e.g. 2026-12-01T10:00:00+00:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # naive means UTC
+
+
+def _names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --db and --read-only are accepted before the command and after it; the values
+    # after it win (SUPPRESS keeps the top-level value when they are absent).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        help="database URL or SQLite path (env CAMPAIGN_CONSOLE_DB)",
+    )
+    common.add_argument(
+        "--read-only", action="store_true", default=argparse.SUPPRESS, help="look, never act"
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    wait = argparse.ArgumentParser(add_help=False)
+    wait.add_argument(
+        "--wait", action="store_true", help="block until the builds this queues have ended"
+    )
+
     parser = argparse.ArgumentParser(
         prog="campaign-console",
-        description="Operator console for marketing campaigns with local control groups.",
+        description="Operator console for marketing campaigns with local control groups. "
+        "Without a command it opens the console.",
     )
     parser.add_argument("--db", help="database URL or SQLite path (env CAMPAIGN_CONSOLE_DB)")
     parser.add_argument("--read-only", action="store_true", help="look, never act")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="build the demo workspace")
+    def leaf(group: Any, name: str, handler: Callable, parents: Sequence = (), **kw: Any):
+        p = group.add_parser(name, parents=[common, *parents], **kw)
+        p.set_defaults(handler=handler)
+        return p
+
+    demo = leaf(sub, "demo", cmd_demo, help="build the demo workspace")
     demo.add_argument(
         "--profiles", type=int, default=None, help="number of profiles (default 200000)"
     )
     demo.add_argument("--reset", action="store_true", help="drop everything and rebuild")
     demo.add_argument("--open", action="store_true", help="open the console afterwards")
 
-    sched = sub.add_parser("scheduler", help="run the scheduler in the foreground (a daemon)")
+    sched = leaf(sub, "scheduler", cmd_scheduler, help="run the scheduler in the foreground")
     sched.add_argument("--pool-size", type=int, default=None, help="builds run in parallel")
+
+    # database
+    database = sub.add_parser("database", help="profile databases").add_subparsers(
+        dest="subcommand", metavar="SUBCOMMAND", required=True
+    )
+    p = leaf(database, "create", cmd_database_create, [as_json], help="declare a database")
+    p.add_argument("name")
+    p.add_argument("--fields", default="", help="NAME:TYPE,... with TYPE text, int, float or date")
+    leaf(database, "list", cmd_database_list, [as_json], help="list databases")
+
+    # import
+    imp = sub.add_parser("import", help="CSV imports").add_subparsers(
+        dest="subcommand", metavar="SUBCOMMAND", required=True
+    )
+    p = leaf(imp, "profiles", cmd_import_profiles, [as_json], help="upsert profiles from CSV")
+    p.add_argument("--database", required=True)
+    p.add_argument("file", metavar="FILE.csv")
+
+    # segment
+    segment = sub.add_parser("segment", help="segments").add_subparsers(
+        dest="subcommand", metavar="SUBCOMMAND", required=True
+    )
+    p = leaf(segment, "create", cmd_segment_create, [as_json], help="create a segment")
+    p.add_argument("name")
+    p.add_argument("--database", help="required for a dynamic segment (--rule)")
+    p.add_argument("--rule", help="dynamic segment rule, e.g. \"region = 'Moscow' and age < 30\"")
+    schedule = p.add_mutually_exclusive_group()
+    schedule.add_argument("--every", type=_every, help="refresh interval: 30s, 15m, 1h")
+    schedule.add_argument("--cron", help='refresh schedule, e.g. "0 * * * *"')
+    for action in ("add", "remove", "replace"):
+        p = leaf(
+            segment,
+            action,
+            cmd_segment_file,
+            [as_json, wait],
+            help=f"{action} members from a CSV with an external_id column",
+        )
+        p.set_defaults(file_action=action)
+        p.add_argument("name")
+        p.add_argument("file", metavar="FILE.csv")
+        p.add_argument(
+            "--database", help="database of rows without a database column (see docs/cli.md)"
+        )
+    p = leaf(segment, "refresh", cmd_segment_refresh, [as_json, wait], help="refresh now")
+    p.add_argument("name")
+    leaf(segment, "list", cmd_segment_list, [as_json], help="list segments")
+
+    # campaign
+    campaign = sub.add_parser("campaign", help="campaigns").add_subparsers(
+        dest="subcommand", metavar="SUBCOMMAND", required=True
+    )
+    p = leaf(campaign, "create", cmd_campaign_create, [as_json], help="create a draft campaign")
+    p.add_argument("name")
+    p.add_argument("--database", required=True)
+    p.add_argument("--segment", required=True)
+    p.add_argument("--lcg", metavar="PERCENT", help="enable the LCG with this percent, e.g. 5.25")
+    p.add_argument("--limit", type=int, help="maximum control group size")
+    p.add_argument("--strata", type=_names, default=[], help="strata fields f1,f2")
+    p.add_argument("--seed", type=int, help="assignment seed (default: random)")
+    p = leaf(campaign, "activate", cmd_campaign_activate, [as_json, wait], help="activate")
+    p.add_argument("name")
+    p = leaf(campaign, "lcg", cmd_campaign_lcg, [as_json, wait], help="edit LCG settings")
+    p.add_argument("name")
+    p.add_argument("--percent")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--limit", type=int)
+    limit.add_argument("--no-limit", action="store_true")
+    strata = p.add_mutually_exclusive_group()
+    strata.add_argument("--strata", type=_names)
+    strata.add_argument("--no-strata", action="store_true")
+    toggle = p.add_mutually_exclusive_group()
+    toggle.add_argument("--enable", action="store_true")
+    toggle.add_argument("--disable", action="store_true")
+    p = leaf(campaign, "complete", cmd_campaign_complete, [as_json], help="complete (R8)")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="confirm: completion is terminal")
+    leaf(campaign, "list", cmd_campaign_list, [as_json], help="list campaigns")
+    p = leaf(campaign, "show", cmd_campaign_show, [as_json], help="show one campaign")
+    p.add_argument("name")
+
+    # mailing
+    mailing = sub.add_parser("mailing", help="mailings").add_subparsers(
+        dest="subcommand", metavar="SUBCOMMAND", required=True
+    )
+    p = leaf(mailing, "create", cmd_mailing_create, [as_json], help="create a mailing")
+    p.add_argument("name")
+    p.add_argument("--campaign", required=True)
+    p.add_argument("--kind", required=True, choices=("broadcast", "regular", "trigger"))
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--at", type=_when, help="broadcast time, ISO 8601 (naive means UTC)")
+    when.add_argument("--cron", help="regular schedule (crontab, UTC)")
+    p.add_argument("--segment", help="send only to test members also in this segment")
+    p.add_argument("--expand", action="store_true", help="audience expansion (R11)")
+    for action in ("pause", "resume"):
+        p = leaf(mailing, action, cmd_mailing_pause, [as_json], help=f"{action} a mailing")
+        p.set_defaults(pause=action == "pause")
+        p.add_argument("name")
+
+    # profile, builds
+    profile = sub.add_parser("profile", help="profiles").add_subparsers(
+        dest="subcommand", metavar="SUBCOMMAND", required=True
+    )
+    p = leaf(profile, "show", cmd_profile_show, [as_json], help="a profile's card")
+    p.add_argument("external_id", metavar="EXTERNAL_ID")
+    p.add_argument("--database", required=True)
+
+    p = leaf(sub, "builds", cmd_builds, [as_json], help="audience builds")
+    p.add_argument("--campaign", help="only this campaign's builds")
+    p.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
     return parser
+
+
+# --------------------------------------------------------------------------- context
 
 
 def _actor(args: argparse.Namespace):
@@ -49,59 +229,921 @@ def _db_url(args: argparse.Namespace) -> str:
     return resolve_db_url(args.db or load_settings().db)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    import time
+class Context:
+    """What a command needs: the engine, the actor, and where to write."""
 
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = sys.stdout
+        self.err = sys.stderr
+        self._engine = None
+        self._actor = None
+        # What to write to the audit log if the command is refused (set by each command).
+        self.audit_action: str | None = None
+        self.audit_target: tuple[str, str | None] = ("", None)
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from store.db import open_store
+
+            self._engine = open_store(_db_url(self.args))
+        return self._engine
+
+    @property
+    def actor(self):
+        if self._actor is None:
+            self._actor = _actor(self.args)
+        return self._actor
+
+    def transaction(self):
+        from store.db import transaction
+
+        return transaction(self.engine)
+
+    def session(self):
+        from sqlmodel import Session
+
+        return Session(self.engine, expire_on_commit=False)
+
+    def refusable(self, action: str, target_type: str, target_name: str | None) -> None:
+        self.audit_action = action
+        self.audit_target = (target_type, target_name)
+
+    def emit(self, payload: Any, human: Callable[[], str]) -> None:
+        if self.args.json:
+            self.out.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+        else:
+            text = human()
+            if text:
+                self.out.write(text.rstrip("\n") + "\n")
+
+    def note(self, text: str) -> None:
+        self.err.write(text + "\n")
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], right: Sequence[int] = ()) -> str:
+    """A plain aligned text table; columns listed in `right` are right-aligned."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, value in enumerate(row):
+            widths[i] = max(widths[i], len(value))
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(widths[i]) if i in right else v.ljust(widths[i]) for i, v in enumerate(values)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(list(headers)), *(line(row) for row in cells)])
+
+
+def _n(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def _t(value: str | None) -> str:
+    """An ISO time, shortened for tables: 2026-11-29 06:25:51 UTC."""
+    if not value:
+        return ""
+    moment = datetime.fromisoformat(value).astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+
+
+def _progress(processed: int, total: int) -> str:
+    if not total:
+        return _n(processed)
+    return f"{processed:,}/{total:,} ({100 * processed / total:.0f}%)"
+
+
+def _lcg_text(lcg: dict[str, Any]) -> str:
+    if not lcg["enabled"]:
+        return "off" + (f" (was {lcg['percent']}%)" if lcg["percent"] else "")
+    parts = [f"{lcg['percent']}%"]
+    if lcg["limit"] is not None:
+        parts.append(f"limit {lcg['limit']:,}")
+    if lcg["strata"]:
+        parts.append("strata " + ",".join(lcg["strata"]))
+    return ", ".join(parts)
+
+
+def _builds_table(rows: list[dict[str, Any]]) -> str:
+    return table(
+        [
+            (
+                b["id"],
+                b["campaign"],
+                b["reason"],
+                b["status"],
+                _progress(b["processed"], b["total"]),
+                _t(b["requested_at"]),
+                b["error"] or "",
+            )
+            for b in rows
+        ],
+        ("ID", "CAMPAIGN", "REASON", "STATUS", "PROGRESS", "REQUESTED", "ERROR"),
+        right=(0,),
+    )
+
+
+def _campaign_text(show: dict[str, Any]) -> str:
+    a = show["audience"]
+    lines = [
+        f"Campaign  {show['name']} ({show['status']})",
+        f"Database  {show['database']}",
+        f"Segment   {show['segment']} ({show['segment_kind']})",
+        f"LCG       {_lcg_text(show['lcg'])}",
+        f"Audience  {a['members']:,} members: {a['test']:,} test, {a['control']:,} control"
+        + (f" (target {show['target']:,})" if show["lcg"]["enabled"] else ""),
+    ]
+    srm = show["srm"]
+    if srm["p_value"] is not None:
+        lines.append(
+            f"SRM       p = {srm['p_value']:.4g}"
+            + ("  FLAGGED: split off target" if srm["flagged"] else "")
+        )
+    if show["strata"] and (show["lcg"]["strata"] or show["lcg"]["enabled"]):
+        lines += [
+            "",
+            "Strata",
+            table(
+                [
+                    (
+                        s["label"],
+                        _n(s["members"]),
+                        _n(s["control"]),
+                        _n(s["quota"]),
+                        f"{s['ideal']:g}",
+                    )
+                    for s in show["strata"]
+                ],
+                ("STRATUM", "MEMBERS", "CONTROL", "QUOTA", "IDEAL"),
+                right=(1, 2, 3, 4),
+            ),
+        ]
+    if show["warnings"]:
+        lines += ["", "Warnings"] + [f"  {w['code']}: {w['message']}" for w in show["warnings"]]
+    if show["mailings"]:
+        lines += [
+            "",
+            "Mailings",
+            table(
+                [
+                    (
+                        m["name"],
+                        m["kind"],
+                        m["status"],
+                        m["paused_reason"] or "",
+                        _t(m["next_run"]),
+                    )
+                    for m in show["mailings"]
+                ],
+                ("NAME", "KIND", "STATUS", "PAUSED", "NEXT RUN"),
+            ),
+        ]
+    if show["builds"]:
+        lines += ["", "Builds", _builds_table(show["builds"])]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.enabled = bool(getattr(stream, "isatty", lambda: False)())
+        self.drawn = False
+
+    def show(self, label: str, processed: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * processed / total) if total else 0
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(f"\r{label} [{bar}] {_progress(processed, total)}\x1b[K")
+        self.stream.flush()
+        self.drawn = True
+
+    def done(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.drawn = False
+
+
+def _pending_builds(ctx: Context, campaign_ids: Sequence[int]) -> list[int]:
+    import sqlalchemy as sa
+
+    from store.models import AudienceBuild
+
+    if not campaign_ids:
+        return []
+    with ctx.session() as session:
+        return list(
+            session.scalars(
+                sa.select(AudienceBuild.id)
+                .where(
+                    AudienceBuild.campaign_id.in_(list(campaign_ids)),
+                    AudienceBuild.status.in_(("queued", "running")),
+                )
+                .order_by(AudienceBuild.id)
+            )
+        )
+
+
+def _build_rows(ctx: Context, build_ids: Sequence[int]) -> list[Any]:
+    import sqlalchemy as sa
+
+    from store.models import AudienceBuild
+
+    with ctx.session() as session:
+        return list(
+            session.scalars(
+                sa.select(AudienceBuild)
+                .where(AudienceBuild.id.in_(list(build_ids)))
+                .order_by(AudienceBuild.id)
+            )
+        )
+
+
+def _scheduler_alive(ctx: Context) -> bool:
+    from store import lease
+
+    with ctx.session() as session:
+        return lease.live_lease(session) is not None
+
+
+def wait_for_builds(ctx: Context, campaign_ids: Sequence[int]) -> int:
+    """--wait: block until the queued builds of these campaigns end.
+
+    No scheduler holds the lease: run them here (store.builds.run_pending). A scheduler
+    holds it: poll the build rows. Returns EXIT_OK, or EXIT_UNEXPECTED when one failed.
+    """
+    from store import builds
+
+    build_ids = _pending_builds(ctx, campaign_ids)
+    if not build_ids:
+        return EXIT_OK
+    bar = ProgressBar(ctx.err)
+    announced = False
+    while True:
+        rows = _build_rows(ctx, build_ids)
+        open_rows = [b for b in rows if b.status in ("queued", "running")]
+        if not open_rows:
+            break
+        if not _scheduler_alive(ctx):
+
+            def on_progress(*args: Any, **kwargs: Any) -> None:
+                build = _progress_args(args, kwargs)
+                if build is not None:
+                    bar.show(*build)
+
+            builds.run_pending(
+                ctx.engine,
+                worker=f"cli:{socket.gethostname()}:{os.getpid()}",
+                on_progress=on_progress,
+            )
+            rows = _build_rows(ctx, build_ids)
+            if all(b.status not in ("queued", "running") for b in rows):
+                break
+        elif not announced:
+            ctx.note("a scheduler holds the lease: waiting for it to run the builds")
+            announced = True
+        for b in open_rows[:1]:
+            bar.show(f"build #{b.id} {b.reason}", b.processed, b.total)
+        time.sleep(POLL_SECONDS)
+    bar.done()
+    failed = [b for b in rows if b.status != "done"]
+    for b in rows:
+        line = f"build #{b.id} ({b.reason}): {b.status}"
+        if b.error:
+            line += f": {b.error}"
+        ctx.note(line)
+    return EXIT_UNEXPECTED if failed else EXIT_OK
+
+
+def _progress_args(args: tuple, kwargs: dict) -> tuple[str, int, int] | None:
+    """Accept the on_progress shapes run_pending may call: (build) or (build_id, processed, total)."""
+    values = list(args) + list(kwargs.values())
+    if not values:
+        return None
+    first = values[0]
+    if hasattr(first, "processed"):
+        return (f"build #{first.id} {getattr(first, 'reason', '')}", first.processed, first.total)
+    if len(values) >= 3:
+        return (f"build #{values[0]}", int(values[1]), int(values[2]))
+    return None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     from store import demo
-    from store.db import describe_url, open_store
+    from store.db import describe_url
 
     url = _db_url(args)
-    engine = open_store(url)
+    engine = ctx.engine
     if args.reset:
         demo.reset(engine)
     if demo.has_workspace(engine) and not args.reset:
-        print(
-            f"workspace already present in {describe_url(url)} (use --reset to rebuild)",
-            file=sys.stderr,
-        )
+        ctx.note(f"workspace already present in {describe_url(url)} (use --reset to rebuild)")
     else:
         started = time.perf_counter()
-        summary = demo.build_demo(engine, _actor(args), args.profiles or demo.DEFAULT_PROFILES)
-        print(
+        summary = demo.build_demo(engine, ctx.actor, args.profiles or demo.DEFAULT_PROFILES)
+        ctx.note(
             f"demo workspace in {describe_url(url)}: {summary.profiles:,} profiles, "
             f"{summary.segments} segments, {summary.campaigns} campaigns, "
-            f"{summary.mailings} mailings ({time.perf_counter() - started:.1f}s)",
-            file=sys.stderr,
+            f"{summary.mailings} mailings ({time.perf_counter() - started:.1f}s)"
         )
     if args.open:
-        return cmd_console(args)
+        return cmd_console(args, ctx)
     return EXIT_OK
 
 
-def cmd_console(args: argparse.Namespace) -> int:
+def cmd_console(args: argparse.Namespace, ctx: Context) -> int:
     from console.app import run_console
 
-    return run_console(db_url=_db_url(args), actor=_actor(args))
+    return run_console(db_url=_db_url(args), actor=ctx.actor)
 
 
-def cmd_scheduler(args: argparse.Namespace) -> int:
+def cmd_scheduler(args: argparse.Namespace, ctx: Context) -> int:
     from scheduler.daemon import run_daemon
 
     return run_daemon(_db_url(args), pool_size=args.pool_size)
 
 
-COMMANDS = {"demo": cmd_demo, "scheduler": cmd_scheduler, None: cmd_console}
+def cmd_database_create(args: argparse.Namespace, ctx: Context) -> int:
+    from store import profiles
+
+    ctx.refusable("database.create", "database", args.name)
+    fields = profiles.parse_field_spec(args.fields)
+    with ctx.transaction() as session:
+        database = profiles.create_database(session, ctx.actor, args.name, fields)
+        payload = _database_row(session, database)
+    ctx.emit(
+        payload,
+        lambda: (
+            f"created profile database {payload['name']!r} with fields "
+            + (", ".join(f"{f['name']}:{f['type']}" for f in payload["fields"]) or "none")
+        ),
+    )
+    return EXIT_OK
+
+
+def _database_row(session: Any, database: Any) -> dict[str, Any]:
+    from store import profiles
+
+    return {
+        "name": database.name,
+        "profiles": database.profile_count,
+        "fields": [
+            {"name": f.name, "type": f.type} for f in profiles.database_fields(session, database.id)
+        ],
+    }
+
+
+def cmd_database_list(args: argparse.Namespace, ctx: Context) -> int:
+    import sqlalchemy as sa
+
+    from store.models import ProfileDatabase
+
+    with ctx.session() as session:
+        rows = [
+            _database_row(session, d)
+            for d in session.scalars(sa.select(ProfileDatabase).order_by(ProfileDatabase.name))
+        ]
+    ctx.emit(
+        rows,
+        lambda: table(
+            [
+                (
+                    r["name"],
+                    _n(r["profiles"]),
+                    ", ".join(f"{f['name']}:{f['type']}" for f in r["fields"]),
+                )
+                for r in rows
+            ],
+            ("DATABASE", "PROFILES", "FIELDS"),
+            right=(1,),
+        ),
+    )
+    return EXIT_OK
+
+
+def cmd_import_profiles(args: argparse.Namespace, ctx: Context) -> int:
+    from store import imports, profiles
+
+    ctx.refusable("profiles.import", "database", args.database)
+    with ctx.transaction() as session:
+        database = profiles.get_database(session, args.database)
+        result = imports.import_profiles(session, ctx.actor, database, args.file)
+    payload = result.as_dict()
+    ctx.emit(
+        payload,
+        lambda: (
+            f"imported {result.rows:,} rows into {result.database!r}: "
+            f"{result.inserted:,} new, {result.updated:,} updated ({result.seconds:.1f}s)"
+        ),
+    )
+    return EXIT_OK
+
+
+def _segment_row(session: Any, segment: Any) -> dict[str, Any]:
+    from store.models import ProfileDatabase
+
+    database = session.get(ProfileDatabase, segment.database_id) if segment.database_id else None
+    return {
+        "name": segment.name,
+        "kind": segment.kind,
+        "database": database.name if database else None,
+        "rule": segment.rule,
+        "every_seconds": segment.refresh_every_seconds,
+        "cron": segment.refresh_cron,
+        "members": segment.member_count,
+        "last_refreshed_at": segment.last_refreshed_at.isoformat()
+        if segment.last_refreshed_at
+        else None,
+    }
+
+
+def cmd_segment_create(args: argparse.Namespace, ctx: Context) -> int:
+    from store import profiles, segments
+
+    ctx.refusable("segment.create", "segment", args.name)
+    if (args.every or args.cron) and not args.rule:
+        raise UsageError("--every and --cron schedule the refresh of a dynamic segment: add --rule")
+    with ctx.transaction() as session:
+        database = profiles.get_database(session, args.database) if args.database else None
+        segment = segments.create_segment(
+            session,
+            ctx.actor,
+            args.name,
+            database=database,
+            rule=args.rule,
+            every_seconds=args.every,
+            cron=args.cron,
+        )
+        payload = _segment_row(session, segment)
+    ctx.emit(payload, lambda: f"created {payload['kind']} segment {payload['name']!r}")
+    return EXIT_OK
+
+
+def cmd_segment_list(args: argparse.Namespace, ctx: Context) -> int:
+    import sqlalchemy as sa
+
+    from store.models import Segment
+
+    with ctx.session() as session:
+        rows = [
+            _segment_row(session, s)
+            for s in session.scalars(sa.select(Segment).order_by(Segment.name))
+        ]
+    ctx.emit(
+        rows,
+        lambda: table(
+            [
+                (r["name"], r["kind"], r["database"] or "", _n(r["members"]), r["rule"] or "")
+                for r in rows
+            ],
+            ("SEGMENT", "KIND", "DATABASE", "MEMBERS", "RULE"),
+            right=(3,),
+        ),
+    )
+    return EXIT_OK
+
+
+def _campaign_ids_on_segment(session: Any, segment_id: int) -> list[int]:
+    import sqlalchemy as sa
+
+    from store.models import Campaign
+
+    return list(
+        session.scalars(
+            sa.select(Campaign.id).where(
+                Campaign.segment_id == segment_id, Campaign.status == "active"
+            )
+        )
+    )
+
+
+def _segment_outcome(ctx: Context, payload: dict[str, Any], campaign_ids: list[int]) -> int:
+    code = EXIT_OK
+    if ctx.args.wait:
+        code = wait_for_builds(ctx, campaign_ids)
+    payload["builds"] = _builds_of(ctx, campaign_ids, payload.get("_since"))
+    payload.pop("_since", None)
+    return code
+
+
+def _builds_of(ctx: Context, campaign_ids: list[int], since_id: int | None) -> list[dict]:
+    """The builds of these campaigns newer than `since_id` (what the command queued)."""
+    from store import views
+
+    if not campaign_ids:
+        return []
+    import sqlalchemy as sa
+
+    from store.models import AudienceBuild, Campaign
+
+    with ctx.session() as session:
+        rows = session.execute(
+            sa.select(AudienceBuild, Campaign.name)
+            .join(Campaign, Campaign.id == AudienceBuild.campaign_id)
+            .where(
+                AudienceBuild.campaign_id.in_(campaign_ids),
+                sa.or_(
+                    AudienceBuild.id > (since_id or 0),
+                    AudienceBuild.status.in_(("queued", "running")),
+                ),
+            )
+            .order_by(AudienceBuild.id)
+        ).all()
+        return [views.build_row(b, name) for b, name in rows]
+
+
+def _max_build_id(session: Any) -> int:
+    import sqlalchemy as sa
+
+    from store.models import AudienceBuild
+
+    return session.scalar(sa.select(sa.func.max(AudienceBuild.id))) or 0
+
+
+def cmd_segment_file(args: argparse.Namespace, ctx: Context) -> int:
+    from store import imports, profiles, segments
+
+    ctx.refusable(f"segment.{args.file_action}", "segment", args.name)
+    with ctx.transaction() as session:
+        since = _max_build_id(session)
+        segment = segments.get_segment(session, args.name)
+        database = profiles.get_database(session, args.database) if args.database else None
+        result = imports.apply_segment_file(
+            session, ctx.actor, segment, args.file_action, args.file, database=database
+        )
+        campaign_ids = _campaign_ids_on_segment(session, segment.id)
+    payload = {**result.as_dict(), "_since": since}
+    code = _segment_outcome(ctx, payload, campaign_ids)
+    ctx.emit(
+        payload,
+        lambda: (
+            f"segment {result.segment!r}: {result.rows:,} rows, "
+            f"{result.added:,} added, {result.removed:,} removed"
+            + (
+                f"; builds {', '.join('#' + str(b['id']) for b in payload['builds'])}"
+                if payload["builds"]
+                else ""
+            )
+        ),
+    )
+    return code
+
+
+def cmd_segment_refresh(args: argparse.Namespace, ctx: Context) -> int:
+    from store import segments
+
+    ctx.refusable("segment.refresh", "segment", args.name)
+    with ctx.transaction() as session:
+        since = _max_build_id(session)
+        segment = segments.get_segment(session, args.name)
+        result = segments.refresh(session, ctx.actor, segment)
+        campaign_ids = _campaign_ids_on_segment(session, segment.id)
+    payload = {
+        "segment": args.name,
+        "entered": result.entered,
+        "left": result.left,
+        "_since": since,
+    }
+    code = _segment_outcome(ctx, payload, campaign_ids)
+    ctx.emit(
+        payload,
+        lambda: (
+            f"segment {args.name!r} refreshed: {result.entered:,} entered, {result.left:,} left"
+        ),
+    )
+    return code
+
+
+def _show(ctx: Context, name: str) -> dict[str, Any]:
+    from store import views
+
+    with ctx.session() as session:
+        return views.campaign_show(session, name)
+
+
+def cmd_campaign_create(args: argparse.Namespace, ctx: Context) -> int:
+    from store import campaigns, profiles, segments
+
+    ctx.refusable("campaign.create", "campaign", args.name)
+    if args.lcg is None and (args.limit is not None or args.strata):
+        raise UsageError("--limit and --strata configure the LCG: add --lcg PERCENT")
+    with ctx.transaction() as session:
+        campaigns.create_campaign(
+            session,
+            ctx.actor,
+            args.name,
+            profiles.get_database(session, args.database),
+            segments.get_segment(session, args.segment),
+            lcg_percent=args.lcg,
+            lcg_limit=args.limit,
+            lcg_strata=args.strata,
+            seed=args.seed,
+        )
+    show = _show(ctx, args.name)
+    ctx.emit(show, lambda: f"created draft campaign {args.name!r}\n\n" + _campaign_text(show))
+    return EXIT_OK
+
+
+def _campaign_change(ctx: Context, name: str, verb: str, change: Callable[[Any, Any], Any]) -> int:
+    """Run a change on one campaign, then --wait if asked, then print the campaign."""
+    from store import campaigns
+
+    with ctx.transaction() as session:
+        campaign = campaigns.get_campaign(session, name)
+        change(session, campaign)
+        campaign_id = campaign.id
+    code = EXIT_OK
+    if getattr(ctx.args, "wait", False):
+        code = wait_for_builds(ctx, [campaign_id])
+    show = _show(ctx, name)
+    ctx.emit(show, lambda: f"{verb} campaign {name!r}\n\n" + _campaign_text(show))
+    return code
+
+
+def cmd_campaign_activate(args: argparse.Namespace, ctx: Context) -> int:
+    from store import campaigns
+
+    ctx.refusable("campaign.activate", "campaign", args.name)
+    return _campaign_change(
+        ctx, args.name, "activated", lambda s, c: campaigns.activate(s, ctx.actor, c)
+    )
+
+
+def cmd_campaign_lcg(args: argparse.Namespace, ctx: Context) -> int:
+    from store import campaigns
+
+    ctx.refusable("campaign.lcg", "campaign", args.name)
+    changes: dict[str, Any] = {}
+    if args.percent is not None:
+        changes["percent"] = args.percent
+    if args.limit is not None:
+        changes["limit"] = args.limit
+    if args.no_limit:
+        changes["limit"] = None
+    if args.strata is not None:
+        changes["strata"] = args.strata
+    if args.no_strata:
+        changes["strata"] = []
+    if args.enable:
+        changes["enabled"] = True
+    if args.disable:
+        changes["enabled"] = False
+    if not changes:
+        raise UsageError(
+            "nothing to change: give --percent, --limit/--no-limit, --strata/--no-strata, "
+            "--enable or --disable"
+        )
+    return _campaign_change(
+        ctx,
+        args.name,
+        "updated the LCG of",
+        lambda s, c: campaigns.edit_lcg(s, ctx.actor, c, **changes),
+    )
+
+
+def cmd_campaign_complete(args: argparse.Namespace, ctx: Context) -> int:
+    from store import campaigns
+
+    ctx.refusable("campaign.complete", "campaign", args.name)
+    if not args.yes:
+        raise UsageError(
+            f"completing {args.name!r} is terminal (R8): every member leaves, mailings stop; "
+            "add --yes to confirm"
+        )
+    return _campaign_change(
+        ctx, args.name, "completed", lambda s, c: campaigns.complete(s, ctx.actor, c)
+    )
+
+
+def cmd_campaign_list(args: argparse.Namespace, ctx: Context) -> int:
+    from store import views
+
+    with ctx.session() as session:
+        rows = views.campaign_list(session)
+    ctx.emit(
+        rows,
+        lambda: table(
+            [
+                (
+                    r["name"],
+                    r["status"],
+                    r["segment"],
+                    _n(r["audience"]["members"]),
+                    _n(r["audience"]["test"]),
+                    _n(r["audience"]["control"]),
+                    r["lcg_summary"],
+                    len(r["warnings"]) or "",
+                    r["paused_mailings"] or "",
+                )
+                for r in rows
+            ],
+            (
+                "CAMPAIGN",
+                "STATUS",
+                "SEGMENT",
+                "MEMBERS",
+                "TEST",
+                "CONTROL",
+                "LCG",
+                "WARN",
+                "PAUSED",
+            ),
+            right=(3, 4, 5, 7, 8),
+        ),
+    )
+    return EXIT_OK
+
+
+def cmd_campaign_show(args: argparse.Namespace, ctx: Context) -> int:
+    show = _show(ctx, args.name)
+    ctx.emit(show, lambda: _campaign_text(show))
+    return EXIT_OK
+
+
+def cmd_mailing_create(args: argparse.Namespace, ctx: Context) -> int:
+    from store import campaigns, mailings, segments, views
+
+    ctx.refusable("mailing.create", "mailing", args.name)
+    with ctx.transaction() as session:
+        mailing = mailings.create_mailing(
+            session,
+            ctx.actor,
+            args.name,
+            campaigns.get_campaign(session, args.campaign),
+            args.kind,
+            send_at=args.at,
+            cron=args.cron,
+            segment=segments.get_segment(session, args.segment) if args.segment else None,
+            expand_audience=args.expand,
+        )
+        payload = {"campaign": args.campaign, **views.mailing_row(mailing)}
+    ctx.emit(payload, lambda: f"created {args.kind} mailing {args.name!r} of {args.campaign!r}")
+    return EXIT_OK
+
+
+def cmd_mailing_pause(args: argparse.Namespace, ctx: Context) -> int:
+    from store import mailings, views
+
+    verb = "pause" if args.pause else "resume"
+    ctx.refusable(f"mailing.{verb}", "mailing", args.name)
+    with ctx.transaction() as session:
+        mailing = mailings.get_mailing(session, args.name)
+        mailings.set_manual_pause(session, ctx.actor, mailing, args.pause)
+        payload = views.mailing_row(mailing)
+    ctx.emit(
+        payload,
+        lambda: (
+            f"mailing {args.name!r} {'paused' if args.pause else 'resumed'}"
+            + (
+                f" (still {payload['paused_reason']})"
+                if not args.pause and payload["paused"]
+                else ""
+            )
+        ),
+    )
+    return EXIT_OK
+
+
+def cmd_profile_show(args: argparse.Namespace, ctx: Context) -> int:
+    from store import views
+
+    with ctx.session() as session:
+        card = views.profile_show(session, args.database, args.external_id)
+
+    def human() -> str:
+        lines = [
+            f"Profile   {card['external_id']} ({card['database']})"
+            + ("  in the global control group" if card.get("in_gcg") else ""),
+            "Fields    "
+            + ", ".join(f"{k}={'' if v is None else v}" for k, v in card["fields"].items()),
+        ]
+        if card.get("segments"):
+            lines.append("Segments  " + ", ".join(card["segments"]))
+        if card["memberships"]:
+            lines += [
+                "",
+                "Memberships",
+                table(
+                    [
+                        (m["campaign"], m["group"], _t(m["joined_at"]), _t(m["left_at"]))
+                        for m in card["memberships"]
+                    ],
+                    ("CAMPAIGN", "GROUP", "JOINED", "LEFT"),
+                ),
+            ]
+        if card["events"]:
+            lines += [
+                "",
+                "History",
+                table(
+                    [
+                        (
+                            _t(e["at"]),
+                            e["kind"],
+                            e["campaign"] or "",
+                            e["segment"] or "",
+                            e["group"] or "",
+                            f"#{e['build']}" if e["build"] else "",
+                            e["actor"] or "",
+                        )
+                        for e in card["events"]
+                    ],
+                    ("AT", "EVENT", "CAMPAIGN", "SEGMENT", "GROUP", "BUILD", "BY"),
+                ),
+            ]
+        return "\n".join(lines)
+
+    ctx.emit(card, human)
+    return EXIT_OK
+
+
+def cmd_builds(args: argparse.Namespace, ctx: Context) -> int:
+    from store import views
+
+    with ctx.session() as session:
+        rows = views.builds(session, campaign=args.campaign, limit=args.limit)
+    ctx.emit(rows, lambda: _builds_table(rows) if rows else "no audience builds")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
-    from store.errors import StoreError
-
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.json = getattr(args, "json", False)
+    handler = getattr(args, "handler", cmd_console)  # no command: the console
+    ctx = Context(args)
+    try:
+        return _run(handler, args, ctx, parser)
+    finally:
+        ctx.close()
+
+
+def _run(handler: Callable, args: argparse.Namespace, ctx: Context, parser: Any) -> int:
+    from store.errors import DomainError, NotFoundError, StoreError
+
+    try:
+        return handler(args, ctx)
+    except UsageError as exc:
+        prog = " ".join(
+            filter(None, ["campaign-console", args.command, getattr(args, "subcommand", None)])
+        )
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except NotFoundError as exc:
+        print(f"not found: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except DomainError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        _audit_refusal(ctx, str(exc))
+        return exc.exit_code
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `| head`
+        return EXIT_OK
+    except Exception as exc:  # the contract: anything unexpected is exit 1, with a reason
+        if os.environ.get("CAMPAIGN_CONSOLE_DEBUG"):
+            raise
+        print(f"unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+def _audit_refusal(ctx: Context, reason: str) -> None:
+    if ctx.audit_action is None or ctx._engine is None:
+        return
+    from store.audit import record_refusal
+
+    target_type, target_name = ctx.audit_target
+    try:
+        record_refusal(ctx.engine, ctx.actor, ctx.audit_action, target_type, target_name, reason)
+    except Exception as exc:  # the refusal stands even if it cannot be logged
+        print(f"warning: could not audit the refusal: {exc}", file=sys.stderr)

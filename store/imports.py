@@ -396,14 +396,13 @@ def import_profiles(
                     values.append(parse(cell))
                 except ValueError:
                     problems.add(line, fname, f"bad type: {cell!r} is not {EXPECTED[ftype]}")
-                    ok = False
-            if ok and not problems.total:
+                    values.append(None)
+            if ok:  # staged even when a cell is bad, so duplicates are found too
                 writer.add(tuple(values))
         writer.flush()
         if rows == 0 and not problems.total:
             problems.add(0, None, "empty file: a header but no rows")
-        if not problems.total:
-            _report_duplicates(conn, PROFILE_STAGE, ["external_id"], repr, problems)
+        _report_duplicates(conn, PROFILE_STAGE, ["external_id"], repr, problems)
         problems.raise_if_any(name)
         inserted, updated = _upsert_profiles(conn, database, [f for _i, f in columns])
         _drop_stage(conn, PROFILE_STAGE)
@@ -564,15 +563,10 @@ def apply_segment_file(
                     "no database: fill the database column or pass --database",
                 )
                 continue
-            if not problems.total:
-                writer.add((line, db_name, external_id))
+            writer.add((line, db_name, external_id))
         writer.flush()
-        if not problems.total:
-            _report_duplicates(
-                conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems
-            )
-        if not problems.total:
-            _resolve_profiles(conn, problems)
+        _report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
+        _resolve_profiles(conn, problems)
         problems.raise_if_any(name)
         from store import segments  # engine-segments' module; imported late on purpose
 

@@ -1,19 +1,47 @@
-"""Read models shared by the console and the CLI. Counts come from counters only."""
+"""Read models shared by the console and the CLI. Counts come from counters only.
+
+Each function returns plain dicts in the JSON shapes of the CLI contract (docs/cli.md):
+times are ISO 8601 strings with a timezone, the LCG percent is a decimal string
+("5.25"), never a float. Nothing here writes.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from store.models import Campaign, Mailing, ProfileDatabase, Segment
+from store import lcg, strata
+from store.errors import NotFoundError
+from store.models import (
+    AudienceBuild,
+    Campaign,
+    CampaignStratum,
+    Mailing,
+    ProfileDatabase,
+    Segment,
+)
+
+ACTIVE_BUILD_STATUSES = ("queued", "running")
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 with a timezone (store times are aware UTC)."""
+    return value.isoformat() if value is not None else None
+
+
+def percent_text(percent_bp: int) -> str | None:
+    """Basis points as a decimal string: 525 -> "5.25", 1500 -> "15"; 0 (never set) -> None."""
+    return lcg.format_percent(percent_bp) if percent_bp else None
 
 
 def lcg_summary(campaign: Campaign) -> str:
     if not campaign.lcg_enabled:
         return "off"
-    percent = f"{campaign.lcg_percent_bp / 100:g}%"
+    percent = f"{percent_text(campaign.lcg_percent_bp)}%"
     parts = [percent]
     if campaign.lcg_limit is not None:
         parts.append(f"≤{campaign.lcg_limit}")
@@ -22,8 +50,29 @@ def lcg_summary(campaign: Campaign) -> str:
     return " ".join(parts)
 
 
+def lcg_settings(campaign: Campaign) -> dict[str, Any]:
+    return {
+        "enabled": bool(campaign.lcg_enabled),
+        "percent": percent_text(campaign.lcg_percent_bp),
+        "limit": campaign.lcg_limit,
+        "strata": list(campaign.lcg_strata or []),
+    }
+
+
+def audience(campaign: Campaign) -> dict[str, int]:
+    return {
+        "members": campaign.members,
+        "test": campaign.test_count,
+        "control": campaign.control_count,
+    }
+
+
 def campaign_list(session: Session) -> list[dict[str, Any]]:
-    """One row per campaign, for the list screen and `campaign list`."""
+    """One brief row per campaign (`campaign list --json`), ordered by name.
+
+    Keys are a subset of `campaign_show` with the same meaning, plus
+    `paused_mailings` (how many of its mailings are paused) and `lcg_summary` (text).
+    """
     paused = (
         sa.select(Mailing.campaign_id, sa.func.count().label("paused"))
         .where(sa.or_(Mailing.manual_paused.is_(True), Mailing.paused_by_build_id.is_not(None)))
@@ -43,12 +92,189 @@ def campaign_list(session: Session) -> list[dict[str, Any]]:
             "status": c.status,
             "database": database,
             "segment": segment,
-            "members": c.members,
-            "test": c.test_count,
-            "control": c.control_count,
-            "lcg": lcg_summary(c),
-            "warnings": len(c.warnings),
+            "lcg": lcg_settings(c),
+            "lcg_summary": lcg_summary(c),
+            "audience": audience(c),
+            "warnings": list(c.warnings or []),
             "paused_mailings": paused_count or 0,
         }
         for c, database, segment, paused_count in rows
     ]
+
+
+def _get_campaign(session: Session, name: str) -> Campaign:
+    campaign = session.scalar(sa.select(Campaign).where(Campaign.name == name))
+    if campaign is None:
+        raise NotFoundError(f"no campaign named {name!r}")
+    return campaign
+
+
+def campaign_strata(session: Session, campaign: Campaign) -> list[dict[str, Any]]:
+    """Per-stratum split (R9/R10) from the counters of the latest build.
+
+    `ideal` is the stratum's exact share of the target, T × n_s / N over the LCG cohort.
+    """
+    rows = session.scalars(
+        sa.select(CampaignStratum)
+        .where(CampaignStratum.campaign_id == campaign.id)
+        .order_by(CampaignStratum.stratum_key)
+    ).all()
+    names = list(campaign.lcg_strata or [])
+    n = campaign.cohort_size
+    target = lcg.target_total(campaign.lcg_percent_bp, n, campaign.lcg_limit) if n else 0
+    return [
+        {
+            "key": strata.decode(row.stratum_key, names),
+            "label": strata.label(row.stratum_key, names),
+            "members": row.members,
+            "cohort": row.cohort,
+            "control": row.control,
+            "quota": row.quota,
+            "ideal": float(round(lcg.ideal_share(target, row.cohort, n), 4)),
+        }
+        for row in rows
+    ]
+
+
+def _srm(campaign: Campaign) -> dict[str, Any]:
+    """Sample-ratio mismatch of the LCG cohort against its target share (R9/R10)."""
+    n = campaign.cohort_size
+    if not campaign.lcg_enabled or not n:
+        return {"p_value": None, "flagged": False}
+    # With a binding limit the expected control share is T / N, not p.
+    target = lcg.target_total(campaign.lcg_percent_bp, n, campaign.lcg_limit)
+    p_value, flagged = lcg.srm(
+        campaign.control_count, n, campaign.lcg_percent_bp, Decimal(target) / Decimal(n)
+    )
+    return {"p_value": p_value, "flagged": bool(flagged)}
+
+
+def mailing_row(mailing: Mailing) -> dict[str, Any]:
+    return {
+        "name": mailing.name,
+        "kind": mailing.kind,
+        "status": mailing.status,
+        "paused": mailing.paused,
+        "paused_reason": mailing.paused_reason,
+        "send_at": iso(mailing.send_at),
+        "cron": mailing.cron,
+        "expand_audience": bool(mailing.expand_audience),
+        "last_run": iso(mailing.last_run_at),
+        "next_run": iso(mailing.next_run_at),
+    }
+
+
+def build_row(build: AudienceBuild, campaign_name: str) -> dict[str, Any]:
+    return {
+        "id": build.id,
+        "campaign": campaign_name,
+        "reason": build.reason,
+        "status": build.status,
+        "processed": build.processed,
+        "total": build.total,
+        "requested_by": build.requested_by,
+        "requested_at": iso(build.requested_at),
+        "started_at": iso(build.started_at),
+        "finished_at": iso(build.finished_at),
+        "error": build.error,
+    }
+
+
+def builds(
+    session: Session, *, campaign: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Queued and running builds first (oldest first), then the latest finished ones."""
+    base = sa.select(AudienceBuild, Campaign.name).join(
+        Campaign, Campaign.id == AudienceBuild.campaign_id
+    )
+    if campaign is not None:
+        base = base.where(Campaign.name == campaign)
+    active = session.execute(
+        base.where(AudienceBuild.status.in_(ACTIVE_BUILD_STATUSES)).order_by(AudienceBuild.id)
+    ).all()
+    finished = session.execute(
+        base.where(AudienceBuild.status.not_in(ACTIVE_BUILD_STATUSES))
+        .order_by(AudienceBuild.id.desc())
+        .limit(max(limit - len(active), 0))
+    ).all()
+    return [build_row(b, name) for b, name in [*active, *finished]]
+
+
+def campaign_show(session: Session, name: str, *, build_limit: int = 10) -> dict[str, Any]:
+    """Everything `campaign show --json` prints. NotFoundError when there is no such campaign."""
+    campaign = _get_campaign(session, name)
+    database = session.get(ProfileDatabase, campaign.database_id)
+    segment = session.get(Segment, campaign.segment_id)
+    mailings = session.scalars(
+        sa.select(Mailing).where(Mailing.campaign_id == campaign.id).order_by(Mailing.name)
+    ).all()
+    return {
+        "name": campaign.name,
+        "status": campaign.status,
+        "database": database.name if database else None,
+        "segment": segment.name if segment else None,
+        "segment_kind": segment.kind if segment else None,
+        "seed": campaign.seed,
+        "version": campaign.version,
+        "created_at": iso(campaign.created_at),
+        "activated_at": iso(campaign.activated_at),
+        "completed_at": iso(campaign.completed_at),
+        "lcg": lcg_settings(campaign),
+        "audience": audience(campaign),
+        "cohort": campaign.cohort_size,
+        "target": (
+            lcg.target_total(campaign.lcg_percent_bp, campaign.cohort_size, campaign.lcg_limit)
+            if campaign.lcg_enabled
+            else 0
+        ),
+        "strata": campaign_strata(session, campaign),
+        "warnings": list(campaign.warnings or []),
+        "srm": _srm(campaign),
+        "mailings": [mailing_row(m) for m in mailings],
+        "builds": builds(session, campaign=campaign.name, limit=build_limit),
+    }
+
+
+def profile_show(session: Session, database: str, external_id: str) -> dict[str, Any]:
+    """A profile's card (R12) for `profile show --json`. NotFoundError when unknown."""
+    from store import history
+
+    card = history.profile_card(session, database, external_id)
+    return {
+        "external_id": card.external_id,
+        "database": card.database,
+        "in_gcg": bool(card.in_gcg),
+        "segments": list(getattr(card, "segments", [])),
+        "fields": {k: _json_value(v) for k, v in card.fields.items()},
+        "memberships": [
+            {
+                "campaign": m.campaign,
+                "group": m.group,
+                "joined_at": iso(m.joined_at),
+                "left_at": iso(m.left_at),
+                "source": m.source,
+            }
+            for m in card.memberships
+        ],
+        "events": [
+            {
+                "at": iso(e.at),
+                "kind": e.kind,
+                "campaign": e.campaign,
+                "segment": e.segment,
+                "group": e.group,
+                "build": e.build,
+                "actor": e.actor,
+                "mailing": getattr(e, "mailing", None),
+            }
+            for e in card.events
+        ],
+    }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if hasattr(value, "isoformat"):  # date
+        return value.isoformat()
+    return value
