@@ -5,6 +5,8 @@ Every test runs on a real SQLite file and a real PostgreSQL schema (`engine` fix
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date
 
 import pytest
@@ -12,7 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from store import profiles, segments
-from store.db import transaction
+from store.db import open_store, transaction
 from store.errors import InvalidStateError, NotFoundError, ReadOnlyError, ValidationError
 from store.models import AuditEntry, Profile, Segment, SegmentMember
 from store.rules import RuleError
@@ -427,3 +429,68 @@ def test_bad_rule_message_names_position(engine, operator):
     expected = r"position 1: unknown field 'colour'.*region"
     with pytest.raises(RuleError, match=expected), transaction(engine) as session:
         segments.create_segment(session, operator, "bad", database=database, rule="colour = 'red'")
+
+
+def _wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+@pytest.mark.postgres
+def test_concurrent_adds_serialise_on_the_segment_row(postgres_url, operator):
+    """Two transactions adding the same profiles: the second waits, then finds no-ops
+    (no unique-index failure, one interval per profile, exact counter)."""
+    engine = open_store(postgres_url)
+    try:
+        make_database(engine, operator, n=6)
+        with transaction(engine) as session:
+            segments.create_segment(session, operator, "c")
+        everyone = sa.text("1 = 1")
+        first_done = threading.Event()
+        release = threading.Event()
+        results: dict[str, object] = {}
+
+        def first():
+            with transaction(engine) as session:
+                seg = segments.get_segment(session, "c")
+                results["first"] = segments.add_profiles_where(session, operator, seg, everyone)
+                first_done.set()
+                release.wait(10)
+
+        def second():
+            try:
+                with transaction(engine) as session:
+                    seg = segments.get_segment(session, "c")
+                    results["second"] = segments.add_profiles_where(
+                        session, operator, seg, everyone
+                    )
+            except Exception as exc:  # reported below
+                results["second"] = exc
+
+        t1 = threading.Thread(target=first)
+        t1.start()
+        assert first_done.wait(10)
+        t2 = threading.Thread(target=second)
+        t2.start()
+
+        def second_is_waiting_on_a_lock():
+            with engine.connect() as conn:
+                return conn.scalar(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                )
+
+        _wait_until(second_is_waiting_on_a_lock)
+        release.set()
+        t1.join(10)
+        t2.join(10)
+        assert results == {"first": 6, "second": 0}
+        assert len(intervals(engine, "c")) == 6
+        assert_counter_matches(engine, "c")
+    finally:
+        engine.dispose()
