@@ -334,7 +334,17 @@ BUILD_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 class AudienceBuild(SQLModel, table=True):
     __tablename__ = "audience_build"
-    __table_args__ = (Index("ix_audience_build_status", "status", "campaign_id"),)
+    __table_args__ = (
+        Index("ix_audience_build_status", "status", "campaign_id"),
+        # R2: at most one running build per campaign, enforced by the database itself.
+        Index(
+            "ux_audience_build_running",
+            "campaign_id",
+            unique=True,
+            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text("status = 'running'"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
@@ -357,6 +367,32 @@ class AudienceBuild(SQLModel, table=True):
         default_factory=list, sa_column=sa.Column(JSON, nullable=False)
     )
     error: str | None = None
+
+
+class BuildCandidate(SQLModel, table=True):
+    """Staging of a running build (store.builds): the frozen newcomer set and their groups.
+
+    Filled chunk by chunk, then the plan marks the control picks (R9) in the same
+    transaction that freezes the checkpoint, and the assign chunks copy the rows into
+    `campaign_member` and delete them. A resumed build therefore reuses exactly the set
+    and the groups an uninterrupted one would have used.
+    """
+
+    __tablename__ = "build_candidate"
+    __table_args__ = (
+        Index("ix_build_candidate_pick", "build_id", "stratum_key", "assignment_hash"),
+    )
+
+    build_id: int = Field(foreign_key="audience_build.id", primary_key=True)
+    profile_id: int = Field(primary_key=True)
+    segment_member_id: int | None = Field(default=None, sa_type=BigInteger)
+    external_id: str
+    stratum_key: str = ""
+    assignment_hash: int = Field(sa_type=BigInteger)
+    former_group: str | None = None  # R4: group of the latest closed membership, if any
+    former_cohort: int | None = None
+    group: str | None = None  # decided by the plan
+    cohort: int | None = None
 
 
 # --------------------------------------------------------------------------- mailings
