@@ -66,12 +66,13 @@ def record_deliveries(
         recipients.c.profile_id,
         sa.literal(sent_at, UTCDateTime()),
     )
-    result = session.execute(
+    session.execute(
         sa.insert(_delivery).from_select(
             ["run_id", "mailing_id", "campaign_id", "profile_id", "sent_at"], select
         )
     )
-    return result.rowcount
+    # rowcount of INSERT ... SELECT is not reliable on every driver: count the run's rows.
+    return deliveries_of_run(session, run.id)
 
 
 def deliveries_of_profile(session: Session, profile_id: int) -> list[Delivery]:

@@ -1,0 +1,231 @@
+"""Mailing runs and deliveries (SPEC: mailings send to the test group only; R5, R8).
+
+The campaign's members are placed directly (this is about who a run reaches, not about
+builds); the run goes through the real firing code with the default database sender.
+Real SQLite file and real PostgreSQL schema (`engine` fixture).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from e2e.scheduler_world import (
+    ADMIN,
+    delivered_ids,
+    mailing,
+    make_world,
+    profile_ids,
+    runs_of,
+    seed_campaign,
+    slot,
+)
+from sqlmodel import Session
+
+from scheduler import mailings as mailing_runs
+from store import deliveries, segments
+from store import mailings as store_mailings
+from store.actors import system_actor
+from store.db import transaction
+from store.errors import InvalidStateError
+from store.models import AuditEntry, Campaign, Delivery, MailingRun
+
+SEND_AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+SYSTEM = system_actor()
+
+
+def no_expansion(build_id: int) -> str:  # the mailings here have no expansion
+    raise AssertionError("no expansion expected")
+
+
+def fire(engine, name: str, when: datetime = SEND_AT) -> mailing_runs.FireResult:
+    return mailing_runs.fire(
+        engine,
+        mailing(engine, name).id,
+        when,
+        actor=SYSTEM,
+        sender=mailing_runs.DatabaseSender(),
+        run_expansion=no_expansion,
+    )
+
+
+@pytest.fixture
+def world(engine):
+    make_world(engine, n=40)
+    ids = profile_ids(engine)
+    test_ids, control_ids = ids[:30], ids[30:36]  # the last 4 profiles are not members
+    seed_campaign(engine, "Spring", test_ids, control_ids)
+    return engine, test_ids, control_ids
+
+
+def create(engine, name, kind="broadcast", **kwargs):
+    with transaction(engine) as session:
+        campaign = session.scalar(sa.select(Campaign).where(Campaign.name == "Spring"))
+        if kind == "broadcast":
+            kwargs.setdefault("send_at", SEND_AT)
+        store_mailings.create_mailing(session, ADMIN, name, campaign, kind, **kwargs)
+
+
+def test_a_run_reaches_the_test_group_and_never_a_control_member(world):
+    engine, test_ids, control_ids = world
+    create(engine, "launch")
+    result = fire(engine, "launch")
+    assert (result.outcome, result.recipients) == ("sent", len(test_ids))
+    assert delivered_ids(engine) == test_ids
+    assert not set(delivered_ids(engine)) & set(control_ids)
+    assert mailing(engine, "launch").status == "sent"
+    (run,) = runs_of(engine, "launch")
+    assert (run.status, run.recipients, run.scheduled_for) == ("done", len(test_ids), SEND_AT)
+
+
+def test_a_mailing_with_its_own_segment_reaches_only_test_members_in_it(world):
+    engine, test_ids, control_ids = world
+    region = slot(engine, "region")
+    with transaction(engine) as session:
+        north = segments.create_segment(session, ADMIN, "north")
+        session.flush()
+        segments.add_profiles_where(session, ADMIN, north, sa.text(f"{region} = 'North'"))
+        north_ids = set(
+            session.scalars(sa.text(f"SELECT id FROM profile WHERE {region} = 'North'"))
+        )
+    with transaction(engine) as session:
+        create(engine, "north-only", segment=segments.get_segment(session, "north"))
+    fire(engine, "north-only")
+    assert delivered_ids(engine) == sorted(set(test_ids) & north_ids)
+    assert not set(delivered_ids(engine)) & set(control_ids)
+
+
+def test_a_firing_is_never_doubled(world):
+    engine, test_ids, _ = world
+    create(engine, "weekly", "regular", cron="0 10 * * 1")
+    monday = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    assert fire(engine, "weekly", monday).outcome == "sent"
+    again = fire(engine, "weekly", monday)
+    assert again.outcome == "already-fired"
+    assert len(delivered_ids(engine)) == len(test_ids)
+    assert fire(engine, "weekly", monday + timedelta(days=7)).outcome == "sent"
+    assert len(delivered_ids(engine)) == 2 * len(test_ids)
+    assert mailing(engine, "weekly").status == "active"  # regular mailings keep going
+
+
+def test_a_paused_mailing_does_not_fire_and_writes_nothing(world):
+    engine, *_ = world
+    create(engine, "launch")
+    with transaction(engine) as session:
+        store_mailings.set_manual_pause(
+            session, ADMIN, store_mailings.get_mailing(session, "launch"), True
+        )
+    result = fire(engine, "launch")
+    assert result.outcome == "not-sendable"
+    assert "paused by alice" in result.reason
+    assert runs_of(engine, "launch") == [] and delivered_ids(engine) == []
+
+
+def test_a_completed_campaign_never_sends_R8(world):
+    engine, *_ = world
+    create(engine, "launch")
+    with transaction(engine) as session:
+        session.execute(sa.update(Campaign).values(status="completed"))
+    result = fire(engine, "launch")
+    assert result.outcome == "not-sendable" and "R8" in result.reason
+    assert delivered_ids(engine) == []
+
+
+def test_a_broadcast_paused_after_its_claim_is_withdrawn_and_fires_once_later(world):
+    """Misfire policy: the claim is withdrawn, so the broadcast fires once on resume."""
+    engine, test_ids, _ = world
+    create(engine, "launch")
+    with transaction(engine) as session:
+        run = store_mailings.begin_run(session, mailing(engine, "launch").id, SEND_AT)
+        run_id = run.id
+    with transaction(engine) as session:
+        store_mailings.set_manual_pause(
+            session, ADMIN, store_mailings.get_mailing(session, "launch"), True
+        )
+    finished = mailing_runs.finish_run(
+        engine,
+        run_id,
+        actor=SYSTEM,
+        sender=mailing_runs.DatabaseSender(),
+        run_expansion=no_expansion,
+    )
+    assert finished.outcome == "skipped"
+    assert runs_of(engine, "launch") == [] and delivered_ids(engine) == []
+    with transaction(engine) as session:
+        store_mailings.set_manual_pause(
+            session, ADMIN, store_mailings.get_mailing(session, "launch"), False
+        )
+    assert fire(engine, "launch").outcome == "sent"
+    assert delivered_ids(engine) == test_ids
+
+
+def test_a_regular_occurrence_paused_after_its_claim_is_skipped(world):
+    """Misfire policy: a regular mailing skips the occurrence; it is not replayed."""
+    engine, *_ = world
+    create(engine, "weekly", "regular", cron="0 10 * * 1")
+    monday = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    with transaction(engine) as session:
+        run_id = store_mailings.begin_run(session, mailing(engine, "weekly").id, monday).id
+    with transaction(engine) as session:
+        store_mailings.set_manual_pause(
+            session, ADMIN, store_mailings.get_mailing(session, "weekly"), True
+        )
+    mailing_runs.finish_run(
+        engine,
+        run_id,
+        actor=SYSTEM,
+        sender=mailing_runs.DatabaseSender(),
+        run_expansion=no_expansion,
+    )
+    (run,) = runs_of(engine, "weekly")
+    assert run.status == "skipped" and delivered_ids(engine) == []
+    with transaction(engine) as session:
+        store_mailings.set_manual_pause(
+            session, ADMIN, store_mailings.get_mailing(session, "weekly"), False
+        )
+    assert fire(engine, "weekly", monday).outcome == "already-fired"
+
+
+def test_a_run_left_claimed_by_a_dead_scheduler_is_finished_exactly_once(world):
+    engine, test_ids, _ = world
+    create(engine, "launch")
+    with transaction(engine) as session:
+        run_id = store_mailings.begin_run(session, mailing(engine, "launch").id, SEND_AT).id
+    with Session(engine) as session:
+        assert [r.id for r in store_mailings.unfinished_runs(session)] == [run_id]
+    for _ in range(2):
+        mailing_runs.finish_run(
+            engine,
+            run_id,
+            actor=SYSTEM,
+            sender=mailing_runs.DatabaseSender(),
+            run_expansion=no_expansion,
+        )
+    assert delivered_ids(engine) == test_ids
+    with Session(engine) as session:
+        assert store_mailings.unfinished_runs(session) == []
+
+
+def test_begin_run_refuses_without_writing_when_already_fired(world):
+    engine, *_ = world
+    create(engine, "launch")
+    fire(engine, "launch")
+    with transaction(engine) as session, pytest.raises(InvalidStateError, match="mailing is sent"):
+        store_mailings.begin_run(session, mailing(engine, "launch").id, SEND_AT)
+    with Session(engine) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(MailingRun)) == 1
+
+
+def test_each_send_is_audited_and_deliveries_show_per_profile(world):
+    engine, test_ids, _ = world
+    create(engine, "launch")
+    fire(engine, "launch")
+    with Session(engine) as session:
+        entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "mailing.send"))
+        assert (entry.actor, entry.details["recipients"]) == ("scheduler", len(test_ids))
+        (delivery,) = deliveries.deliveries_of_profile(session, test_ids[0])
+        assert (
+            isinstance(delivery, Delivery) and delivery.mailing_id == mailing(engine, "launch").id
+        )
+        assert deliveries.count_recipients(session, mailing(engine, "launch")) == len(test_ids)
