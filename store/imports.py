@@ -50,7 +50,7 @@ STAGE_SQL_TYPES = {"text": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION",
 # --------------------------------------------------------------------------- problems
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Problem:
     """One thing wrong with an import file."""
 
@@ -98,7 +98,8 @@ class _Problems:
 
     def raise_if_any(self, source: str) -> None:
         if self.total:
-            raise ImportRejected(source, sorted(self.found)[: self.cap], self.total)
+            found = sorted(self.found, key=lambda p: p.line)  # stable: a line keeps its order
+            raise ImportRejected(source, found[: self.cap], self.total)
 
 
 # --------------------------------------------------------------------------- reading
@@ -287,12 +288,8 @@ def _header(
     return [name.strip() for name in header]
 
 
-def _check_header_names(header: list[str], problems: _Problems) -> None:
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            problems.add(1, name, "column appears twice in the header")
-        seen.add(name)
+def _check_header_names(header: list[str], problems: _Problems, source: str) -> None:
+    """Rejects the file at once when there is no external_id column (no header at all)."""
     if "external_id" not in header:
         problems.add(
             1,
@@ -300,6 +297,12 @@ def _check_header_names(header: list[str], problems: _Problems) -> None:
             "missing header: the first line must name the columns, including external_id "
             f"(found {', '.join(repr(h) for h in header[:5])}{' ...' if len(header) > 5 else ''})",
         )
+        problems.raise_if_any(source)
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            problems.add(1, name, "column appears twice in the header")
+        seen.add(name)
 
 
 # --------------------------------------------------------------------------- profiles
@@ -346,15 +349,13 @@ def import_profiles(
     try:
         records = _records(_decoded_lines(binary, problems), problems)
         header = _header(records, problems, name)
-        _check_header_names(header, problems)
+        _check_header_names(header, problems, name)
         for column in header:
             if column != "external_id" and column not in fields:
                 declared = ", ".join(fields) or "none"
                 problems.add(
                     1, column, f"unknown column: not a field of {database.name!r} ({declared})"
                 )
-        if "external_id" not in header:
-            problems.raise_if_any(name)
         id_index = header.index("external_id")
         # Only the first occurrence of each known field is imported.
         columns: list[tuple[int, ProfileField]] = []
@@ -516,14 +517,12 @@ def apply_segment_file(
     try:
         records = _records(_decoded_lines(binary, problems), problems)
         header = _header(records, problems, name)
-        _check_header_names(header, problems)
+        _check_header_names(header, problems, name)
         for column in header:
             if column not in ("external_id", "database"):
                 problems.add(
                     1, column, "unknown column: a segment file has external_id and database"
                 )
-        if "external_id" not in header:
-            problems.raise_if_any(name)
         default_db = _default_database(session, segment, database, "database" in header)
         id_index = header.index("external_id")
         db_index = header.index("database") if "database" in header else None
