@@ -9,6 +9,7 @@ a refusal comes back as a clear notification and the console carries on.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -87,10 +88,9 @@ def run_store_operation(
 def _record_refusal(app: CampaignConsole, action: str, target: str, reason: str) -> None:
     from store.audit import record_refusal
 
-    try:
+    # The audit of a refusal is best effort; the refusal itself stands.
+    with contextlib.suppress(Exception):
         record_refusal(app.engine, app.actor, action, "campaign", target, reason)
-    except Exception:  # the audit of a refusal is best effort; the refusal itself stands
-        pass
 
 
 def conflict_guard(campaign: Any, ref: CampaignRef) -> None:
@@ -331,48 +331,34 @@ class CampaignActions:
             self.app.notify(f"copied {ref.name!r}")
 
 
-def render_preview(preview: Any) -> Table | Text:
+def render_preview(preview: Any) -> Table:
     """An LcgPreview as a small table: target, per-stratum quotas, warnings (R9, R10)."""
-    target = getattr(preview, "target", None)
-    rows = getattr(preview, "strata", None) or getattr(preview, "rows", None) or []
-    warnings = getattr(preview, "warnings", None) or []
-    table = Table(
-        title=f"control target {target:,}" if isinstance(target, int) else None,
-        title_justify="left",
-        expand=True,
-        box=None,
-        pad_edge=False,
-    )
-    for column in ("stratum", "members", "quota", "control now"):
+    title = f"control target {preview.target:,} of cohort {preview.cohort_size:,}"
+    if preview.limit_binds:
+        title += f" (limit binds; {preview.unlimited_target:,} without it)"
+    table = Table(title=title, title_justify="left", expand=True, box=None, pad_edge=False)
+    for column in ("stratum", "members", "cohort", "control now", "quota", "ideal"):
         table.add_column(column, justify="left" if column == "stratum" else "right")
-
-    for row in rows:
-        key = _field(row, "key", "stratum_key", "label", default="")
-        label = (
-            ", ".join(f"{k}={v}" for k, v in key.items())
-            if isinstance(key, dict)
-            else str(key).replace("\x1f", ", ")
-        )
+    for row in preview.rows:
         table.add_row(
-            label or "(all)",
-            f"{_field(row, 'members', 'n', default=0):,}",
-            f"{_field(row, 'quota', 'q', default=0):,}",
-            f"{_field(row, 'control', 'current_control', 'c', default=0):,}",
+            row.label or "(all)",
+            f"{row.members:,}",
+            f"{row.cohort:,}",
+            f"{row.control:,}",
+            f"{row.quota:,}",
+            f"{row.ideal:.2f}",
         )
-    if warnings:
-        caption = Text()
-        for warning in warnings:
-            message = warning.get("message") if isinstance(warning, dict) else str(warning)
-            caption.append(f"⚠ {message}\n", style="bold yellow")
+    caption = Text()
+    if preview.surplus:
+        caption.append(f"R6: {preview.surplus:,} control members would move to test\n")
+    if preview.deficit:
+        caption.append(f"R6: {preview.deficit:,} control places wait for newcomers\n")
+    for warning in preview.warnings:
+        message = warning.get("message") if isinstance(warning, dict) else str(warning)
+        caption.append(f"⚠ {message}\n", style="bold yellow")
+    if preview.note:
+        caption.append(preview.note, style="dim")
+    if caption.plain:
         table.caption = caption
         table.caption_justify = "left"
     return table
-
-
-def _field(row: Any, *names: str, default: Any) -> Any:
-    for name in names:
-        if isinstance(row, dict) and name in row:
-            return row[name]
-        if hasattr(row, name):
-            return getattr(row, name)
-    return default

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import threading
 import uuid
 from collections.abc import Iterable
@@ -53,6 +52,7 @@ class CampaignConsole(App):
         poll_interval: float = 1.0,
         keys: dict[str, str] | None = None,
         db_label: str | None = None,
+        scheduler_options: dict | None = None,
     ) -> None:
         super().__init__()
         self.db_url = db_url
@@ -61,6 +61,7 @@ class CampaignConsole(App):
         self.db_label = db_label or describe_url(db_url)
         self.embed_scheduler = embed_scheduler
         self.embedded_service = None
+        self.scheduler_options = dict(scheduler_options or {})
         self.embedded_holder: str | None = None
         self.scheduler_text = "checking…"
         self.poller = LivePoller(self, poll_interval)
@@ -100,9 +101,10 @@ class CampaignConsole(App):
             if lease is not None:
                 return
             from scheduler.service import SchedulerService
+            from store.lease import make_holder
 
-            holder = f"console:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-            service = SchedulerService(self.db_url, holder=holder)
+            holder = make_holder(f"console-{uuid.uuid4().hex[:8]}")
+            service = SchedulerService(self.db_url, holder=holder, **self.scheduler_options)
             service.start()
             self.embedded_service = service
             self.embedded_holder = holder
@@ -120,7 +122,8 @@ class CampaignConsole(App):
         service, self.embedded_service = self.embedded_service, None
         if service is not None:
             with contextlib.suppress(Exception):
-                service.shutdown()
+                # Builds stop at their next chunk and resume later from the checkpoint.
+                service.shutdown(timeout=5.0)
 
     def _install_hangup_handler(self) -> None:
         """Exit within seconds when the terminal goes away (SSH drop) instead of spinning."""
@@ -192,17 +195,11 @@ class CampaignConsole(App):
     def binding_rows(self, screen: Screen) -> list[tuple[str, str, str]]:
         """Every binding active on `screen` (read-only hides write actions, R: k9s)."""
         rows: list[tuple[str, str, str]] = []
-        seen: set[tuple[str, str]] = set()
-        for key, active in screen.active_bindings.items():
+        for active in screen.active_bindings.values():
             binding = active.binding
             if binding.system or not binding.description:
                 continue
-            marker = (binding.action, binding.description)
-            if marker in seen:
-                continue
-            seen.add(marker)
             rows.append((self.get_key_display(binding), binding.description, binding.id or ""))
-            del key
         rows.append(("ctrl+p", "Command palette", ""))
         # The console's own bindings (with ids) first, widget navigation keys after.
         return sorted(rows, key=lambda row: not row[2])

@@ -504,10 +504,8 @@ def wait_for_builds(ctx: Context, campaign_ids: Sequence[int]) -> int:
             break
         if not _scheduler_alive(ctx):
 
-            def on_progress(*args: Any, **kwargs: Any) -> None:
-                build = _progress_args(args, kwargs)
-                if build is not None:
-                    bar.show(*build)
+            def on_progress(build_id: int, processed: int, total: int) -> None:
+                bar.show(f"build #{build_id}", processed, total)
 
             builds.run_pending(
                 ctx.engine,
@@ -531,19 +529,6 @@ def wait_for_builds(ctx: Context, campaign_ids: Sequence[int]) -> int:
             line += f": {b.error}"
         ctx.note(line)
     return EXIT_UNEXPECTED if failed else EXIT_OK
-
-
-def _progress_args(args: tuple, kwargs: dict) -> tuple[str, int, int] | None:
-    """Accept the on_progress shapes run_pending may call: (build) or (build_id, processed, total)."""
-    values = list(args) + list(kwargs.values())
-    if not values:
-        return None
-    first = values[0]
-    if hasattr(first, "processed"):
-        return (f"build #{first.id} {getattr(first, 'reason', '')}", first.processed, first.total)
-    if len(values) >= 3:
-        return (f"build #{values[0]}", int(values[1]), int(values[2]))
-    return None
 
 
 # --------------------------------------------------------------------------- commands

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
@@ -58,7 +59,7 @@ class LivePoller:
             return
         if self._timer is not None:
             self._timer.stop()
-        self._timer = self.app.set_timer(delay, self.poll_now, name="live-poll")
+        self._timer = self.app.set_timer(max(delay, 0.01), self.poll_now, name="live-poll")
 
     def poll_now(self) -> None:
         """Poll at once (after an action), or right after the poll in flight ends."""
@@ -93,10 +94,8 @@ class LivePoller:
                     snapshot = screen.read_snapshot(session)
         except Exception as exc:  # a database hiccup must never kill the console
             error = exc
-        try:
+        with contextlib.suppress(RuntimeError):  # the app is shutting down
             self.app.call_from_thread(self._apply, screen, header, snapshot, error)
-        except RuntimeError:  # the app is shutting down
-            pass
 
     def _apply(
         self, screen: Screen, header: SchedulerState | None, snapshot: Any, error: Exception | None

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from store.lcg import srm, target_total
 from store.models import (
     STRATIFIABLE_TYPES,
     AudienceBuild,
@@ -30,7 +31,6 @@ from store.models import (
     Segment,
     utcnow,
 )
-from store.lcg import srm, target_total
 from store.strata import label as stratum_label
 from store.views import lcg_summary
 

@@ -20,6 +20,7 @@ COLUMNS = ("#", "Campaign", "Reason", "Status", "Progress", "Rate", "ETA", "Fini
 
 class BuildsScreen(LiveScreen):
     BINDINGS = BUILDS_BINDINGS
+    AUTO_FOCUS = "#builds"
 
     def __init__(self) -> None:
         super().__init__(id="builds-screen")

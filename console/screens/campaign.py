@@ -50,6 +50,7 @@ def set_text(widget: Static, content: Text | str) -> None:
 
 class CampaignScreen(CampaignActions, LiveScreen):
     BINDINGS = DETAIL_BINDINGS + CAMPAIGN_ACTION_BINDINGS
+    AUTO_FOCUS = "#mailings"
 
     def __init__(self, name: str) -> None:
         super().__init__(id="campaign-screen")

@@ -47,6 +47,7 @@ def matches(row: dict[str, Any], needle: str) -> bool:
 
 class CampaignsScreen(CampaignActions, LiveScreen):
     BINDINGS = LIST_BINDINGS + CAMPAIGN_ACTION_BINDINGS
+    AUTO_FOCUS = "#campaigns"
 
     def __init__(self) -> None:
         super().__init__(id="campaigns-screen")
@@ -57,17 +58,15 @@ class CampaignsScreen(CampaignActions, LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
-        yield Input(placeholder="filter: name, status, segment, database…", id="filter")
+        yield Input(
+            placeholder="filter: name, status, segment, database…", id="filter", classes="-hidden"
+        )
         table = DataTable(id="campaigns", cursor_type="row", zebra_stripes=True)
         for key, label, _cell in COLUMNS:
             table.add_column(label, key=key)
         table.loading = True
         yield table
         yield Footer(compact=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#filter", Input).display = False
-        self.query_one("#campaigns", DataTable).focus()
 
     # ------------------------------------------------------------------ live data
     def read_snapshot(self, session: Session) -> list[dict[str, Any]]:
@@ -136,7 +135,7 @@ class CampaignsScreen(CampaignActions, LiveScreen):
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
-        box.display = True
+        box.remove_class("-hidden")
         box.focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -148,9 +147,9 @@ class CampaignsScreen(CampaignActions, LiveScreen):
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
-        if box.value or box.display:
+        if box.value or not box.has_class("-hidden"):
             box.value = ""
-            box.display = False
+            box.add_class("-hidden")
             self.needle = ""
             self.render_rows()
         self.query_one("#campaigns", DataTable).focus()

@@ -23,6 +23,7 @@ EVENT_COLUMNS = ("At", "Event", "Campaign / segment", "Group", "Build", "By")
 
 class ProfileScreen(LiveScreen):
     BINDINGS = PROFILE_BINDINGS
+    AUTO_FOCUS = "#external-id"
 
     def __init__(self, databases: list[str], database: str | None = None) -> None:
         super().__init__(id="profile-screen")

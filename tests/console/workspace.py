@@ -157,7 +157,7 @@ def freeze_clock(engine: Engine, at: datetime = FROZEN_AT) -> None:
     """
     keep = {("mailing", "send_at")}
     with engine.begin() as conn:
-        for table in SQLModel.metadata.sorted_tables:
+        for table in SQLModel.metadata.tables.values():
             if table.name == "scheduler_lease":
                 continue
             for column in table.columns:

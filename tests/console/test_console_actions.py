@@ -1,0 +1,370 @@
+"""Pilot tests of the console: real SQLite file, real store operations, real Textual app.
+
+Every keyboard action is driven through its key and checked in the database afterwards;
+refusals (read-only role, completed campaign, stale version) must appear as notifications
+without crashing the app. Waits are on conditions, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from pilot_helpers import OPERATOR, VIEWER, messages, screen_text, wait_for
+from sqlmodel import Session
+from textual.widgets import DataTable, Input, SelectionList
+
+from console.actions import CampaignRef
+from console.screens.campaign import CampaignScreen
+from console.screens.campaigns import CampaignsScreen
+from console.widgets.confirm import ConfirmScreen, TypeToConfirmScreen
+from console.widgets.lcg_form import LcgFormScreen
+from store.models import AudienceBuild, AuditEntry, Campaign, Mailing
+
+
+def campaign(app, name: str) -> Campaign:
+    with Session(app.engine) as session:
+        return session.scalar(sa.select(Campaign).where(Campaign.name == name))
+
+
+async def list_ready(pilot) -> CampaignsScreen:
+    app = pilot.app
+    await wait_for(
+        pilot,
+        lambda: isinstance(app.screen, CampaignsScreen) and app.screen.shown,
+        what="campaign list",
+    )
+    return app.screen
+
+
+async def select_row(pilot, name: str) -> None:
+    screen = await list_ready(pilot)
+    table = screen.query_one("#campaigns", DataTable)
+    table.move_cursor(row=screen.shown.index(name))
+    await pilot.pause()
+
+
+async def open_detail(pilot, name: str) -> CampaignScreen:
+    await select_row(pilot, name)
+    await pilot.press("enter")
+    app = pilot.app
+    await wait_for(
+        pilot,
+        lambda: isinstance(app.screen, CampaignScreen) and app.screen.detail is not None,
+        what=f"detail of {name}",
+    )
+    return app.screen
+
+
+async def test_campaign_list_shows_counters_split_lcg_and_paused_mailings(make_app):
+    app = make_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        await list_ready(pilot)
+        text = screen_text(app)
+        autumn = campaign(app, "Autumn Sale")
+        assert "Autumn Sale" in text and "active" in text
+        assert f"{autumn.members:,}" in text
+        assert f"{autumn.control_count:,} " in text  # control with its percentage
+        assert "10% by region" in text
+        assert "1 paused" in text  # autumn-sms is paused by an operator
+        assert "alice (operator)" in text
+        assert "NOT RUNNING" in text  # no scheduler in this test: the header says so
+
+
+async def test_enter_opens_detail_with_lcg_panel_strata_mailings_and_escape_returns(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 60)) as pilot:
+        screen = await open_detail(pilot, "Autumn Sale")
+        text = screen_text(app)
+        assert "LCG 10% by region" in text
+        assert "control target" in text and "SRM" in text
+        assert "region=North" in text  # per-stratum table
+        assert "autumn-sms" in text and "paused by alice" in text
+        assert "activation" in text  # the activation build
+        assert "campaign.activate" in text  # recent audit entries
+        assert screen.query_one("#split").visible
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen), what="list")
+
+
+async def test_dynamic_segment_campaign_warns_every_refresh_changes_the_audience(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_detail(pilot, "Young Drop")
+        assert "every refresh changes the audience" in screen_text(app)
+
+
+async def test_slash_filters_the_list_and_escape_clears_it(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await list_ready(pilot)
+        await pilot.press("slash")
+        await pilot.press(*"push")
+        await wait_for(pilot, lambda: screen.shown == ["North Push"], what="filtered list")
+        await pilot.press("enter", "escape")
+        await wait_for(pilot, lambda: len(screen.shown) == 4, what="unfiltered list")
+
+
+async def test_activate_asks_then_activates_through_the_store_and_audits(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "Young Drop")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        assert "R2a" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: campaign(app, "Young Drop").status == "active")
+        with Session(app.engine) as session:
+            entry = session.scalar(
+                sa.select(AuditEntry)
+                .where(AuditEntry.action == "campaign.activate")
+                .order_by(AuditEntry.id.desc())
+            )
+        assert (entry.actor, entry.origin) == ("alice", "ssh 203.0.113.7:50022")
+        await wait_for(pilot, lambda: any("activated" in m for m in messages(app)))
+
+
+async def test_answering_no_changes_nothing(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "Young Drop")
+        before = campaign(app, "Young Drop").version
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")  # the focused, safe choice is "No"
+        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen))
+        assert campaign(app, "Young Drop").version == before
+
+
+async def test_edit_lcg_previews_split_per_stratum_before_applying_r6(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("l")
+        form = await wait_for(
+            pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen, what="LCG form"
+        )
+        percent = form.query_one("#percent", Input)
+        percent.value = "20"
+        await wait_for(pilot, lambda: "control target" in screen_text(app), what="preview")
+        assert "North" in screen_text(app)  # per-stratum quotas
+        assert campaign(app, "Autumn Sale").lcg_percent_bp == 1000  # nothing applied yet
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: campaign(app, "Autumn Sale").lcg_percent_bp == 2000)
+        with Session(app.engine) as session:
+            queued = session.scalar(
+                sa.select(AudienceBuild).where(AudienceBuild.status == "queued")
+            )
+        assert queued is not None and queued.reason == "recalculation"
+
+
+async def test_lcg_form_offers_database_fields_and_shows_invalid_percent(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("l")
+        form = await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
+        options = form.query_one("#strata", SelectionList)
+        names = [options.get_option_at_index(i).value for i in range(options.option_count)]
+        assert names == ["region", "tier", "age"]  # floats cannot be strata
+        form.query_one("#percent", Input).value = "150"
+        await wait_for(pilot, lambda: "✗" in screen_text(app), what="validation message")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen))
+        assert campaign(app, "Autumn Sale").lcg_percent_bp == 1000
+
+
+async def test_toggle_lcg_off_explains_r7_and_moves_control_to_test(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "R7" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not campaign(app, "Autumn Sale").lcg_enabled)
+
+
+async def test_complete_needs_the_exact_name_and_records_r8(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "North Push")
+        await pilot.press("c")
+        dialog = await wait_for(
+            pilot, lambda: isinstance(app.screen, TypeToConfirmScreen) and app.screen
+        )
+        assert "left_campaign" in screen_text(app)
+        await pilot.press(*"North", "enter")
+        await wait_for(pilot, lambda: "exactly" in screen_text(app), what="mismatch hint")
+        assert campaign(app, "North Push").status == "active"
+        dialog.query_one(Input).value = ""
+        await pilot.press(*"North Push", "enter")
+        await wait_for(pilot, lambda: campaign(app, "North Push").status == "completed")
+
+
+async def test_refresh_of_a_static_segment_is_refused_with_a_clear_notification(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("static" in m for m in messages(app)))
+        assert app.is_running
+
+
+async def test_refresh_of_a_dynamic_segment_runs_now(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "Young Drop")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("entered" in m for m in messages(app)))
+
+
+async def test_p_pauses_and_resumes_the_selected_mailing(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_detail(pilot, "Autumn Sale")
+        table = screen.query_one("#mailings", DataTable)
+        names = [m.name for m in screen.detail.mailings]
+        table.move_cursor(row=names.index("autumn-weekly"))
+
+        def paused() -> bool:
+            with Session(app.engine) as session:
+                return session.scalar(
+                    sa.select(Mailing.manual_paused).where(Mailing.name == "autumn-weekly")
+                )
+
+        await pilot.press("p")
+        await wait_for(pilot, paused, what="paused")
+        await wait_for(pilot, lambda: "paused by alice" in screen_text(app))
+        await wait_for(
+            pilot,
+            lambda: any(
+                m.name == "autumn-weekly" and m.manual_paused for m in screen.detail.mailings
+            ),
+        )
+        await pilot.press("p")
+        await wait_for(pilot, lambda: not paused(), what="resumed")
+
+
+async def test_refused_activation_of_a_completed_campaign_is_shown_not_raised(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "Old Promo")
+        await pilot.press("a", "y")
+        await wait_for(pilot, lambda: any("refused" in m for m in messages(app)))
+        assert app.is_running and campaign(app, "Old Promo").status == "completed"
+        with Session(app.engine) as session:
+            refusal = session.scalar(sa.select(AuditEntry).where(AuditEntry.outcome == "refused"))
+        assert refusal is not None and refusal.actor == "alice"
+
+
+async def test_stale_version_surfaces_as_a_conflict(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await list_ready(pilot)
+        row = screen.rows["Young Drop"]
+        stale = CampaignRef(
+            "Young Drop", row["version"] - 1, "draft", 0, 0, False, "young", "dynamic"
+        )
+        screen.activate_now(stale)
+        await wait_for(pilot, lambda: any("changed" in m for m in messages(app)))
+        assert campaign(app, "Young Drop").status == "draft"
+
+
+async def test_read_only_removes_actions_from_footer_and_help(make_app):
+    app = make_app(actor=VIEWER)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await list_ready(pilot)
+        footer = screen_text(app).splitlines()[-1]
+        assert "Open" in footer and "Activate" not in footer and "Complete" not in footer
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: "Keys" in screen_text(app))
+        text = screen_text(app)
+        assert "Filter" in text and "Activate" not in text and "Edit LCG" not in text
+        assert "read-only" in text
+
+
+async def test_read_only_keys_do_nothing_and_the_store_still_refuses(make_app):
+    app = make_app(actor=VIEWER)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "Young Drop")
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, CampaignsScreen)  # no dialog: the binding is gone
+        # Below the UI: even a direct call is refused by the store (Actor.require_write).
+        app.screen.activate_now(app.screen.campaign_ref())
+        await wait_for(pilot, lambda: any("read-only" in m for m in messages(app)))
+        assert campaign(app, "Young Drop").status == "draft"
+
+
+async def test_help_lists_every_binding_with_its_id(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await list_ready(pilot)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: "Keys" in screen_text(app))
+        text = screen_text(app)
+        for binding_id in ("activate", "edit_lcg", "toggle_lcg", "complete", "refresh_segment"):
+            assert binding_id in text
+        assert "builds" in text and "profile" in text and "quit" in text
+
+
+async def test_keymap_from_settings_remaps_by_id_and_refuses_swallowed_keys(make_app):
+    app = make_app(keys={"activate": "A", "builds": "ctrl+a"})
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "Young Drop")
+        assert any("ctrl+a" in m for m in messages(app))
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, CampaignsScreen)
+        await pilot.press("A")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+
+
+async def test_y_copies_the_campaign_name_with_osc52(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "North Push")
+        await pilot.press("y")
+        assert app.clipboard == "North Push"
+
+
+async def test_command_palette_offers_screens_and_actions(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await list_ready(pilot)
+        titles = {c.title for c in app.get_system_commands(screen)}
+        assert {"Campaigns", "Builds monitor", "Find profile", "Keys"} <= titles
+        assert {"Activate campaign", "Edit LCG", "Complete campaign"} <= titles
+    viewer = make_app(actor=VIEWER)
+    async with viewer.run_test(size=(120, 30)) as pilot:
+        screen = await list_ready(pilot)
+        titles = {c.title for c in viewer.get_system_commands(screen)}
+        assert "Activate campaign" not in titles and "Builds monitor" in titles
+
+
+async def test_builds_monitor_lists_builds_and_scheduler_health(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await list_ready(pilot)
+        await pilot.press("b")
+        await wait_for(pilot, lambda: "activation" in screen_text(app), what="builds")
+        text = screen_text(app)
+        assert "NOT RUNNING" in text and "done" in text and "Autumn Sale" in text
+
+
+async def test_profile_card_finds_a_profile_and_shows_its_history(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await list_ready(pilot)
+        await pilot.press("f")
+        await wait_for(pilot, lambda: app.screen.id == "profile-screen")
+        await pilot.press(*"P00003", "enter")
+        await wait_for(pilot, lambda: "entered_campaign" in screen_text(app), what="card")
+        text = screen_text(app)
+        assert "region=North" in text and "entered_segment" in text and "Autumn Sale" in text
+        app.screen.query_one(Input).value = "nobody"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "no profile" in screen_text(app))
+
+
+def test_operator_fixture_matches_console_actor():
+    assert OPERATOR.user == "alice" and not OPERATOR.read_only and VIEWER.read_only
