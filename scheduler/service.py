@@ -296,6 +296,9 @@ class SchedulerService:
         term.ctx.stop_event.set()
         log.warning("scheduler %s stops acting (term %s): %s", self.holder, term.number, reason)
         with contextlib.suppress(SchedulerNotRunningError):
+            # Pause first: APScheduler's loop then skips its next pass instead of racing
+            # the shutdown (a one-shot job removed after the state turned "stopped").
+            term.scheduler.pause()
             term.scheduler.shutdown(wait=wait)
         if wait:
             try:

@@ -1,0 +1,371 @@
+"""The scheduler service in-process: real APScheduler, real SQLite file, real builds.
+
+Reconcile (jobs follow the database), segment refresh schedules, mailing schedules with
+the pause and misfire policy (R5, R6), audience expansion (R11), the build dispatcher,
+and clean shutdown. Every wait is a poll on a condition with a timeout.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from apscheduler.triggers.cron import CronTrigger
+from e2e.scheduler_world import (
+    ADMIN,
+    build,
+    builds_of,
+    delivered_ids,
+    mailing,
+    make_world,
+    poll,
+    profile_ids,
+    runs_of,
+    slot,
+)
+from sqlmodel import Session
+
+from scheduler.service import SchedulerService
+from store import builds, campaigns, lease, mailings, profiles, segments
+from store.db import open_store, transaction
+from store.models import CampaignMember, Mailing, SegmentMember, utcnow
+
+FAST = {"lease_ttl": 3.0, "dispatch_interval": 0.2}
+
+
+@pytest.fixture
+def world(sqlite_url):
+    engine = open_store(sqlite_url)
+    make_world(engine, n=300)
+    yield sqlite_url, engine
+    engine.dispose()
+
+
+@pytest.fixture
+def start_service(world):
+    url, _ = world
+    started: list[SchedulerService] = []
+
+    def start(**settings) -> SchedulerService:
+        service = SchedulerService(
+            url, pool_size=settings.pop("pool_size", 2), **{**FAST, **settings}
+        )
+        started.append(service.start())
+        return service
+
+    yield start
+    for service in started:
+        service.shutdown()
+
+
+def new_campaign(engine, name="Spring", segment="everyone", percent="10", activate=True):
+    with transaction(engine) as session:
+        campaigns.create_campaign(
+            session,
+            ADMIN,
+            name,
+            profiles.get_database(session, "shop"),
+            segments.get_segment(session, segment),
+            lcg_percent=percent,
+            seed=4242,
+        )
+    if activate:
+        with transaction(engine) as session:
+            campaigns.activate(session, ADMIN, campaigns.get_campaign(session, name))
+        builds.run_pending(engine, worker="test-setup")
+
+
+def add_mailing(engine, name, kind, campaign="Spring", **kwargs):
+    with transaction(engine) as session:
+        if "segment" in kwargs:
+            kwargs["segment"] = segments.get_segment(session, kwargs["segment"])
+        mailings.create_mailing(
+            session, ADMIN, name, campaigns.get_campaign(session, campaign), kind, **kwargs
+        )
+
+
+def set_pause(engine, name, paused):
+    with transaction(engine) as session:
+        mailings.set_manual_pause(session, ADMIN, mailings.get_mailing(session, name), paused)
+
+
+def group_ids(engine, campaign_name, group):
+    with Session(engine) as session:
+        campaign = campaigns.get_campaign(session, campaign_name)
+        return sorted(
+            session.scalars(
+                sa.select(CampaignMember.profile_id).where(
+                    CampaignMember.campaign_id == campaign.id,
+                    CampaignMember.left_at.is_(None),
+                    CampaignMember.group == group,
+                )
+            )
+        )
+
+
+def job_of(service, name, engine):
+    return service.get_job(f"mailing:{mailing(engine, name).id}")
+
+
+def recalculate(engine, name="Spring", percent="20"):
+    """R6: an LCG edit of an active campaign queues a recalculation that pauses mailings."""
+    with transaction(engine) as session:
+        return campaigns.edit_lcg(
+            session, ADMIN, campaigns.get_campaign(session, name), percent=percent
+        ).id
+
+
+# ----------------------------------------------------------------------------- lease
+
+
+def test_only_the_lease_holder_acts_and_a_standby_takes_over_on_shutdown(world, start_service):
+    _, engine = world
+    first = start_service()
+    assert first.wait_until_acting(10)
+    second = start_service()
+    with Session(engine) as session:
+        assert lease.live_lease(session).holder == first.holder
+    assert second.state == "standby" and second.jobs() == []
+    first.shutdown()
+    assert second.wait_until_acting(10)
+    with Session(engine) as session:
+        assert lease.live_lease(session).holder == second.holder
+    assert first.state == "stopped"
+
+
+# ----------------------------------------------------------------------------- segments
+
+
+def test_a_refresh_schedule_fires_and_applies_its_diff(world, start_service):
+    _, engine = world
+    score = slot(engine, "score")
+    with transaction(engine) as session:
+        segments.create_segment(
+            session,
+            ADMIN,
+            "high-score",
+            database=profiles.get_database(session, "shop"),
+            rule="score >= 8",
+            every_seconds=1,
+        )
+
+    def members():
+        with Session(engine) as session:
+            segment = segments.get_segment(session, "high-score")
+            return sorted(
+                session.scalars(
+                    sa.select(SegmentMember.profile_id).where(
+                        SegmentMember.segment_id == segment.id, SegmentMember.left_at.is_(None)
+                    )
+                )
+            )
+
+    start_service()
+    poll(lambda: members() == profile_ids(engine, f"{score} >= 8"), what="first refresh")
+    # The data changes: the next scheduled refresh applies the diff (entered and left).
+    with transaction(engine) as session:
+        session.execute(sa.text(f"UPDATE profile SET {score} = 9 WHERE {score} = 7"))
+        session.execute(sa.text(f"UPDATE profile SET {score} = 0 WHERE {score} = 8"))
+    expected = profile_ids(engine, f"{score} >= 8")
+    poll(lambda: members() == expected, what="refresh diff applied")
+    with Session(engine) as session:
+        assert segments.get_segment(session, "high-score").last_refreshed_at is not None
+
+
+# ----------------------------------------------------------------------------- reconcile
+
+
+def test_mailing_jobs_follow_the_database_within_seconds(world, start_service):
+    _, engine = world
+    new_campaign(engine)
+    service = start_service()
+    add_mailing(engine, "weekly", "regular", cron="0 10 * * 1")
+    add_mailing(engine, "welcome", "trigger")
+    job = poll(lambda: job_of(service, "weekly", engine), what="job for a new mailing")
+    assert isinstance(job.trigger, CronTrigger)
+    assert job_of(service, "welcome", engine) is None  # trigger mailings: no time schedule
+    expected = CronTrigger.from_crontab("0 10 * * 1", timezone="UTC").get_next_fire_time(
+        None, datetime.now(UTC)
+    )
+    poll(lambda: mailing(engine, "weekly").next_run_at == expected, what="next_run_at stored")
+
+    set_pause(engine, "weekly", True)  # a paused mailing is a paused job
+    poll(lambda: job_of(service, "weekly", engine).next_run_time is None, what="job paused")
+    poll(lambda: mailing(engine, "weekly").next_run_at is None, what="next_run_at cleared")
+    set_pause(engine, "weekly", False)
+    poll(lambda: job_of(service, "weekly", engine).next_run_time == expected, what="resumed")
+
+    with transaction(engine) as session:  # R8: a completed campaign's mailings stop
+        campaigns.complete(session, ADMIN, campaigns.get_campaign(session, "Spring"))
+    poll(lambda: job_of(service, "weekly", engine) is None, what="job removed on completion")
+    assert runs_of(engine, "weekly") == []
+
+
+def test_a_regular_mailing_resumed_skips_to_its_next_occurrence(world, start_service):
+    """Misfire policy: occurrences missed while paused are not replayed."""
+    _, engine = world
+    new_campaign(engine)
+    add_mailing(engine, "every-minute", "regular", cron="* * * * *")
+    set_pause(engine, "every-minute", True)
+    service = start_service()
+    poll(lambda: job_of(service, "every-minute", engine), what="paused job")
+    assert job_of(service, "every-minute", engine).next_run_time is None
+    set_pause(engine, "every-minute", False)
+    resumed_at = datetime.now(UTC)
+    job = poll(
+        lambda: (j := job_of(service, "every-minute", engine)) and j.next_run_time and j,
+        what="resumed job",
+    )
+    assert job.next_run_time > resumed_at
+    assert job.next_run_time == resumed_at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    assert runs_of(engine, "every-minute") == []
+
+
+# ----------------------------------------------------------------------------- mailings
+
+
+def test_a_broadcast_fires_at_its_time_to_the_test_group_only(world, start_service):
+    _, engine = world
+    new_campaign(engine)
+    test_ids, control_ids = (
+        group_ids(engine, "Spring", "test"),
+        group_ids(engine, "Spring", "control"),
+    )
+    assert control_ids  # the LCG holds some profiles out
+    send_at = utcnow() + timedelta(seconds=1)
+    add_mailing(engine, "launch", "broadcast", send_at=send_at)
+    service = start_service()
+    poll(lambda: mailing(engine, "launch").status == "sent", what="broadcast sent")
+    assert delivered_ids(engine, "launch") == test_ids
+    assert not set(delivered_ids(engine)) & set(control_ids)
+    (run,) = runs_of(engine, "launch")
+    assert run.scheduled_for == send_at and run.started_at >= send_at
+    poll(lambda: job_of(service, "launch", engine) is None, what="one-shot job gone")
+
+
+def test_a_broadcast_whose_time_passed_while_paused_fires_once_on_resume(world, start_service):
+    _, engine = world
+    new_campaign(engine)
+    send_at = utcnow() + timedelta(milliseconds=300)
+    add_mailing(engine, "launch", "broadcast", send_at=send_at)
+    set_pause(engine, "launch", True)
+    service = start_service()
+    poll(lambda: job_of(service, "launch", engine), what="paused job")
+    poll(lambda: utcnow() > send_at + timedelta(seconds=1), what="send_at long passed")
+    assert (
+        runs_of(engine, "launch") == [] and job_of(service, "launch", engine).next_run_time is None
+    )
+    set_pause(engine, "launch", False)
+    poll(lambda: mailing(engine, "launch").status == "sent", what="fired on resume")
+    assert len(runs_of(engine, "launch")) == 1
+    assert delivered_ids(engine, "launch") == group_ids(engine, "Spring", "test")
+
+
+def test_mailings_are_paused_during_an_lcg_build_and_fire_after_it_R5_R6(world, start_service):
+    _, engine = world
+    new_campaign(engine)
+    add_mailing(engine, "weekly", "regular", cron="0 10 * * 1")
+    service = start_service(build_chunk_size=15, build_chunk_pause=0.1)
+    poll(lambda: job_of(service, "weekly", engine), what="weekly scheduled")
+    build_id = recalculate(engine)
+    poll(lambda: build(engine, build_id).status == "running", what="build running")
+    assert mailing(engine, "weekly").paused_reason == f"paused by audience build #{build_id}"
+    poll(lambda: job_of(service, "weekly", engine).next_run_time is None, what="job paused")
+    # A broadcast due while the build runs starts paused too, and waits for the build.
+    add_mailing(engine, "flash", "broadcast", send_at=utcnow())
+    assert mailing(engine, "flash").paused_by_build_id == build_id
+    finished = poll(lambda: build(engine, build_id).finished_at, timeout=30, what="build end")
+    assert build(engine, build_id).status == "done"
+    poll(lambda: mailing(engine, "flash").status == "sent", what="broadcast after the build")
+    (run,) = runs_of(engine, "flash")
+    assert run.started_at >= finished  # never during the build
+    assert delivered_ids(engine, "flash") == group_ids(engine, "Spring", "test")
+    poll(lambda: job_of(service, "weekly", engine).next_run_time is not None, what="resumed")
+    assert not mailing(engine, "weekly").paused
+
+
+def test_a_manual_pause_survives_a_build(world, start_service):
+    _, engine = world
+    new_campaign(engine)
+    add_mailing(engine, "weekly", "regular", cron="0 10 * * 1")
+    set_pause(engine, "weekly", True)
+    service = start_service()
+    build_id = recalculate(engine)
+    poll(lambda: build(engine, build_id).status == "done", timeout=30, what="build done")
+    poll(lambda: mailing(engine, "weekly").paused_by_build_id is None, what="build pause gone")
+    weekly = mailing(engine, "weekly")
+    assert weekly.manual_paused and weekly.paused_reason == "paused by alice"
+    assert job_of(service, "weekly", engine).next_run_time is None
+
+
+def test_audience_expansion_runs_before_the_send_R11(world, start_service):
+    _, engine = world
+    region = slot(engine, "region")
+    with transaction(engine) as session:
+        half = segments.create_segment(session, ADMIN, "first-half")
+        north = segments.create_segment(session, ADMIN, "north")
+        session.flush()
+        segments.add_profiles_where(session, ADMIN, half, sa.text("id <= 150"))
+        segments.add_profiles_where(session, ADMIN, north, sa.text(f"{region} = 'North'"))
+    new_campaign(engine, segment="first-half")
+    north_ids = set(profile_ids(engine, f"{region} = 'North'"))
+    outsiders = north_ids - set(profile_ids(engine, "id <= 150"))
+    assert outsiders
+    add_mailing(
+        engine, "north-drop", "broadcast", send_at=utcnow(), segment="north", expand_audience=True
+    )
+    start_service()
+    poll(lambda: mailing(engine, "north-drop").status == "sent", timeout=30, what="sent")
+    (expansion,) = [b for b in builds_of(engine, "Spring") if b.reason == "expansion"]
+    assert expansion.status == "done" and expansion.mailing_id == mailing(engine, "north-drop").id
+    test_ids, control_ids = (
+        group_ids(engine, "Spring", "test"),
+        group_ids(engine, "Spring", "control"),
+    )
+    assert outsiders <= set(test_ids) | set(control_ids)  # expanded before the send
+    assert delivered_ids(engine, "north-drop") == sorted(set(test_ids) & north_ids)
+    assert not set(delivered_ids(engine)) & set(control_ids)
+    (run,) = runs_of(engine, "north-drop")
+    assert run.finished_at >= expansion.finished_at
+
+
+# ----------------------------------------------------------------------------- builds
+
+
+def test_builds_run_in_parallel_across_campaigns_one_per_campaign(world, start_service):
+    _, engine = world
+    for name in ("A", "B"):
+        new_campaign(engine, name=name, percent="10", activate=False)
+        with transaction(engine) as session:
+            campaigns.activate(session, ADMIN, campaigns.get_campaign(session, name))
+    service = start_service(pool_size=2, build_chunk_size=15, build_chunk_pause=0.1)
+    poll(lambda: len(service.in_flight_builds()) == 2, what="two builds in parallel")
+    assert sorted(service.in_flight_builds().values()) == sorted(
+        b.campaign_id for n in ("A", "B") for b in builds_of(engine, n)
+    )
+    poll(
+        lambda: all(b.status == "done" for n in ("A", "B") for b in builds_of(engine, n)),
+        timeout=30,
+        what="both builds done",
+    )
+
+
+def test_shutdown_stops_a_build_between_chunks_and_the_next_scheduler_resumes_it(
+    world, start_service
+):
+    _, engine = world
+    new_campaign(engine, activate=False)
+    with transaction(engine) as session:
+        build_id = campaigns.activate(session, ADMIN, campaigns.get_campaign(session, "Spring")).id
+    first = start_service(build_chunk_size=10, build_chunk_pause=0.2)
+    poll(lambda: build(engine, build_id).processed > 0, what="build under way")
+    first.shutdown()
+    stopped = build(engine, build_id)
+    assert stopped.status == "queued" and stopped.checkpoint  # resumes from here
+    with Session(engine) as session:
+        assert lease.live_lease(session) is None  # released: a standby may take over now
+    start_service()
+    poll(lambda: build(engine, build_id).status == "done", timeout=30, what="resumed build done")
+    with Session(engine) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Mailing)) == 0
