@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from store import audit, profiles
+from store import audit, profiles, segments
 from store.actors import Actor
 from store.errors import ValidationError
 from store.models import ProfileDatabase, ProfileField, Segment, UTCDateTime, utcnow
@@ -567,8 +567,6 @@ def apply_segment_file(
         _report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
         _resolve_profiles(conn, problems)
         problems.raise_if_any(name)
-        from store import segments  # engine-segments' module; imported late on purpose
-
         matched = sa.text(f"id IN (SELECT profile_id FROM {SEGMENT_STAGE})")
         added = removed = 0
         if action == "add":

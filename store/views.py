@@ -7,7 +7,7 @@ times are ISO 8601 strings with a timezone, the LCG percent is a decimal string
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +22,7 @@ from store.models import (
     CampaignStratum,
     Mailing,
     ProfileDatabase,
+    ProfileField,
     Segment,
 )
 
@@ -29,8 +30,8 @@ ACTIVE_BUILD_STATUSES = ("queued", "running")
 
 
 def iso(value: datetime | None) -> str | None:
-    """ISO 8601 with a timezone (store times are aware UTC)."""
-    return value.isoformat() if value is not None else None
+    """ISO 8601 in UTC with its offset, e.g. 2026-11-29T06:25:51.987591+00:00."""
+    return value.astimezone(UTC).isoformat() if value is not None else None
 
 
 def percent_text(percent_bp: int) -> str | None:
@@ -120,11 +121,17 @@ def campaign_strata(session: Session, campaign: Campaign) -> list[dict[str, Any]
         .order_by(CampaignStratum.stratum_key)
     ).all()
     names = list(campaign.lcg_strata or [])
+    types = {
+        f.name: f.type
+        for f in session.scalars(
+            sa.select(ProfileField).where(ProfileField.database_id == campaign.database_id)
+        )
+    }
     n = campaign.cohort_size
     target = lcg.target_total(campaign.lcg_percent_bp, n, campaign.lcg_limit) if n else 0
     return [
         {
-            "key": strata.decode(row.stratum_key, names),
+            "key": _typed_key(strata.decode(row.stratum_key, names), types),
             "label": strata.label(row.stratum_key, names),
             "members": row.members,
             "cohort": row.cohort,
@@ -134,6 +141,14 @@ def campaign_strata(session: Session, campaign: Campaign) -> list[dict[str, Any]
         }
         for row in rows
     ]
+
+
+def _typed_key(key: dict[str, str | None], types: dict[str, str]) -> dict[str, Any]:
+    """Stratum key values as JSON of their field's type: int fields as numbers."""
+    return {
+        name: int(value) if value is not None and types.get(name) == "int" else value
+        for name, value in key.items()
+    }
 
 
 def _srm(campaign: Campaign) -> dict[str, Any]:
