@@ -177,7 +177,12 @@ class Reconciler:
             if spec.paused:
                 kwargs["next_run_time"] = None  # a paused mailing is a paused job
             self.scheduler.add_job(id=job_id, replace_existing=True, **kwargs)
-            log.info("%s %s %s", "paused" if spec.paused else "scheduled", job_id, spec.key)
+            log.info(
+                "%s %s (%s)",
+                "paused" if spec.paused else "scheduled",
+                job_id,
+                " ".join(v.isoformat() if isinstance(v, datetime) else str(v) for v in spec.key),
+            )
             self.applied[job_id] = state
         self._store_next_runs(specs)
 

@@ -132,6 +132,7 @@ class SchedulerService:
         self._term: _Term | None = None
         self._terms = 0
         self._thread: threading.Thread | None = None
+        self._standby_logged = False
 
     # ------------------------------------------------------------------ public
 
@@ -209,7 +210,11 @@ class SchedulerService:
                     log.exception("could not reach the database for the lease")
                     acquired = False
                 if acquired and not self._stopping.is_set():
+                    self._standby_logged = False
                     self._begin_term(before)
+                elif not acquired and not self._standby_logged:
+                    self._standby_logged = True
+                    log.info("standby: another scheduler holds the lease; waiting for it")
                 interval = min(ttl / 3, 1.0)
             else:
                 try:
