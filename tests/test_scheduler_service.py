@@ -29,7 +29,7 @@ from sqlmodel import Session
 from scheduler.service import SchedulerService
 from store import builds, campaigns, lease, mailings, profiles, segments
 from store.db import open_store, transaction
-from store.models import CampaignMember, Mailing, SegmentMember, utcnow
+from store.models import CampaignMember, Mailing, SchedulerLease, SegmentMember, utcnow
 
 FAST = {"lease_ttl": 3.0, "dispatch_interval": 0.2}
 
@@ -369,3 +369,67 @@ def test_shutdown_stops_a_build_between_chunks_and_the_next_scheduler_resumes_it
     poll(lambda: build(engine, build_id).status == "done", timeout=30, what="resumed build done")
     with Session(engine) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Mailing)) == 0
+
+
+# ----------------------------------------------------------------------------- lease loss
+
+
+def test_a_scheduler_that_loses_its_lease_stops_acting(world, start_service):
+    """Another holder took the lease (e.g. after a network partition): stop everything."""
+    _, engine = world
+    new_campaign(engine, activate=False)
+    with transaction(engine) as session:
+        build_id = campaigns.activate(session, ADMIN, campaigns.get_campaign(session, "Spring")).id
+    service = start_service(lease_ttl=1.0, build_chunk_size=10, build_chunk_pause=0.2)
+    poll(lambda: build(engine, build_id).processed > 0, what="build under way")
+    with transaction(engine) as session:  # the lease now belongs to someone else
+        session.execute(
+            sa.update(SchedulerLease).values(
+                holder="elsewhere:1:x",
+                host="elsewhere",
+                pid=1,
+                expires_at=utcnow() + timedelta(minutes=5),
+            )
+        )
+    poll(lambda: service.state == "standby", what="stepped down")
+    assert service.jobs() == []
+    poll(lambda: build(engine, build_id).status == "queued", what="build handed back")
+    assert build(engine, build_id).checkpoint  # the next holder resumes it
+
+
+# ----------------------------------------------------------------------------- restarts
+
+
+def test_schedules_survive_a_restart(world, start_service):
+    """Jobs are rebuilt from the database: a broadcast due while no scheduler ran fires
+    once at the next start; an interval refresh is due `every` after the last one."""
+    _, engine = world
+    new_campaign(engine)
+    with transaction(engine) as session:
+        segments.create_segment(
+            session,
+            ADMIN,
+            "hourly",
+            database=profiles.get_database(session, "shop"),
+            rule="score >= 5",
+            every_seconds=3600,
+        )
+        segments.refresh(session, ADMIN, segments.get_segment(session, "hourly"))
+    send_at = utcnow() + timedelta(seconds=30)
+    add_mailing(engine, "launch", "broadcast", send_at=send_at)
+    first = start_service()
+    poll(lambda: mailing(engine, "launch").next_run_at == send_at, what="next_run_at stored")
+    first.shutdown()
+    with transaction(engine) as session:  # the time comes while no scheduler runs
+        session.execute(
+            sa.update(Mailing)
+            .where(Mailing.name == "launch")
+            .values(send_at=utcnow() - timedelta(minutes=1), version=Mailing.version + 1)
+        )
+    second = start_service()
+    poll(lambda: mailing(engine, "launch").status == "sent", what="missed broadcast fired")
+    assert len(runs_of(engine, "launch")) == 1
+    with Session(engine) as session:
+        hourly = segments.get_segment(session, "hourly")
+    job = poll(lambda: second.get_job(f"segment:{hourly.id}"), what="refresh job")
+    assert job.next_run_time == hourly.last_refreshed_at + timedelta(hours=1)
