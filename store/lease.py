@@ -63,6 +63,10 @@ def try_acquire(engine: Engine, holder: str, ttl: float) -> bool:
     now = utcnow()
     host, pid = parse_holder(holder)
     expires = now + timedelta(seconds=ttl)
+    with Session(engine) as session:  # a standby polls with a read, not a write lock
+        seen = current_lease(session)
+        if seen is not None and seen.holder != holder and seen.expires_at > now:
+            return False
     with engine.begin() as conn:
         renewed = conn.execute(
             sa.update(_table)
