@@ -6,8 +6,8 @@ A script, not a test.
 Writes a CSV (external_id, region:text, tier:int, age:int, int_field:int, signup:date,
 ltv:float) to a temporary directory, imports it into a fresh profile database through
 store.imports.import_profiles (the code behind `campaign-console import profiles`) and
-prints rows per second and the peak resident memory of the process. With --twice the
-same file is imported again (every row an update). A run with a tenth of the rows
+prints rows per second and the peak resident memory of the process. With --twice a
+file changing every row is imported next (all updates), then once more (all unchanged). A run with a tenth of the rows
 shows whether memory grows with the file.
 """
 
@@ -40,7 +40,8 @@ FIELDS = [
 REGIONS = ["Moscow", "Saint Petersburg", "Kazan", "Novosibirsk", "Sochi"]
 
 
-def write_csv(path: Path, rows: int) -> None:
+def write_csv(path: Path, rows: int, variant: int = 0) -> None:
+    """The same external ids for every variant; other variants change every row's tier."""
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
         out.writerow(["external_id"] + [name for name, _t in FIELDS])
@@ -50,7 +51,7 @@ def write_csv(path: Path, rows: int) -> None:
                 [
                     f"P{i:08d}",
                     REGIONS[h % 5],
-                    1 + h % 3,
+                    1 + (h + variant) % 3,
                     18 + (h >> 8) % 60,
                     20 if h % 5 == 0 else 80,
                     f"20{10 + h % 15}-{1 + (h >> 4) % 12:02d}-{1 + (h >> 6) % 28:02d}",
@@ -67,13 +68,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
-    parser.add_argument("--twice", action="store_true", help="import again: all updates")
+    parser.add_argument(
+        "--twice",
+        action="store_true",
+        help="then import a file changing every row (updates) and it again (unchanged)",
+    )
     args = parser.parse_args()
     actor = Actor("bench")
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "profiles.csv"
         started = time.perf_counter()
         write_csv(csv_path, args.rows)
+        changed_path = Path(tmp) / "changed.csv"
+        if args.twice:
+            write_csv(changed_path, args.rows, variant=1)
         size_mb = csv_path.stat().st_size / 1e6
         print(
             f"wrote {args.rows:,} rows ({size_mb:.0f} MB) in {time.perf_counter() - started:.1f} s"
@@ -84,16 +92,17 @@ def main() -> None:
         with transaction(engine) as session:
             profiles.create_database(session, actor, name, FIELDS)
         rss_before = peak_rss_mb()
-        for run in ("insert", "update")[: 2 if args.twice else 1]:
+        runs = [("insert", csv_path), ("update", changed_path), ("same", changed_path)]
+        for run, path in runs[: 3 if args.twice else 1]:
             started = time.perf_counter()
             with transaction(engine) as session:
                 database = profiles.get_database(session, name)
-                result = imports.import_profiles(session, actor, database, csv_path)
+                result = imports.import_profiles(session, actor, database, path)
             elapsed = time.perf_counter() - started
             print(
                 f"{engine.dialect.name:10} {run:6} {result.rows:>9,} rows  {elapsed:6.2f} s  "
                 f"{result.rows / elapsed:>9,.0f} rows/s  inserted {result.inserted:,} "
-                f"updated {result.updated:,}  peak RSS {peak_rss_mb():.0f} MB "
+                f"updated {result.updated:,} unchanged {result.unchanged:,}  peak RSS {peak_rss_mb():.0f} MB "
                 f"(before import {rss_before:.0f} MB)"
             )
         engine.dispose()

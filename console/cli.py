@@ -639,7 +639,8 @@ def cmd_import_profiles(args: argparse.Namespace, ctx: Context) -> int:
         payload,
         lambda: (
             f"imported {result.rows:,} rows into {result.database!r}: "
-            f"{result.inserted:,} new, {result.updated:,} updated ({result.seconds:.1f}s)"
+            f"{result.inserted:,} new, {result.updated:,} updated, {result.unchanged:,} unchanged "
+            f"({result.seconds:.1f}s)"
         ),
     )
     return EXIT_OK

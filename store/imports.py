@@ -313,7 +313,8 @@ class ImportResult:
     database: str
     rows: int
     inserted: int
-    updated: int
+    updated: int  # existing profiles whose values changed
+    unchanged: int  # existing profiles the file left as they were
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -322,6 +323,7 @@ class ImportResult:
             "rows": self.rows,
             "inserted": self.inserted,
             "updated": self.updated,
+            "unchanged": self.unchanged,
             "seconds": round(self.seconds, 3),
         }
 
@@ -425,30 +427,38 @@ def import_profiles(
         updated=updated,
     )
     session.flush()
-    return ImportResult(database.name, rows, inserted, updated, time.perf_counter() - started)
+    unchanged = rows - inserted - updated
+    return ImportResult(
+        database.name, rows, inserted, updated, unchanged, time.perf_counter() - started
+    )
 
 
 def _upsert_profiles(
     conn: Connection, database: ProfileDatabase, fields: list[ProfileField]
 ) -> tuple[int, int]:
-    """Set-based: update the profiles that exist, insert the rest. Returns (inserted, updated)."""
+    """Set-based: update the profiles that differ, insert the new. Returns (inserted, updated).
+
+    Rows equal to the stored profile are not rewritten, so re-importing a full export
+    costs only its changes.
+    """
     pg = _is_postgres(conn)
-
-    def value(f: ProfileField) -> str:
-        return f"s.{f.slot}"
-
+    if pg:
+        conn.exec_driver_sql(f"ANALYZE {PROFILE_STAGE}")  # temp tables are never auto-analysed
     updated = 0
     if fields:
-        assignments = ", ".join(f"{f.slot} = {value(f)}" for f in fields)
+        assignments = ", ".join(f"{f.slot} = s.{f.slot}" for f in fields)
+        distinct = "IS DISTINCT FROM" if pg else "IS NOT"
+        changed = " OR ".join(f"profile.{f.slot} {distinct} s.{f.slot}" for f in fields)
         updated = conn.execute(
             sa.text(
                 f"UPDATE profile SET {assignments} FROM {PROFILE_STAGE} s "
-                "WHERE profile.database_id = :db AND profile.external_id = s.external_id"
+                "WHERE profile.database_id = :db AND profile.external_id = s.external_id "
+                f"AND ({changed})"
             ),
             {"db": database.id},
         ).rowcount
     slots = "".join(f", {f.slot}" for f in fields)
-    values = "".join(f", {value(f)}" for f in fields)
+    values = "".join(f", s.{f.slot}" for f in fields)
     in_gcg = "false" if pg else "0"
     inserted = conn.execute(
         sa.text(
@@ -459,8 +469,6 @@ def _upsert_profiles(
         ).bindparams(sa.bindparam("now", type_=UTCDateTime())),
         {"db": database.id, "now": utcnow()},
     ).rowcount
-    if not fields:  # nothing to update: every existing row counts as updated (unchanged)
-        updated = _stage_count(conn, PROFILE_STAGE) - inserted
     return inserted, updated
 
 

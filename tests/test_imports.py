@@ -98,7 +98,7 @@ def test_import_upserts_and_leaves_columns_absent_from_the_file_unchanged(engine
         engine, operator, io.BytesIO(b"external_id,region,int_field\nA,Moscow,20\nB,SPb,80\n")
     )
     result = do_import(engine, operator, io.BytesIO(b"external_id,int_field\nB,20\nC,80\n"))
-    assert (result.rows, result.inserted, result.updated) == (2, 1, 1)
+    assert (result.rows, result.inserted, result.updated, result.unchanged) == (2, 1, 1, 0)
     rows = profile_rows(engine)
     assert rows["A"]["int_field"] == 20
     assert rows["B"] == {"region": "SPb", "int_field": 20, "signup": None, "score": None}
@@ -108,16 +108,23 @@ def test_import_upserts_and_leaves_columns_absent_from_the_file_unchanged(engine
 
 def test_an_empty_cell_clears_the_field_of_an_existing_profile(engine, operator, retail):
     do_import(engine, operator, io.BytesIO(b"external_id,region\nA,Moscow\n"))
-    do_import(engine, operator, io.BytesIO(b"external_id,region\nA,\n"))
+    result = do_import(engine, operator, io.BytesIO(b"external_id,region\nA,\n"))
+    assert (result.updated, result.unchanged) == (1, 0)
     assert profile_rows(engine)["A"]["region"] is None
 
 
-def test_only_external_ids_inserts_new_profiles_and_counts_the_rest_as_updated(
+def test_reimporting_the_same_file_changes_no_profile(engine, operator, retail):
+    first = do_import(engine, operator, DATA / "valid_bom_crlf_quoted.csv")
+    again = do_import(engine, operator, DATA / "valid_bom_crlf_quoted.csv")
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, first.rows)
+
+
+def test_only_external_ids_inserts_new_profiles_and_leaves_the_rest_unchanged(
     engine, operator, retail
 ):
     do_import(engine, operator, io.BytesIO(b"external_id\nA\n"))
     result = do_import(engine, operator, io.BytesIO(b"external_id\nA\nB\n"))
-    assert (result.inserted, result.updated) == (1, 1)
+    assert (result.inserted, result.updated, result.unchanged) == (1, 0, 1)
     assert sorted(profile_rows(engine)) == ["A", "B"]
 
 
