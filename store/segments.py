@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from store import audit, rules
+from store import audience, audit, rules
 from store.actors import Actor
 from store.errors import InvalidStateError, NotFoundError, ValidationError
 from store.models import (
@@ -413,28 +413,13 @@ def _finish(
     session.flush()
 
 
-def _audience_module():  # noqa: ANN202
-    # TEMPORARY guard while engine-core writes store/audience.py; removed before release.
-    try:
-        import store.audience as audience
-    except ModuleNotFoundError as exc:
-        if exc.name == "store.audience":
-            return None
-        raise
-    return audience
-
-
 def _notify_left(session: Session, segment: Segment, left_at: datetime, actor: Actor) -> None:
     """R4: active campaigns on the segment close the memberships of these leavers at once."""
-    audience = _audience_module()
-    if audience is not None:
-        session.flush()
-        audience.on_segment_left(session, segment, left_at, actor)
+    session.flush()
+    audience.on_segment_left(session, segment, left_at, actor)
 
 
 def _notify_entered(session: Session, segment: Segment, actor: Actor) -> None:
     """R2c: active campaigns on the segment queue an incremental build of the newcomers."""
-    audience = _audience_module()
-    if audience is not None:
-        session.flush()
-        audience.on_segment_entered(session, segment, actor)
+    session.flush()
+    audience.on_segment_entered(session, segment, actor)
