@@ -15,15 +15,22 @@ import argparse
 import json
 import os
 import re
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from console.cli_format import (
+    builds_table,
+    campaign_text,
+    count_text,
+    profile_text,
+    table,
+)
+from console.cli_wait import wait_for_builds
+
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REFUSED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
-POLL_SECONDS = 0.5
 EVERY = re.compile(r"^\s*(\d+)\s*([smh])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
@@ -286,251 +293,6 @@ class Context:
             self._engine.dispose()
 
 
-# --------------------------------------------------------------------------- formatting
-
-
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], right: Sequence[int] = ()) -> str:
-    """A plain aligned text table; columns listed in `right` are right-aligned."""
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        for i, value in enumerate(row):
-            widths[i] = max(widths[i], len(value))
-
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.rjust(widths[i]) if i in right else v.ljust(widths[i]) for i, v in enumerate(values)
-        ]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(list(headers)), *(line(row) for row in cells)])
-
-
-def _n(value: int | None) -> str:
-    return "" if value is None else f"{value:,}"
-
-
-def _t(value: str | None) -> str:
-    """An ISO time, shortened for tables: 2026-11-29 06:25:51 UTC."""
-    if not value:
-        return ""
-    moment = datetime.fromisoformat(value).astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
-
-
-def _progress(processed: int, total: int) -> str:
-    if not total:
-        return _n(processed)
-    return f"{processed:,}/{total:,} ({100 * processed / total:.0f}%)"
-
-
-def _lcg_text(lcg: dict[str, Any]) -> str:
-    if not lcg["enabled"]:
-        return "off" + (f" (was {lcg['percent']}%)" if lcg["percent"] else "")
-    parts = [f"{lcg['percent']}%"]
-    if lcg["limit"] is not None:
-        parts.append(f"limit {lcg['limit']:,}")
-    if lcg["strata"]:
-        parts.append("strata " + ",".join(lcg["strata"]))
-    return ", ".join(parts)
-
-
-def _builds_table(rows: list[dict[str, Any]]) -> str:
-    return table(
-        [
-            (
-                b["id"],
-                b["campaign"],
-                b["reason"],
-                b["status"],
-                _progress(b["processed"], b["total"]),
-                _t(b["requested_at"]),
-                b["error"] or "",
-            )
-            for b in rows
-        ],
-        ("ID", "CAMPAIGN", "REASON", "STATUS", "PROGRESS", "REQUESTED", "ERROR"),
-        right=(0,),
-    )
-
-
-def _campaign_text(show: dict[str, Any]) -> str:
-    a = show["audience"]
-    lines = [
-        f"Campaign  {show['name']} ({show['status']})",
-        f"Database  {show['database']}",
-        f"Segment   {show['segment']} ({show['segment_kind']})",
-        f"LCG       {_lcg_text(show['lcg'])}",
-        f"Audience  {a['members']:,} members: {a['test']:,} test, {a['control']:,} control"
-        + (f" (target {show['target']:,})" if show["lcg"]["enabled"] else ""),
-    ]
-    srm = show["srm"]
-    if srm["p_value"] is not None:
-        lines.append(
-            f"SRM       p = {srm['p_value']:.4g}"
-            + ("  FLAGGED: split off target" if srm["flagged"] else "")
-        )
-    if show["strata"] and (show["lcg"]["strata"] or show["lcg"]["enabled"]):
-        lines += [
-            "",
-            "Strata",
-            table(
-                [
-                    (
-                        s["label"],
-                        _n(s["members"]),
-                        _n(s["control"]),
-                        _n(s["quota"]),
-                        f"{s['ideal']:g}",
-                    )
-                    for s in show["strata"]
-                ],
-                ("STRATUM", "MEMBERS", "CONTROL", "QUOTA", "IDEAL"),
-                right=(1, 2, 3, 4),
-            ),
-        ]
-    if show["warnings"]:
-        lines += ["", "Warnings"] + [f"  {w['code']}: {w['message']}" for w in show["warnings"]]
-    if show["mailings"]:
-        lines += [
-            "",
-            "Mailings",
-            table(
-                [
-                    (
-                        m["name"],
-                        m["kind"],
-                        m["status"],
-                        m["paused_reason"] or "",
-                        _t(m["next_run"]),
-                    )
-                    for m in show["mailings"]
-                ],
-                ("NAME", "KIND", "STATUS", "PAUSED", "NEXT RUN"),
-            ),
-        ]
-    if show["builds"]:
-        lines += ["", "Builds", _builds_table(show["builds"])]
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- waiting
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.enabled = bool(getattr(stream, "isatty", lambda: False)())
-        self.drawn = False
-
-    def show(self, label: str, processed: int, total: int) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(width * processed / total) if total else 0
-        bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\r{label} [{bar}] {_progress(processed, total)}\x1b[K")
-        self.stream.flush()
-        self.drawn = True
-
-    def done(self) -> None:
-        if self.drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self.drawn = False
-
-
-def _pending_builds(ctx: Context, campaign_ids: Sequence[int]) -> list[int]:
-    import sqlalchemy as sa
-
-    from store.models import AudienceBuild
-
-    if not campaign_ids:
-        return []
-    with ctx.session() as session:
-        return list(
-            session.scalars(
-                sa.select(AudienceBuild.id)
-                .where(
-                    AudienceBuild.campaign_id.in_(list(campaign_ids)),
-                    AudienceBuild.status.in_(("queued", "running")),
-                )
-                .order_by(AudienceBuild.id)
-            )
-        )
-
-
-def _build_rows(ctx: Context, build_ids: Sequence[int]) -> list[Any]:
-    import sqlalchemy as sa
-
-    from store.models import AudienceBuild
-
-    with ctx.session() as session:
-        return list(
-            session.scalars(
-                sa.select(AudienceBuild)
-                .where(AudienceBuild.id.in_(list(build_ids)))
-                .order_by(AudienceBuild.id)
-            )
-        )
-
-
-def _scheduler_alive(ctx: Context) -> bool:
-    from store import lease
-
-    with ctx.session() as session:
-        return lease.live_lease(session) is not None
-
-
-def wait_for_builds(ctx: Context, campaign_ids: Sequence[int]) -> int:
-    """--wait: block until the queued builds of these campaigns end.
-
-    No scheduler holds the lease: run them here (store.builds.run_pending). A scheduler
-    holds it: poll the build rows. Returns EXIT_OK, or EXIT_UNEXPECTED when one failed.
-    """
-    from store import builds
-
-    build_ids = _pending_builds(ctx, campaign_ids)
-    if not build_ids:
-        return EXIT_OK
-    bar = ProgressBar(ctx.err)
-    announced = False
-    while True:
-        rows = _build_rows(ctx, build_ids)
-        open_rows = [b for b in rows if b.status in ("queued", "running")]
-        if not open_rows:
-            break
-        if not _scheduler_alive(ctx):
-
-            def on_progress(build_id: int, processed: int, total: int) -> None:
-                bar.show(f"build #{build_id}", processed, total)
-
-            builds.run_pending(
-                ctx.engine,
-                worker=f"cli:{socket.gethostname()}:{os.getpid()}",
-                on_progress=on_progress,
-            )
-            rows = _build_rows(ctx, build_ids)
-            if all(b.status not in ("queued", "running") for b in rows):
-                break
-        elif not announced:
-            ctx.note("a scheduler holds the lease: waiting for it to run the builds")
-            announced = True
-        for b in open_rows[:1]:
-            bar.show(f"build #{b.id} {b.reason}", b.processed, b.total)
-        time.sleep(POLL_SECONDS)
-    bar.done()
-    failed = [b for b in rows if b.status != "done"]
-    for b in rows:
-        line = f"build #{b.id} ({b.reason}): {b.status}"
-        if b.error:
-            line += f": {b.error}"
-        ctx.note(line)
-    return EXIT_UNEXPECTED if failed else EXIT_OK
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -615,7 +377,7 @@ def cmd_database_list(args: argparse.Namespace, ctx: Context) -> int:
             [
                 (
                     r["name"],
-                    _n(r["profiles"]),
+                    count_text(r["profiles"]),
                     ", ".join(f"{f['name']}:{f['type']}" for f in r["fields"]),
                 )
                 for r in rows
@@ -700,7 +462,13 @@ def cmd_segment_list(args: argparse.Namespace, ctx: Context) -> int:
         rows,
         lambda: table(
             [
-                (r["name"], r["kind"], r["database"] or "", _n(r["members"]), r["rule"] or "")
+                (
+                    r["name"],
+                    r["kind"],
+                    r["database"] or "",
+                    count_text(r["members"]),
+                    r["rule"] or "",
+                )
                 for r in rows
             ],
             ("SEGMENT", "KIND", "DATABASE", "MEMBERS", "RULE"),
@@ -727,7 +495,7 @@ def _campaign_ids_on_segment(session: Any, segment_id: int) -> list[int]:
 def _segment_outcome(ctx: Context, payload: dict[str, Any], campaign_ids: list[int]) -> int:
     code = EXIT_OK
     if ctx.args.wait:
-        code = wait_for_builds(ctx, campaign_ids)
+        code = wait_for_builds(ctx.engine, campaign_ids, ctx.err)
     payload["builds"] = _builds_of(ctx, campaign_ids, payload.get("_since"))
     payload.pop("_since", None)
     return code
@@ -847,7 +615,7 @@ def cmd_campaign_create(args: argparse.Namespace, ctx: Context) -> int:
             seed=args.seed,
         )
     show = _show(ctx, args.name)
-    ctx.emit(show, lambda: f"created draft campaign {args.name!r}\n\n" + _campaign_text(show))
+    ctx.emit(show, lambda: f"created draft campaign {args.name!r}\n\n" + campaign_text(show))
     return EXIT_OK
 
 
@@ -861,9 +629,9 @@ def _campaign_change(ctx: Context, name: str, verb: str, change: Callable[[Any, 
         campaign_id = campaign.id
     code = EXIT_OK
     if getattr(ctx.args, "wait", False):
-        code = wait_for_builds(ctx, [campaign_id])
+        code = wait_for_builds(ctx.engine, [campaign_id], ctx.err)
     show = _show(ctx, name)
-    ctx.emit(show, lambda: f"{verb} campaign {name!r}\n\n" + _campaign_text(show))
+    ctx.emit(show, lambda: f"{verb} campaign {name!r}\n\n" + campaign_text(show))
     return code
 
 
@@ -935,9 +703,9 @@ def cmd_campaign_list(args: argparse.Namespace, ctx: Context) -> int:
                     r["name"],
                     r["status"],
                     r["segment"],
-                    _n(r["audience"]["members"]),
-                    _n(r["audience"]["test"]),
-                    _n(r["audience"]["control"]),
+                    count_text(r["audience"]["members"]),
+                    count_text(r["audience"]["test"]),
+                    count_text(r["audience"]["control"]),
                     r["lcg_summary"],
                     len(r["warnings"]) or "",
                     r["paused_mailings"] or "",
@@ -963,7 +731,7 @@ def cmd_campaign_list(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_campaign_show(args: argparse.Namespace, ctx: Context) -> int:
     show = _show(ctx, args.name)
-    ctx.emit(show, lambda: _campaign_text(show))
+    ctx.emit(show, lambda: campaign_text(show))
     return EXIT_OK
 
 
@@ -1017,50 +785,7 @@ def cmd_profile_show(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.session() as session:
         card = views.profile_show(session, args.database, args.external_id)
 
-    def human() -> str:
-        lines = [
-            f"Profile   {card['external_id']} ({card['database']})"
-            + ("  in the global control group" if card.get("in_gcg") else ""),
-            "Fields    "
-            + ", ".join(f"{k}={'' if v is None else v}" for k, v in card["fields"].items()),
-        ]
-        if card.get("segments"):
-            lines.append("Segments  " + ", ".join(card["segments"]))
-        if card["memberships"]:
-            lines += [
-                "",
-                "Memberships",
-                table(
-                    [
-                        (m["campaign"], m["group"], _t(m["joined_at"]), _t(m["left_at"]))
-                        for m in card["memberships"]
-                    ],
-                    ("CAMPAIGN", "GROUP", "JOINED", "LEFT"),
-                ),
-            ]
-        if card["events"]:
-            lines += [
-                "",
-                "History",
-                table(
-                    [
-                        (
-                            _t(e["at"]),
-                            e["kind"],
-                            e["campaign"] or "",
-                            e["segment"] or "",
-                            e["group"] or "",
-                            f"#{e['build']}" if e["build"] else "",
-                            e["actor"] or "",
-                        )
-                        for e in card["events"]
-                    ],
-                    ("AT", "EVENT", "CAMPAIGN", "SEGMENT", "GROUP", "BUILD", "BY"),
-                ),
-            ]
-        return "\n".join(lines)
-
-    ctx.emit(card, human)
+    ctx.emit(card, lambda: profile_text(card))
     return EXIT_OK
 
 
@@ -1069,7 +794,7 @@ def cmd_builds(args: argparse.Namespace, ctx: Context) -> int:
 
     with ctx.session() as session:
         rows = views.builds(session, campaign=args.campaign, limit=args.limit)
-    ctx.emit(rows, lambda: _builds_table(rows) if rows else "no audience builds")
+    ctx.emit(rows, lambda: builds_table(rows) if rows else "no audience builds")
     return EXIT_OK
 
 
