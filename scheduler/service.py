@@ -164,11 +164,17 @@ class SchedulerService:
         return self
 
     def shutdown(self, timeout: float | None = 30.0) -> None:
-        """Stop acting: builds stop at their next chunk, then release the lease."""
+        """Stop acting: builds stop at their next chunk, then release the lease.
+
+        Waits up to `timeout` seconds for running jobs; a job still running then finishes
+        its chunk on its own and hands its build back to the queue.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._end_term("shutdown", wait=True)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self._end_term("shutdown", release=True, timeout=remaining)
         self.engine.dispose()
         log.info("scheduler %s stopped", self.holder)
 
@@ -241,9 +247,9 @@ class SchedulerService:
                 if renewed:
                     term.last_renewed = before
                 elif renewed is False:
-                    self._end_term("another scheduler holds the lease", wait=False)
+                    self._end_term("another scheduler holds the lease", release=False)
                 if self._term is not None and not self._term.acting():
-                    self._end_term("the lease could not be renewed in time", wait=False)
+                    self._end_term("the lease could not be renewed in time", release=False)
                 interval = ttl / 3
             self._stopping.wait(interval)
 
@@ -308,21 +314,40 @@ class SchedulerService:
         )
         scheduler.start()
 
-    def _end_term(self, reason: str, *, wait: bool) -> None:
+    def _end_term(self, reason: str, *, release: bool, timeout: float | None = None) -> None:
         with self._lock:
             term, self._term = self._term, None
         if term is None:
             return
         term.ended = True
         term.ctx.stop_event.set()
-        log.warning("scheduler %s stops acting (term %s): %s", self.holder, term.number, reason)
+        log.log(
+            logging.INFO if release else logging.WARNING,
+            "scheduler %s stops acting (term %s): %s",
+            self.holder,
+            term.number,
+            reason,
+        )
+        if not release:  # lost the lease: let the jobs wind down on their own
+            with contextlib.suppress(SchedulerNotRunningError):
+                term.scheduler.shutdown(wait=False)
+            return
+        stopper = threading.Thread(
+            target=self._shutdown_scheduler, args=(term,), name="scheduler-stop", daemon=True
+        )
+        stopper.start()
+        stopper.join(timeout)
+        if stopper.is_alive():
+            log.warning("jobs still running after %ss; releasing the lease anyway", timeout)
+        try:
+            lease.release(self.engine, self.holder)
+        except Exception:
+            log.exception("could not release the lease; it expires on its own")
+
+    @staticmethod
+    def _shutdown_scheduler(term: _Term) -> None:
         with contextlib.suppress(SchedulerNotRunningError):
-            term.scheduler.shutdown(wait=wait)
-        if wait:
-            try:
-                lease.release(self.engine, self.holder)
-            except Exception:
-                log.exception("could not release the lease; it expires on its own")
+            term.scheduler.shutdown(wait=True)
 
     def _wake_dispatcher(self, term: _Term) -> None:
         if not term.acting() or term.ctx.dispatching:
