@@ -433,3 +433,30 @@ def test_schedules_survive_a_restart(world, start_service):
         hourly = segments.get_segment(session, "hourly")
     job = poll(lambda: second.get_job(f"segment:{hourly.id}"), what="refresh job")
     assert job.next_run_time == hourly.last_refreshed_at + timedelta(hours=1)
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.postgres
+def test_the_service_schedules_builds_and_sends_on_postgresql(postgres_url):
+    """The same service on a real PostgreSQL schema: build, pause, broadcast after it."""
+    engine = open_store(postgres_url)
+    make_world(engine, n=120)
+    new_campaign(engine)
+    add_mailing(engine, "weekly", "regular", cron="0 10 * * 1")
+    service = SchedulerService(postgres_url, build_chunk_size=15, build_chunk_pause=0.05, **FAST)
+    try:
+        service.start()
+        poll(lambda: job_of(service, "weekly", engine), what="weekly scheduled")
+        build_id = recalculate(engine)
+        poll(lambda: build(engine, build_id).status == "running", what="build running")
+        add_mailing(engine, "flash", "broadcast", send_at=utcnow())
+        finished = poll(lambda: build(engine, build_id).finished_at, timeout=30, what="build end")
+        poll(lambda: mailing(engine, "flash").status == "sent", what="broadcast after the build")
+        assert runs_of(engine, "flash")[0].started_at >= finished
+        assert delivered_ids(engine, "flash") == group_ids(engine, "Spring", "test")
+        assert not set(delivered_ids(engine)) & set(group_ids(engine, "Spring", "control"))
+    finally:
+        service.shutdown()
+        engine.dispose()
