@@ -506,7 +506,7 @@ def preview_lcg(
     rows = session.execute(
         sa.text(
             f"SELECT {key} AS k, COUNT(*), SUM({cohort_expr}), SUM({control_expr}) "
-            f"{source} GROUP BY {key}"
+            f"{source} GROUP BY 1"
         ),
         {**params, "cur": campaign.lcg_cohort},
     ).all()
