@@ -8,18 +8,16 @@ times are ISO 8601 strings with a timezone, the LCG percent is a decimal string
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from store import lcg, strata
+from store import lcg, validity
 from store.errors import NotFoundError
 from store.models import (
     AudienceBuild,
     Campaign,
-    CampaignStratum,
     Mailing,
     ProfileDatabase,
     ProfileField,
@@ -110,37 +108,37 @@ def _get_campaign(session: Session, name: str) -> Campaign:
     return campaign
 
 
-def campaign_strata(session: Session, campaign: Campaign) -> list[dict[str, Any]]:
-    """Per-stratum split (R9/R10) from the counters of the latest build.
+def campaign_validity(session: Session, campaign: Campaign) -> dict[str, Any]:
+    """Target, per-stratum split (R9/R10) and SRM, from store.validity (counters only).
 
-    `ideal` is the stratum's exact share of the target, T × n_s / N over the LCG cohort.
+    `strata[].ideal` is the stratum's exact share of the target, T × n_s / N, over the
+    LCG cohort; `key` holds each strata field's value (int fields as numbers).
     """
-    rows = session.scalars(
-        sa.select(CampaignStratum)
-        .where(CampaignStratum.campaign_id == campaign.id)
-        .order_by(CampaignStratum.stratum_key)
-    ).all()
-    names = list(campaign.lcg_strata or [])
+    figures = validity.campaign_validity(session, campaign)
     types = {
         f.name: f.type
         for f in session.scalars(
             sa.select(ProfileField).where(ProfileField.database_id == campaign.database_id)
         )
     }
-    n = campaign.cohort_size
-    target = lcg.target_total(campaign.lcg_percent_bp, n, campaign.lcg_limit) if n else 0
-    return [
-        {
-            "key": _typed_key(strata.decode(row.stratum_key, names), types),
-            "label": strata.label(row.stratum_key, names),
-            "members": row.members,
-            "cohort": row.cohort,
-            "control": row.control,
-            "quota": row.quota,
-            "ideal": float(round(lcg.ideal_share(target, row.cohort, n), 4)),
-        }
-        for row in rows
-    ]
+    return {
+        "cohort": figures.cohort_size,
+        "target": figures.target,
+        "deficit": figures.deficit,
+        "strata": [
+            {
+                "key": _typed_key(row.values, types),
+                "label": row.label,
+                "members": row.members,
+                "cohort": row.cohort,
+                "control": row.control,
+                "quota": row.quota,
+                "ideal": row.ideal,
+            }
+            for row in figures.strata
+        ],
+        "srm": {"p_value": figures.srm_p_value, "flagged": bool(figures.srm_flagged)},
+    }
 
 
 def _typed_key(key: dict[str, str | None], types: dict[str, str]) -> dict[str, Any]:
@@ -149,19 +147,6 @@ def _typed_key(key: dict[str, str | None], types: dict[str, str]) -> dict[str, A
         name: int(value) if value is not None and types.get(name) == "int" else value
         for name, value in key.items()
     }
-
-
-def _srm(campaign: Campaign) -> dict[str, Any]:
-    """Sample-ratio mismatch of the LCG cohort against its target share (R9/R10)."""
-    n = campaign.cohort_size
-    if not campaign.lcg_enabled or not n:
-        return {"p_value": None, "flagged": False}
-    # With a binding limit the expected control share is T / N, not p.
-    target = lcg.target_total(campaign.lcg_percent_bp, n, campaign.lcg_limit)
-    p_value, flagged = lcg.srm(
-        campaign.control_count, n, campaign.lcg_percent_bp, Decimal(target) / Decimal(n)
-    )
-    return {"p_value": p_value, "flagged": bool(flagged)}
 
 
 def mailing_row(mailing: Mailing) -> dict[str, Any]:
@@ -223,6 +208,7 @@ def campaign_show(session: Session, name: str, *, build_limit: int = 10) -> dict
     mailings = session.scalars(
         sa.select(Mailing).where(Mailing.campaign_id == campaign.id).order_by(Mailing.name)
     ).all()
+    figures = campaign_validity(session, campaign)
     return {
         "name": campaign.name,
         "status": campaign.status,
@@ -236,15 +222,12 @@ def campaign_show(session: Session, name: str, *, build_limit: int = 10) -> dict
         "completed_at": iso(campaign.completed_at),
         "lcg": lcg_settings(campaign),
         "audience": audience(campaign),
-        "cohort": campaign.cohort_size,
-        "target": (
-            lcg.target_total(campaign.lcg_percent_bp, campaign.cohort_size, campaign.lcg_limit)
-            if campaign.lcg_enabled
-            else 0
-        ),
-        "strata": campaign_strata(session, campaign),
+        "cohort": figures["cohort"],
+        "target": figures["target"],
+        "deficit": figures["deficit"],
+        "strata": figures["strata"],
         "warnings": list(campaign.warnings or []),
-        "srm": _srm(campaign),
+        "srm": figures["srm"],
         "mailings": [mailing_row(m) for m in mailings],
         "builds": builds(session, campaign=campaign.name, limit=build_limit),
     }
