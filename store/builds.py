@@ -709,6 +709,20 @@ def _phase_plan(ctx: _Ctx, chunk: int) -> bool:
                 )
                 plan["picks"][key] = picks
                 projected[key] = projected.get(key, 0) + picks
+        if cp["limit"] is not None:
+            # The limit caps the whole control group: strata with a surplus kept by
+            # incremental builds leave less room for the others' deficits.
+            room = max(0, cp["limit"] - sum(projected.get(k, 0) for k in quotas))
+            for key in sorted(plan["picks"], key=lambda k: (-plan["picks"][k], k)):
+                picks = plan["picks"][key]
+                if picks <= room:
+                    room -= picks
+                    continue
+                keep = room
+                room = 0
+                projected[key] -= picks - keep
+                _unpick(ctx, key, keep)
+                plan["picks"][key] = keep
         labels = {k: strata.label(k, names) for k in sizes}
         plan.update(
             {
@@ -723,6 +737,30 @@ def _phase_plan(ctx: _Ctx, chunk: int) -> bool:
         )
     cp["plan"] = plan
     return True
+
+
+def _unpick(ctx: _Ctx, key: str, keep: int) -> None:
+    """Keep only the `keep` smallest-hash control picks of stratum `key` (limit room)."""
+    if keep <= 0:
+        ctx.exec(
+            """UPDATE build_candidate SET "group" = NULL
+               WHERE build_id = :b AND stratum_key = :k AND "group" = 'control'""",
+            {**ctx.base, "k": key},
+        )
+        return
+    th = ctx.exec(
+        f"""SELECT assignment_hash, external_id FROM build_candidate
+            WHERE build_id = :b AND stratum_key = :k AND "group" = 'control'
+            ORDER BY assignment_hash, {ctx.collate("external_id")} LIMIT 1 OFFSET :off""",
+        {**ctx.base, "k": key, "off": keep - 1},
+    ).one()
+    ctx.exec(
+        f"""UPDATE build_candidate SET "group" = NULL
+            WHERE build_id = :b AND stratum_key = :k AND "group" = 'control'
+              AND (assignment_hash > :h OR (assignment_hash = :h
+                   AND {ctx.collate("external_id")} > :e))""",
+        {**ctx.base, "k": key, "h": int(th[0]), "e": th[1]},
+    )
 
 
 def _phase_trim(ctx: _Ctx, chunk: int) -> bool:
