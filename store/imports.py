@@ -20,6 +20,7 @@ database, else the only database there is).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -116,6 +117,7 @@ def _open(source: str | Path | IO[bytes]) -> tuple[IO[bytes], str, bool]:
 
 
 def _decoded_lines(binary: IO[bytes], problems: _Problems) -> Iterator[str]:
+    # The slow path of _scan: only files with a byte that is not UTF-8 come here.
     """Physical lines decoded as UTF-8; a bad line is reported and decoded leniently."""
     for number, raw in enumerate(binary, 1):
         if number == 1 and raw.startswith(BOM):
@@ -147,6 +149,32 @@ def _records(lines: Iterable[str], problems: _Problems) -> Iterator[tuple[int, l
         start, end = end + 1, reader.line_num
         if row:  # blank lines are skipped
             yield start, row
+
+
+def _scan(
+    binary: IO[bytes],
+    max_problems: int,
+    scan: Callable[[Iterator[tuple[int, list[str]]], _Problems], Any],
+) -> tuple[Any, _Problems]:
+    """Run `scan(records, problems)` over the file's CSV records.
+
+    The C decoder reads the file first (fast). If it meets a byte that is not UTF-8, the
+    file is read again line by line so every badly encoded line is reported, with what
+    else is wrong. Streams that cannot seek are read line by line from the start.
+    """
+    if binary.seekable():
+        start = binary.tell()
+        problems = _Problems(cap=max_problems)
+        text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+        try:
+            return scan(_records(text, problems), problems), problems
+        except UnicodeDecodeError:
+            pass
+        finally:
+            text.detach()  # leave `binary` open: its owner closes it
+        binary.seek(start)
+    problems = _Problems(cap=max_problems)
+    return scan(_records(_decoded_lines(binary, problems), problems), problems), problems
 
 
 # --------------------------------------------------------------------------- typed cells
@@ -345,11 +373,10 @@ def import_profiles(
     actor.require_write("import profiles")
     started = time.perf_counter()
     fields = {f.name: f for f in profiles.database_fields(session, database.id)}
-    problems = _Problems(cap=max_problems)
     binary, name, owned = _open(source)
     conn = session.connection()
-    try:
-        records = _records(_decoded_lines(binary, problems), problems)
+
+    def scan(records: Iterator[tuple[int, list[str]]], problems: _Problems) -> tuple:
         header = _header(records, problems, name)
         _check_header_names(header, problems, name)
         for column in header:
@@ -361,50 +388,25 @@ def import_profiles(
         id_index = header.index("external_id")
         # Only the first occurrence of each known field is imported.
         columns: list[tuple[int, ProfileField]] = []
-        taken: set[str] = set()
         for index, column in enumerate(header):
-            if column in fields and column not in taken:
+            if column in fields and all(f.name != column for _i, f in columns):
                 columns.append((index, fields[column]))
-                taken.add(column)
-        stage_cols = ["line", "external_id"] + [f.slot for _i, f in columns]
         _create_stage(
             conn,
             PROFILE_STAGE,
             [("line", "BIGINT"), ("external_id", "TEXT")]
             + [(f.slot, STAGE_SQL_TYPES[f.type]) for _i, f in columns],
         )
-        writer = _StageWriter(conn, PROFILE_STAGE, stage_cols, batch_size)
-        width = len(header)
-        parsers = [(i, f.name, f.type, PARSERS[f.type]) for i, f in columns]
-        rows = 0
-        for line, cells in records:
-            rows += 1
-            if len(cells) != width:
-                problems.add(
-                    line, None, f"ragged row: {len(cells)} cells where the header has {width}"
-                )
-                continue
-            external_id = cells[id_index]
-            ok = True
-            if not external_id.strip():
-                problems.add(line, "external_id", "empty external_id")
-                ok = False
-            values: list[Any] = [line, external_id]
-            for index, fname, ftype, parse in parsers:
-                cell = cells[index]
-                if cell == "":
-                    values.append(None)
-                    continue
-                try:
-                    values.append(parse(cell))
-                except ValueError:
-                    problems.add(line, fname, f"bad type: {cell!r} is not {EXPECTED[ftype]}")
-                    values.append(None)
-            if ok:  # staged even when a cell is bad, so duplicates are found too
-                writer.add(tuple(values))
-        writer.flush()
+        writer = _StageWriter(
+            conn, PROFILE_STAGE, ["line", "external_id"] + [f.slot for _i, f in columns], batch_size
+        )
+        rows = _stage_profiles(records, problems, writer, len(header), id_index, columns)
         if rows == 0 and not problems.total:
             problems.add(0, None, "empty file: a header but no rows")
+        return rows, columns
+
+    try:
+        (rows, columns), problems = _scan(binary, max_problems, scan)
         _report_duplicates(conn, PROFILE_STAGE, ["external_id"], repr, problems)
         problems.raise_if_any(name)
         inserted, updated = _upsert_profiles(conn, database, [f for _i, f in columns])
@@ -431,6 +433,58 @@ def import_profiles(
     return ImportResult(
         database.name, rows, inserted, updated, unchanged, time.perf_counter() - started
     )
+
+
+def _stage_profiles(
+    records: Iterator[tuple[int, list[str]]],
+    problems: _Problems,
+    writer: _StageWriter,
+    width: int,
+    id_index: int,
+    columns: list[tuple[int, ProfileField]],
+) -> int:
+    """Parse every record into the staging table; report what is wrong. Returns the rows.
+
+    The hot loop: a row whose cells all parse takes the fast path; the first bad cell
+    sends the row through the slow path, which reports every bad cell of it.
+    """
+    # Text cells are stored as they are: no call at all on the fast path.
+    fast = [(index, None if f.type == "text" else PARSERS[f.type]) for index, f in columns]
+    rows = 0
+    add = writer.add
+    for line, cells in records:
+        rows += 1
+        if len(cells) != width:
+            problems.add(line, None, f"ragged row: {len(cells)} cells where the header has {width}")
+            continue
+        external_id = cells[id_index]
+        values: list[Any] = [line, external_id]
+        try:
+            for index, parse in fast:
+                cell = cells[index]
+                values.append(None if cell == "" else cell if parse is None else parse(cell))
+        except ValueError:
+            values = [line, external_id] + _parse_reporting(line, cells, columns, problems)
+        if not external_id or external_id.isspace():
+            problems.add(line, "external_id", "empty external_id")
+            continue
+        add(tuple(values))  # staged even when a cell is bad, so duplicates are found too
+    writer.flush()
+    return rows
+
+
+def _parse_reporting(
+    line: int, cells: list[str], columns: list[tuple[int, ProfileField]], problems: _Problems
+) -> list[Any]:
+    values: list[Any] = []
+    for index, f in columns:
+        cell = cells[index]
+        try:
+            values.append(None if cell == "" else PARSERS[f.type](cell))
+        except ValueError:
+            problems.add(line, f.name, f"bad type: {cell!r} is not {EXPECTED[f.type]}")
+            values.append(None)
+    return values
 
 
 def _upsert_profiles(
@@ -519,11 +573,10 @@ def apply_segment_file(
     if action not in SEGMENT_ACTIONS:
         raise ValueError(f"action must be one of {SEGMENT_ACTIONS}, not {action!r}")
     actor.require_write(f"{action} segment members")
-    problems = _Problems(cap=max_problems)
     binary, name, owned = _open(source)
     conn = session.connection()
-    try:
-        records = _records(_decoded_lines(binary, problems), problems)
+
+    def scan(records: Iterator[tuple[int, list[str]]], problems: _Problems) -> int:
         header = _header(records, problems, name)
         _check_header_names(header, problems, name)
         for column in header:
@@ -572,6 +625,10 @@ def apply_segment_file(
                 continue
             writer.add((line, db_name, external_id))
         writer.flush()
+        return rows
+
+    try:
+        rows, problems = _scan(binary, max_problems, scan)
         _report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
         _resolve_profiles(conn, problems)
         problems.raise_if_any(name)
