@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import date
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlmodel import Session
 
 from store import profiles, segments
@@ -494,3 +497,92 @@ def test_concurrent_adds_serialise_on_the_segment_row(postgres_url, operator):
         assert_counter_matches(engine, "c")
     finally:
         engine.dispose()
+
+
+# --------------------------------------------------------------------------- properties
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "remove", "replace", "add_where", "remove_where"]),
+        st.frozensets(st.integers(0, 7), max_size=8),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@given(ops=_ops)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_any_sequence_of_static_changes_matches_a_set_model(engine, operator, ops):
+    """R12: after any sequence of add/remove/replace the open intervals equal the model
+    set, the counter matches, each (re)entry is its own interval, and the card shows one
+    entered_segment per entry and one left_segment per exit."""
+    from store import history
+
+    with Session(engine) as session:
+        database = session.scalar(
+            sa.select(profiles.ProfileDatabase).where(profiles.ProfileDatabase.name == "retail")
+        )
+    if database is None:
+        make_database(engine, operator, n=8)
+    all_ids = ids_where(engine, "1 = 1")
+    name = f"prop-{uuid.uuid4().hex[:8]}"
+    with transaction(engine) as session:
+        segments.create_segment(session, operator, name)
+    model: set[int] = set()
+    entries: dict[int, int] = {}
+    exits: dict[int, int] = {}
+    for op, picks in ops:
+        ids = {all_ids[i] for i in picks}
+        id_list = ", ".join(map(str, sorted(ids))) or "NULL"
+        where = sa.text(f"id IN ({id_list})")
+        with transaction(engine) as session:
+            segment = segments.get_segment(session, name)
+            if op == "add":
+                got = segments.add_profiles(session, operator, segment, ids)
+                want = len(ids - model)
+            elif op == "add_where":
+                got = segments.add_profiles_where(session, operator, segment, where)
+                want = len(ids - model)
+            elif op == "remove":
+                got = segments.remove_profiles(session, operator, segment, ids)
+                want = len(ids & model)
+            elif op == "remove_where":
+                got = segments.remove_profiles_where(session, operator, segment, where)
+                want = len(ids & model)
+            else:
+                got = segments.replace_profiles_where(session, operator, segment, where)
+                want = (len(ids - model), len(model - ids))
+        assert got == want, (op, sorted(picks))
+        joined = ids - model if op in ("add", "add_where", "replace") else set()
+        left = (ids & model) if op in ("remove", "remove_where") else set()
+        if op == "replace":
+            left = model - ids
+        for pid in joined:
+            entries[pid] = entries.get(pid, 0) + 1
+        for pid in left:
+            exits[pid] = exits.get(pid, 0) + 1
+        model = (model | joined) - left
+    assert open_member_ids(engine, name) == sorted(model)
+    assert counter(engine, name)[0] == len(model)
+    rows = intervals(engine, name)
+    for pid in all_ids:
+        mine = sorted((r for r in rows if r.profile_id == pid), key=lambda r: r.entered_at)
+        assert len(mine) == entries.get(pid, 0)
+        assert sum(r.left_at is None for r in mine) == (1 if pid in model else 0)
+        for earlier, later in zip(mine, mine[1:], strict=False):
+            assert earlier.left_at is not None and earlier.left_at <= later.entered_at
+    with Session(engine) as session:
+        external = dict(session.execute(sa.select(Profile.id, Profile.external_id)).all())
+        for pid in all_ids:
+            events = [
+                e.kind
+                for e in history.profile_card(session, "retail", external[pid]).events
+                if e.segment == name
+            ]
+            assert events.count("entered_segment") == entries.get(pid, 0)
+            assert events.count("left_segment") == exits.get(pid, 0)
