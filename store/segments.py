@@ -432,8 +432,12 @@ def _finish(
     session.flush()
     _fresh_statistics(session, changed=added + removed)
     session.refresh(segment)
-    if added:
-        _notify_entered(session, segment, actor)
+    queued = _notify_entered(session, segment, actor) if added else []
+    if not (added or removed) and actor.role == "system":
+        # A scheduled refresh that found nothing to do is not worth an audit row every
+        # few seconds; last_refreshed_at already says it ran.
+        session.flush()
+        return
     audit.record(
         session,
         actor,
@@ -444,6 +448,7 @@ def _finish(
         added=added,
         removed=removed,
         at=now.isoformat(),
+        builds=[build.id for build in queued],
     )
     session.flush()
 
@@ -454,7 +459,7 @@ def _notify_left(session: Session, segment: Segment, left_at: datetime, actor: A
     audience.on_segment_left(session, segment, left_at, actor)
 
 
-def _notify_entered(session: Session, segment: Segment, actor: Actor) -> None:
+def _notify_entered(session: Session, segment: Segment, actor: Actor) -> list[Any]:
     """R2c: active campaigns on the segment queue an incremental build of the newcomers."""
     session.flush()
-    audience.on_segment_entered(session, segment, actor)
+    return list(audience.on_segment_entered(session, segment, actor) or [])

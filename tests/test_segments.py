@@ -586,3 +586,27 @@ def test_any_sequence_of_static_changes_matches_a_set_model(engine, operator, op
             ]
             assert events.count("entered_segment") == entries.get(pid, 0)
             assert events.count("left_segment") == exits.get(pid, 0)
+
+
+def test_a_scheduled_refresh_with_nothing_to_do_is_not_audited(engine, operator):
+    from store.actors import system_actor
+
+    database = make_database(engine, operator, n=6)
+    scheduler = system_actor()
+    with transaction(engine) as session:
+        segments.create_segment(session, operator, "d", database=database, rule="tier = 1")
+    for _ in range(2):
+        with transaction(engine) as session:
+            segments.refresh(session, scheduler, segments.get_segment(session, "d"))
+    with transaction(engine) as session:
+        segments.refresh(session, operator, segments.get_segment(session, "d"))
+    with Session(engine) as session:
+        rows = session.execute(
+            sa.select(AuditEntry.actor, AuditEntry.details)
+            .where(AuditEntry.action == "segment.refresh")
+            .order_by(AuditEntry.id)
+        ).all()
+        assert segments.get_segment(session, "d").last_refreshed_at is not None
+    # The first scheduled refresh changed members; the second did not; the operator's
+    # manual refresh is always recorded.
+    assert [(actor, d["added"]) for actor, d in rows] == [("scheduler", 2), ("alice", 0)]
