@@ -37,6 +37,7 @@ the 1-based character position.
 
 from __future__ import annotations
 
+import difflib
 import operator
 import re
 from collections.abc import Iterable
@@ -475,7 +476,9 @@ class _Compiler:
         field = self.declared.get(name)
         if field is None:
             known = ", ".join(sorted(self.declared)) or "none"
-            raise self.error(f"unknown field {name!r}; the declared fields are: {known}", pos)
+            close = difflib.get_close_matches(name.lower(), list(self.declared), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise self.error(f"unknown field {name!r}{hint}; the declared fields are: {known}", pos)
         return field
 
     def value(self, field: FieldLike, literal: Literal) -> str | int | float | date:

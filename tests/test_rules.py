@@ -127,6 +127,7 @@ def test_injection_attempts_stay_literals():
     ("rule", "position", "fragment"),
     [
         ("colour = 'red'", 1, "unknown field 'colour'; the declared fields are: ltv, region"),
+        ("Regoin = 'a'", 1, "unknown field 'Regoin' (did you mean 'region'?)"),
         ("tier = 'one'", 8, "field 'tier' is an int: write a whole number"),
         ("tier = 1.5", 8, "field 'tier' is an int"),
         ("region = 5", 10, "field 'region' is text: quote the value"),
