@@ -8,13 +8,15 @@ ltv:float) to a temporary directory, imports it into a fresh profile database th
 store.imports.import_profiles (the code behind `campaign-console import profiles`) and
 prints rows per second and the peak resident memory of the process. With --twice a
 file changing every row is imported next (all updates), then once more (all unchanged). A run with a tenth of the rows
-shows whether memory grows with the file.
+shows whether memory grows with the file. The load average is printed because the
+figures are wall-clock: on a shared machine, compare runs at a similar load.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import resource
 import tempfile
 import time
@@ -94,16 +96,17 @@ def main() -> None:
         rss_before = peak_rss_mb()
         runs = [("insert", csv_path), ("update", changed_path), ("same", changed_path)]
         for run, path in runs[: 3 if args.twice else 1]:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             with transaction(engine) as session:
                 database = profiles.get_database(session, name)
                 result = imports.import_profiles(session, actor, database, path)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             print(
                 f"{engine.dialect.name:10} {run:6} {result.rows:>9,} rows  {elapsed:6.2f} s  "
                 f"{result.rows / elapsed:>9,.0f} rows/s  inserted {result.inserted:,} "
                 f"updated {result.updated:,} unchanged {result.unchanged:,}  peak RSS {peak_rss_mb():.0f} MB "
-                f"(before import {rss_before:.0f} MB)"
+                f"(before import {rss_before:.0f} MB)  this process's CPU {cpu:.1f} s, "
+                f"load average {os.getloadavg()[0]:.1f}"
             )
         engine.dispose()
         cleanup()

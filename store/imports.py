@@ -280,6 +280,11 @@ def _report_duplicates(
 ) -> None:
     """Every line repeating an earlier line's key, set-based over the staging table."""
     key_cols = ", ".join(keys)
+    repeated = conn.exec_driver_sql(
+        f"SELECT 1 FROM {table} GROUP BY {key_cols} HAVING COUNT(*) > 1 LIMIT 1"
+    ).first()
+    if repeated is None:  # the usual case: one aggregate, no join
+        return
     join = " AND ".join(f"s.{k} = d.{k}" for k in keys)
     dup_filter = f"""
         FROM {table} s JOIN (
