@@ -712,7 +712,8 @@ def _phase_plan(ctx: _Ctx, chunk: int) -> bool:
         if cp["limit"] is not None:
             # The limit caps the whole control group: strata with a surplus kept by
             # incremental builds leave less room for the others' deficits.
-            room = max(0, cp["limit"] - sum(projected.get(k, 0) for k in quotas))
+            kept = sum(projected.get(k, 0) for k in projected) - sum(plan["picks"].values())
+            room = max(0, cp["limit"] - kept)
             for key in sorted(plan["picks"], key=lambda k: (-plan["picks"][k], k)):
                 picks = plan["picks"][key]
                 if picks <= room:

@@ -232,6 +232,26 @@ def check(world: World, after_build_ids=()):
         if twin == "A" and after_build_ids and c.lcg_enabled and not pending:
             with Session(engine) as s:
                 last = s.get(AudienceBuild, after_build_ids[-1])
+                fresh_test = dict(
+                    s.execute(
+                        sa.text(
+                            """SELECT m.stratum_key, COUNT(*) FROM campaign_member m
+                               WHERE m.campaign_id = :c AND m.joined_build_id = :b
+                                 AND m.left_at IS NULL AND m."group" = 'test'
+                                 AND NOT EXISTS (SELECT 1 FROM campaign_member o
+                                     WHERE o.campaign_id = :c AND o.profile_id = m.profile_id
+                                       AND o.id < m.id)
+                               GROUP BY m.stratum_key"""
+                        ),
+                        {"c": cid, "b": last.id},
+                    ).all()
+                )
+            # R9/R6: a deficit survives a build only when no fresh newcomer of that
+            # stratum went to test (or the limit left no room for them).
+            room = c.lcg_limit is None or c.control_count < c.lcg_limit
+            for key, r in stratum.items():
+                if r.control < r.quota and room:
+                    assert not fresh_test.get(key), (key, r.control, r.quota)
             if last.reason in (
                 "activation",
                 "recalculation",
