@@ -100,7 +100,17 @@ def reset(engine: Engine) -> None:
     """Drop and recreate every table (the --reset of `campaign-console demo`)."""
     from store.db import init_schema
 
-    SQLModel.metadata.drop_all(engine)
+    # mailing <-> audience_build reference each other, so drop_all cannot order them:
+    # drop every table in one go instead (CASCADE on PostgreSQL, no FK checks on SQLite).
+    names = list(SQLModel.metadata.tables)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("DROP TABLE IF EXISTS " + ", ".join(names) + " CASCADE")
+        else:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            for name in names:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
     init_schema(engine)
 
 
