@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
+
 from console.cli_format import (
     builds_table,
     campaign_text,
@@ -362,8 +364,6 @@ def _database_row(session: Any, database: Any) -> dict[str, Any]:
 
 
 def cmd_database_list(args: argparse.Namespace, ctx: Context) -> int:
-    import sqlalchemy as sa
-
     from store.models import ProfileDatabase
 
     with ctx.session() as session:
@@ -449,8 +449,6 @@ def cmd_segment_create(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_segment_list(args: argparse.Namespace, ctx: Context) -> int:
-    import sqlalchemy as sa
-
     from store.models import Segment
 
     with ctx.session() as session:
@@ -479,8 +477,6 @@ def cmd_segment_list(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _campaign_ids_on_segment(session: Any, segment_id: int) -> list[int]:
-    import sqlalchemy as sa
-
     from store.models import Campaign
 
     return list(
@@ -492,23 +488,23 @@ def _campaign_ids_on_segment(session: Any, segment_id: int) -> list[int]:
     )
 
 
-def _segment_outcome(ctx: Context, payload: dict[str, Any], campaign_ids: list[int]) -> int:
+def _segment_outcome(
+    ctx: Context, payload: dict[str, Any], campaign_ids: list[int], since_build_id: int
+) -> int:
+    """--wait for the builds the segment change queued, then list them in `payload`."""
     code = EXIT_OK
     if ctx.args.wait:
         code = wait_for_builds(ctx.engine, campaign_ids, ctx.err)
-    payload["builds"] = _builds_of(ctx, campaign_ids, payload.get("_since"))
-    payload.pop("_since", None)
+    payload["builds"] = _builds_of(ctx, campaign_ids, since_build_id)
     return code
 
 
-def _builds_of(ctx: Context, campaign_ids: list[int], since_id: int | None) -> list[dict]:
+def _builds_of(ctx: Context, campaign_ids: list[int], since_id: int) -> list[dict]:
     """The builds of these campaigns newer than `since_id` (what the command queued)."""
     from store import views
 
     if not campaign_ids:
         return []
-    import sqlalchemy as sa
-
     from store.models import AudienceBuild, Campaign
 
     with ctx.session() as session:
@@ -518,7 +514,7 @@ def _builds_of(ctx: Context, campaign_ids: list[int], since_id: int | None) -> l
             .where(
                 AudienceBuild.campaign_id.in_(campaign_ids),
                 sa.or_(
-                    AudienceBuild.id > (since_id or 0),
+                    AudienceBuild.id > since_id,
                     AudienceBuild.status.in_(("queued", "running")),
                 ),
             )
@@ -528,8 +524,6 @@ def _builds_of(ctx: Context, campaign_ids: list[int], since_id: int | None) -> l
 
 
 def _max_build_id(session: Any) -> int:
-    import sqlalchemy as sa
-
     from store.models import AudienceBuild
 
     return session.scalar(sa.select(sa.func.max(AudienceBuild.id))) or 0
@@ -547,8 +541,8 @@ def cmd_segment_file(args: argparse.Namespace, ctx: Context) -> int:
             session, ctx.actor, segment, args.file_action, args.file, database=database
         )
         campaign_ids = _campaign_ids_on_segment(session, segment.id)
-    payload = {**result.as_dict(), "_since": since}
-    code = _segment_outcome(ctx, payload, campaign_ids)
+    payload = result.as_dict()
+    code = _segment_outcome(ctx, payload, campaign_ids, since)
     ctx.emit(
         payload,
         lambda: (
@@ -573,13 +567,8 @@ def cmd_segment_refresh(args: argparse.Namespace, ctx: Context) -> int:
         segment = segments.get_segment(session, args.name)
         result = segments.refresh(session, ctx.actor, segment)
         campaign_ids = _campaign_ids_on_segment(session, segment.id)
-    payload = {
-        "segment": args.name,
-        "entered": result.entered,
-        "left": result.left,
-        "_since": since,
-    }
-    code = _segment_outcome(ctx, payload, campaign_ids)
+    payload = {"segment": args.name, "entered": result.entered, "left": result.left}
+    code = _segment_outcome(ctx, payload, campaign_ids, since)
     ctx.emit(
         payload,
         lambda: (
