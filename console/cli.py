@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = leaf(imp, "profiles", cmd_import_profiles, [as_json], help="upsert profiles from CSV")
     p.add_argument("--database", required=True)
-    p.add_argument("file", metavar="FILE.csv")
+    p.add_argument("file", metavar="FILE.csv", help="the CSV file, or - for standard input")
 
     # segment
     segment = sub.add_parser("segment", help="segments").add_subparsers(
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(file_action=action)
         p.add_argument("name")
-        p.add_argument("file", metavar="FILE.csv")
+        p.add_argument("file", metavar="FILE.csv", help="the CSV file, or - for standard input")
         p.add_argument(
             "--database", help="database of rows without a database column (see docs/cli.md)"
         )
@@ -389,13 +389,18 @@ def cmd_database_list(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+def _source(path: str) -> Any:
+    """A CSV path, or `-` for standard input."""
+    return sys.stdin.buffer if path == "-" else path
+
+
 def cmd_import_profiles(args: argparse.Namespace, ctx: Context) -> int:
     from store import imports, profiles
 
     ctx.refusable("profiles.import", "database", args.database)
     with ctx.transaction() as session:
         database = profiles.get_database(session, args.database)
-        result = imports.import_profiles(session, ctx.actor, database, args.file)
+        result = imports.import_profiles(session, ctx.actor, database, _source(args.file))
     payload = result.as_dict()
     ctx.emit(
         payload,
@@ -538,7 +543,7 @@ def cmd_segment_file(args: argparse.Namespace, ctx: Context) -> int:
         segment = segments.get_segment(session, args.name)
         database = profiles.get_database(session, args.database) if args.database else None
         result = imports.apply_segment_file(
-            session, ctx.actor, segment, args.file_action, args.file, database=database
+            session, ctx.actor, segment, args.file_action, _source(args.file), database=database
         )
         campaign_ids = _campaign_ids_on_segment(session, segment.id)
     payload = result.as_dict()

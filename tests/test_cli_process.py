@@ -45,6 +45,15 @@ def test_console_script_exit_codes_and_streams(sqlite_url, tmp_path):
     imported = run(sqlite_url, "import", "profiles", "--database", "main", str(csv), "--json")
     assert imported.returncode == 0 and json.loads(imported.stdout)["inserted"] == 2
 
+    piped = subprocess.run(
+        [str(SCRIPT), "--db", sqlite_url, "import", "profiles", "--database", "main", "-"],
+        input="external_id,region\nC,Sochi\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.returncode == 0 and "1 new" in piped.stdout, piped.stderr
+
     refused = run(sqlite_url, "database", "create", "main", "--fields", "region:text")
     assert refused.returncode == 3
     assert refused.stdout == "" and "already exists" in refused.stderr

@@ -343,3 +343,30 @@ def test_segment_file_on_a_dynamic_segment_is_refused(engine, operator, two_data
         )
     with pytest.raises(InvalidStateError):
         apply(engine, operator, "add", b"external_id\nA\n", database="retail", segment="moscow")
+
+
+class Unseekable(io.RawIOBase):
+    """A pipe-like byte stream (stdin): read once, no seek."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_a_stream_that_cannot_seek_imports_and_reports_like_a_file(engine, operator, retail):
+    valid = (DATA / "valid_bom_crlf_quoted.csv").read_bytes()
+    result = do_import(engine, operator, io.BufferedReader(Unseekable(valid)))
+    assert (result.rows, result.inserted) == (4, 4)
+    bad = (DATA / "bad_encoding.csv").read_bytes()
+    error = rejection(engine, operator, io.BufferedReader(Unseekable(bad)))
+    assert [p.line for p in error.problems] == [3, 5]
