@@ -184,9 +184,8 @@ class CampaignActions:
         percent, limit, strata = current
         if ref.status == "active":
             note = (
-                "R6: applying starts a recalculation build; scheduled mailings pause while it "
-                "runs. Nobody ever moves from test to control: a smaller control group sends "
-                "the surplus to test, a larger one is filled only by newcomers."
+                "R6: applying queues a recalculation build (scheduled mailings pause). Nobody "
+                "moves test → control: surplus control goes to test; a deficit waits for newcomers."
             )
         else:
             note = "The settings apply when the campaign is activated."

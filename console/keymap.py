@@ -35,7 +35,8 @@ CAMPAIGN_ACTION_BINDINGS = [
 # `?` leads every screen's footer, so at 80 columns it is never the part that is cut.
 LIST_BINDINGS = [
     HELP,
-    Binding("enter", "open", "Open", id="open"),
+    # priority: the table's own (hidden) enter binding would otherwise hide "Open" from the footer
+    Binding("enter", "open", "Open", id="open", priority=True),
     Binding("slash", "filter", "Filter", id="filter"),
     Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False),
 ]

@@ -50,7 +50,7 @@ def set_text(widget: Static, content: Text | str) -> None:
 
 class CampaignScreen(CampaignActions, LiveScreen):
     BINDINGS = DETAIL_BINDINGS + CAMPAIGN_ACTION_BINDINGS
-    AUTO_FOCUS = "#mailings"
+    AUTO_FOCUS = "#detail"
 
     def __init__(self, name: str) -> None:
         super().__init__(id="campaign-screen")
@@ -86,7 +86,6 @@ class CampaignScreen(CampaignActions, LiveScreen):
             for label in columns:
                 table.add_column(label, key=label)
         self.query_one("#dynamic-note").display = False
-        self.query_one("#mailings", DataTable).focus()
 
     # ------------------------------------------------------------------ live data
     def read_snapshot(self, session: Session) -> CampaignDetail | None:

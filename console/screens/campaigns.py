@@ -14,27 +14,30 @@ from console.live import LiveScreen
 from console.widgets.status_header import StatusHeader
 from store.live_views import campaign_rows
 
-# (column key, label, how a row dict becomes the cell)
-COLUMNS: list[tuple[str, str, Any]] = [
-    ("name", "Campaign", lambda r: r["name"]),
-    ("status", "Status", lambda r: r["status"]),
-    ("members", "Members", lambda r: f"{r['members']:,}"),
-    ("test", "Test", lambda r: f"{r['test']:,} {r['test_pct']}"),
-    ("control", "Control", lambda r: f"{r['control']:,} {r['control_pct']}"),
-    ("lcg", "LCG", lambda r: r["lcg"]),
-    ("warnings", "Warn", lambda r: f"⚠ {r['warnings']}" if r["warnings"] else ""),
-    ("build", "Build", lambda r: r["build"]),
+# (column key, label, width, how a row dict becomes the cell). Fixed widths keep the
+# columns still while live values change, and the most telling ones fit in 80 columns.
+COLUMNS: list[tuple[str, str, int, Any]] = [
+    ("name", "Campaign", 16, lambda r: r["name"]),
+    ("status", "Status", 9, lambda r: r["status"]),
+    ("members", "Members", 9, lambda r: f"{r['members']:,}"),
+    ("test", "Test", 15, lambda r: f"{r['test']:,} {r['test_pct']}"),
+    ("control", "Control", 13, lambda r: f"{r['control']:,} {r['control_pct']}"),
+    ("lcg", "LCG", 18, lambda r: r["lcg"]),
+    ("warnings", "Warn", 4, lambda r: f"⚠ {r['warnings']}" if r["warnings"] else ""),
+    ("build", "Build", 20, lambda r: r["build"]),
     (
         "paused",
         "Paused",
+        9,
         lambda r: f"{r['paused_mailings']} paused" if r["paused_mailings"] else "",
     ),
     (
         "segment",
         "Segment",
+        22,
         lambda r: r["segment"] + (" (dyn)" if r["segment_kind"] == "dynamic" else ""),
     ),
-    ("database", "Database", lambda r: r["database"]),
+    ("database", "Database", 12, lambda r: r["database"]),
 ]
 
 
@@ -62,9 +65,8 @@ class CampaignsScreen(CampaignActions, LiveScreen):
             placeholder="filter: name, status, segment, database…", id="filter", classes="-hidden"
         )
         table = DataTable(id="campaigns", cursor_type="row", zebra_stripes=True)
-        for key, label, _cell in COLUMNS:
-            table.add_column(label, key=key)
-        table.loading = True
+        for key, label, width, _cell in COLUMNS:
+            table.add_column(label, key=key, width=width)
         yield table
         yield Footer(compact=True)
 
@@ -78,11 +80,10 @@ class CampaignsScreen(CampaignActions, LiveScreen):
 
     def render_rows(self) -> None:
         table = self.query_one("#campaigns", DataTable)
-        table.loading = False
         wanted = [
             name for name, row in self.rows.items() if not self.needle or matches(row, self.needle)
         ]
-        cells = {name: tuple(cell(self.rows[name]) for _k, _l, cell in COLUMNS) for name in wanted}
+        cells = {name: tuple(cell(self.rows[name]) for *_kl, cell in COLUMNS) for name in wanted}
         if wanted != self.shown:
             selected = self.selected_name()
             table.clear()
@@ -94,7 +95,7 @@ class CampaignsScreen(CampaignActions, LiveScreen):
             # Only the cells that changed are repainted (Dolphie habit).
             for name in wanted:
                 old = self.cells.get(name)
-                for index, (key, _label, _cell) in enumerate(COLUMNS):
+                for index, (key, *_rest) in enumerate(COLUMNS):
                     if old is None or old[index] != cells[name][index]:
                         table.update_cell(name, key, cells[name][index])
         self.shown = wanted
@@ -129,6 +130,10 @@ class CampaignsScreen(CampaignActions, LiveScreen):
         self.action_open()
 
     def action_open(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_focus:  # enter in the filter box applies it
+            self.query_one("#campaigns", DataTable).focus()
+            return
         name = self.selected_name()
         if name is not None:
             self.app.open_campaign(name)

@@ -29,8 +29,8 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Label(self.title_text, classes="dialog-title")
             yield Static(self.explanation, classes="dialog-body")
             with Horizontal(classes="dialog-buttons"):
-                yield Button(f"{self.yes_label} (y)", id="yes", variant="warning")
-                yield Button("No (n)", id="no", variant="primary")
+                yield Button(f"{self.yes_label} (y)", id="yes", variant="warning", compact=True)
+                yield Button("No (n)", id="no", variant="primary", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -57,10 +57,10 @@ class TypeToConfirmScreen(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
             yield Static(self.explanation, classes="dialog-body")
-            yield Input(placeholder=self.expected, id="typed")
+            yield Input(placeholder=self.expected, id="typed", compact=True)
             yield Static("", id="mismatch", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Cancel (esc)", id="cancel", variant="primary")
+                yield Button("Cancel (esc)", id="cancel", variant="primary", compact=True)
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()

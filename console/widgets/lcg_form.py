@@ -75,23 +75,27 @@ class LcgFormScreen(ModalScreen[LcgChange | None]):
                 yield Static(self.note, classes="dialog-body")
             with Horizontal(classes="lcg-inputs"):
                 yield Label("Percent")
-                yield Input(self.initial_percent, id="percent", placeholder="e.g. 5.25")
+                yield Input(
+                    self.initial_percent, id="percent", placeholder="e.g. 5.25", compact=True
+                )
                 yield Label("Limit")
                 yield Input(
                     "" if self.initial_limit is None else str(self.initial_limit),
                     id="limit",
                     placeholder="none",
+                    compact=True,
                 )
-            yield Label("Strata fields (space toggles)")
+            yield Label("Strata fields (tab here, space toggles)")
             yield SelectionList[str](
                 *[(name, name, name in self.initial_strata) for name in self.fields],
                 id="strata",
+                compact=True,
             )
             with VerticalScroll(id="preview-box"):
                 yield Static("previewing…", id="preview")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Apply (ctrl+s)", id="apply", variant="warning")
-                yield Button("Cancel (esc)", id="cancel", variant="primary")
+                yield Button("Apply (ctrl+s)", id="apply", variant="warning", compact=True)
+                yield Button("Cancel (esc)", id="cancel", variant="primary", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#percent", Input).focus()

@@ -8,21 +8,34 @@ is fixed. Update with `pytest tests/console --snapshot-update` after checking th
 from __future__ import annotations
 
 import pytest
-from pilot_helpers import wait_for
+from pilot_helpers import screen_text, wait_for
+from textual.screen import ModalScreen
 from textual.widgets import Input
 
 from console.screens.builds import BuildsScreen
 from console.screens.campaign import CampaignScreen
 from console.screens.campaigns import CampaignsScreen
+from console.screens.help import HelpScreen
 from console.widgets.lcg_form import LcgFormScreen
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 
 
+async def settled(pilot) -> None:
+    """Focus placed and two more polls applied: nothing left that could still repaint."""
+    app = pilot.app
+    await wait_for(pilot, lambda: app.focused is not None or isinstance(app.screen, HelpScreen))
+    polls = app.poller.polls
+    await wait_for(
+        pilot, lambda: app.poller.polls >= polls + 2 or isinstance(app.screen, ModalScreen)
+    )
+    await pilot.pause()
+
+
 async def _list(pilot) -> None:
     app = pilot.app
     await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen) and app.screen.shown)
-    await pilot.pause()
+    await settled(pilot)
 
 
 async def _detail(pilot) -> None:
@@ -32,8 +45,7 @@ async def _detail(pilot) -> None:
     await wait_for(
         pilot, lambda: isinstance(app.screen, CampaignScreen) and app.screen.detail is not None
     )
-    await wait_for(pilot, lambda: app.poller.polls >= 3)  # split bar sized to the screen
-    await pilot.pause()
+    await settled(pilot)
 
 
 async def _builds(pilot) -> None:
@@ -56,8 +68,8 @@ async def _profile(pilot) -> None:
     await wait_for(pilot, lambda: app.screen.id == "profile-screen")
     await pilot.press(*"P00003", "enter")
     await wait_for(pilot, lambda: app.screen.query_one("#events").row_count > 0)
-    app.screen.query_one(Input).blur()  # no blinking cursor in the picture
-    await pilot.pause()
+    app.screen.query_one("#events").focus()  # no blinking cursor in the picture
+    await settled(pilot)
 
 
 async def _lcg_form(pilot) -> None:
@@ -66,9 +78,9 @@ async def _lcg_form(pilot) -> None:
     await pilot.press("l")
     form = await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
     form.query_one("#limit", Input).value = "30"
-    await wait_for(pilot, lambda: "limit binds" in str(form.query_one("#preview").render()))
-    form.query_one("#percent", Input).blur()
-    await pilot.pause()
+    await wait_for(pilot, lambda: "limit binds" in screen_text(app))
+    form.query_one("#strata").focus()  # no blinking cursor in the picture
+    await settled(pilot)
 
 
 async def _help(pilot) -> None:
