@@ -8,22 +8,26 @@ events and counters together with `processed`, `heartbeat_at` and the checkpoint
            current strata fields, then rebuild the per-stratum counters from the rows.
 2. demote  (all) control members outside the current LCG cohort, or all of them when the
            LCG is off, move to test with `moved_to_test` (R7; cohort ended).
-3. stage   (all) newcomers into `build_candidate`, with stratum key and R9 hash computed
-           once, set-based: activation takes every open segment member (R3); the others
-           only segment rows above the campaign's watermark with no open membership
-           (R2c), and an expansion build also the mailing's own segment (R11). R1 scope.
-           Re-entering profiles carry the group of their latest closed membership (R4).
-4. plan    (one transaction) T, quotas (R9 largest remainder), surplus thresholds (R6),
-           and the control picks: in each stratum the min(q_s − c_s, newcomers) newcomers
-           with the smallest (assignment_hash, external_id) are marked control. The plan
-           and the marks are committed with the checkpoint, so a resumed build uses
-           exactly the same decisions as an uninterrupted one.
-5. trim    (recalculation, lcg_disable) surplus control members with the largest
+3. plan    (one transaction) counts the newcomers per stratum with one GROUP BY over
+           the candidate query (R1 scope; activation: every open segment member, R3;
+           otherwise only segment rows above the watermark without an open membership,
+           R2c, plus the mailing's own segment for an expansion, R11; re-entering
+           profiles carry the group of their latest closed membership, R4), then T, the
+           quotas (R9 largest remainder), the surplus cut-offs (R6) and, per stratum, the
+           (assignment_hash, external_id) of the min(q_s − c_s, newcomers)-th smallest
+           fresh newcomer. Found exactly without sorting everyone: only newcomers whose
+           hash is below a generous cut are fetched, and a stratum that comes up short is
+           fetched again with a doubled cut. The plan is frozen in the checkpoint with the
+           segment bound (max segment_member.id) and the watermark, so a resumed build
+           makes exactly the same decisions as an uninterrupted one.
+4. trim    (recalculation, lcg_disable) surplus control members with the largest
            (hash, external_id) move to test with `moved_to_test` (R6). Incremental and
            expansion builds never trim: they only fill deficits.
-6. assign  (all) copy the candidates into campaign_member (INSERT … SELECT) by profile id
-           range; leavers that left meanwhile are skipped.
-7. finish  R3 `left_campaign` events (activation), watermark, quotas, R10 warnings.
+5. assign  (all) one INSERT … SELECT per chunk of the candidate query (keyset on
+           profile id, or segment_member id for the delta), hash computed once per row in
+           a MATERIALIZED CTE, group = control when at or below its stratum's cut-off;
+           RETURNING feeds the counters. Leavers that left meanwhile are skipped.
+6. finish  R3 `left_campaign` events (activation), watermark, quotas, R10 warnings.
 
 Events carry the build id; the unique index on (build, profile, kind, campaign) and the
 chunk-with-checkpoint commits mean a resumed build never writes an event twice (R12).
@@ -51,7 +55,6 @@ from store.errors import InvalidStateError
 from store.models import (
     BUILD_REASONS,
     AudienceBuild,
-    BuildCandidate,
     Campaign,
     CampaignStratum,
     Mailing,
@@ -155,7 +158,6 @@ def _end(session: Session, build: AudienceBuild, status: str, error: str | None 
     if error is not None:
         build.error = error[:2000]
     session.add(build)
-    session.execute(sa.delete(BuildCandidate).where(BuildCandidate.build_id == build.id))
     mailings.resume_after_build(session, build)
     session.flush()
 
@@ -426,7 +428,7 @@ def _init(ctx: _Ctx) -> None:
             n = s.scalar(sa.select(Segment.member_count).where(Segment.id == src["segment"]))
         estimate += int(n or 0)
     trimming = b.reason in TRIMMING_REASONS
-    phases = (["rekey"] if trimming else []) + ["demote", "stage", "plan"]
+    phases = (["rekey"] if trimming else []) + ["demote", "plan"]
     phases += (["trim"] if trimming else []) + ["assign"]
     ctx.cp.update(
         {
@@ -446,7 +448,9 @@ def _init(ctx: _Ctx) -> None:
             "i": 0,
             "cursor": None,
             "processed": 0,
-            "total": (c.members if trimming else 0) + 2 * estimate,
+            "watermark": int(c.segment_watermark),
+            "total_base": c.members if trimming else 0,
+            "total": (c.members if trimming else 0) + estimate,
             "plan": {"warnings": []},
         }
     )
@@ -564,83 +568,85 @@ def _phase_demote(ctx: _Ctx, chunk: int) -> bool:
     return moved < limit
 
 
-# ---- phase 3: stage
+# ---- candidates (R1, R2c, R3, R4, R11)
+
+HASH_SPAN = 2**64
+HASH_MIN = -(2**63)
 
 
-def _phase_stage(ctx: _Ctx, chunk: int) -> bool:
+def _candidates(ctx: _Ctx, src: dict[str, Any], *, with_hash: bool) -> tuple[str, dict]:
+    """SELECT list and FROM/WHERE of the newcomers of one source, over sm ⋈ p.
+
+    Columns: pid, smid, ext, k (stratum key), [h (R9 hash)], fg/fc (group and cohort of
+    the latest closed membership: R4 re-entry), segid. Frozen by the checkpoint's max_sm
+    (segment rows above it are left to the next build) and the watermark (delta).
+    """
     cp = ctx.cp
-    src = cp["sources"][cp["src"]]
-    lo = cp["cursor"] or 0
     kind = src["kind"]
     params = {
         **ctx.base,
         "seg": src["segment"],
+        "cseg": ctx.c.segment_id,
         "mx": cp["max_sm"],
-        "lo": lo,
+        "wm": cp["watermark"],
         "seed": cp["seed"],
-        "wm": ctx.c.segment_watermark,
     }
-    if kind == "delta":
-        key_col = "sm.id"
-        hi = _bound(
-            ctx,
-            "SELECT id FROM segment_member WHERE id > :lo AND id <= :mx ORDER BY id",
-            params,
-            chunk,
-        )
-        extra = "AND sm.id > :wm"
-    else:
-        key_col = "sm.profile_id"
-        hi = _bound(
-            ctx,
-            "SELECT profile_id FROM segment_member WHERE segment_id = :seg AND left_at IS NULL "
-            "AND profile_id > :lo ORDER BY profile_id",
-            params,
-            chunk,
-        )
-        extra = ""
+    where = [
+        "sm.segment_id = :seg",
+        "sm.left_at IS NULL",
+        "sm.id <= :mx",
+        r1_scope_sql("p"),
+    ]
     if kind == "all":  # activation: a draft has no memberships yet (R3)
-        former = "NULL, NULL"
-        not_member = ""
+        former = "CAST(NULL AS TEXT) AS fg, CAST(NULL AS INTEGER) AS fc"
     else:
         latest = (
             "FROM campaign_member f WHERE f.campaign_id = :cid AND f.profile_id = p.id "
             "AND f.left_at IS NOT NULL ORDER BY f.id DESC LIMIT 1"
         )
-        former = f'(SELECT f."group" {latest}), (SELECT f.cohort {latest})'
-        not_member = (
-            "AND NOT EXISTS (SELECT 1 FROM campaign_member o WHERE o.campaign_id = :cid "
-            "AND o.profile_id = p.id AND o.left_at IS NULL) "
-            "AND NOT EXISTS (SELECT 1 FROM build_candidate x WHERE x.build_id = :b "
-            "AND x.profile_id = p.id)"
+        former = f'(SELECT f."group" {latest}) AS fg, (SELECT f.cohort {latest}) AS fc'
+        where.append(
+            "NOT EXISTS (SELECT 1 FROM campaign_member o WHERE o.campaign_id = :cid "
+            "AND o.profile_id = p.id AND o.left_at IS NULL)"
         )
-    res = ctx.exec(
-        f"""INSERT INTO build_candidate (build_id, profile_id, segment_member_id, external_id,
-                stratum_key, assignment_hash, former_group, former_cohort)
-            SELECT :b, p.id, sm.id, p.external_id, {cp["key_sql"]},
-                   cc_assignment_hash(:seed, p.external_id), {former}
-            FROM segment_member sm JOIN profile p ON p.id = sm.profile_id
-            WHERE sm.segment_id = :seg AND sm.left_at IS NULL AND sm.id <= :mx {extra}
-              AND {_range_sql(key_col, hi)} AND {r1_scope_sql("p")} {not_member}""",
-        {**params, "hi": hi},
+    if kind == "delta":
+        where.append("sm.id > :wm")
+    if kind == "expansion":  # R11; profiles also arriving through the segment delta count once
+        where.append(
+            "NOT EXISTS (SELECT 1 FROM segment_member d WHERE d.segment_id = :cseg "
+            "AND d.profile_id = p.id AND d.left_at IS NULL AND d.id > :wm AND d.id <= :mx)"
+        )
+    hash_col = ", cc_assignment_hash(:seed, p.external_id) AS h" if with_hash else ""
+    sql = (
+        f"SELECT p.id AS pid, sm.id AS smid, p.external_id AS ext, {cp['key_sql']} AS k"
+        f"{hash_col}, {former}, sm.segment_id AS segid "
+        "FROM segment_member sm JOIN profile p ON p.id = sm.profile_id "
+        f"WHERE {' AND '.join(where)}"
     )
-    del res
-    if hi is not None:
-        cp["processed"] += chunk
-        cp["cursor"] = hi
-        return False
-    cp["src"] += 1
-    cp["cursor"] = None
-    if cp["src"] < len(cp["sources"]):
-        return False
-    cp["processed"] = max(cp["processed"], cp["total"] // 2)
-    return True
+    return sql, params
 
 
-# ---- phase 4: plan
+def _source_key(src: dict[str, Any]) -> str:
+    return "sm.id" if src["kind"] == "delta" else "sm.profile_id"
+
+
+def _source_bound(ctx: _Ctx, src: dict[str, Any], lo: int, chunk: int) -> Any:
+    if src["kind"] == "delta":
+        sql = "SELECT id FROM segment_member WHERE id > :lo AND id <= :mx ORDER BY id"
+    else:
+        sql = (
+            "SELECT profile_id FROM segment_member WHERE segment_id = :seg "
+            "AND left_at IS NULL AND profile_id > :lo ORDER BY profile_id"
+        )
+    return _bound(ctx, sql, {"lo": lo, "mx": ctx.cp["max_sm"], "seg": src["segment"]}, chunk)
+
+
+# ---- phase 3: plan
 
 
 def _phase_plan(ctx: _Ctx, chunk: int) -> bool:
+    """R9/R10 decisions, frozen in the checkpoint: quotas, surplus to trim (R6), and per
+    stratum the (hash, external_id) cut-off below which fresh newcomers go to control."""
     cp = ctx.cp
     enabled, cur = cp["enabled"], cp["cohort"]
     names = cp["strata"]
@@ -650,118 +656,128 @@ def _phase_plan(ctx: _Ctx, chunk: int) -> bool:
             sa.select(CampaignStratum).where(CampaignStratum.campaign_id == ctx.c.id)
         )
     }
-    staged = ctx.exec(
-        """SELECT stratum_key,
-                  SUM(CASE WHEN former_group IS NULL THEN 1 ELSE 0 END),
-                  SUM(CASE WHEN former_group IS NOT NULL AND former_cohort = :cur THEN 1 ELSE 0 END),
-                  SUM(CASE WHEN former_group = 'control' AND former_cohort = :cur THEN 1 ELSE 0 END)
-           FROM build_candidate WHERE build_id = :b GROUP BY stratum_key""",
-        {**ctx.base, "cur": cur},
-    ).all()
-    fresh = {k: int(f) for k, f, _r, _rc in staged}
-    plan: dict[str, Any] = {"warnings": [], "quotas": {}, "trim": [], "picks": {}}
-    if enabled:
-        sizes: dict[str, int] = {k: r.cohort for k, r in counters.items() if r.cohort > 0}
-        control: dict[str, int] = {k: r.control for k, r in counters.items() if r.control}
-        for k, f, r_in, r_ctl in staged:
-            sizes[k] = sizes.get(k, 0) + int(f) + int(r_in)
-            control[k] = control.get(k, 0) + int(r_ctl)
-        sizes = {k: v for k, v in sizes.items() if v > 0}
-        n = sum(sizes.values())
-        total = lcg.target_total(cp["percent_bp"], n, cp["limit"])
-        quotas = lcg.apportion(total, sizes)
-        projected = dict(control)
-        trimming = cp["reason"] in TRIMMING_REASONS
-        for key in sorted(quotas):
-            q = quotas[key]
-            have = control.get(key, 0)
-            existing = counters[key].control if key in counters else 0
-            if trimming and have > q:
-                surplus = min(have - q, existing)
-                if surplus > 0:
-                    th = ctx.exec(
-                        f"""SELECT m.assignment_hash, p.external_id
-                            FROM campaign_member m JOIN profile p ON p.id = m.profile_id
-                            WHERE m.campaign_id = :cid AND m.left_at IS NULL
-                              AND m."group" = 'control' AND m.stratum_key = :k
-                            ORDER BY m.assignment_hash DESC, {ctx.collate("p.external_id")} DESC
-                            LIMIT 1 OFFSET :off""",
-                        {**ctx.base, "k": key, "off": surplus - 1},
-                    ).one()
-                    plan["trim"].append([key, int(th[0]), th[1], surplus])
-                    projected[key] = have - surplus
-            deficit = q - projected.get(key, 0)
-            picks = min(max(deficit, 0), fresh.get(key, 0))
-            if picks > 0:
+    fresh: dict[str, int] = {}
+    r_in: dict[str, int] = {}
+    r_ctl: dict[str, int] = {}
+    for src in cp["sources"]:
+        sql, params = _candidates(ctx, src, with_hash=False)
+        rows = ctx.exec(
+            f"""SELECT k, SUM(CASE WHEN fg IS NULL THEN 1 ELSE 0 END),
+                       SUM(CASE WHEN fg IS NOT NULL AND fc = :cur THEN 1 ELSE 0 END),
+                       SUM(CASE WHEN fg = 'control' AND fc = :cur THEN 1 ELSE 0 END)
+                FROM ({sql}) cand GROUP BY k""",
+            {**params, "cur": cur},
+        ).all()
+        for k, f, ri, rc in rows:
+            fresh[k] = fresh.get(k, 0) + int(f or 0)
+            r_in[k] = r_in.get(k, 0) + int(ri or 0)
+            r_ctl[k] = r_ctl.get(k, 0) + int(rc or 0)
+    plan: dict[str, Any] = {"warnings": [], "quotas": {}, "trim": [], "cut": {}}
+    cp["total"] = cp["total_base"] + sum(fresh.values()) + sum(v for k, v in r_in.items())
+    if not enabled:
+        cp["plan"] = plan
+        return True
+    sizes: dict[str, int] = {k: r.cohort for k, r in counters.items() if r.cohort > 0}
+    control: dict[str, int] = {k: r.control for k, r in counters.items() if r.control}
+    for k in set(fresh) | set(r_in):
+        sizes[k] = sizes.get(k, 0) + fresh.get(k, 0) + r_in.get(k, 0)
+        control[k] = control.get(k, 0) + r_ctl.get(k, 0)
+    sizes = {k: v for k, v in sizes.items() if v > 0}
+    n = sum(sizes.values())
+    total = lcg.target_total(cp["percent_bp"], n, cp["limit"])
+    quotas = lcg.apportion(total, sizes)
+    projected = dict(control)
+    picks: dict[str, int] = {}
+    trimming = cp["reason"] in TRIMMING_REASONS
+    for key in sorted(quotas):
+        q = quotas[key]
+        have = control.get(key, 0)
+        existing = counters[key].control if key in counters else 0
+        if trimming and have > q:
+            surplus = min(have - q, existing)
+            if surplus > 0:
                 th = ctx.exec(
-                    f"""SELECT assignment_hash, external_id FROM build_candidate
-                        WHERE build_id = :b AND stratum_key = :k AND former_group IS NULL
-                        ORDER BY assignment_hash, {ctx.collate("external_id")}
+                    f"""SELECT m.assignment_hash, p.external_id
+                        FROM campaign_member m JOIN profile p ON p.id = m.profile_id
+                        WHERE m.campaign_id = :cid AND m.left_at IS NULL
+                          AND m."group" = 'control' AND m.stratum_key = :k
+                        ORDER BY m.assignment_hash DESC, {ctx.collate("p.external_id")} DESC
                         LIMIT 1 OFFSET :off""",
-                    {**ctx.base, "k": key, "off": picks - 1},
+                    {**ctx.base, "k": key, "off": surplus - 1},
                 ).one()
-                ctx.exec(
-                    f"""UPDATE build_candidate SET "group" = 'control'
-                        WHERE build_id = :b AND stratum_key = :k AND former_group IS NULL
-                          AND (assignment_hash < :h OR (assignment_hash = :h
-                               AND {ctx.collate("external_id")} <= :e))""",
-                    {**ctx.base, "k": key, "h": int(th[0]), "e": th[1]},
-                )
-                plan["picks"][key] = picks
-                projected[key] = projected.get(key, 0) + picks
-        if cp["limit"] is not None:
-            # The limit caps the whole control group: strata with a surplus kept by
-            # incremental builds leave less room for the others' deficits.
-            kept = sum(projected.get(k, 0) for k in projected) - sum(plan["picks"].values())
-            room = max(0, cp["limit"] - kept)
-            for key in sorted(plan["picks"], key=lambda k: (-plan["picks"][k], k)):
-                picks = plan["picks"][key]
-                if picks <= room:
-                    room -= picks
-                    continue
-                keep = room
-                room = 0
-                projected[key] -= picks - keep
-                _unpick(ctx, key, keep)
-                plan["picks"][key] = keep
-        labels = {k: strata.label(k, names) for k in sizes}
-        plan.update(
-            {
-                "cohort_size": n,
-                "target": total,
-                "unlimited_target": lcg.unlimited_target(cp["percent_bp"], n),
-                "quotas": quotas,
-                "warnings": lcg.stratification_warnings(
-                    cp["percent_bp"], cp["limit"], sizes, projected, labels
-                ),
-            }
-        )
+                plan["trim"].append([key, int(th[0]), th[1], surplus])
+                projected[key] = have - surplus
+        wanted = min(max(q - projected.get(key, 0), 0), fresh.get(key, 0))
+        if wanted > 0:
+            picks[key] = wanted
+    if cp["limit"] is not None:
+        # The limit caps the whole control group: strata with a surplus kept by
+        # incremental builds leave less room for the others' deficits.
+        room = max(0, cp["limit"] - sum(projected.values()))
+        for key in sorted(picks, key=lambda k: (-picks[k], k)):
+            picks[key] = min(picks[key], room)
+            room -= picks[key]
+        picks = {k: v for k, v in picks.items() if v > 0}
+    plan["cut"] = _cutoffs(ctx, picks, fresh)
+    for key, k in picks.items():
+        projected[key] = projected.get(key, 0) + k
+    labels = {k: strata.label(k, names) for k in sizes}
+    plan.update(
+        {
+            "cohort_size": n,
+            "target": total,
+            "unlimited_target": lcg.unlimited_target(cp["percent_bp"], n),
+            "quotas": quotas,
+            "picks": picks,
+            "warnings": lcg.stratification_warnings(
+                cp["percent_bp"], cp["limit"], sizes, projected, labels
+            ),
+        }
+    )
     cp["plan"] = plan
     return True
 
 
-def _unpick(ctx: _Ctx, key: str, keep: int) -> None:
-    """Keep only the `keep` smallest-hash control picks of stratum `key` (limit room)."""
-    if keep <= 0:
-        ctx.exec(
-            """UPDATE build_candidate SET "group" = NULL
-               WHERE build_id = :b AND stratum_key = :k AND "group" = 'control'""",
-            {**ctx.base, "k": key},
-        )
-        return
-    th = ctx.exec(
-        f"""SELECT assignment_hash, external_id FROM build_candidate
-            WHERE build_id = :b AND stratum_key = :k AND "group" = 'control'
-            ORDER BY assignment_hash, {ctx.collate("external_id")} LIMIT 1 OFFSET :off""",
-        {**ctx.base, "k": key, "off": keep - 1},
-    ).one()
-    ctx.exec(
-        f"""UPDATE build_candidate SET "group" = NULL
-            WHERE build_id = :b AND stratum_key = :k AND "group" = 'control'
-              AND (assignment_hash > :h OR (assignment_hash = :h
-                   AND {ctx.collate("external_id")} > :e))""",
-        {**ctx.base, "k": key, "h": int(th[0]), "e": th[1]},
-    )
+def _cutoffs(ctx: _Ctx, picks: dict[str, int], fresh: dict[str, int]) -> dict[str, list]:
+    """Per stratum the picks-th smallest (hash, external_id) among its fresh newcomers.
+
+    Exact, without sorting everyone: fetch only newcomers whose hash is below a cut that
+    should hold enough of them (the hash is uniform over 64 bits); a stratum that comes
+    up short is fetched again with a doubled cut, up to the whole range.
+    """
+    out: dict[str, list] = {}
+    todo = dict(picks)
+    frac = max((k / fresh[key] for key, k in todo.items()), default=0.0)
+    frac = min(1.0, frac * 1.25 + 0.002)
+    while todo:
+        found: dict[str, list[tuple[int, str]]] = {key: [] for key in todo}
+        for src in ctx.cp["sources"]:
+            sql, params = _candidates(ctx, src, with_hash=True)
+            cond = ""
+            if frac < 1.0:
+                cond = " AND h < :cut"
+                params["cut"] = HASH_MIN + int(frac * HASH_SPAN)
+            if len(todo) < len(picks):
+                keys = sorted(todo)
+                cond += f" AND k IN ({', '.join(f':k{i}' for i in range(len(keys)))})"
+                params.update({f"k{i}": k for i, k in enumerate(keys)})
+            rows = ctx.exec(
+                f"SELECT k, h, ext FROM ({sql}) cand WHERE fg IS NULL{cond}", params
+            ).all()
+            for k, h, ext in rows:
+                if k in found:
+                    found[k].append((int(h), ext))
+        for key in list(todo):
+            vals = found[key]
+            if len(vals) >= todo[key]:
+                vals.sort()
+                h, ext = vals[todo[key] - 1]
+                out[key] = [h, ext]
+                del todo[key]
+        if frac >= 1.0 and todo:
+            raise RuntimeError(f"not enough newcomers for strata {sorted(todo)}")
+        frac = min(1.0, frac * 2)
+    return out
 
 
 def _phase_trim(ctx: _Ctx, chunk: int) -> bool:
@@ -772,9 +788,9 @@ def _phase_trim(ctx: _Ctx, chunk: int) -> bool:
     budget = min(chunk, MOVE_CHUNK)
     while idx < len(items) and budget > 0:
         key, h, e, _n = items[idx]
-        where = f"""m.stratum_key = :k AND (m.assignment_hash > :h OR (m.assignment_hash = :h
-                    AND (SELECT {ctx.collate("p.external_id")} FROM profile p
-                         WHERE p.id = m.profile_id) >= :e))"""
+        where = f"""m.stratum_key = :k AND m.assignment_hash >= :h AND (m.assignment_hash > :h
+                    OR (SELECT {ctx.collate("p.external_id")} FROM profile p
+                        WHERE p.id = m.profile_id) >= :e)"""
         moved = _move_to_test(ctx, where, {"k": key, "h": h, "e": e}, budget)
         budget -= moved
         if moved == 0 or budget > 0:
@@ -783,73 +799,82 @@ def _phase_trim(ctx: _Ctx, chunk: int) -> bool:
     return idx >= len(items)
 
 
-# ---- phase 6: assign
+# ---- phase 5: assign
 
 
 def _phase_assign(ctx: _Ctx, chunk: int) -> bool:
+    """INSERT … SELECT one chunk of newcomers with their R9 group (cut-offs of the plan)."""
     cp = ctx.cp
-    lo = cp["cursor"] or 0
-    hi = _bound(
-        ctx,
-        "SELECT profile_id FROM build_candidate WHERE build_id = :b AND profile_id > :lo "
-        "ORDER BY profile_id",
-        {**ctx.base, "lo": lo},
-        chunk,
-    )
+    if cp["src"] >= len(cp["sources"]):
+        return True
+    src = cp["sources"][cp["src"]]
+    lo = cp["cursor"]
+    if lo is None:
+        lo = cp["watermark"] if src["kind"] == "delta" else 0
+    hi = _source_bound(ctx, src, lo, chunk)
+    sql, params = _candidates(ctx, src, with_hash=True)
+    sql += f" AND {_range_sql(_source_key(src), hi)}"
+    cuts = cp["plan"].get("cut") or {}
+    if cuts:
+        values = ", ".join(
+            f"(CAST(:tk{i} AS TEXT), CAST(:th{i} AS BIGINT), CAST(:te{i} AS TEXT))"
+            for i in range(len(cuts))
+        )
+        for i, (key, (h, e)) in enumerate(sorted(cuts.items())):
+            params.update({f"tk{i}": key, f"th{i}": h, f"te{i}": e})
+    else:
+        values = "SELECT CAST('' AS TEXT), CAST(0 AS BIGINT), CAST('' AS TEXT) WHERE 1 = 0"
+        values = f"{values}"
     enabled, cur = cp["enabled"], cp["cohort"]
     if enabled:
-        group = (
-            "CASE WHEN c.\"group\" = 'control' THEN 'control' "
-            "WHEN c.former_group = 'control' AND c.former_cohort = :cur THEN 'control' "
-            "ELSE 'test' END"
+        picked = (
+            f"(c.fg IS NULL AND t.tk IS NOT NULL AND c.h <= t.th "
+            f"AND (c.h < t.th OR {ctx.collate('c.ext')} <= t.te))"
         )
-        cohort = "CASE WHEN c.former_group IS NOT NULL THEN c.former_cohort ELSE :cur END"
+        group = (
+            f"CASE WHEN {picked} THEN 'control' "
+            "WHEN c.fg = 'control' AND c.fc = :cur THEN 'control' ELSE 'test' END"
+        )
+        cohort = "CASE WHEN c.fg IS NOT NULL THEN c.fc ELSE :cur END"
     else:
         group = "'test'"
-        cohort = "CASE WHEN c.former_group IS NOT NULL THEN c.former_cohort ELSE NULL END"
+        cohort = "CASE WHEN c.fg IS NOT NULL THEN c.fc ELSE NULL END"
     activation = cp["reason"] == "activation"
     joined_at = ctx.c.activated_at if activation and ctx.c.activated_at else ctx.now
-    source = "CASE WHEN sm.segment_id = :seg THEN :segsrc ELSE 'expansion' END"
-    params = {
-        **ctx.base,
-        "lo": lo,
-        "hi": hi,
-        "cur": cur,
-        "seg": ctx.c.segment_id,
-        "segsrc": "activation" if activation else "segment",
-        "now": joined_at,
-        "actor": ctx.actor,
-    }
-    rng = _range_sql("c.profile_id", hi)
-    ctx.exec(
+    th_cte = f"t(tk, th, te) AS (VALUES {values})" if cuts else f"t(tk, th, te) AS ({values})"
+    rows = ctx.exec(
         f"""INSERT INTO campaign_member (campaign_id, profile_id, "group", joined_group, source,
                 stratum_key, assignment_hash, cohort, joined_at, joined_build_id, joined_by)
-            SELECT :cid, c.profile_id, {group}, {group}, {source}, c.stratum_key,
-                   c.assignment_hash, {cohort}, :now, :b, :actor
-            FROM build_candidate c
-            JOIN segment_member sm ON sm.id = c.segment_member_id AND sm.left_at IS NULL
-            WHERE c.build_id = :b AND {rng}""",
-        params,
+            WITH c AS MATERIALIZED ({sql}), {th_cte}
+            SELECT :cid, c.pid, {group}, {group},
+                   CASE WHEN c.segid = :cseg THEN :segsrc ELSE 'expansion' END,
+                   c.k, c.h, {cohort}, :now, :b, :actor
+            FROM c LEFT JOIN t ON t.tk = c.k
+            RETURNING stratum_key, "group", cohort""",
+        {
+            **params,
+            "lo": lo,
+            "hi": hi,
+            "cur": cur,
+            "segsrc": "activation" if activation else "segment",
+            "now": joined_at,
+            "actor": ctx.actor,
+        },
         times=("now",),
-    )
-    rows = ctx.exec(
-        f"""SELECT stratum_key, "group", CASE WHEN cohort = :curc THEN 1 ELSE 0 END, COUNT(*)
-            FROM campaign_member
-            WHERE campaign_id = :cid AND joined_build_id = :b AND left_at IS NULL
-              AND {_range_sql("profile_id", hi)}
-            GROUP BY stratum_key, "group", CASE WHEN cohort = :curc THEN 1 ELSE 0 END""",
-        {**params, "curc": ctx.c.lcg_cohort},
     ).all()
-    apply_counter_deltas(ctx.s, ctx.c.id, [(k, g, bool(x), int(n)) for k, g, x, n in rows])
-    ctx.exec(
-        f"DELETE FROM build_candidate WHERE build_id = :b AND {_range_sql('profile_id', hi)}",
-        params,
-    )
+    curc = ctx.c.lcg_cohort
+    agg: dict[tuple[str, str, bool], int] = {}
+    for key, group_, cohort_ in rows:
+        t = (key, group_, cohort_ == curc)
+        agg[t] = agg.get(t, 0) + 1
+    apply_counter_deltas(ctx.s, ctx.c.id, [(k, g, x, n) for (k, g, x), n in agg.items()])
+    cp["processed"] += len(rows)
     if hi is not None:
         cp["cursor"] = hi
-        cp["processed"] += chunk
         return False
-    return True
+    cp["src"] += 1
+    cp["cursor"] = None
+    return cp["src"] >= len(cp["sources"])
 
 
 # ---- phase 7: finish
@@ -905,13 +930,11 @@ def _finish(ctx: _Ctx) -> None:
             warnings=plan["warnings"],
         )
     )
-    ctx.s.execute(sa.delete(BuildCandidate).where(BuildCandidate.build_id == ctx.build.id))
 
 
 PHASES: dict[str, Callable[[_Ctx, int], bool]] = {
     "rekey": _phase_rekey,
     "demote": _phase_demote,
-    "stage": _phase_stage,
     "plan": _phase_plan,
     "trim": _phase_trim,
     "assign": _phase_assign,

@@ -30,7 +30,6 @@ from store.audience import r1_scope_sql
 from store.errors import ConflictError, InvalidStateError, NotFoundError, ValidationError
 from store.models import (
     AudienceBuild,
-    BuildCandidate,
     Campaign,
     CampaignStratum,
     Mailing,
@@ -451,7 +450,6 @@ def complete(
         build.finished_at = now
         build.error = "campaign completed (R8)"
         session.add(build)
-        session.execute(sa.delete(BuildCandidate).where(BuildCandidate.build_id == build.id))
         mailings.resume_after_build(session, build)
     stopped = session.execute(
         sa.update(Mailing)

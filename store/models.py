@@ -369,32 +369,6 @@ class AudienceBuild(SQLModel, table=True):
     error: str | None = None
 
 
-class BuildCandidate(SQLModel, table=True):
-    """Staging of a running build (store.builds): the frozen newcomer set and their groups.
-
-    Filled chunk by chunk, then the plan marks the control picks (R9) in the same
-    transaction that freezes the checkpoint, and the assign chunks copy the rows into
-    `campaign_member` and delete them. A resumed build therefore reuses exactly the set
-    and the groups an uninterrupted one would have used.
-    """
-
-    __tablename__ = "build_candidate"
-    __table_args__ = (
-        Index("ix_build_candidate_pick", "build_id", "stratum_key", "assignment_hash"),
-    )
-
-    build_id: int = Field(foreign_key="audience_build.id", primary_key=True)
-    profile_id: int = Field(primary_key=True)
-    segment_member_id: int | None = Field(default=None, sa_type=BigInteger)
-    external_id: str
-    stratum_key: str = ""
-    assignment_hash: int = Field(sa_type=BigInteger)
-    former_group: str | None = None  # R4: group of the latest closed membership, if any
-    former_cohort: int | None = None
-    group: str | None = None  # decided by the plan
-    cohort: int | None = None
-
-
 # --------------------------------------------------------------------------- mailings
 
 MAILING_KINDS = ("broadcast", "regular", "trigger")

@@ -34,7 +34,6 @@ TABLES = (
     "campaign_member",
     "campaign_stratum",
     "audience_build",
-    "build_candidate",
     "audit_log",
     "mailing",
     "profile_event",
