@@ -44,6 +44,7 @@ class LivePoller:
         self._again = False
         self._stopped = False
         self.polls = 0  # completed polls, for tests and the benchmark
+        self.skipped_behind_modal = 0
 
     # ------------------------------------------------------------------ scheduling
     def start(self) -> None:
@@ -70,6 +71,7 @@ class LivePoller:
             return
         screen = self.app.screen
         if isinstance(screen, ModalScreen):
+            self.skipped_behind_modal += 1
             self._schedule(self.interval)  # paused behind the modal
             return
         self._in_flight = True

@@ -1,0 +1,99 @@
+"""Live behaviour: progress of a running build reaches the screen without a key press,
+polling pauses behind modals, the embedded scheduler runs builds and leaves on exit."""
+
+from __future__ import annotations
+
+import threading
+
+import sqlalchemy as sa
+from pilot_helpers import OPERATOR, screen_text, wait_for
+from sqlmodel import Session
+
+from console.screens.campaigns import CampaignsScreen
+from console.widgets.confirm import ConfirmScreen
+from store import builds, campaigns
+from store.db import transaction
+from store.lease import live_lease
+from store.models import AudienceBuild, Campaign
+
+
+def build_row(engine, build_id: int) -> AudienceBuild:
+    with Session(engine) as session:
+        return session.get(AudienceBuild, build_id)
+
+
+async def test_running_build_progress_appears_without_a_key_press(make_app):
+    app = make_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen) and app.screen.shown)
+        with transaction(app.engine) as session:
+            campaigns.activate(session, OPERATOR, campaigns.get_campaign(session, "Young Drop"))
+        build_id = builds.claim_next_build(app.engine, "test-worker")
+        # The build pauses between chunks until the test lets it go on: each pause is a
+        # committed chunk whose progress the console must pick up on its own.
+        between_chunks, proceed, free = threading.Event(), threading.Event(), threading.Event()
+
+        def should_stop() -> bool:
+            between_chunks.set()
+            while not free.is_set() and not proceed.wait(0.05):
+                pass
+            proceed.clear()
+            return False
+
+        worker = threading.Thread(
+            target=builds.run_build,
+            args=(app.engine, build_id),
+            kwargs={"worker": "test-worker", "should_stop": should_stop, "chunk_size": 40},
+            daemon=True,
+        )
+        worker.start()
+        try:
+            while True:
+                await wait_for(pilot, between_chunks.is_set, what="a committed chunk")
+                build = build_row(app.engine, build_id)
+                if 0 < build.processed < build.total:
+                    break
+                between_chunks.clear()
+                proceed.set()
+            expected = f"activation {100 * build.processed / build.total:.0f}%"
+            await wait_for(pilot, lambda: expected in screen_text(app), what=expected)
+        finally:
+            free.set()
+            proceed.set()
+            worker.join(30)
+        assert build_row(app.engine, build_id).status == "done"
+        with Session(app.engine) as session:
+            members = session.scalar(
+                sa.select(Campaign.members).where(Campaign.name == "Young Drop")
+            )
+        await wait_for(pilot, lambda: app.screen.rows["Young Drop"]["members"] == members)
+
+
+async def test_polling_pauses_behind_a_modal(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen) and app.screen.shown)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for(pilot, lambda: app.poller.skipped_behind_modal >= 1)
+        polls = app.poller.polls
+        skipped = app.poller.skipped_behind_modal
+        # three more poll times pass behind the dialog: none reads or repaints anything
+        await wait_for(pilot, lambda: app.poller.skipped_behind_modal >= skipped + 3)
+        assert app.poller.polls == polls
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.poller.polls > polls, what="polling again")
+
+
+async def test_embedded_scheduler_runs_a_build_and_leaves_on_exit(make_app):
+    app = make_app(embed_scheduler=True)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for(pilot, lambda: "embedded" in screen_text(app), what="embedded scheduler")
+        screen = app.screen
+        screen.query_one("#campaigns").move_cursor(row=screen.shown.index("Young Drop"))
+        await pilot.press("a", "y")
+        await wait_for(
+            pilot, lambda: screen.rows["Young Drop"]["members"] > 0, timeout=30, what="build ran"
+        )
+    with Session(app.engine) as session:
+        assert live_lease(session) is None  # shutdown released the lease for the next one
