@@ -228,6 +228,9 @@ def _create_stage(conn: Connection, name: str, columns: list[tuple[str, str]]) -
     """A temporary table private to this connection, gone with the transaction."""
     cols = ", ".join(f"{col} {sql_type}" for col, sql_type in columns)
     if _is_postgres(conn):
+        # Room for the set-based checks and joins over the whole file to hash in memory
+        # instead of spilling sorts to disk; for this transaction only.
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{name}")
         conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({cols}) ON COMMIT DROP")
     else:
