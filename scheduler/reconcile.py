@@ -69,6 +69,7 @@ class Reconciler:
         self.scheduler = scheduler
         self.ctx = ctx
         self.applied: dict[str, tuple[tuple, bool]] = {}
+        self.failed: dict[str, tuple[tuple, bool]] = {}
 
     # -------------------------------------------------------------- desired state
 
@@ -173,10 +174,20 @@ class Reconciler:
             if self.applied.get(job_id) == state and not spec.paused:
                 # A one-shot job ran but the mailing still wants to fire: try again soon.
                 earliest = now + BROADCAST_RETRY
-            kwargs = spec.job_kwargs(earliest)
-            if spec.paused:
-                kwargs["next_run_time"] = None  # a paused mailing is a paused job
-            self.scheduler.add_job(id=job_id, replace_existing=True, **kwargs)
+            if self.failed.get(job_id) == state:
+                continue  # reported once; retried when the row changes
+            try:
+                kwargs = spec.job_kwargs(earliest)
+                if spec.paused:
+                    kwargs["next_run_time"] = None  # a paused mailing is a paused job
+                self.scheduler.add_job(id=job_id, replace_existing=True, **kwargs)
+            except Exception:
+                # One bad row (e.g. a cron written around the store's validation) must not
+                # keep the other jobs from following the database.
+                log.exception("cannot schedule %s %s; fix the row to retry", job_id, spec.key)
+                self.failed[job_id] = state
+                continue
+            self.failed.pop(job_id, None)
             log.info(
                 "%s %s (%s)",
                 "paused" if spec.paused else "scheduled",

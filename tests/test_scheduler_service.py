@@ -222,6 +222,18 @@ def test_a_regular_mailing_resumed_skips_to_its_next_occurrence(world, start_ser
     assert runs_of(engine, "every-minute") == []
 
 
+def test_one_unschedulable_row_does_not_hold_up_the_other_jobs(world, start_service):
+    _, engine = world
+    new_campaign(engine)
+    add_mailing(engine, "broken", "regular", cron="0 10 * * 1")
+    with transaction(engine) as session:  # written around the store's cron validation
+        session.execute(sa.update(Mailing).where(Mailing.name == "broken").values(cron="nonsense"))
+    service = start_service()
+    add_mailing(engine, "weekly", "regular", cron="0 10 * * 1")
+    poll(lambda: job_of(service, "weekly", engine), what="the healthy mailing's job")
+    assert job_of(service, "broken", engine) is None
+
+
 # ----------------------------------------------------------------------------- mailings
 
 
