@@ -47,6 +47,7 @@ from scheduler.reconcile import Reconciler
 from store import lease
 from store.actors import system_actor
 from store.db import open_store, resolve_db_url
+from store.errors import ValidationError
 
 log = logging.getLogger("scheduler.service")
 
@@ -81,6 +82,15 @@ class SchedulerSettings:
         values = {attr: kind(env[var]) for attr, (var, kind) in names.items() if env.get(var)}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def validate(self) -> SchedulerSettings:
+        if self.pool_size < 1:
+            raise ValidationError(f"pool size must be at least 1, not {self.pool_size}")
+        if self.lease_ttl <= 0 or (self.stale_after is not None and self.stale_after <= 0):
+            raise ValidationError("the lease TTL and stale-after must be positive seconds")
+        if self.reconcile_interval <= 0 or self.dispatch_interval <= 0:
+            raise ValidationError("scheduler intervals must be positive seconds")
+        return self
 
     @property
     def stale_after_delta(self) -> timedelta:
@@ -139,6 +149,7 @@ class SchedulerService:
             setattr(self.settings, name, value)
         if settings is None:
             self.settings.pool_size = pool_size
+        self.settings.validate()
         self.holder = holder or lease.make_holder(uuid.uuid4().hex[:8])
         self.sender = sender or DatabaseSender()
         self.actor = system_actor("scheduler")
