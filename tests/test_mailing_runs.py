@@ -24,12 +24,12 @@ from e2e.scheduler_world import (
 from sqlmodel import Session
 
 from scheduler import mailings as mailing_runs
-from store import deliveries, segments
+from store import deliveries, history, segments
 from store import mailings as store_mailings
 from store.actors import system_actor
 from store.db import transaction
 from store.errors import InvalidStateError
-from store.models import AuditEntry, Campaign, Delivery, MailingRun
+from store.models import AuditEntry, Campaign, Delivery, MailingRun, Profile
 
 SEND_AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 SYSTEM = system_actor()
@@ -229,3 +229,20 @@ def test_each_send_is_audited_and_deliveries_show_per_profile(world):
             isinstance(delivery, Delivery) and delivery.mailing_id == mailing(engine, "launch").id
         )
         assert deliveries.count_recipients(session, mailing(engine, "launch")) == len(test_ids)
+
+
+def test_the_profile_card_shows_what_the_profile_received(world):
+    engine, test_ids, control_ids = world
+    create(engine, "launch")
+    fire(engine, "launch")
+    with Session(engine) as session:
+        received = history.profile_card(session, "shop", _external_id(session, test_ids[0]))
+        held_out = history.profile_card(session, "shop", _external_id(session, control_ids[0]))
+    assert [(e.kind, e.mailing) for e in received.events if e.kind == "delivered"] == [
+        ("delivered", "launch")
+    ]
+    assert not [e for e in held_out.events if e.kind == "delivered"]
+
+
+def _external_id(session, profile_id):
+    return session.get(Profile, profile_id).external_id
