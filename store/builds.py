@@ -65,6 +65,7 @@ from store.models import (
 from store.profiles import database_fields
 
 CHUNK_SIZE = 50_000
+SQLITE_CACHE_KB = 65_536
 MOVE_CHUNK = 20_000  # members moved to test per transaction (events are batched inserts)
 REASON_RANK = {
     "incremental": 0,
@@ -347,6 +348,10 @@ def _step(session: Session, build_id: int, worker: str, chunk: int) -> tuple[str
     query = sa.select(AudienceBuild).where(AudienceBuild.id == build_id)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
+    if session.get_bind().dialect.name == "sqlite":
+        # Member indexes are keyed by random hashes: a larger page cache keeps a million
+        # random index inserts in memory (per connection; ~64 MB at most).
+        session.execute(sa.text(f"PRAGMA cache_size = -{SQLITE_CACHE_KB}"))
     build = session.scalar(query)
     if build is None or build.status != "running" or build.worker != worker:
         raise _Lost()
@@ -803,7 +808,14 @@ def _phase_trim(ctx: _Ctx, chunk: int) -> bool:
 
 
 def _phase_assign(ctx: _Ctx, chunk: int) -> bool:
-    """INSERT … SELECT one chunk of newcomers with their R9 group (cut-offs of the plan)."""
+    """One chunk of newcomers, in one transaction, never visible half-done:
+
+    1. INSERT … SELECT the fresh newcomers as test (hash computed once per row);
+    2. UPDATE the ones at or below their stratum's cut-off to control (joined_group too):
+       they are found by id > the max id before the insert, so only this chunk's rows;
+    3. INSERT … SELECT the re-entering profiles with their former group (R4);
+    4. counters from a GROUP BY over the chunk's rows.
+    """
     cp = ctx.cp
     if cp["src"] >= len(cp["sources"]):
         return True
@@ -812,63 +824,86 @@ def _phase_assign(ctx: _Ctx, chunk: int) -> bool:
     if lo is None:
         lo = cp["watermark"] if src["kind"] == "delta" else 0
     hi = _source_bound(ctx, src, lo, chunk)
-    sql, params = _candidates(ctx, src, with_hash=True)
+    sql, params = _candidates(ctx, src, with_hash=False)
     sql += f" AND {_range_sql(_source_key(src), hi)}"
+    enabled, cur = cp["enabled"], cp["cohort"]
+    activation = cp["reason"] == "activation"
+    joined_at = ctx.c.activated_at if activation and ctx.c.activated_at else ctx.now
+    params.update(
+        {
+            "lo": lo,
+            "hi": hi,
+            "cur": cur if enabled else None,
+            "segsrc": "activation" if activation else "segment",
+            "now": joined_at,
+            "actor": ctx.actor,
+        }
+    )
+    before = ctx.exec("SELECT COALESCE(MAX(id), 0) FROM campaign_member").scalar()
+    columns = """INSERT INTO campaign_member (campaign_id, profile_id, "group", joined_group,
+                     source, stratum_key, assignment_hash, cohort, joined_at, joined_build_id,
+                     joined_by)"""
+    source = "CASE WHEN sm.segment_id = :cseg THEN :segsrc ELSE 'expansion' END"
+    fresh_sql = sql.replace(
+        sql[: sql.index(" FROM segment_member sm")],
+        f"SELECT :cid, p.id, 'test', 'test', {source}, {cp['key_sql']}, "
+        "cc_assignment_hash(:seed, p.external_id), CAST(:cur AS INTEGER), :now, :b, :actor",
+        1,
+    )
+    if src["kind"] != "all":
+        fresh_sql += (
+            " AND NOT EXISTS (SELECT 1 FROM campaign_member f WHERE f.campaign_id = :cid "
+            "AND f.profile_id = p.id AND f.left_at IS NOT NULL)"
+        )
+    ctx.exec(f"{columns} {fresh_sql}", params, times=("now",))
     cuts = cp["plan"].get("cut") or {}
     if cuts:
         values = ", ".join(
             f"(CAST(:tk{i} AS TEXT), CAST(:th{i} AS BIGINT), CAST(:te{i} AS TEXT))"
             for i in range(len(cuts))
         )
+        cut_params = {"cid": ctx.c.id, "b": ctx.build.id, "before": before}
         for i, (key, (h, e)) in enumerate(sorted(cuts.items())):
-            params.update({f"tk{i}": key, f"th{i}": h, f"te{i}": e})
-    else:
-        values = "SELECT CAST('' AS TEXT), CAST(0 AS BIGINT), CAST('' AS TEXT) WHERE 1 = 0"
-        values = f"{values}"
-    enabled, cur = cp["enabled"], cp["cohort"]
-    if enabled:
-        picked = (
-            f"(c.fg IS NULL AND t.tk IS NOT NULL AND c.h <= t.th "
-            f"AND (c.h < t.th OR {ctx.collate('c.ext')} <= t.te))"
+            cut_params.update({f"tk{i}": key, f"th{i}": h, f"te{i}": e})
+        ext = ctx.collate(
+            "(SELECT p.external_id FROM profile p WHERE p.id = campaign_member.profile_id)"
         )
-        group = (
-            f"CASE WHEN {picked} THEN 'control' "
-            "WHEN c.fg = 'control' AND c.fc = :cur THEN 'control' ELSE 'test' END"
+        ctx.exec(
+            f"""WITH t(tk, th, te) AS (VALUES {values})
+                UPDATE campaign_member SET "group" = 'control', joined_group = 'control'
+                WHERE id > :before AND campaign_id = :cid AND joined_build_id = :b
+                  AND EXISTS (SELECT 1 FROM t WHERE t.tk = campaign_member.stratum_key
+                      AND campaign_member.assignment_hash <= t.th
+                      AND (campaign_member.assignment_hash < t.th OR {ext} <= t.te))""",
+            cut_params,
         )
-        cohort = "CASE WHEN c.fg IS NOT NULL THEN c.fc ELSE :cur END"
-    else:
-        group = "'test'"
-        cohort = "CASE WHEN c.fg IS NOT NULL THEN c.fc ELSE NULL END"
-    activation = cp["reason"] == "activation"
-    joined_at = ctx.c.activated_at if activation and ctx.c.activated_at else ctx.now
-    th_cte = f"t(tk, th, te) AS (VALUES {values})" if cuts else f"t(tk, th, te) AS ({values})"
+    if src["kind"] != "all":
+        # R4: re-entering profiles get the group of their latest closed membership;
+        # control only while the LCG is on and the membership is of the current cohort.
+        if enabled:
+            group = "CASE WHEN c.fg = 'control' AND c.fc = :cur THEN 'control' ELSE 'test' END"
+        else:
+            group = "'test'"
+        re_sql, re_params = _candidates(ctx, src, with_hash=True)
+        re_sql += f" AND {_range_sql(_source_key(src), hi)}"
+        ctx.exec(
+            f"""{columns}
+                SELECT :cid, c.pid, {group}, {group},
+                       CASE WHEN c.segid = :cseg THEN :segsrc ELSE 'expansion' END,
+                       c.k, c.h, c.fc, :now, :b, :actor
+                FROM ({re_sql}) c WHERE c.fg IS NOT NULL""",
+            {**re_params, **params},
+            times=("now",),
+        )
     rows = ctx.exec(
-        f"""INSERT INTO campaign_member (campaign_id, profile_id, "group", joined_group, source,
-                stratum_key, assignment_hash, cohort, joined_at, joined_build_id, joined_by)
-            WITH c AS MATERIALIZED ({sql}), {th_cte}
-            SELECT :cid, c.pid, {group}, {group},
-                   CASE WHEN c.segid = :cseg THEN :segsrc ELSE 'expansion' END,
-                   c.k, c.h, {cohort}, :now, :b, :actor
-            FROM c LEFT JOIN t ON t.tk = c.k
-            RETURNING stratum_key, "group", cohort""",
-        {
-            **params,
-            "lo": lo,
-            "hi": hi,
-            "cur": cur,
-            "segsrc": "activation" if activation else "segment",
-            "now": joined_at,
-            "actor": ctx.actor,
-        },
-        times=("now",),
+        """SELECT stratum_key, "group", CASE WHEN cohort = :curc THEN 1 ELSE 0 END, COUNT(*)
+           FROM campaign_member
+           WHERE id > :before AND campaign_id = :cid AND joined_build_id = :b
+           GROUP BY stratum_key, "group", CASE WHEN cohort = :curc THEN 1 ELSE 0 END""",
+        {**ctx.base, "before": before, "curc": ctx.c.lcg_cohort},
     ).all()
-    curc = ctx.c.lcg_cohort
-    agg: dict[tuple[str, str, bool], int] = {}
-    for key, group_, cohort_ in rows:
-        t = (key, group_, cohort_ == curc)
-        agg[t] = agg.get(t, 0) + 1
-    apply_counter_deltas(ctx.s, ctx.c.id, [(k, g, x, n) for (k, g, x), n in agg.items()])
-    cp["processed"] += len(rows)
+    apply_counter_deltas(ctx.s, ctx.c.id, [(k, g, bool(x), int(n)) for k, g, x, n in rows])
+    cp["processed"] += sum(int(r[3]) for r in rows)
     if hi is not None:
         cp["cursor"] = hi
         return False
