@@ -23,6 +23,7 @@ class StatusHeader(Static):
 
     def on_mount(self) -> None:
         self.scheduler = self.app.scheduler_text  # type: ignore[attr-defined]
+        self.update(self._line())  # the watcher does not fire when the value is unchanged
 
     def watch_scheduler(self, _value: str) -> None:
         self.update(self._line())
