@@ -137,6 +137,72 @@ def set_manual_pause(session: Session, actor: Actor, mailing: Mailing, paused: b
     return mailing
 
 
+def reschedule(
+    session: Session,
+    actor: Actor,
+    mailing: Mailing,
+    *,
+    send_at: datetime | None = None,
+    cron: str | None = None,
+) -> Mailing:
+    """Move a broadcast to another time or give a regular mailing another cron.
+
+    The scheduler follows within seconds; a broadcast moved into the past fires at once
+    (if it has not fired yet), a regular mailing continues at the new expression's next
+    occurrence.
+    """
+    actor.require_write("reschedule a mailing")
+    _require_changeable(session, mailing, "reschedule")
+    if mailing.kind == "broadcast":
+        if send_at is None or cron is not None:
+            raise ValidationError("a broadcast is rescheduled with --at DATETIME only")
+        if send_at.tzinfo is None:
+            raise ValidationError("give the broadcast time with a timezone, e.g. 2026-03-01T09:00Z")
+        before, mailing.send_at = mailing.send_at, send_at
+    elif mailing.kind == "regular":
+        if not cron or send_at is not None:
+            raise ValidationError("a regular mailing is rescheduled with --cron EXPR only")
+        validate_cron(cron)
+        before, mailing.cron = mailing.cron, cron
+    else:
+        raise InvalidStateError(f"mailing {mailing.name!r} is a trigger mailing: no schedule")
+    mailing.version += 1
+    session.add(mailing)
+    audit.record(
+        session,
+        actor,
+        "mailing.reschedule",
+        "mailing",
+        mailing.id,
+        mailing.name,
+        before=before.isoformat() if isinstance(before, datetime) else before,
+        after=send_at.isoformat() if send_at else cron,
+    )
+    session.flush()
+    return mailing
+
+
+def stop_mailing(session: Session, actor: Actor, mailing: Mailing) -> Mailing:
+    """Stop a mailing for good (status "stopped"): it never fires again."""
+    actor.require_write("stop a mailing")
+    _require_changeable(session, mailing, "stop")
+    mailing.status = "stopped"
+    mailing.next_run_at = None
+    mailing.version += 1
+    session.add(mailing)
+    audit.record(session, actor, "mailing.stop", "mailing", mailing.id, mailing.name)
+    session.flush()
+    return mailing
+
+
+def _require_changeable(session: Session, mailing: Mailing, verb: str) -> None:
+    campaign = session.get(Campaign, mailing.campaign_id)
+    if campaign is not None and campaign.status == "completed":
+        raise InvalidStateError(f"campaign {campaign.name!r} is completed and read-only (R8)")
+    if mailing.status != "active":
+        raise InvalidStateError(f"mailing {mailing.name!r} is {mailing.status}; cannot {verb} it")
+
+
 def pause_for_build(session: Session, build: AudienceBuild) -> int:
     """R5/R6: pause the campaign's broadcast and regular mailings while `build` runs."""
     result = session.execute(

@@ -28,7 +28,7 @@ from store import deliveries, history, segments
 from store import mailings as store_mailings
 from store.actors import system_actor
 from store.db import transaction
-from store.errors import InvalidStateError
+from store.errors import InvalidStateError, ReadOnlyError, ValidationError
 from store.models import AuditEntry, Campaign, Delivery, MailingRun, Profile
 
 SEND_AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -246,3 +246,41 @@ def test_the_profile_card_shows_what_the_profile_received(world):
 
 def _external_id(session, profile_id):
     return session.get(Profile, profile_id).external_id
+
+
+def test_reschedule_and_stop_are_audited_and_refusals_change_nothing(world, viewer):
+    engine, *_ = world
+    create(engine, "launch")
+    create(engine, "welcome", "trigger")
+    later = SEND_AT + timedelta(days=1)
+    with transaction(engine) as session:
+        launch = store_mailings.get_mailing(session, "launch")
+        store_mailings.reschedule(session, ADMIN, launch, send_at=later)
+    assert (mailing(engine, "launch").send_at, mailing(engine, "launch").version) == (later, 2)
+    refusals = [
+        (viewer, "launch", {"send_at": SEND_AT}, ReadOnlyError),
+        (ADMIN, "launch", {"cron": "0 9 * * *"}, ValidationError),
+        (ADMIN, "launch", {"send_at": SEND_AT.replace(tzinfo=None)}, ValidationError),
+        (ADMIN, "welcome", {"cron": "0 9 * * *"}, InvalidStateError),
+    ]
+    for actor, name, change, error in refusals:
+        with pytest.raises(error), transaction(engine) as session:
+            store_mailings.reschedule(
+                session, actor, store_mailings.get_mailing(session, name), **change
+            )
+    assert (mailing(engine, "launch").send_at, mailing(engine, "launch").version) == (later, 2)
+    with transaction(engine) as session:
+        store_mailings.stop_mailing(session, ADMIN, store_mailings.get_mailing(session, "launch"))
+    assert mailing(engine, "launch").status == "stopped"
+    assert fire(engine, "launch", later).outcome == "not-sendable"
+    with pytest.raises(InvalidStateError, match="stopped"), transaction(engine) as session:
+        store_mailings.stop_mailing(session, ADMIN, store_mailings.get_mailing(session, "launch"))
+    with Session(engine) as session:
+        actions = list(
+            session.scalars(
+                sa.select(AuditEntry.action)
+                .where(AuditEntry.target_type == "mailing")
+                .order_by(AuditEntry.id)
+            )
+        )
+    assert actions == ["mailing.create", "mailing.create", "mailing.reschedule", "mailing.stop"]

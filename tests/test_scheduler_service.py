@@ -29,7 +29,14 @@ from sqlmodel import Session
 from scheduler.service import SchedulerService
 from store import builds, campaigns, lease, mailings, profiles, segments
 from store.db import open_store, transaction
-from store.models import CampaignMember, Mailing, SchedulerLease, SegmentMember, utcnow
+from store.models import (
+    CampaignMember,
+    Mailing,
+    SchedulerLease,
+    Segment,
+    SegmentMember,
+    utcnow,
+)
 
 FAST = {"lease_ttl": 3.0, "dispatch_interval": 0.2}
 
@@ -200,6 +207,58 @@ def test_mailing_jobs_follow_the_database_within_seconds(world, start_service):
         campaigns.complete(session, ADMIN, campaigns.get_campaign(session, "Spring"))
     poll(lambda: job_of(service, "weekly", engine) is None, what="job removed on completion")
     assert runs_of(engine, "weekly") == []
+
+
+def test_changed_stopped_and_rescheduled_rows_reach_the_jobs(world, start_service):
+    """Changes made by any process: a new cron, a moved broadcast, a stopped mailing, a
+    segment's new refresh interval."""
+    _, engine = world
+    new_campaign(engine)
+    with transaction(engine) as session:
+        segments.create_segment(
+            session,
+            ADMIN,
+            "hourly",
+            database=profiles.get_database(session, "shop"),
+            rule="score >= 5",
+            every_seconds=3600,
+        )
+    add_mailing(engine, "weekly", "regular", cron="0 10 * * 1")
+    add_mailing(engine, "launch", "broadcast", send_at=utcnow() + timedelta(days=3))
+    service = start_service()
+    poll(lambda: job_of(service, "launch", engine), what="broadcast job")
+    new_time = utcnow() + timedelta(days=5)
+    with transaction(engine) as session:
+        mailings.reschedule(
+            session, ADMIN, mailings.get_mailing(session, "weekly"), cron="0 8 * * *"
+        )
+        mailings.reschedule(
+            session, ADMIN, mailings.get_mailing(session, "launch"), send_at=new_time
+        )
+    daily = CronTrigger.from_crontab("0 8 * * *", timezone="UTC").get_next_fire_time(
+        None, datetime.now(UTC)
+    )
+    poll(lambda: job_of(service, "weekly", engine).next_run_time == daily, what="new cron")
+    poll(lambda: job_of(service, "launch", engine).next_run_time == new_time, what="moved")
+    with transaction(engine) as session:
+        mailings.stop_mailing(session, ADMIN, mailings.get_mailing(session, "launch"))
+    poll(lambda: job_of(service, "launch", engine) is None, what="stopped mailing's job gone")
+    with Session(engine) as session:
+        hourly = segments.get_segment(session, "hourly")
+    job_id = f"segment:{hourly.id}"
+    assert poll(lambda: service.get_job(job_id), what="refresh job").trigger.interval == timedelta(
+        hours=1
+    )
+    with transaction(engine) as session:  # another process changes the interval
+        session.execute(
+            sa.update(Segment)
+            .where(Segment.id == hourly.id)
+            .values(refresh_every_seconds=60, version=Segment.version + 1)
+        )
+    poll(
+        lambda: service.get_job(job_id).trigger.interval == timedelta(minutes=1),
+        what="new interval",
+    )
 
 
 def test_a_regular_mailing_resumed_skips_to_its_next_occurrence(world, start_service):
