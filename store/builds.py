@@ -857,7 +857,22 @@ def _phase_assign(ctx: _Ctx, chunk: int) -> bool:
         )
     ctx.exec(f"{columns} {fresh_sql}", params, times=("now",))
     cuts = cp["plan"].get("cut") or {}
-    if cuts:
+    if cuts and src["kind"] == "all":
+        # Activation: per stratum, an index range on (campaign, 'test', stratum, hash) that
+        # only meets this chunk's picks (earlier chunks' picks are control already).
+        ext = ctx.collate(
+            "(SELECT p.external_id FROM profile p WHERE p.id = campaign_member.profile_id)"
+        )
+        for key, (h, e) in sorted(cuts.items()):
+            ctx.exec(
+                f"""UPDATE campaign_member SET "group" = 'control', joined_group = 'control'
+                    WHERE campaign_id = :cid AND "group" = 'test' AND stratum_key = :k
+                      AND assignment_hash <= :h AND id > :before AND joined_build_id = :b
+                      AND (assignment_hash < :h OR {ext} <= :e)""",
+                {**ctx.base, "k": key, "h": h, "e": e, "before": before},
+            )
+    elif cuts:
+        # Newcomers of an active campaign: scan only this chunk's rows (id range).
         values = ", ".join(
             f"(CAST(:tk{i} AS TEXT), CAST(:th{i} AS BIGINT), CAST(:te{i} AS TEXT))"
             for i in range(len(cuts))
@@ -871,7 +886,7 @@ def _phase_assign(ctx: _Ctx, chunk: int) -> bool:
         ctx.exec(
             f"""WITH t(tk, th, te) AS (VALUES {values})
                 UPDATE campaign_member SET "group" = 'control', joined_group = 'control'
-                WHERE id > :before AND campaign_id = :cid AND joined_build_id = :b
+                WHERE id > :before AND +campaign_id = :cid AND joined_build_id = :b
                   AND EXISTS (SELECT 1 FROM t WHERE t.tk = campaign_member.stratum_key
                       AND campaign_member.assignment_hash <= t.th
                       AND (campaign_member.assignment_hash < t.th OR {ext} <= t.te))""",
@@ -898,7 +913,7 @@ def _phase_assign(ctx: _Ctx, chunk: int) -> bool:
     rows = ctx.exec(
         """SELECT stratum_key, "group", CASE WHEN cohort = :curc THEN 1 ELSE 0 END, COUNT(*)
            FROM campaign_member
-           WHERE id > :before AND campaign_id = :cid AND joined_build_id = :b
+           WHERE id > :before AND +campaign_id = :cid AND joined_build_id = :b
            GROUP BY stratum_key, "group", CASE WHEN cohort = :curc THEN 1 ELSE 0 END""",
         {**ctx.base, "before": before, "curc": ctx.c.lcg_cohort},
     ).all()
@@ -919,13 +934,14 @@ def _finish(ctx: _Ctx) -> None:
     cp, c = ctx.cp, ctx.c
     if cp["reason"] == "activation" and c.activated_at is not None:
         # R3: in the pending audience when the draft was created, not entered at activation.
+        # Only intervals closed since the creation can qualify (an open one is a member).
         ctx.exec(
             f"""INSERT INTO profile_event (at, profile_id, kind, campaign_id, build_id, actor)
                 SELECT :at, q.profile_id, 'left_campaign', :cid, :b, :actor FROM (
                     SELECT DISTINCT sm.profile_id FROM segment_member sm
                     JOIN profile p ON p.id = sm.profile_id
-                    WHERE sm.segment_id = :seg AND sm.entered_at <= :created
-                      AND (sm.left_at IS NULL OR sm.left_at > :created)
+                    WHERE sm.segment_id = :seg AND sm.left_at > :created
+                      AND sm.entered_at <= :created
                       AND {r1_scope_sql("p")}
                       AND NOT EXISTS (SELECT 1 FROM campaign_member m
                                       WHERE m.profile_id = sm.profile_id
