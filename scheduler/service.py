@@ -232,37 +232,47 @@ class SchedulerService:
     # ------------------------------------------------------------------ lease
 
     def _lease_loop(self) -> None:
-        ttl = self.settings.lease_ttl
         while not self._stopping.is_set():
-            term = self._term
-            before = time.monotonic()
-            if term is None:
-                try:
-                    acquired = lease.try_acquire(self.engine, self.holder, ttl)
-                except Exception:
-                    log.exception("could not reach the database for the lease")
-                    acquired = False
-                if acquired and not self._stopping.is_set():
-                    self._standby_logged = False
-                    self._begin_term(before)
-                elif not acquired and not self._standby_logged:
-                    self._standby_logged = True
-                    log.info("standby: another scheduler holds the lease; waiting for it")
-                interval = min(ttl / 3, 1.0)
-            else:
-                try:
-                    renewed: bool | None = lease.heartbeat(self.engine, self.holder, ttl)
-                except Exception:
-                    log.exception("could not renew the lease")
-                    renewed = None
-                if renewed:
-                    term.last_renewed = before
-                elif renewed is False:
-                    self._end_term("another scheduler holds the lease", release=False)
-                if self._term is not None and not self._term.acting():
-                    self._end_term("the lease could not be renewed in time", release=False)
-                interval = ttl / 3
+            try:
+                interval = self._lease_step()
+            except Exception:  # never let the lease thread die: a dead one would fence us out
+                log.exception("lease step failed; stepping down and retrying")
+                self._end_term("internal error", release=False)
+                interval = min(self.settings.lease_ttl / 3, 1.0)
             self._stopping.wait(interval)
+
+    def _lease_step(self) -> float:
+        """One turn of the lease thread; returns the seconds to wait before the next."""
+        ttl = self.settings.lease_ttl
+        term = self._term
+        before = time.monotonic()
+        if term is None:
+            try:
+                acquired = lease.try_acquire(self.engine, self.holder, ttl)
+            except Exception:
+                log.exception("could not reach the database for the lease")
+                acquired = False
+            if acquired and not self._stopping.is_set():
+                self._standby_logged = False
+                self._begin_term(before)
+            elif not acquired and not self._standby_logged:
+                self._standby_logged = True
+                log.info("standby: another scheduler holds the lease; waiting for it")
+            interval = min(ttl / 3, 1.0)
+        else:
+            try:
+                renewed: bool | None = lease.heartbeat(self.engine, self.holder, ttl)
+            except Exception:
+                log.exception("could not renew the lease")
+                renewed = None
+            if renewed:
+                term.last_renewed = before
+            elif renewed is False:
+                self._end_term("another scheduler holds the lease", release=False)
+            if self._term is not None and not self._term.acting():
+                self._end_term("the lease could not be renewed in time", release=False)
+            interval = ttl / 3
+        return interval
 
     def _begin_term(self, renewed_at: float) -> None:
         s = self.settings
