@@ -222,7 +222,9 @@ class CampaignScreen(CampaignActions, LiveScreen):
             else:
                 text.append(f"ok p={d.srm_p_value:.3f}")
         for warning in d.warnings:
-            text.append(f"\n⚠ {warning}", style="bold yellow")
+            # R10 messages name every stratum; at 80×24 the first lines say enough.
+            short = warning if len(warning) <= 230 else warning[:229] + "…"
+            text.append(f"\n⚠ {short}", style="bold yellow")
         return text
 
     # ------------------------------------------------------------------ actions

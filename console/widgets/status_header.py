@@ -39,5 +39,13 @@ class StatusHeader(Static):
         else:
             line.append(self.scheduler, style="green")
         line.append(" │ ")
-        line.append(self.database)
+        room = self.size.width - 2 - line.cell_len
+        database = self.database
+        if 0 < room < len(database):
+            # Keep the end of the URL (the file or database name) visible at 80 columns.
+            database = "…" + database[-max(room - 1, 8) :]
+        line.append(database)
         return line
+
+    def on_resize(self) -> None:
+        self.update(self._line())

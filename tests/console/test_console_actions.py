@@ -368,3 +368,14 @@ async def test_profile_card_finds_a_profile_and_shows_its_history(make_app):
 
 def test_operator_fixture_matches_console_actor():
     assert OPERATOR.user == "alice" and not OPERATOR.read_only and VIEWER.read_only
+
+
+async def test_no_color_is_honoured_and_not_running_stays_visible(make_app, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await list_ready(pilot)
+        assert app.no_color
+        header = app.screen.query_one("StatusHeader")
+        spans = header._line().spans
+        assert any("reverse" in str(span.style) for span in spans)  # not colour alone

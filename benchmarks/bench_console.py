@@ -1,0 +1,277 @@
+"""Console benchmark: launch to first frame, and key-press-to-screen latency with and
+without a 1,000,000-profile build running in the console's embedded scheduler.
+
+    .venv/bin/python benchmarks/bench_console.py [--workspace PATH] [--rebuild]
+                                                 [--launches 5] [--presses 60]
+
+The workspace (1,000,000 profiles, 50 campaigns: 49 active on 20,000-profile segments,
+one draft on a segment of all 1,000,000 profiles) is built once through the store's
+operations and reused; `--rebuild` starts over. Every figure is measured on the real
+`campaign-console` script in a private tmux server at 80×24, reading the screen back
+with `capture-pane`, so it includes Python start-up, imports and terminal output.
+
+Latency: a navigation key (Down/Up alternately on the campaign list) is sent with
+`tmux send-keys`; the time until the table rows of the captured screen differ is the
+latency (the header, whose heartbeat age changes every second, is not compared).
+Resolution is a few milliseconds (one capture-pane call). Figures go to stdout as
+Markdown; copy them into docs/bench-console.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "console"))
+
+from workspace import DATABASE, FIELDS, insert_profiles  # noqa: E402
+
+from store import builds, campaigns, profiles, segments  # noqa: E402
+from store.actors import Actor  # noqa: E402
+from store.db import open_store, transaction  # noqa: E402
+from store.lease import live_lease  # noqa: E402
+from store.models import AudienceBuild, Campaign  # noqa: E402
+
+CONSOLE = ROOT / ".venv" / "bin" / "campaign-console"
+BENCH = Actor(user="bench", role="operator", origin="local")
+PROFILES = 1_000_000
+SLICES = 49
+BIG = "zz-everyone-1m"  # sorts last: its live Build cell is off the 80×24 screen
+
+
+def build_bench_workspace(url: str) -> None:
+    engine = open_store(url)
+    started = time.perf_counter()
+    with transaction(engine) as session:
+        database_id = profiles.create_database(session, BENCH, DATABASE, FIELDS).id
+    insert_profiles(engine, database_id, PROFILES)
+    print(f"  profiles: {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    with transaction(engine) as session:
+        everyone = segments.create_segment(session, BENCH, "everyone")
+        session.flush()
+        segments.add_profiles_where(
+            session, BENCH, everyone, sa.text("database_id = :db").bindparams(db=database_id)
+        )
+        for k in range(SLICES):
+            segment = segments.create_segment(session, BENCH, f"slice-{k:02d}")
+            session.flush()
+            segments.add_profiles_where(
+                session,
+                BENCH,
+                segment,
+                sa.text(f"database_id = :db AND id % 50 = {k}").bindparams(db=database_id),
+            )
+    print(f"  segments: {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    with transaction(engine) as session:
+        database = profiles.get_database(session, DATABASE)
+        for k in range(SLICES):
+            campaigns.create_campaign(
+                session,
+                BENCH,
+                f"campaign-{k:02d}",
+                database,
+                segments.get_segment(session, f"slice-{k:02d}"),
+                lcg_percent="10",
+                lcg_strata=["region"] if k % 2 else [],
+                seed=10_000 + k,
+            )
+        campaigns.create_campaign(
+            session,
+            BENCH,
+            BIG,
+            database,
+            segments.get_segment(session, "everyone"),
+            lcg_percent="5",
+            lcg_strata=["region", "tier"],
+            seed=99,
+        )
+    for k in range(SLICES):
+        with transaction(engine) as session:
+            campaigns.activate(session, BENCH, campaigns.get_campaign(session, f"campaign-{k:02d}"))
+    builds.run_pending(engine, worker="bench-setup")
+    print(f"  campaigns and builds: {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    engine.dispose()
+
+
+class Console:
+    """The real console in a private tmux server at 80×24."""
+
+    def __init__(self, url: str, tag: str) -> None:
+        self.socket = f"cc-bench-{os.getpid()}-{tag}"
+        self.url = url
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def start(self) -> float:
+        env = f"CAMPAIGN_CONSOLE_CONFIG=/nonexistent/config.toml CAMPAIGN_CONSOLE_DB={self.url}"
+        started = time.perf_counter()
+        self.tmux(
+            "new-session", "-d", "-s", "cc", "-x", "80", "-y", "24", f"exec env {env} {CONSOLE}"
+        )
+        return started
+
+    def screen(self, escapes: bool = False) -> str:
+        return self.tmux("capture-pane", "-p", *(["-e"] if escapes else []), "-t", "cc")
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> float:
+        deadline = time.perf_counter() + timeout
+        while text not in self.screen():
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{text!r} did not appear:\n{self.screen()}")
+            time.sleep(0.005)
+        return time.perf_counter()
+
+    def stop(self) -> None:
+        pid = int(self.tmux("list-panes", "-t", "cc", "-F", "#{pane_pid}").strip())
+        self.tmux("send-keys", "-t", "cc", "q")
+        deadline = time.perf_counter() + 15
+        while Path(f"/proc/{pid}").exists() and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+    def rows(self) -> str:
+        # lines 3..15 of the screen: table rows only (not the header's heartbeat age)
+        return "\n".join(self.screen(escapes=True).splitlines()[2:15])
+
+    def press_latencies(self, presses: int) -> list[float]:
+        latencies = []
+        for i in range(presses):
+            key = "Down" if (i // 8) % 2 == 0 else "Up"  # stay within the first 9 rows
+            before = self.rows()
+            started = time.perf_counter()
+            self.tmux("send-keys", "-t", "cc", key)
+            while self.rows() == before:
+                if time.perf_counter() - started > 5:
+                    raise RuntimeError("the screen did not change within 5 s of a key press")
+            latencies.append((time.perf_counter() - started) * 1000)
+        return latencies
+
+
+def wait_no_lease(url: str, timeout: float = 40.0) -> None:
+    engine = open_store(url)
+    deadline = time.perf_counter() + timeout
+    with Session(engine) as session:
+        while live_lease(session) is not None and time.perf_counter() < deadline:
+            time.sleep(0.2)
+            session.expire_all()
+    engine.dispose()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", default="/tmp/cc-bench-console/workspace.db")
+    parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--launches", type=int, default=5)
+    parser.add_argument("--presses", type=int, default=60)
+    args = parser.parse_args()
+
+    template = Path(args.workspace)
+    if args.rebuild or not template.exists():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{template}{suffix}").unlink(missing_ok=True)
+        print(f"building the workspace in {template} …", file=sys.stderr)
+        build_bench_workspace(f"sqlite:///{template}")
+        import sqlite3
+
+        with sqlite3.connect(template) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    work = template.with_name("run.db")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{work}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(template, work)  # the big campaign is a draft again on every run
+    url = f"sqlite:///{work}"
+
+    # 1. launch to first frame showing campaigns
+    first_frames = []
+    for i in range(args.launches):
+        wait_no_lease(url)
+        console = Console(url, f"launch{i}")
+        started = console.start()
+        shown = console.wait_for("campaign-00")
+        first_frames.append(shown - started)
+        console.stop()
+
+    # 2. key-press latency, idle and during the 1M-profile build in the embedded scheduler
+    wait_no_lease(url)
+    console = Console(url, "latency")
+    console.start()
+    console.wait_for("campaign-00")
+    console.wait_for("embedded, heard", timeout=30)
+    idle = console.press_latencies(args.presses)
+
+    engine = open_store(url)
+    with transaction(engine) as session:
+        campaigns.activate(session, BENCH, campaigns.get_campaign(session, BIG))
+    with Session(engine) as session:
+        big_id = session.scalar(sa.select(Campaign.id).where(Campaign.name == BIG))
+
+    def build_state() -> tuple[str, int, int]:
+        with Session(engine) as session:
+            build = session.scalar(
+                sa.select(AudienceBuild)
+                .where(AudienceBuild.campaign_id == big_id)
+                .order_by(AudienceBuild.id.desc())
+            )
+            return build.status, build.processed, build.total
+
+    deadline = time.perf_counter() + 30
+    while build_state()[0] != "running":
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the 1M build did not start: {build_state()}")
+        time.sleep(0.05)
+    at_start = build_state()
+    busy_started = time.perf_counter()
+    busy = console.press_latencies(args.presses)
+    busy_seconds = time.perf_counter() - busy_started
+    at_end = build_state()
+    build_deadline = time.perf_counter() + 600
+    while build_state()[0] in ("queued", "running") and time.perf_counter() < build_deadline:
+        time.sleep(0.2)
+    build_seconds = time.perf_counter() - busy_started
+    console.stop()
+    engine.dispose()
+
+    print("| figure | value | target |")
+    print("| --- | --- | --- |")
+    print(
+        f"| launch → first frame with campaigns (median of {len(first_frames)}) | "
+        f"{statistics.median(first_frames):.2f} s (min {min(first_frames):.2f}, "
+        f"max {max(first_frames):.2f}) | ≤ 1.5 s |"
+    )
+    for label, values in (("no build", idle), ("1M-profile build running", busy)):
+        print(
+            f"| key → screen, {label} ({len(values)} presses) | median "
+            f"{statistics.median(values):.0f} ms, p95 {pct(values, 0.95):.0f} ms, "
+            f"max {max(values):.0f} ms | p95 ≤ 150 ms |"
+        )
+    print()
+    print(
+        f"Build during the presses: {at_start[0]} {at_start[1]:,}/{at_start[2]:,} at the first "
+        f"press, {at_end[0]} {at_end[1]:,}/{at_end[2]:,} at the last ({busy_seconds:.1f} s of "
+        f"presses); finished {build_state()[0]} {build_seconds:.1f} s after the first press."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
