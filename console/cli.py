@@ -805,12 +805,12 @@ def main(argv: list[str] | None = None) -> int:
     handler = getattr(args, "handler", cmd_console)  # no command: the console
     ctx = Context(args)
     try:
-        return _run(handler, args, ctx, parser)
+        return _run(handler, args, ctx)
     finally:
         ctx.close()
 
 
-def _run(handler: Callable, args: argparse.Namespace, ctx: Context, parser: Any) -> int:
+def _run(handler: Callable, args: argparse.Namespace, ctx: Context) -> int:
     from store.errors import DomainError, NotFoundError, StoreError
 
     try:
@@ -831,7 +831,7 @@ def _run(handler: Callable, args: argparse.Namespace, ctx: Context, parser: Any)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a build interrupted here resumes from its checkpoint
         return 130
     except BrokenPipeError:  # e.g. `| head`
         return EXIT_OK
