@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -24,7 +25,7 @@ from store import mailings as store_mailings
 from store.actors import Actor
 from store.db import transaction
 from store.errors import StoreError
-from store.models import AudienceBuild, Segment
+from store.models import AudienceBuild, Segment, utcnow
 
 log = logging.getLogger("scheduler.jobs")
 
@@ -85,8 +86,21 @@ def requeue_abandoned(ctx: JobContext) -> list[int]:
     """
     from store import builds
 
-    requeued = builds.requeue_abandoned(ctx.engine, ctx.stale_after)
     ctx.last_requeue = time.monotonic()
+    with ctx.lock:
+        mine = list(ctx.in_flight)
+    if mine:
+        # Never requeue a build of our own whose current chunk runs long: skip this round.
+        with Session(ctx.engine) as session:
+            oldest = session.scalar(
+                sa.select(sa.func.min(AudienceBuild.heartbeat_at)).where(
+                    AudienceBuild.id.in_(mine), AudienceBuild.status == "running"
+                )
+            )
+        if oldest is not None and utcnow() - oldest > ctx.stale_after * 0.8:
+            log.warning("a build of ours has not beaten for a while; requeue skipped")
+            return []
+    requeued = builds.requeue_abandoned(ctx.engine, ctx.stale_after)
     if requeued:
         log.warning("requeued abandoned builds %s (resume from checkpoint)", requeued)
     return requeued
