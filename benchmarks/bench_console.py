@@ -11,8 +11,9 @@ operations and reused; `--rebuild` starts over. Every figure is measured on the 
 with `capture-pane`, so it includes Python start-up, imports and terminal output.
 
 Latency: a navigation key (Down/Up alternately on the campaign list) is sent with
-`tmux send-keys`; the time until the table rows of the captured screen differ is the
-latency (the header, whose heartbeat age changes every second, is not compared).
+`tmux send-keys` every 0.1 s; the time until the table rows of the captured screen differ
+is the latency (the header, whose heartbeat age changes every second, is not compared).
+During the build, presses go on until the build has ended, so they cover all its phases.
 Resolution is a few milliseconds (one capture-pane call). Figures go to stdout as
 Markdown; copy them into docs/bench-console.md.
 """
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -147,9 +149,16 @@ class Console:
         # lines 3..15 of the screen: table rows only (not the header's heartbeat age)
         return "\n".join(self.screen(escapes=True).splitlines()[2:15])
 
-    def press_latencies(self, presses: int) -> list[float]:
-        latencies = []
-        for i in range(presses):
+    def press_latencies(
+        self, presses: int, keep_going: Callable[[], bool] = lambda: False, gap: float = 0.1
+    ) -> list[float]:
+        """At least `presses` presses, `gap` apart (an operator's pace), and more while
+        `keep_going()` (the build still runs), up to 1000."""
+        latencies: list[float] = []
+        i = 0
+        while i < presses or (keep_going() and i < 1000):
+            time.sleep(gap)
+            i += 1
             key = "Down" if (i // 8) % 2 == 0 else "Up"  # stay within the first 9 rows
             before = self.rows()
             started = time.perf_counter()
@@ -241,7 +250,7 @@ def main() -> int:
         time.sleep(0.05)
     at_start = build_state()
     busy_started = time.perf_counter()
-    busy = console.press_latencies(args.presses)
+    busy = console.press_latencies(args.presses, keep_going=lambda: build_state()[0] == "running")
     busy_seconds = time.perf_counter() - busy_started
     at_end = build_state()
     build_deadline = time.perf_counter() + 600

@@ -14,18 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
 from rich.text import Text
 from sqlmodel import Session
 
 from console.keymap import WRITE_ACTIONS
-from console.widgets.confirm import ConfirmScreen, TypeToConfirmScreen
-from console.widgets.lcg_form import LcgChange, LcgFormScreen
 from store.db import transaction
 from store.errors import DomainError, StoreError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from console.app import CampaignConsole
+    from console.widgets.lcg_form import LcgChange
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,8 @@ class CampaignActions:
 
     # ------------------------------------------------------------------ activate (R2a)
     def action_activate(self) -> None:
+        from console.widgets.confirm import ConfirmScreen
+
         ref = self._ref_or_warn()
         if ref is None:
             return
@@ -181,6 +183,8 @@ class CampaignActions:
     def _push_lcg_form(
         self, ref: CampaignRef, fields: list[str], current: tuple, enable: bool
     ) -> None:
+        from console.widgets.lcg_form import LcgFormScreen
+
         percent, limit, strata = current
         if ref.status == "active":
             note = (
@@ -246,6 +250,8 @@ class CampaignActions:
 
     # ------------------------------------------------------------------ toggle (R5, R7)
     def action_toggle_lcg(self) -> None:
+        from console.widgets.confirm import ConfirmScreen
+
         ref = self._ref_or_warn()
         if ref is None:
             return
@@ -283,6 +289,8 @@ class CampaignActions:
 
     # ------------------------------------------------------------------ complete (R8)
     def action_complete(self) -> None:
+        from console.widgets.confirm import TypeToConfirmScreen
+
         ref = self._ref_or_warn()
         if ref is None:
             return
@@ -332,6 +340,8 @@ class CampaignActions:
 
 def render_preview(preview: Any) -> Table:
     """An LcgPreview as a small table: target, per-stratum quotas, warnings (R9, R10)."""
+    from rich.table import Table
+
     title = f"control target {preview.target:,} of cohort {preview.cohort_size:,}"
     if preview.limit_binds:
         title += f" (limit binds; {preview.unlimited_target:,} without it)"

@@ -24,11 +24,7 @@ from textual.screen import Screen
 from console.actions import CampaignActions
 from console.keymap import APP_BINDINGS, checked_keymap
 from console.live import LivePoller
-from console.screens.builds import BuildsScreen
-from console.screens.campaign import CampaignScreen
-from console.screens.campaigns import CampaignsScreen
-from console.screens.help import HelpScreen
-from console.screens.profile import ProfileScreen
+from console.screens.campaigns import CampaignsScreen  # the first screen; others load lazily
 from console.widgets.status_header import StatusHeader
 from store.actors import Actor
 from store.db import describe_url, open_store
@@ -165,15 +161,22 @@ class CampaignConsole(App):
 
     # ------------------------------------------------------------------ navigation
     def open_campaign(self, name: str) -> None:
+        from console.screens.campaign import CampaignScreen
+
         self.push_screen(CampaignScreen(name))
         self.poller.poll_now()
 
     def action_show_builds(self) -> None:
+        from console.screens.builds import BuildsScreen
+
         if not isinstance(self.screen, BuildsScreen):
             self.push_screen(BuildsScreen())
             self.poller.poll_now()
 
     def action_find_profile(self) -> None:
+        from console.screens.campaign import CampaignScreen
+        from console.screens.profile import ProfileScreen
+
         if isinstance(self.screen, ProfileScreen):
             return
         database = None
@@ -190,6 +193,8 @@ class CampaignConsole(App):
         self.poller.poll_now()
 
     def action_help(self) -> None:
+        from console.screens.help import HelpScreen
+
         self.push_screen(HelpScreen(self.binding_rows(self.screen), self.actor.read_only))
 
     def binding_rows(self, screen: Screen) -> list[tuple[str, str, str]]:
@@ -206,6 +211,8 @@ class CampaignConsole(App):
 
     # ------------------------------------------------------------------ command palette
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        from console.screens.campaign import CampaignScreen
+
         yield from super().get_system_commands(screen)
         yield SystemCommand("Campaigns", "Go to the campaign list", self.action_show_campaigns)
         yield SystemCommand("Builds monitor", "Builds across campaigns", self.action_show_builds)
