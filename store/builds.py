@@ -299,6 +299,8 @@ def run_pending(
     engine: Engine,
     worker: str = "inline",
     on_progress: Callable[[int, int, int], None] | None = None,
+    *,
+    chunk_size: int = CHUNK_SIZE,
 ) -> list[int]:
     """Claim and run queued builds until none is left (CLI --wait, demo, tests)."""
     ran: list[int] = []
@@ -306,7 +308,9 @@ def run_pending(
         build_id = claim_next_build(engine, worker)
         if build_id is None:
             return ran
-        run_build(engine, build_id, worker=worker, on_progress=on_progress)
+        run_build(
+            engine, build_id, worker=worker, on_progress=on_progress, chunk_size=chunk_size
+        )
         ran.append(build_id)
 
 
