@@ -3,7 +3,8 @@
 Schedule (the job a mailing gets, see `plan_mailing`):
 
 * broadcast: one `DateTrigger` at `send_at`; trigger mailings get no job (event-driven);
-* regular: `CronTrigger.from_crontab(cron, timezone=UTC)`;
+* regular: a UTC `CronTrigger` of its crontab expression (`cron_trigger`: crontab's
+  weekday numbering, 0 = Sunday, which APScheduler 3's `from_crontab` does not keep);
 * a mailing is *scheduled* while it is active, its campaign is active, and it is not paused;
   a paused mailing (manual pause, or `paused_by_build_id` during an LCG build, R5/R6) is a
   paused APScheduler job; a sent/stopped mailing or one of a draft/completed campaign (R8)
@@ -89,7 +90,12 @@ class MailingPlan:
         if self.key[0] == "broadcast":
             # Misfire policy: a send_at in the past fires once, now.
             return DateTrigger(run_date=max(self.scheduled_for, now), timezone=UTC)
-        return CronTrigger.from_crontab(self.key[1], timezone="UTC")
+        return cron_trigger(self.key[1])
+
+
+def cron_trigger(expr: str) -> CronTrigger:
+    """A UTC trigger for a crontab expression, weekdays numbered as in crontab (0 = Sunday)."""
+    return CronTrigger(**store_mailings.crontab_fields(expr), timezone=UTC)
 
 
 def plan_mailing(schedule: MailingSchedule) -> MailingPlan | None:

@@ -34,7 +34,6 @@ from typing import Any
 import sqlalchemy as sa
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlmodel import Session
 
@@ -146,7 +145,7 @@ class Reconciler:
             False,
             lambda earliest: {
                 "func": jobs.refresh_segment,
-                "trigger": CronTrigger.from_crontab(cron, timezone="UTC"),
+                "trigger": mailing_runs.cron_trigger(cron),
                 "args": (self.ctx, segment_id),
                 "name": f"refresh segment #{segment_id}",
             },

@@ -95,11 +95,77 @@ def create_mailing(
     return mailing
 
 
+CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab 0..6 (7 = sun)
+
+
+def crontab_fields(expr: str) -> dict[str, str]:
+    """A standard 5-field crontab expression as APScheduler `CronTrigger` fields.
+
+    APScheduler 3 numbers weekdays from 0 = Monday, crontab from 0 = Sunday
+    (`CronTrigger.from_crontab` keeps APScheduler's numbering: "0 10 * * 1" would fire on
+    Tuesdays). The weekday field is therefore translated to day names with crontab's
+    meaning (0 and 7 = Sunday). Classic cron fires when *either* a restricted day of
+    month or a restricted weekday matches, APScheduler only when both do, so an
+    expression restricting both is refused rather than run with a surprising meaning.
+    Raises ValueError with the reason.
+    """
+    values = expr.split()
+    if len(values) != 5:
+        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(values)}")
+    minute, hour, day, month, weekday = values
+    if day != "*" and weekday != "*":
+        raise ValueError(
+            "restrict either the day of month or the weekday, not both "
+            "(cron would fire when either matches; give two mailings instead)"
+        )
+    return {
+        "minute": minute,
+        "hour": hour,
+        "day": day,
+        "month": month,
+        "day_of_week": _crontab_weekdays(weekday),
+    }
+
+
+def _crontab_weekdays(field: str) -> str:
+    if field == "*":
+        return "*"
+    days: set[int] = set()
+    for token in field.lower().split(","):
+        span, _, step_text = token.partition("/")
+        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
+        if step_text and step is None:
+            raise ValueError(f"bad weekday step in {token!r}")
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            first_text, _, last_text = span.partition("-")
+            first, last = _crontab_weekday(first_text), _crontab_weekday(last_text, end=True)
+            if last < first:
+                raise ValueError(f"weekday range {span!r} runs backwards")
+        else:
+            first = _crontab_weekday(span)
+            last = 6 if step else first
+        days.update(d % 7 for d in range(first, last + 1, step or 1))
+    if days == set(range(7)):
+        return "*"
+    return ",".join(CRONTAB_WEEKDAYS[d] for d in sorted(days))
+
+
+def _crontab_weekday(text: str, end: bool = False) -> int:
+    if text in CRONTAB_WEEKDAYS:
+        return CRONTAB_WEEKDAYS.index(text)
+    if text.isdigit() and 0 <= int(text) <= 7:
+        number = int(text)
+        return number if end or number < 7 else 0  # 7 is Sunday; "5-7" ends on Sunday
+    raise ValueError(f"bad weekday {text!r} (use 0-7 or sun..sat)")
+
+
 def validate_cron(expr: str) -> None:
     from apscheduler.triggers.cron import CronTrigger  # validation only; no scheduler here
 
     try:
-        CronTrigger.from_crontab(expr, timezone="UTC")
+        CronTrigger(**crontab_fields(expr), timezone="UTC")
     except ValueError as exc:
         raise ValidationError(f"bad cron expression {expr!r}: {exc}") from exc
 

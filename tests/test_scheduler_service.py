@@ -26,6 +26,7 @@ from e2e.scheduler_world import (
 )
 from sqlmodel import Session
 
+from scheduler.mailings import cron_trigger
 from scheduler.service import SchedulerService
 from store import builds, campaigns, lease, mailings, profiles, segments
 from store.db import open_store, transaction
@@ -192,9 +193,7 @@ def test_mailing_jobs_follow_the_database_within_seconds(world, start_service):
     job = poll(lambda: job_of(service, "weekly", engine), what="job for a new mailing")
     assert isinstance(job.trigger, CronTrigger)
     assert job_of(service, "welcome", engine) is None  # trigger mailings: no time schedule
-    expected = CronTrigger.from_crontab("0 10 * * 1", timezone="UTC").get_next_fire_time(
-        None, datetime.now(UTC)
-    )
+    expected = cron_trigger("0 10 * * 1").get_next_fire_time(None, datetime.now(UTC))
     poll(lambda: mailing(engine, "weekly").next_run_at == expected, what="next_run_at stored")
 
     set_pause(engine, "weekly", True)  # a paused mailing is a paused job
@@ -235,9 +234,7 @@ def test_changed_stopped_and_rescheduled_rows_reach_the_jobs(world, start_servic
         mailings.reschedule(
             session, ADMIN, mailings.get_mailing(session, "launch"), send_at=new_time
         )
-    daily = CronTrigger.from_crontab("0 8 * * *", timezone="UTC").get_next_fire_time(
-        None, datetime.now(UTC)
-    )
+    daily = cron_trigger("0 8 * * *").get_next_fire_time(None, datetime.now(UTC))
     poll(lambda: job_of(service, "weekly", engine).next_run_time == daily, what="new cron")
     poll(lambda: job_of(service, "launch", engine).next_run_time == new_time, what="moved")
     with transaction(engine) as session:
