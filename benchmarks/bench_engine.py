@@ -88,9 +88,14 @@ def main() -> None:
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE IF EXISTS raw_member"))
             conn.execute(sa.text("DROP TABLE IF EXISTS raw_source"))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # FK cycle audience_build <-> mailing on SQLite
-            SQLModel.metadata.drop_all(engine)
+        if engine.dialect.name == "postgresql":  # FK cycle audience_build <-> mailing
+            with engine.begin() as conn:
+                for table in SQLModel.metadata.tables:
+                    conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}" CASCADE'))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the same cycle: SQLite drops unsorted
+                SQLModel.metadata.drop_all(engine)
         engine.dispose()
         engine = open_store(url)
         dialect = engine.dialect.name

@@ -308,9 +308,7 @@ def run_pending(
         build_id = claim_next_build(engine, worker)
         if build_id is None:
             return ran
-        run_build(
-            engine, build_id, worker=worker, on_progress=on_progress, chunk_size=chunk_size
-        )
+        run_build(engine, build_id, worker=worker, on_progress=on_progress, chunk_size=chunk_size)
         ran.append(build_id)
 
 
@@ -827,6 +825,11 @@ def _phase_assign(ctx: _Ctx, chunk: int) -> bool:
     lo = cp["cursor"]
     if lo is None:
         lo = cp["watermark"] if src["kind"] == "delta" else 0
+    if ctx.pg:
+        # Serialise with membership changes of the source segment (store.segments locks
+        # the segment row FOR UPDATE): a profile leaving while this chunk inserts it would
+        # otherwise miss the R4 close that on_segment_left applies.
+        ctx.exec("SELECT id FROM segment WHERE id = :seg FOR SHARE", {"seg": src["segment"]})
     hi = _source_bound(ctx, src, lo, chunk)
     sql, params = _candidates(ctx, src, with_hash=False)
     sql += f" AND {_range_sql(_source_key(src), hi)}"

@@ -412,6 +412,19 @@ def complete(
     campaign, read = _fresh(session, campaign)
     _not_completed(campaign, "complete it again")
     version = _check_version(campaign, read, expected_version)
+    # Lock the open builds first (PostgreSQL): a running build's chunk holds its build
+    # row, so this waits for the chunk to commit, and closing the memberships below then
+    # also closes that chunk's members. Locks only: a conflict below still changes nothing.
+    open_builds = list(
+        session.scalars(
+            sa.select(AudienceBuild)
+            .where(
+                AudienceBuild.campaign_id == campaign.id,
+                AudienceBuild.status.in_(("queued", "running")),
+            )
+            .with_for_update()
+        )
+    )
     now = utcnow()
     members = campaign.members
     _bump(
@@ -425,6 +438,13 @@ def complete(
         control_count=0,
         cohort_size=0,
     )
+    for build in open_builds:
+        build.status = "cancelled"
+        build.finished_at = now
+        build.error = "campaign completed (R8)"
+        session.add(build)
+        mailings.resume_after_build(session, build)
+    session.flush()
     session.execute(
         sa.text(
             "UPDATE campaign_member SET left_at = :now, left_by = :by "
@@ -437,20 +457,6 @@ def complete(
         .where(CampaignStratum.campaign_id == campaign.id)
         .values(members=0, cohort=0, control=0)
     )
-    open_builds = list(
-        session.scalars(
-            sa.select(AudienceBuild).where(
-                AudienceBuild.campaign_id == campaign.id,
-                AudienceBuild.status.in_(("queued", "running")),
-            )
-        )
-    )
-    for build in open_builds:
-        build.status = "cancelled"
-        build.finished_at = now
-        build.error = "campaign completed (R8)"
-        session.add(build)
-        mailings.resume_after_build(session, build)
     stopped = session.execute(
         sa.update(Mailing)
         .where(Mailing.campaign_id == campaign.id, Mailing.status == "active")
