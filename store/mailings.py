@@ -491,7 +491,11 @@ def mailing_schedules(session: Session) -> list[MailingSchedule]:
             fired,
         )
         .join(campaign, campaign.c.id == mailing.c.campaign_id)
-        .where(mailing.c.kind.in_(SCHEDULED_KINDS))
+        .where(
+            mailing.c.kind.in_(SCHEDULED_KINDS),
+            # Sent and stopped mailings matter only until their next_run_at is cleared.
+            sa.or_(mailing.c.status == "active", mailing.c.next_run_at.is_not(None)),
+        )
         .order_by(mailing.c.id)
     )
     return [MailingSchedule(*row) for row in rows]
