@@ -2,6 +2,8 @@
 
 * lease takeover: a standby process takes over when the holder is SIGKILLed, and acts
   (its broadcast reaches the test group only); SIGTERM shuts down cleanly and releases;
+* SIGTERM in the middle of a build: exit 0, the build back in the queue with its
+  checkpoint, the lease released;
 * crash recovery: a process SIGKILLed in the middle of an LCG build is replaced, the build
   resumes from its checkpoint and ends exactly as an uninterrupted build of the same
   workspace (members, groups, events, counters), and the mailings it paused resume.
@@ -195,3 +197,18 @@ def test_sigkill_mid_build_then_resume_equals_an_uninterrupted_build(tmp_path, p
     assert successor.terminate() == 0
     engine.dispose()
     reference.dispose()
+
+
+def test_sigterm_mid_build_stops_cleanly_and_hands_the_build_back(tmp_path, processes):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    engine, build_id = workspace(url, n=300, activate_inline=False)
+    daemon = spawn(processes, url, tmp_path, "daemon", chunk_size=10, chunk_pause=0.1)
+    poll(lambda: build(engine, build_id).processed > 0, timeout=20, what="build under way")
+    assert daemon.terminate() == 0
+    stopped = build(engine, build_id)
+    assert stopped.status == "queued" and stopped.checkpoint  # resumes from here
+    assert mailing(engine, "weekly").paused_by_build_id == build_id  # until the build ends
+    assert holder_pid(engine) is None  # released: a standby could take over at once
+    log = daemon.log()
+    assert "received SIGTERM" in log and "build #1 interrupted" in log
+    engine.dispose()
