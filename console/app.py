@@ -57,6 +57,7 @@ class CampaignConsole(App):
         self.db_label = db_label or describe_url(db_url)
         self.embed_scheduler = embed_scheduler
         self.embedded_service = None
+        self._scheduler_requested = False
         self.scheduler_options = dict(scheduler_options or {})
         self.embedded_holder: str | None = None
         self.scheduler_text = "checking…"
@@ -77,11 +78,17 @@ class CampaignConsole(App):
             self.notify(problem, title="config [keys]", severity="warning", timeout=10)
         self.push_screen(CampaignsScreen())
         self.poller.start()
-        if self.embed_scheduler:
+        self._install_hangup_handler()
+
+    def first_frame_shown(self) -> None:
+        """Called once the campaigns are on screen. Only then start the embedded scheduler:
+        importing APScheduler and acquiring the lease in a thread would otherwise compete
+        with the first frame for the GIL."""
+        if self.embed_scheduler and not self._scheduler_requested:
+            self._scheduler_requested = True
             self.run_worker(
                 self._start_embedded_scheduler, thread=True, group="scheduler", exit_on_error=False
             )
-        self._install_hangup_handler()
 
     def on_unmount(self) -> None:
         self.poller.stop()

@@ -30,7 +30,7 @@ class BuildsScreen(LiveScreen):
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
         yield Static("scheduler: checking…", id="health", classes="panel")
         yield DataTable(id="builds", cursor_type="row", zebra_stripes=True)
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one("#builds", DataTable)

@@ -73,7 +73,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
             yield DataTable(id="builds", cursor_type="row", show_cursor=False)
             yield Label("Recent audit entries", classes="section")
             yield DataTable(id="audit", cursor_type="row", show_cursor=False)
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         for table_id, columns in (

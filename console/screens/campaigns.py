@@ -68,7 +68,7 @@ class CampaignsScreen(CampaignActions, LiveScreen):
         for key, label, width, _cell in COLUMNS:
             table.add_column(label, key=key, width=width)
         yield table
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     # ------------------------------------------------------------------ live data
     def read_snapshot(self, session: Session) -> list[dict[str, Any]]:
@@ -77,6 +77,7 @@ class CampaignsScreen(CampaignActions, LiveScreen):
     def apply_snapshot(self, snapshot: list[dict[str, Any]]) -> None:
         self.rows = {row["name"]: row for row in snapshot}
         self.render_rows()
+        self.app.call_after_refresh(self.app.first_frame_shown)
 
     def render_rows(self) -> None:
         table = self.query_one("#campaigns", DataTable)

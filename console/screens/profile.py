@@ -48,7 +48,7 @@ class ProfileScreen(LiveScreen):
             yield DataTable(id="memberships", cursor_type="row", show_cursor=False)
             yield Label("History (oldest first)", classes="section")
             yield DataTable(id="events", cursor_type="row", show_cursor=False)
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         for table_id, columns in (("#memberships", MEMBERSHIP_COLUMNS), ("#events", EVENT_COLUMNS)):
