@@ -681,6 +681,8 @@ def _resolve_profiles(conn: Connection, problems: _Problems) -> None:
             WHERE d.name = {SEGMENT_STAGE}.database_name
               AND p.external_id = {SEGMENT_STAGE}.external_id)"""
     )
+    if _is_postgres(conn):  # temp tables are never auto-analysed; the joins that follow
+        conn.exec_driver_sql(f"ANALYZE {SEGMENT_STAGE}")  # plan on these statistics
     missing = f"""FROM {SEGMENT_STAGE} s
         LEFT JOIN profile_database d ON d.name = s.database_name
         WHERE s.profile_id IS NULL"""
