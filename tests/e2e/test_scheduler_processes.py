@@ -1,4 +1,5 @@
-"""Real scheduler processes (`python -m console --db URL scheduler`) on a real SQLite file.
+"""Real scheduler processes (`python -m console --db URL scheduler`) on a real SQLite file
+(the lease takeover also on PostgreSQL).
 
 * lease takeover: a standby process takes over when the holder is SIGKILLed, and acts
   (its broadcast reaches the test group only); SIGTERM shuts down cleanly and releases;
@@ -82,8 +83,9 @@ def workspace(url: str, n: int = 300, activate_inline: bool = True):
     return engine, build_id
 
 
-def test_a_standby_process_takes_over_when_the_holder_is_killed(tmp_path, processes):
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+def test_a_standby_process_takes_over_when_the_holder_is_killed(db_url, tmp_path, processes):
+    """Lease failover between two real processes, on SQLite and on PostgreSQL (issue 7)."""
+    url = db_url
     engine, _ = workspace(url)
     first = spawn(processes, url, tmp_path, "first")
     poll(lambda: holder_pid(engine) == first.pid, timeout=20, what="first holds the lease")
