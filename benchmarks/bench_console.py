@@ -158,8 +158,8 @@ class Console:
         i = 0
         while i < presses or (keep_going() and i < 1000):
             time.sleep(gap)
-            i += 1
             key = "Down" if (i // 8) % 2 == 0 else "Up"  # stay within the first 9 rows
+            i += 1
             before = self.rows()
             started = time.perf_counter()
             self.tmux("send-keys", "-t", "cc", key)
@@ -220,6 +220,16 @@ def main() -> int:
         first_frames.append(shown - started)
         console.stop()
 
+    # the floor on this machine right now: starting Python and importing the two libraries
+    floors = []
+    for _ in range(args.launches):
+        started = time.perf_counter()
+        subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "python"), "-c", "import sqlmodel, textual.app"],
+            check=True,
+        )
+        floors.append(time.perf_counter() - started)
+
     # 2. key-press latency, idle and during the 1M-profile build in the embedded scheduler
     wait_no_lease(url)
     console = Console(url, "latency")
@@ -267,6 +277,10 @@ def main() -> int:
         f"{statistics.median(first_frames):.2f} s (min {min(first_frames):.2f}, "
         f"max {max(first_frames):.2f}) | ≤ 1.5 s |"
     )
+    print(
+        f"| floor: `python -c 'import sqlmodel, textual.app'` (median of {len(floors)}) | "
+        f"{statistics.median(floors):.2f} s | – |"
+    )
     for label, values in (("no build", idle), ("1M-profile build running", busy)):
         print(
             f"| key → screen, {label} ({len(values)} presses) | median "
@@ -274,6 +288,8 @@ def main() -> int:
             f"max {max(values):.0f} ms | p95 ≤ 150 ms |"
         )
     print()
+    with open("/proc/loadavg", encoding="ascii") as loadavg:
+        print(f"Load average at the end (2 cores, shared): {loadavg.read().split()[0]}.")
     print(
         f"Build during the presses: {at_start[0]} {at_start[1]:,}/{at_start[2]:,} at the first "
         f"press, {at_end[0]} {at_end[1]:,}/{at_end[2]:,} at the last ({busy_seconds:.1f} s of "
