@@ -6,7 +6,8 @@ A script, not a test.
 Writes a CSV (external_id, region:text, tier:int, age:int, int_field:int, signup:date,
 ltv:float) to a temporary directory, imports it into a fresh profile database through
 store.imports.import_profiles (the code behind `campaign-console import profiles`) and
-prints rows per second and the peak resident memory of the process. With --twice a
+prints rows per second and the peak resident memory of the process. With --segment a static segment then gets every profile added, replaced
+(no change) and removed from a file of external ids. With --twice a
 file changing every row is imported next (all updates), then once more (all unchanged). A run with a tenth of the rows
 shows whether memory grows with the file. The load average is printed because the
 figures are wall-clock: on a shared machine, compare runs at a similar load.
@@ -27,7 +28,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from store import imports, profiles
+from store import imports, profiles, segments
 from store.actors import Actor
 from store.db import open_store, transaction
 
@@ -71,6 +72,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
     parser.add_argument(
+        "--segment",
+        action="store_true",
+        help="then add, replace and remove every profile of a static segment by a file",
+    )
+    parser.add_argument(
         "--twice",
         action="store_true",
         help="then import a file changing every row (updates) and it again (unchanged)",
@@ -108,8 +114,37 @@ def main() -> None:
                 f"(before import {rss_before:.0f} MB)  this process's CPU {cpu:.1f} s, "
                 f"load average {os.getloadavg()[0]:.1f}"
             )
+        if args.segment:
+            segment_runs(engine, actor, name, args.rows, Path(tmp))
         engine.dispose()
         cleanup()
+
+
+def segment_runs(engine, actor: Actor, database: str, rows: int, tmp: Path) -> None:  # noqa: ANN001
+    """`segment add|replace|remove` with a file naming every profile (store.imports)."""
+    ids = tmp / "ids.csv"
+    with ids.open("w", encoding="utf-8") as f:
+        f.write("external_id\n")
+        f.writelines(f"P{i:08d}\n" for i in range(rows))
+    with transaction(engine) as session:
+        segments.create_segment(session, actor, "bench-segment")
+    for action in ("add", "replace", "remove"):
+        started = time.perf_counter()
+        with transaction(engine) as session:
+            result = imports.apply_segment_file(
+                session,
+                actor,
+                segments.get_segment(session, "bench-segment"),
+                action,
+                ids,
+                database=profiles.get_database(session, database),
+            )
+        elapsed = time.perf_counter() - started
+        print(
+            f"{engine.dialect.name:10} segment {action:7} {rows:>9,} ids  "
+            f"{elapsed:6.2f} s  {rows / elapsed:>9,.0f} ids/s  added {result.added:,} "
+            f"removed {result.removed:,}  peak RSS {peak_rss_mb():.0f} MB"
+        )
 
 
 def database_url(given: str | None, tmp: Path) -> tuple[str, Callable[[], None]]:
