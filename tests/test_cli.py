@@ -259,7 +259,8 @@ def test_segment_create_bad_rule_is_refused_and_bad_every_is_a_usage_error(cli):
     assert cli.ok("segment", "list", "--json").json == []
 
 
-def test_segment_add_remove_replace_and_refresh_both_forms(cli):
+def test_segment_add_remove_replace_and_refresh_both_forms(both_cli):
+    cli = both_cli
     active_campaign(cli)  # segment "everyone" holds P000..P099, campaign r10 active
     cli.ok("import", "profiles", "--database", "main", cli.file("n.csv", "external_id,int_field,region\nN1,20,Moscow\nN2,80,SPb\n"))  # fmt: skip
     added = cli.ok(
@@ -385,7 +386,8 @@ def test_campaign_activate_without_wait_queues_and_builds_shows_it(cli):
     assert audit_entries(cli.db_url, "refused")[-1].action == "campaign.activate"
 
 
-def test_campaign_lcg_edit_disable_enable_both_forms(cli):
+def test_campaign_lcg_edit_disable_enable_both_forms(both_cli):
+    cli = both_cli
     active_campaign(cli, "r10", "--strata", "int_field,region")
     smaller = cli.ok("campaign", "lcg", "r10", "--limit", "12", "--wait", "--json").json
     assert smaller["lcg"]["limit"] == 12
@@ -429,7 +431,8 @@ def test_campaign_complete_needs_yes_then_is_terminal(cli):
     ]
 
 
-def test_read_only_refuses_every_write_and_changes_nothing(cli):
+def test_read_only_refuses_every_write_and_changes_nothing(both_cli):
+    cli = both_cli
     active_campaign(cli)
     before = count(cli.db_url, AudienceBuild), count(cli.db_url, Campaign)
     for argv in (
