@@ -40,6 +40,7 @@ class CampaignRef:
     lcg_enabled: bool
     segment: str
     segment_kind: str
+    lcg_percent_bp: int = 0
 
 
 StoreOperation = Callable[[Session], str | None]
@@ -194,7 +195,9 @@ class CampaignActions:
         else:
             note = "The settings apply when the campaign is activated."
         if enable:
-            note = "The LCG is off: applying enables it. " + note
+            note = "The LCG is off: applying enables it (R5). " + note
+        elif not ref.lcg_enabled:
+            note = "The LCG is off: these settings are kept for when it is enabled (t). "
         self.app.push_screen(
             LcgFormScreen(
                 ref.name,
@@ -256,6 +259,10 @@ class CampaignActions:
         if ref is None:
             return
         enable = not ref.lcg_enabled
+        if enable and not ref.lcg_percent_bp:
+            # Nothing to enable yet: ask for the settings first, previewed as with `l`.
+            self.open_lcg_form(ref, enable=True)
+            return
         if ref.status != "active":
             what = "The change applies at activation; nothing moves now."
         elif enable:

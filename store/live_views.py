@@ -208,6 +208,7 @@ def campaign_rows(session: Session) -> list[dict[str, Any]]:
             "control_pct": percent_of(c.control_count, c.members),
             "lcg": lcg_summary(c),
             "lcg_enabled": c.lcg_enabled,
+            "lcg_percent_bp": c.lcg_percent_bp,
             "warnings": len(c.warnings),
             "build": progress.get(c.id, ""),
             "paused_mailings": paused_count or 0,

@@ -241,6 +241,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
             lcg_enabled=d.lcg_enabled,
             segment=d.segment,
             segment_kind=d.segment_kind,
+            lcg_percent_bp=d.lcg_percent_bp,
         )
 
     def action_back(self) -> None:

@@ -123,6 +123,7 @@ class CampaignsScreen(CampaignActions, LiveScreen):
             lcg_enabled=row["lcg_enabled"],
             segment=row["segment"],
             segment_kind=row["segment_kind"],
+            lcg_percent_bp=row["lcg_percent_bp"],
         )
 
     # ------------------------------------------------------------------ navigation

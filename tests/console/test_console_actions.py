@@ -379,3 +379,17 @@ async def test_no_color_is_honoured_and_not_running_stays_visible(make_app, monk
         header = app.screen.query_one("StatusHeader")
         spans = header._line().spans
         assert any("reverse" in str(span.style) for span in spans)  # not colour alone
+
+
+async def test_toggle_on_without_settings_asks_for_them_in_the_lcg_form(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select_row(pilot, "Young Drop")
+        await pilot.press("t")
+        form = await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
+        assert "applying enables it" in screen_text(app)
+        form.query_one("#percent", Input).value = "5"
+        await wait_for(pilot, lambda: "control target" in screen_text(app), what="preview")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: campaign(app, "Young Drop").lcg_enabled)
+        assert campaign(app, "Young Drop").lcg_percent_bp == 500
