@@ -366,12 +366,15 @@ def _database_row(session: Any, database: Any) -> dict[str, Any]:
 
 
 def cmd_database_list(args: argparse.Namespace, ctx: Context) -> int:
+    from store import views
     from store.models import ProfileDatabase
 
     with ctx.session() as session:
         rows = [
             _database_row(session, d)
-            for d in session.scalars(sa.select(ProfileDatabase).order_by(ProfileDatabase.name))
+            for d in session.scalars(
+                sa.select(ProfileDatabase).order_by(views.by_name(session, ProfileDatabase.name))
+            )
         ]
     ctx.emit(
         rows,
@@ -456,12 +459,15 @@ def cmd_segment_create(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_segment_list(args: argparse.Namespace, ctx: Context) -> int:
+    from store import views
     from store.models import Segment
 
     with ctx.session() as session:
         rows = [
             _segment_row(session, s)
-            for s in session.scalars(sa.select(Segment).order_by(Segment.name))
+            for s in session.scalars(
+                sa.select(Segment).order_by(views.by_name(session, Segment.name))
+            )
         ]
     ctx.emit(
         rows,

@@ -27,6 +27,11 @@ from store.models import (
 ACTIVE_BUILD_STATUSES = ("queued", "running")
 
 
+def by_name(session: Session, column: Any) -> Any:
+    """Order text bytewise on both backends (PostgreSQL would use its locale otherwise)."""
+    return column.collate("C") if session.get_bind().dialect.name == "postgresql" else column
+
+
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with its offset, e.g. 2026-11-29T06:25:51.987591+00:00."""
     return value.astimezone(UTC).isoformat() if value is not None else None
@@ -83,7 +88,7 @@ def campaign_list(session: Session) -> list[dict[str, Any]]:
         .join(ProfileDatabase, ProfileDatabase.id == Campaign.database_id)
         .join(Segment, Segment.id == Campaign.segment_id)
         .outerjoin(paused, paused.c.campaign_id == Campaign.id)
-        .order_by(Campaign.name)
+        .order_by(by_name(session, Campaign.name))
     ).all()
     return [
         {
@@ -206,7 +211,9 @@ def campaign_show(session: Session, name: str, *, build_limit: int = 10) -> dict
     database = session.get(ProfileDatabase, campaign.database_id)
     segment = session.get(Segment, campaign.segment_id)
     mailings = session.scalars(
-        sa.select(Mailing).where(Mailing.campaign_id == campaign.id).order_by(Mailing.name)
+        sa.select(Mailing)
+        .where(Mailing.campaign_id == campaign.id)
+        .order_by(by_name(session, Mailing.name))
     ).all()
     figures = campaign_validity(session, campaign)
     return {

@@ -575,3 +575,11 @@ def test_demo_command_builds_a_small_workspace(cli):
     rows = cli.ok("campaign", "list", "--json").json
     assert {r["status"] for r in rows} == {"draft", "active", "completed"}
     assert "already present" in cli("demo").err
+
+
+def test_lists_are_ordered_bytewise_on_both_backends(both_cli):
+    for name in ("b", "B", "a"):
+        both_cli.ok("segment", "create", name)
+        both_cli.ok("database", "create", name)
+    assert [s["name"] for s in both_cli.ok("segment", "list", "--json").json] == ["B", "a", "b"]
+    assert [d["name"] for d in both_cli.ok("database", "list", "--json").json] == ["B", "a", "b"]
