@@ -370,3 +370,13 @@ def test_a_stream_that_cannot_seek_imports_and_reports_like_a_file(engine, opera
     bad = (DATA / "bad_encoding.csv").read_bytes()
     error = rejection(engine, operator, io.BufferedReader(Unseekable(bad)))
     assert [p.line for p in error.problems] == [3, 5]
+
+
+def test_a_header_only_segment_file_replaces_the_members_with_none(engine, operator, two_databases):
+    apply(engine, operator, "add", b"external_id\nA\nB\n", database="retail")
+    assert apply(engine, operator, "add", b"external_id\n", database="retail").added == 0
+    result = apply(engine, operator, "replace", b"external_id\n", database="retail")
+    assert (result.rows, result.removed) == (0, 2)
+    assert members(engine) == []
+    with pytest.raises(ImportRejected, match="empty file"):
+        apply(engine, operator, "replace", b"", database="retail")
