@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlmodel import Session
 
 from store import imports, profiles, segments
@@ -385,9 +387,6 @@ def test_a_header_only_segment_file_replaces_the_members_with_none(engine, opera
 
 
 # --------------------------------------------------------------------------- round trip
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 # No bare CR: csv.writer leaves a lone "\r" unquoted when the line end is "\n", and an
 # unquoted CR ends a line for CSV readers (quoted CR LF inside fields is in the corpus).
