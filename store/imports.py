@@ -19,13 +19,9 @@ database, else the only database there is).
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import date
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,310 +31,41 @@ from sqlmodel import Session
 
 from store import audit, profiles, segments
 from store.actors import Actor
+from store.csv_import import (
+    BATCH_SIZE,
+    EXPECTED,
+    MAX_PROBLEMS,
+    PARSERS,
+    STAGE_SQL_TYPES,
+    ImportRejected,
+    Problem,
+    Problems,
+    StageWriter,
+    check_header_names,
+    create_stage,
+    drop_stage,
+    is_postgres,
+    open_source,
+    read_header,
+    report_duplicates,
+    scan_records,
+)
 from store.errors import ValidationError
 from store.models import ProfileDatabase, ProfileField, Segment, UTCDateTime, utcnow
 
-MAX_PROBLEMS = 50
-BATCH_SIZE = 10_000
-BOM = b"\xef\xbb\xbf"
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+__all__ = [
+    "MAX_PROBLEMS",
+    "ImportRejected",
+    "ImportResult",
+    "Problem",
+    "SegmentFileResult",
+    "apply_segment_file",
+    "import_profiles",
+]
+
 PROFILE_STAGE = "cc_import_profile_stage"
 SEGMENT_STAGE = "cc_import_segment_stage"
 SEGMENT_ACTIONS = ("add", "remove", "replace")
-STAGE_SQL_TYPES = {"text": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION", "date": "DATE"}
-
-
-# --------------------------------------------------------------------------- problems
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with an import file."""
-
-    line: int  # physical line of the file, the header is line 1; 0 for the whole file
-    column: str | None
-    reason: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" if self.line else "file"
-        if self.column:
-            where += f", column {self.column}"
-        return f"{where}: {self.reason}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line or None, "column": self.column, "reason": self.reason}
-
-
-class ImportRejected(ValidationError):
-    """The file was rejected as a whole; nothing was changed."""
-
-    def __init__(self, source: str, problems: list[Problem], total: int) -> None:
-        self.source = source
-        self.problems = problems
-        self.total = total
-        more = total - len(problems)
-        lines = [str(p) for p in problems]
-        if more > 0:
-            lines.append(f"... and {more} more")
-        super().__init__(
-            f"{source}: rejected, nothing imported ({total} problem{'s' if total != 1 else ''}):\n  "
-            + "\n  ".join(lines)
-        )
-
-
-@dataclass
-class _Problems:
-    cap: int = MAX_PROBLEMS
-    found: list[Problem] = field(default_factory=list)
-    total: int = 0
-
-    def add(self, line: int, column: str | None, reason: str) -> None:
-        self.total += 1
-        if len(self.found) < self.cap:
-            self.found.append(Problem(line, column, reason))
-
-    def raise_if_any(self, source: str) -> None:
-        if self.total:
-            found = sorted(self.found, key=lambda p: p.line)  # stable: a line keeps its order
-            raise ImportRejected(source, found[: self.cap], self.total)
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _open(source: str | Path | IO[bytes]) -> tuple[IO[bytes], str, bool]:
-    if isinstance(source, str | Path):
-        path = Path(source)
-        try:
-            return path.open("rb"), str(path), True
-        except OSError as exc:
-            raise ValidationError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return source, getattr(source, "name", "<stream>"), False
-
-
-def _decoded_lines(binary: IO[bytes], problems: _Problems) -> Iterator[str]:
-    # The slow path of _scan: only files with a byte that is not UTF-8 come here.
-    """Physical lines decoded as UTF-8; a bad line is reported and decoded leniently."""
-    for number, raw in enumerate(binary, 1):
-        if number == 1 and raw.startswith(BOM):
-            raw = raw[len(BOM) :]
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problems.add(
-                number,
-                None,
-                f"bad encoding: byte 0x{raw[exc.start]:02x} at position {exc.start + 1} "
-                "is not UTF-8 (save the file as UTF-8)",
-            )
-            yield raw.decode("utf-8", "replace")
-
-
-def _records(lines: Iterable[str], problems: _Problems) -> Iterator[tuple[int, list[str]]]:
-    """(first line number, cells) of each non-blank CSV record."""
-    reader = csv.reader(lines, strict=True)
-    end = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            problems.add(reader.line_num, None, f"malformed CSV ({exc}); reading stopped here")
-            return
-        start, end = end + 1, reader.line_num
-        if row:  # blank lines are skipped
-            yield start, row
-
-
-def _scan(
-    binary: IO[bytes],
-    max_problems: int,
-    scan: Callable[[Iterator[tuple[int, list[str]]], _Problems], Any],
-) -> tuple[Any, _Problems]:
-    """Run `scan(records, problems)` over the file's CSV records.
-
-    The C decoder reads the file first (fast). If it meets a byte that is not UTF-8, the
-    file is read again line by line so every badly encoded line is reported, with what
-    else is wrong. Streams that cannot seek are read line by line from the start.
-    """
-    if binary.seekable():
-        start = binary.tell()
-        problems = _Problems(cap=max_problems)
-        text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
-        try:
-            return scan(_records(text, problems), problems), problems
-        except UnicodeDecodeError:
-            pass
-        finally:
-            text.detach()  # leave `binary` open: its owner closes it
-        binary.seek(start)
-    problems = _Problems(cap=max_problems)
-    return scan(_records(_decoded_lines(binary, problems), problems), problems), problems
-
-
-# --------------------------------------------------------------------------- typed cells
-
-
-def _parse_int(value: str) -> int:
-    if "_" in value:
-        raise ValueError
-    number = int(value)
-    if not INT_MIN <= number <= INT_MAX:
-        raise ValueError
-    return number
-
-
-def _parse_float(value: str) -> float:
-    number = float(value)
-    if "_" in value or not math.isfinite(number):
-        raise ValueError
-    return number
-
-
-def _parse_date(value: str) -> str:
-    # ISO YYYY-MM-DD only (date.fromisoformat also takes 20240101 and week dates).
-    if len(value) != 10 or value[4] != "-" or value[7] != "-":
-        raise ValueError
-    date.fromisoformat(value)
-    return value  # stored as ISO text on SQLite (as SQLAlchemy's Date does), cast on PostgreSQL
-
-
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "text": str,
-    "int": _parse_int,
-    "float": _parse_float,
-    "date": _parse_date,
-}
-EXPECTED = {
-    "int": "a whole number",
-    "float": "a number",
-    "date": "a date YYYY-MM-DD",
-}
-
-
-# --------------------------------------------------------------------------- staging
-
-
-def _is_postgres(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
-def _create_stage(conn: Connection, name: str, columns: list[tuple[str, str]]) -> None:
-    """A temporary table private to this connection, gone with the transaction."""
-    cols = ", ".join(f"{col} {sql_type}" for col, sql_type in columns)
-    if _is_postgres(conn):
-        # Room for the set-based checks and joins over the whole file to hash in memory
-        # instead of spilling sorts to disk; for this transaction only.
-        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{name}")
-        conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({cols}) ON COMMIT DROP")
-    else:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
-        conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({cols})")
-
-
-def _drop_stage(conn: Connection, name: str) -> None:
-    if _is_postgres(conn):
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{name}")
-    else:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
-
-
-class _StageWriter:
-    """Batched writes into a staging table: COPY on PostgreSQL, executemany on SQLite."""
-
-    def __init__(self, conn: Connection, table: str, columns: list[str], batch_size: int):
-        self.conn = conn
-        self.table = table
-        self.columns = columns
-        self.batch_size = batch_size
-        self.batch: list[tuple[Any, ...]] = []
-        self.written = 0
-        self.insert = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        )
-
-    def add(self, row: tuple[Any, ...]) -> None:
-        self.batch.append(row)
-        if len(self.batch) >= self.batch_size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.batch:
-            return
-        if _is_postgres(self.conn):
-            cursor = self.conn.connection.driver_connection.cursor()
-            with cursor.copy(f"COPY {self.table} ({', '.join(self.columns)}) FROM STDIN") as copy:
-                for row in self.batch:
-                    copy.write_row(row)
-        else:
-            self.conn.exec_driver_sql(self.insert, self.batch)
-        self.written += len(self.batch)
-        self.batch = []
-
-
-def _report_duplicates(
-    conn: Connection, table: str, keys: list[str], label: Callable[[Any], str], problems: _Problems
-) -> None:
-    """Every line repeating an earlier line's key, set-based over the staging table."""
-    key_cols = ", ".join(keys)
-    repeated = conn.exec_driver_sql(
-        f"SELECT 1 FROM {table} GROUP BY {key_cols} HAVING COUNT(*) > 1 LIMIT 1"
-    ).first()
-    if repeated is None:  # the usual case: one aggregate, no join
-        return
-    join = " AND ".join(f"s.{k} = d.{k}" for k in keys)
-    dup_filter = f"""
-        FROM {table} s JOIN (
-            SELECT {key_cols}, MIN(line) AS first_line FROM {table}
-            GROUP BY {key_cols} HAVING COUNT(*) > 1
-        ) d ON {join} AND s.line > d.first_line
-    """
-    count = conn.exec_driver_sql(f"SELECT COUNT(*) {dup_filter}").scalar_one()
-    if not count:
-        return
-    rows = conn.exec_driver_sql(
-        f"SELECT s.line, d.first_line, s.external_id {dup_filter} ORDER BY s.line "
-        f"LIMIT {problems.cap}"
-    ).all()
-    for line, first_line, external_id in rows:
-        problems.add(
-            line,
-            "external_id",
-            f"duplicate external_id {label(external_id)} (first on line {first_line})",
-        )
-    problems.total += count - len(rows)
-
-
-def _header(
-    records: Iterator[tuple[int, list[str]]], problems: _Problems, source: str
-) -> list[str]:
-    try:
-        _line, header = next(records)
-    except StopIteration:
-        if not problems.total:
-            problems.add(0, None, "empty file: expected a header row naming external_id")
-        problems.raise_if_any(source)
-        raise AssertionError("unreachable") from None
-    return [name.strip() for name in header]
-
-
-def _check_header_names(header: list[str], problems: _Problems, source: str) -> None:
-    """Rejects the file at once when there is no external_id column (no header at all)."""
-    if "external_id" not in header:
-        problems.add(
-            1,
-            None,
-            "missing header: the first line must name the columns, including external_id "
-            f"(found {', '.join(repr(h) for h in header[:5])}{' ...' if len(header) > 5 else ''})",
-        )
-        problems.raise_if_any(source)
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            problems.add(1, name, "column appears twice in the header")
-        seen.add(name)
 
 
 # --------------------------------------------------------------------------- profiles
@@ -381,12 +108,12 @@ def import_profiles(
     actor.require_write("import profiles")
     started = time.perf_counter()
     fields = {f.name: f for f in profiles.database_fields(session, database.id)}
-    binary, name, owned = _open(source)
+    binary, name, owned = open_source(source)
     conn = session.connection()
 
-    def scan(records: Iterator[tuple[int, list[str]]], problems: _Problems) -> tuple:
-        header = _header(records, problems, name)
-        _check_header_names(header, problems, name)
+    def scan(records: Iterator[tuple[int, list[str]]], problems: Problems) -> tuple:
+        header = read_header(records, problems, name)
+        check_header_names(header, problems, name)
         for column in header:
             if column != "external_id" and column not in fields:
                 declared = ", ".join(fields) or "none"
@@ -399,13 +126,13 @@ def import_profiles(
         for index, column in enumerate(header):
             if column in fields and all(f.name != column for _i, f in columns):
                 columns.append((index, fields[column]))
-        _create_stage(
+        create_stage(
             conn,
             PROFILE_STAGE,
             [("line", "BIGINT"), ("external_id", "TEXT")]
             + [(f.slot, STAGE_SQL_TYPES[f.type]) for _i, f in columns],
         )
-        writer = _StageWriter(
+        writer = StageWriter(
             conn, PROFILE_STAGE, ["line", "external_id"] + [f.slot for _i, f in columns], batch_size
         )
         rows = _stage_profiles(records, problems, writer, len(header), id_index, columns)
@@ -414,11 +141,11 @@ def import_profiles(
         return rows, columns
 
     try:
-        (rows, columns), problems = _scan(binary, max_problems, scan)
-        _report_duplicates(conn, PROFILE_STAGE, ["external_id"], repr, problems)
+        (rows, columns), problems = scan_records(binary, max_problems, scan)
+        report_duplicates(conn, PROFILE_STAGE, ["external_id"], repr, problems)
         problems.raise_if_any(name)
         inserted, updated = _upsert_profiles(conn, database, [f for _i, f in columns])
-        _drop_stage(conn, PROFILE_STAGE)
+        drop_stage(conn, PROFILE_STAGE)
     finally:
         if owned:
             binary.close()
@@ -445,8 +172,8 @@ def import_profiles(
 
 def _stage_profiles(
     records: Iterator[tuple[int, list[str]]],
-    problems: _Problems,
-    writer: _StageWriter,
+    problems: Problems,
+    writer: StageWriter,
     width: int,
     id_index: int,
     columns: list[tuple[int, ProfileField]],
@@ -482,7 +209,7 @@ def _stage_profiles(
 
 
 def _parse_reporting(
-    line: int, cells: list[str], columns: list[tuple[int, ProfileField]], problems: _Problems
+    line: int, cells: list[str], columns: list[tuple[int, ProfileField]], problems: Problems
 ) -> list[Any]:
     values: list[Any] = []
     for index, f in columns:
@@ -503,7 +230,7 @@ def _upsert_profiles(
     Rows equal to the stored profile are not rewritten, so re-importing a full export
     costs only its changes.
     """
-    pg = _is_postgres(conn)
+    pg = is_postgres(conn)
     if pg:
         conn.exec_driver_sql(f"ANALYZE {PROFILE_STAGE}")  # temp tables are never auto-analysed
     updated = 0
@@ -581,12 +308,12 @@ def apply_segment_file(
     if action not in SEGMENT_ACTIONS:
         raise ValueError(f"action must be one of {SEGMENT_ACTIONS}, not {action!r}")
     actor.require_write(f"{action} segment members")
-    binary, name, owned = _open(source)
+    binary, name, owned = open_source(source)
     conn = session.connection()
 
-    def scan(records: Iterator[tuple[int, list[str]]], problems: _Problems) -> int:
-        header = _header(records, problems, name)
-        _check_header_names(header, problems, name)
+    def scan(records: Iterator[tuple[int, list[str]]], problems: Problems) -> int:
+        header = read_header(records, problems, name)
+        check_header_names(header, problems, name)
         for column in header:
             if column not in ("external_id", "database"):
                 problems.add(
@@ -595,7 +322,7 @@ def apply_segment_file(
         default_db = _default_database(session, segment, database, "database" in header)
         id_index = header.index("external_id")
         db_index = header.index("database") if "database" in header else None
-        _create_stage(
+        create_stage(
             conn,
             SEGMENT_STAGE,
             [
@@ -605,7 +332,7 @@ def apply_segment_file(
                 ("profile_id", "BIGINT"),
             ],
         )
-        writer = _StageWriter(
+        writer = StageWriter(
             conn, SEGMENT_STAGE, ["line", "database_name", "external_id"], batch_size
         )
         width = len(header)
@@ -636,8 +363,8 @@ def apply_segment_file(
         return rows
 
     try:
-        rows, problems = _scan(binary, max_problems, scan)
-        _report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
+        rows, problems = scan_records(binary, max_problems, scan)
+        report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
         _resolve_profiles(conn, problems)
         problems.raise_if_any(name)
         matched = sa.text(f"id IN (SELECT profile_id FROM {SEGMENT_STAGE})")
@@ -648,7 +375,7 @@ def apply_segment_file(
             removed = segments.remove_profiles_where(session, actor, segment, matched)
         else:
             added, removed = segments.replace_profiles_where(session, actor, segment, matched)
-        _drop_stage(conn, SEGMENT_STAGE)
+        drop_stage(conn, SEGMENT_STAGE)
     finally:
         if owned:
             binary.close()
@@ -673,7 +400,7 @@ def _default_database(
     return None
 
 
-def _resolve_profiles(conn: Connection, problems: _Problems) -> None:
+def _resolve_profiles(conn: Connection, problems: Problems) -> None:
     """Set-based: external ids -> profile ids; every unknown one is a problem."""
     conn.exec_driver_sql(
         f"""UPDATE {SEGMENT_STAGE} SET profile_id = (
@@ -681,7 +408,7 @@ def _resolve_profiles(conn: Connection, problems: _Problems) -> None:
             WHERE d.name = {SEGMENT_STAGE}.database_name
               AND p.external_id = {SEGMENT_STAGE}.external_id)"""
     )
-    if _is_postgres(conn):  # temp tables are never auto-analysed; the joins that follow
+    if is_postgres(conn):  # temp tables are never auto-analysed; the joins that follow
         conn.exec_driver_sql(f"ANALYZE {SEGMENT_STAGE}")  # plan on these statistics
     missing = f"""FROM {SEGMENT_STAGE} s
         LEFT JOIN profile_database d ON d.name = s.database_name

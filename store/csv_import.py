@@ -1,0 +1,326 @@
+"""Reading CSV import files and staging them: the part shared by every import.
+
+Files are streamed (memory does not grow with them) through the C UTF-8 decoder and
+csv.reader; a file with a byte that is not UTF-8 is read again line by line so every such
+line is reported. Rows go into a temporary staging table in batches (executemany on
+SQLite, COPY on PostgreSQL), where set-based checks (duplicates) run before anything is
+applied. Problems are collected, not raised one by one: `Problems.raise_if_any` rejects
+the whole file with all of them (`ImportRejected`, exit code 3).
+
+Line numbers count physical lines with the header as line 1; a record spanning several
+lines (a quoted newline) is reported at its first line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy.engine import Connection
+
+from store.errors import ValidationError
+
+MAX_PROBLEMS = 50
+BATCH_SIZE = 10_000
+BOM = b"\xef\xbb\xbf"
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+STAGE_SQL_TYPES = {"text": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION", "date": "DATE"}
+
+
+# --------------------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an import file."""
+
+    line: int  # physical line of the file, the header is line 1; 0 for the whole file
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line else "file"
+        if self.column:
+            where += f", column {self.column}"
+        return f"{where}: {self.reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line or None, "column": self.column, "reason": self.reason}
+
+
+class ImportRejected(ValidationError):
+    """The file was rejected as a whole; nothing was changed."""
+
+    def __init__(self, source: str, problems: list[Problem], total: int) -> None:
+        self.source = source
+        self.problems = problems
+        self.total = total
+        more = total - len(problems)
+        lines = [str(p) for p in problems]
+        if more > 0:
+            lines.append(f"... and {more} more")
+        super().__init__(
+            f"{source}: rejected, nothing imported ({total} problem{'s' if total != 1 else ''}):\n  "
+            + "\n  ".join(lines)
+        )
+
+
+@dataclass
+class Problems:
+    cap: int = MAX_PROBLEMS
+    found: list[Problem] = field(default_factory=list)
+    total: int = 0
+
+    def add(self, line: int, column: str | None, reason: str) -> None:
+        self.total += 1
+        if len(self.found) < self.cap:
+            self.found.append(Problem(line, column, reason))
+
+    def raise_if_any(self, source: str) -> None:
+        if self.total:
+            found = sorted(self.found, key=lambda p: p.line)  # stable: a line keeps its order
+            raise ImportRejected(source, found[: self.cap], self.total)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def open_source(source: str | Path | IO[bytes]) -> tuple[IO[bytes], str, bool]:
+    if isinstance(source, str | Path):
+        path = Path(source)
+        try:
+            return path.open("rb"), str(path), True
+        except OSError as exc:
+            raise ValidationError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return source, getattr(source, "name", "<stream>"), False
+
+
+def _decoded_lines(binary: IO[bytes], problems: Problems) -> Iterator[str]:
+    # The slow path of _scan: only files with a byte that is not UTF-8 come here.
+    """Physical lines decoded as UTF-8; a bad line is reported and decoded leniently."""
+    for number, raw in enumerate(binary, 1):
+        if number == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.add(
+                number,
+                None,
+                f"bad encoding: byte 0x{raw[exc.start]:02x} at position {exc.start + 1} "
+                "is not UTF-8 (save the file as UTF-8)",
+            )
+            yield raw.decode("utf-8", "replace")
+
+
+def _records(lines: Iterable[str], problems: Problems) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, cells) of each non-blank CSV record."""
+    reader = csv.reader(lines, strict=True)
+    end = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problems.add(reader.line_num, None, f"malformed CSV ({exc}); reading stopped here")
+            return
+        start, end = end + 1, reader.line_num
+        if row:  # blank lines are skipped
+            yield start, row
+
+
+def scan_records(
+    binary: IO[bytes],
+    max_problems: int,
+    scan: Callable[[Iterator[tuple[int, list[str]]], Problems], Any],
+) -> tuple[Any, Problems]:
+    """Run `scan(records, problems)` over the file's CSV records.
+
+    The C decoder reads the file first (fast). If it meets a byte that is not UTF-8, the
+    file is read again line by line so every badly encoded line is reported, with what
+    else is wrong. Streams that cannot seek are read line by line from the start.
+    """
+    if binary.seekable():
+        start = binary.tell()
+        problems = Problems(cap=max_problems)
+        text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+        try:
+            return scan(_records(text, problems), problems), problems
+        except UnicodeDecodeError:
+            pass
+        finally:
+            text.detach()  # leave `binary` open: its owner closes it
+        binary.seek(start)
+    problems = Problems(cap=max_problems)
+    return scan(_records(_decoded_lines(binary, problems), problems), problems), problems
+
+
+# --------------------------------------------------------------------------- typed cells
+
+
+def _parse_int(value: str) -> int:
+    if "_" in value:
+        raise ValueError
+    number = int(value)
+    if not INT_MIN <= number <= INT_MAX:
+        raise ValueError
+    return number
+
+
+def _parse_float(value: str) -> float:
+    number = float(value)
+    if "_" in value or not math.isfinite(number):
+        raise ValueError
+    return number
+
+
+def _parse_date(value: str) -> str:
+    # ISO YYYY-MM-DD only (date.fromisoformat also takes 20240101 and week dates).
+    if len(value) != 10 or value[4] != "-" or value[7] != "-":
+        raise ValueError
+    date.fromisoformat(value)
+    return value  # stored as ISO text on SQLite (as SQLAlchemy's Date does), cast on PostgreSQL
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "text": str,
+    "int": _parse_int,
+    "float": _parse_float,
+    "date": _parse_date,
+}
+EXPECTED = {
+    "int": "a whole number",
+    "float": "a number",
+    "date": "a date YYYY-MM-DD",
+}
+
+
+# --------------------------------------------------------------------------- staging
+
+
+def is_postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def create_stage(conn: Connection, name: str, columns: list[tuple[str, str]]) -> None:
+    """A temporary table private to this connection, gone with the transaction."""
+    cols = ", ".join(f"{col} {sql_type}" for col, sql_type in columns)
+    if is_postgres(conn):
+        # Room for the set-based checks and joins over the whole file to hash in memory
+        # instead of spilling sorts to disk; for this transaction only.
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{name}")
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({cols}) ON COMMIT DROP")
+    else:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({cols})")
+
+
+def drop_stage(conn: Connection, name: str) -> None:
+    if is_postgres(conn):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{name}")
+    else:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
+
+
+class StageWriter:
+    """Batched writes into a staging table: COPY on PostgreSQL, executemany on SQLite."""
+
+    def __init__(self, conn: Connection, table: str, columns: list[str], batch_size: int):
+        self.conn = conn
+        self.table = table
+        self.columns = columns
+        self.batch_size = batch_size
+        self.batch: list[tuple[Any, ...]] = []
+        self.written = 0
+        self.insert = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        )
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        self.batch.append(row)
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        if is_postgres(self.conn):
+            cursor = self.conn.connection.driver_connection.cursor()
+            with cursor.copy(f"COPY {self.table} ({', '.join(self.columns)}) FROM STDIN") as copy:
+                for row in self.batch:
+                    copy.write_row(row)
+        else:
+            self.conn.exec_driver_sql(self.insert, self.batch)
+        self.written += len(self.batch)
+        self.batch = []
+
+
+def report_duplicates(
+    conn: Connection, table: str, keys: list[str], label: Callable[[Any], str], problems: Problems
+) -> None:
+    """Every line repeating an earlier line's key, set-based over the staging table."""
+    key_cols = ", ".join(keys)
+    repeated = conn.exec_driver_sql(
+        f"SELECT 1 FROM {table} GROUP BY {key_cols} HAVING COUNT(*) > 1 LIMIT 1"
+    ).first()
+    if repeated is None:  # the usual case: one aggregate, no join
+        return
+    join = " AND ".join(f"s.{k} = d.{k}" for k in keys)
+    dup_filter = f"""
+        FROM {table} s JOIN (
+            SELECT {key_cols}, MIN(line) AS first_line FROM {table}
+            GROUP BY {key_cols} HAVING COUNT(*) > 1
+        ) d ON {join} AND s.line > d.first_line
+    """
+    count = conn.exec_driver_sql(f"SELECT COUNT(*) {dup_filter}").scalar_one()
+    if not count:
+        return
+    rows = conn.exec_driver_sql(
+        f"SELECT s.line, d.first_line, s.external_id {dup_filter} ORDER BY s.line "
+        f"LIMIT {problems.cap}"
+    ).all()
+    for line, first_line, external_id in rows:
+        problems.add(
+            line,
+            "external_id",
+            f"duplicate external_id {label(external_id)} (first on line {first_line})",
+        )
+    problems.total += count - len(rows)
+
+
+def read_header(
+    records: Iterator[tuple[int, list[str]]], problems: Problems, source: str
+) -> list[str]:
+    try:
+        _line, header = next(records)
+    except StopIteration:
+        if not problems.total:
+            problems.add(0, None, "empty file: expected a header row naming external_id")
+        problems.raise_if_any(source)
+        raise AssertionError("unreachable") from None
+    return [name.strip() for name in header]
+
+
+def check_header_names(header: list[str], problems: Problems, source: str) -> None:
+    """Rejects the file at once when there is no external_id column (no header at all)."""
+    if "external_id" not in header:
+        problems.add(
+            1,
+            None,
+            "missing header: the first line must name the columns, including external_id "
+            f"(found {', '.join(repr(h) for h in header[:5])}{' ...' if len(header) > 5 else ''})",
+        )
+        problems.raise_if_any(source)
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            problems.add(1, name, "column appears twice in the header")
+        seen.add(name)
