@@ -110,7 +110,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
         set_text(self.query_one("#lcg-panel", Static), self.lcg_text(detail))
         split = self.query_one("#split", SplitBar)
         split_line = SplitBar.render_split(
-            detail.test, detail.control, detail.target or None, max(40, split.size.width)
+            detail.test, detail.control, detail.target or None, max(40, split.size.width - 1)
         )
         set_text(split, split_line)
         sync_table(

@@ -9,9 +9,6 @@ from textual.widgets import Static
 class SplitBar(Static):
     """`test ███████████░░ control`, with counts; text labels keep it readable without colour."""
 
-    def show(self, test: int, control: int, target: int | None = None) -> None:
-        self.update(self.render_split(test, control, target, max(20, self.size.width - 2)))
-
     @staticmethod
     def render_split(test: int, control: int, target: int | None, width: int) -> Text:
         total = test + control
@@ -19,12 +16,14 @@ class SplitBar(Static):
         if not total:
             line.append("no members yet", style="dim")
             return line
-        width = max(10, width - 36)
-        control_cells = round(width * control / total)
+        prefix = f"test {test:,} "
+        suffix = f" control {control:,}" + (f" (target {target:,})" if target else "")
+        cells = max(10, width - len(prefix) - len(suffix))
+        control_cells = round(cells * control / total)
         if control and not control_cells:
             control_cells = 1  # never hide a non-empty control group
-        line.append(f"test {test:,} ", style="bold")
-        line.append("█" * (width - control_cells), style="green")
+        line.append(prefix, style="bold")
+        line.append("█" * (cells - control_cells), style="green")
         line.append("▒" * control_cells, style="yellow")
         line.append(f" control {control:,}", style="bold")
         if target:
