@@ -393,3 +393,25 @@ async def test_toggle_on_without_settings_asks_for_them_in_the_lcg_form(make_app
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: campaign(app, "Young Drop").lcg_enabled)
         assert campaign(app, "Young Drop").lcg_percent_bp == 500
+
+
+def test_no_console_binding_uses_keys_terminals_or_tmux_swallow():
+    from console import keymap
+    from console.widgets.confirm import ConfirmScreen, TypeToConfirmScreen
+    from console.widgets.lcg_form import LcgFormScreen
+
+    groups = [
+        keymap.APP_BINDINGS,
+        keymap.CAMPAIGN_ACTION_BINDINGS,
+        keymap.LIST_BINDINGS,
+        keymap.DETAIL_BINDINGS,
+        keymap.BUILDS_BINDINGS,
+        keymap.PROFILE_BINDINGS,
+        ConfirmScreen.BINDINGS,
+        TypeToConfirmScreen.BINDINGS,
+        LcgFormScreen.BINDINGS,
+    ]
+    keys = [key.strip() for group in groups for b in group for key in b.key.split(",")]
+    assert keys and not [key for key in keys if keymap.swallowed(key)]
+    ids = [b.id for group in groups[:6] for b in group]
+    assert all(ids)  # every console binding can be remapped by id
