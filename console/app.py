@@ -58,6 +58,7 @@ class CampaignConsole(App):
         self.embed_scheduler = embed_scheduler
         self.embedded_service = None
         self._scheduler_requested = False
+        self._scheduler_starting = False
         self.scheduler_options = dict(scheduler_options or {})
         self.embedded_holder: str | None = None
         self.scheduler_text = "checking…"
@@ -86,6 +87,7 @@ class CampaignConsole(App):
         with the first frame for the GIL."""
         if self.embed_scheduler and not self._scheduler_requested:
             self._scheduler_requested = True
+            self._scheduler_starting = True
             self.run_worker(
                 self._start_embedded_scheduler, thread=True, group="scheduler", exit_on_error=False
             )
@@ -118,6 +120,7 @@ class CampaignConsole(App):
                     self.notify, message, title="Scheduler", severity="warning", timeout=10
                 )
         finally:
+            self._scheduler_starting = False
             with contextlib.suppress(RuntimeError):
                 self.call_from_thread(self.poller.poll_now)
 
@@ -153,8 +156,10 @@ class CampaignConsole(App):
     def show_scheduler_state(self, state: SchedulerState) -> None:
         if state.alive:
             text = state.describe(self.embedded_holder)
-        elif self.embed_scheduler and self.embedded_service is None and state.holder is None:
-            text = "NOT RUNNING (starting embedded…)" if self.poller.polls < 3 else "NOT RUNNING"
+        elif self.embedded_service is not None:
+            text = "NOT RUNNING (embedded one waiting for the lease)"
+        elif self.embed_scheduler and self._scheduler_starting:
+            text = "NOT RUNNING (starting an embedded one…)"
         else:
             text = "NOT RUNNING"
         self.scheduler_text = text
