@@ -157,9 +157,9 @@ class CampaignConsole(App):
         if state.alive:
             text = state.describe(self.embedded_holder)
         elif self.embedded_service is not None:
-            text = "NOT RUNNING (embedded one waiting for the lease)"
+            text = "NOT RUNNING (embedded: awaiting lease)"
         elif self.embed_scheduler and self._scheduler_starting:
-            text = "NOT RUNNING (starting an embedded one…)"
+            text = "NOT RUNNING (embedded: starting)"
         else:
             text = "NOT RUNNING"
         self.scheduler_text = text
