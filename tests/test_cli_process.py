@@ -64,8 +64,14 @@ def test_console_script_exit_codes_and_streams(sqlite_url, tmp_path):
     usage = run(sqlite_url, "campaign", "explode")
     assert usage.returncode == 2 and "invalid choice" in usage.stderr
 
-    unexpected = run("mysql://nowhere/db", "builds")
-    assert unexpected.returncode == 1 and "unsupported database URL" in unexpected.stderr
+    unsupported = run("mysql://nowhere/db", "builds")
+    assert unsupported.returncode == 1 and "unsupported database URL" in unsupported.stderr
+
+    garbage = tmp_path / "not-a-database.db"
+    garbage.write_bytes(b"this is not an SQLite file" * 100)
+    unexpected = run(f"sqlite:///{garbage}", "campaign", "list")
+    assert unexpected.returncode == 1 and unexpected.stdout == ""
+    assert "unexpected error" in unexpected.stderr and "Traceback" not in unexpected.stderr
 
 
 def _workspace_with_draft(sqlite_url: str, capsys, tmp_path: Path) -> None:
