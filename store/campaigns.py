@@ -309,8 +309,8 @@ def edit_lcg(
     expected_version: int | None = None,
 ) -> AudienceBuild | None:
     """Change LCG settings. Active campaigns get a build: enable -> R5 (new cohort, only
-    newcomers can become control), disable -> R7 (lcg_disable), other edits while enabled
-    -> R6 recalculation. Drafts and edits of a disabled LCG just store the settings."""
+    newcomers can become control), disable -> R7 (lcg_disable), other edits -> R6
+    recalculation (with the LCG off it only re-keys strata). Drafts just store settings."""
     actor.require_write("change LCG settings")
     campaign, read = _fresh(session, campaign)
     _not_completed(campaign, "change its LCG")
@@ -354,8 +354,8 @@ def edit_lcg(
         values["lcg_cohort"] = campaign.lcg_cohort + 1
         values["cohort_size"] = 0
         reason = "recalculation" if new_enabled else "lcg_disable"
-    elif active and new_enabled:
-        reason = "recalculation"  # R6
+    elif active:
+        reason = "recalculation"  # R6 (with the LCG off it only re-keys the strata)
     before = {
         "percent": lcg.format_percent(campaign.lcg_percent_bp),
         "limit": campaign.lcg_limit,

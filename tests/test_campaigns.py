@@ -221,7 +221,9 @@ def test_every_change_bumps_version_and_is_audited(engine):
     with transaction(engine) as s:
         b = campaigns.set_lcg_enabled(s, ACTOR, campaigns.get_campaign(s, "c"), False)
         assert b.reason == "lcg_disable"
-    assert edit(engine, percent="7") is None  # LCG off: settings only
+    builds.run_pending(engine)
+    assert edit(engine, percent="7").reason == "recalculation"  # R6, LCG off: re-key only
+    builds.run_pending(engine)
     with transaction(engine) as s:
         campaigns.complete(s, ACTOR, campaigns.get_campaign(s, "c"))
     c = get(engine)
