@@ -156,3 +156,39 @@ def test_wait_without_a_scheduler_runs_the_builds_in_this_process(sqlite_url, ca
     finally:
         engine.dispose()
     assert build.status == "done" and build.worker.startswith("cli:")
+
+
+def test_wait_requeues_a_build_abandoned_by_a_crashed_process_and_runs_it(
+    sqlite_url, capsys, tmp_path
+):
+    """No scheduler: a build left `running` with a stale heartbeat (its process died) is
+    requeued from its checkpoint and run by --wait, instead of being waited on forever."""
+    import io
+    from datetime import timedelta
+
+    from console.cli_wait import wait_for_builds
+    from store import builds
+    from store.models import Campaign, utcnow
+
+    _workspace_with_draft(sqlite_url, capsys, tmp_path)
+    Cli(sqlite_url, capsys, tmp_path).ok("campaign", "activate", "c")
+    engine = open_store(sqlite_url)
+    try:
+        build_id = builds.claim_next_build(engine, "crashed:host:1")
+        assert build_id is not None
+        with engine.begin() as conn:  # the crashed worker's last heartbeat, long ago
+            conn.execute(
+                sa.update(AudienceBuild)
+                .where(AudienceBuild.id == build_id)
+                .values(heartbeat_at=utcnow() - timedelta(minutes=10))
+            )
+        with Session(engine) as session:
+            campaign_id = session.scalar(sa.select(Campaign.id).where(Campaign.name == "c"))
+        err = io.StringIO()
+        assert wait_for_builds(engine, [campaign_id], err) == 0
+        with Session(engine) as session:
+            build = session.get(AudienceBuild, build_id)
+        assert build.status == "done" and build.worker.startswith("cli:")
+        assert f"build #{build_id} (activation): done" in err.getvalue()
+    finally:
+        engine.dispose()
