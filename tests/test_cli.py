@@ -583,3 +583,37 @@ def test_lists_are_ordered_bytewise_on_both_backends(both_cli):
         both_cli.ok("database", "create", name)
     assert [s["name"] for s in both_cli.ok("segment", "list", "--json").json] == ["B", "a", "b"]
     assert [d["name"] for d in both_cli.ok("database", "list", "--json").json] == ["B", "a", "b"]
+
+
+def test_r3_segment_files_on_a_draft_defer_campaign_events_to_activation(both_cli):
+    """SPEC R3 through segment files: segment events at once, campaign events only for the
+    final state at activation (a profile removed and added back gets no extra ones)."""
+    cli = both_cli
+    r10_workspace(cli)
+    cli.ok("campaign", "create", "d", "--database", "main", "--segment", "everyone")
+    out = cli.file("out.csv", external_ids_csv(["P000", "P001"]))
+    back = cli.file("back.csv", external_ids_csv(["P000"]))
+    removed = cli.ok("segment", "remove", "everyone", out, "--wait", "--json").json
+    assert (removed["removed"], removed["builds"]) == (2, [])
+    cli.ok("segment", "add", "everyone", back, "--wait")
+    before = cli.ok("profile", "show", "P000", "--database", "main", "--json").json
+    assert [e["kind"] for e in before["events"]] == [
+        "entered_segment",
+        "left_segment",
+        "entered_segment",
+    ]
+    cli.ok("campaign", "activate", "d", "--wait")
+    returned = cli.ok("profile", "show", "P000", "--database", "main", "--json").json
+    assert [e["kind"] for e in returned["events"]] == [
+        "entered_segment",
+        "left_segment",
+        "entered_segment",
+        "entered_campaign",
+    ]
+    gone = cli.ok("profile", "show", "P001", "--database", "main", "--json").json
+    assert [e["kind"] for e in gone["events"]] == [
+        "entered_segment",
+        "left_segment",
+        "left_campaign",
+    ]
+    assert cli.ok("campaign", "show", "d", "--json").json["audience"]["members"] == 99
