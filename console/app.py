@@ -31,7 +31,7 @@ from store.db import describe_url, open_store
 from store.live_views import SchedulerState, database_names
 
 EXIT_TERMINAL_GONE = 129  # 128 + SIGHUP
-TERMINAL_GONE_GRACE_SECONDS = 4.0
+TERMINAL_GONE_GRACE_SECONDS = 5.0
 
 
 class CampaignConsole(App):
@@ -59,6 +59,8 @@ class CampaignConsole(App):
         self.embedded_service = None
         self._scheduler_requested = False
         self._scheduler_starting = False
+        self._scheduler_lock = threading.Lock()
+        self._terminal_gone = False
         self.scheduler_options = dict(scheduler_options or {})
         self.embedded_holder: str | None = None
         self.scheduler_text = "checking…"
@@ -125,11 +127,13 @@ class CampaignConsole(App):
                 self.call_from_thread(self.poller.poll_now)
 
     def stop_embedded_scheduler(self) -> None:
-        service, self.embedded_service = self.embedded_service, None
-        if service is not None:
-            with contextlib.suppress(Exception):
+        # The lock makes a second caller wait until the first one's shutdown has finished.
+        with self._scheduler_lock:
+            service, self.embedded_service = self.embedded_service, None
+            if service is not None:
                 # Builds stop at their next chunk and resume later from the checkpoint.
-                service.shutdown(timeout=5.0)
+                with contextlib.suppress(Exception):
+                    service.shutdown(timeout=5.0)
 
     def _install_hangup_handler(self) -> None:
         """Exit within seconds when the terminal goes away (SSH drop) instead of spinning."""
@@ -140,16 +144,30 @@ class CampaignConsole(App):
             pass  # not the main thread (tests) or no SIGHUP on this platform
 
     def terminal_gone(self) -> None:
-        def last_resort() -> None:
-            # If a running job keeps the loop from finishing, leave anyway: the database
-            # keeps every committed chunk and the build resumes from its checkpoint.
+        """SIGHUP: stop the embedded scheduler cleanly (lease released, running builds
+        back to the queue with their checkpoint), then leave. Textual's own shutdown may
+        block on the dead terminal, so the process exits as soon as the scheduler is down,
+        and in any case after TERMINAL_GONE_GRACE_SECONDS."""
+        if self._terminal_gone:
+            return
+        self._terminal_gone = True
+        self.poller.stop()
+        # Nothing can reach the terminal any more: writes go to /dev/null from now on.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                os.dup2(devnull, fd)
+
+        def leave() -> None:
+            self.stop_embedded_scheduler()
             os._exit(EXIT_TERMINAL_GONE)
 
-        timer = threading.Timer(TERMINAL_GONE_GRACE_SECONDS, last_resort)
-        timer.daemon = True
-        timer.start()
-        self.poller.stop()
-        threading.Thread(target=self.stop_embedded_scheduler, daemon=True).start()
+        last_resort = threading.Timer(
+            TERMINAL_GONE_GRACE_SECONDS, lambda: os._exit(EXIT_TERMINAL_GONE)
+        )
+        last_resort.daemon = True
+        last_resort.start()
+        threading.Thread(target=leave, name="terminal-gone", daemon=True).start()
         self.exit(return_code=EXIT_TERMINAL_GONE)
 
     # ------------------------------------------------------------------ header

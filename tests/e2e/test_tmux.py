@@ -20,7 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CONSOLE = ROOT / ".venv" / "bin" / "campaign-console"
 sys.path.insert(0, str(ROOT / "tests" / "console"))
 
+from sqlmodel import Session  # noqa: E402
 from workspace import build_workspace  # noqa: E402
+
+from store.db import open_store  # noqa: E402
+from store.lease import live_lease  # noqa: E402
 
 pytestmark = [
     pytest.mark.e2e,
@@ -130,3 +134,8 @@ def test_console_in_tmux_at_80x24_keys_screens_and_exit_on_hangup(tmp_path):
     while not process_gone(pid):
         assert time.monotonic() < deadline, "campaign-console kept running after SIGHUP"
         time.sleep(0.05)
+    # It stopped its embedded scheduler on the way out: the lease is free for the next one.
+    engine = open_store(url)
+    with Session(engine) as session:
+        assert live_lease(session) is None
+    engine.dispose()
