@@ -8,7 +8,6 @@ import sqlalchemy as sa
 from sqlmodel import Session
 from test_builds import (
     ACTOR,
-    add_profiles,
     edit,
     get,
     make_db,
@@ -278,7 +277,6 @@ def test_create_refuses_dynamic_segment_of_other_database(engine):
     make_db(engine, r10_rows())
     with transaction(engine) as s:
         other = profiles.create_database(s, ACTOR, "other", [("region", "text")])
-        add_profiles  # noqa: B018 (helper imported for other tests)
         segments.create_segment(s, ACTOR, "dyn", database=other, rule="region = 'x'")
     with Session(engine) as s, pytest.raises(ValidationError, match="another database"):
         campaigns.create_campaign(
