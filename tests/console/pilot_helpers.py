@@ -25,13 +25,17 @@ def messages(app: App) -> list[str]:
     return [f"{n.title}: {n.message}" for n in app._notifications]
 
 
-async def wait_for(pilot, condition: Callable[[], object], timeout: float = 15.0, what: str = ""):
-    """Let the app run until `condition()` is truthy; fail after `timeout` seconds."""
+async def wait_for(
+    pilot, condition: Callable[[], object], timeout: float = 30.0, what: str | Callable = ""
+):
+    """Let the app run until `condition()` is truthy; fail after `timeout` seconds.
+    `what` (text, or a callable giving text) explains the failure."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+            about = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {about or condition}")
         await pilot.pause(0.05)

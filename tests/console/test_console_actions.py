@@ -37,6 +37,7 @@ async def list_ready(pilot) -> CampaignsScreen:
 
 async def select_row(pilot, name: str) -> None:
     screen = await list_ready(pilot)
+    await wait_for(pilot, lambda: pilot.app.focused is not None)
     table = screen.query_one("#campaigns", DataTable)
     table.move_cursor(row=screen.shown.index(name))
     await pilot.pause()
@@ -51,6 +52,8 @@ async def open_detail(pilot, name: str) -> CampaignScreen:
         lambda: isinstance(app.screen, CampaignScreen) and app.screen.detail is not None,
         what=f"detail of {name}",
     )
+    # The screen takes keys once it is active, i.e. once it has placed its focus.
+    await wait_for(pilot, lambda: app.focused is not None and app.focused.screen is app.screen)
     return app.screen
 
 
@@ -232,7 +235,7 @@ async def test_p_pauses_and_resumes_the_selected_mailing(make_app):
                 )
 
         await pilot.press("p")
-        await wait_for(pilot, paused, what="paused")
+        await wait_for(pilot, paused, what=lambda: f"paused; notifications {messages(app)}")
         await wait_for(pilot, lambda: "paused by alice" in screen_text(app))
         await wait_for(
             pilot,
