@@ -50,7 +50,7 @@ from sqlmodel import Session
 from store import audit, lcg, mailings, strata
 from store.actors import Actor
 from store.audience import apply_counter_deltas, r1_scope_sql
-from store.db import transaction
+from store.db import keep_statistics_fresh, transaction
 from store.errors import InvalidStateError
 from store.models import (
     BUILD_REASONS,
@@ -66,7 +66,6 @@ from store.profiles import database_fields
 
 CHUNK_SIZE = 50_000
 SQLITE_CACHE_KB = 65_536
-ANALYZE_AFTER_ROWS = 10_000
 MOVE_CHUNK = 20_000  # members moved to test per transaction (events are batched inserts)
 REASON_RANK = {
     "incremental": 0,
@@ -965,10 +964,7 @@ def _finish(ctx: _Ctx) -> None:
             times=("at", "created"),
         )
     plan = cp["plan"]
-    if ctx.pg and cp["processed"] >= ANALYZE_AFTER_ROWS:
-        # Fresh planner statistics after a large build: with the table believed tiny,
-        # PostgreSQL picks scans that make the next incremental build quadratic.
-        ctx.exec("ANALYZE campaign_member")
+    keep_statistics_fresh(ctx.s, "campaign_member", cp["processed"])
     ctx.exec("UPDATE campaign_stratum SET quota = 0 WHERE campaign_id = :cid", ctx.base)
     quotas = plan.get("quotas") or {}
     if quotas:

@@ -126,6 +126,33 @@ def schema_version(engine: Engine) -> int:
     return int(value)
 
 
+ANALYZE_MIN_CHANGED_ROWS = 500
+
+
+def keep_statistics_fresh(
+    connection: Session | sa.Connection, table: str, changed_rows: int
+) -> None:
+    """PostgreSQL: ANALYZE `table` after a bulk change that is large next to what the
+    planner believes the table holds (pg_class.reltuples).
+
+    Right after a bulk load, before autovacuum catches up, the planner takes a freshly
+    filled table for empty and picks nested loops that are quadratic in the real row
+    count (a 2,400-member activation took 8 s instead of 20 ms; a 500k-row segment replace
+    took minutes). ANALYZE samples a fixed number of rows and, inside the transaction,
+    sees the transaction's own rows, so the very next statement plans on real figures.
+    `table` must be a name from the schema, never user input.
+    """
+    bind = connection.get_bind() if isinstance(connection, Session) else connection
+    if bind.dialect.name != "postgresql" or changed_rows < ANALYZE_MIN_CHANGED_ROWS:
+        return
+    believed = connection.execute(
+        sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:table)"),
+        {"table": table},
+    ).scalar()
+    if believed is None or changed_rows > 0.1 * max(believed, 0):
+        connection.execute(sa.text(f"ANALYZE {table}"))
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """One unit of work: commits on success, rolls back everything on any error."""

@@ -50,6 +50,7 @@ from store.csv_import import (
     report_duplicates,
     scan_records,
 )
+from store.db import keep_statistics_fresh
 from store.errors import ValidationError
 from store.models import ProfileDatabase, ProfileField, Segment, UTCDateTime, utcnow
 
@@ -145,6 +146,7 @@ def import_profiles(
         report_duplicates(conn, PROFILE_STAGE, ["external_id"], repr, problems)
         problems.raise_if_any(name)
         inserted, updated = _upsert_profiles(conn, database, [f for _i, f in columns])
+        keep_statistics_fresh(conn, "profile", inserted + updated)
         drop_stage(conn, PROFILE_STAGE)
     finally:
         if owned:

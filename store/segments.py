@@ -31,6 +31,7 @@ from sqlmodel import Session
 
 from store import audience, audit, rules
 from store.actors import Actor
+from store.db import keep_statistics_fresh
 from store.errors import InvalidStateError, NotFoundError, ValidationError
 from store.models import (
     Profile,
@@ -42,7 +43,6 @@ from store.models import (
 )
 from store.profiles import database_fields
 
-ANALYZE_MIN_ROWS = 10_000  # PostgreSQL: refresh planner statistics past this many changes
 ID_CHUNK = 5_000  # profile ids per statement (SQLite caps bound parameters)
 MAX_NAME = 200
 
@@ -291,36 +291,6 @@ def _lock(session: Session, segment: Segment) -> None:
     single writer anyway), so each operation's diff and its one timestamp stay exact even
     when the scheduler refreshes while an operator edits."""
     session.execute(sa.select(Segment.id).where(Segment.id == segment.id).with_for_update())
-    _fresh_statistics(session)
-
-
-def _fresh_statistics(session: Session, changed: int | None = None) -> None:
-    """PostgreSQL only: keep planner statistics of `profile` and `segment_member` current.
-
-    Right after a bulk load or a large membership change (before autovacuum catches up)
-    the planner believes a segment holds a handful of rows and picks a nested-loop
-    anti-join with a join filter, which is quadratic: a 500k-row replace took minutes
-    instead of seconds. ANALYZE samples a fixed number of rows, so it costs well under a
-    second, and it runs only when the tables changed substantially.
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    if changed is not None:
-        tables = ["segment_member"] if changed >= ANALYZE_MIN_ROWS else []
-    else:
-        tables = list(
-            session.scalars(
-                sa.text(
-                    "SELECT relname FROM pg_stat_user_tables "
-                    "WHERE schemaname = current_schema() "
-                    "AND relname IN ('profile', 'segment_member') "
-                    "AND n_mod_since_analyze > :floor + 0.1 * n_live_tup"
-                ),
-                {"floor": ANALYZE_MIN_ROWS},
-            )
-        )
-    for table in sorted(tables):  # names from the fixed list above, never user input
-        session.execute(sa.text(f"ANALYZE {table}"))
 
 
 def _as_filter(profile_filter: Any) -> sa.ColumnElement[bool]:
@@ -430,7 +400,7 @@ def _finish(
             )
         )
     session.flush()
-    _fresh_statistics(session, changed=added + removed)
+    keep_statistics_fresh(session, "segment_member", added + removed)
     session.refresh(segment)
     queued = _notify_entered(session, segment, actor) if added else []
     if not (added or removed) and actor.role == "system":
