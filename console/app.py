@@ -28,7 +28,8 @@ from console.screens.campaigns import CampaignsScreen  # the first screen; other
 from console.widgets.status_header import StatusHeader
 from store.actors import Actor
 from store.db import describe_url, open_store
-from store.live_views import SchedulerState, database_names
+from store.live_views import database_names
+from store.monitor import SchedulerHealth
 
 EXIT_TERMINAL_GONE = 129  # 128 + SIGHUP
 TERMINAL_GONE_GRACE_SECONDS = 5.0
@@ -171,9 +172,15 @@ class CampaignConsole(App):
         self.exit(return_code=EXIT_TERMINAL_GONE)
 
     # ------------------------------------------------------------------ header
-    def show_scheduler_state(self, state: SchedulerState) -> None:
+    def scheduler_line(self, health: SchedulerHealth) -> str:
+        """`embedded, heard 1s ago` / `external, heard 3s ago` for a live scheduler."""
+        embedded = self.embedded_holder is not None and health.holder == self.embedded_holder
+        age = health.heartbeat_age_seconds or 0.0
+        return f"{'embedded' if embedded else 'external'}, heard {age:.0f}s ago"
+
+    def show_scheduler_state(self, state: SchedulerHealth) -> None:
         if state.alive:
-            text = state.describe(self.embedded_holder)
+            text = self.scheduler_line(state)
         elif self.embedded_service is not None:
             text = "NOT RUNNING (embedded: awaiting lease)"
         elif self.embed_scheduler and self._scheduler_starting:

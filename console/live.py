@@ -19,7 +19,7 @@ from sqlmodel import Session
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 
-from store.live_views import SchedulerState, scheduler_state
+from store.monitor import SchedulerHealth, scheduler_health
 
 if TYPE_CHECKING:
     from console.app import CampaignConsole
@@ -86,12 +86,12 @@ class LivePoller:
 
     # ------------------------------------------------------------------ the poll
     def _read(self, screen: Screen) -> None:
-        header: SchedulerState | None = None
+        header: SchedulerHealth | None = None
         snapshot: Any = None
         error: Exception | None = None
         try:
             with Session(self.app.engine) as session:
-                header = scheduler_state(session)
+                header = scheduler_health(session)
                 if isinstance(screen, LiveScreen):
                     snapshot = screen.read_snapshot(session)
         except Exception as exc:  # a database hiccup must never kill the console
@@ -100,7 +100,7 @@ class LivePoller:
             self.app.call_from_thread(self._apply, screen, header, snapshot, error)
 
     def _apply(
-        self, screen: Screen, header: SchedulerState | None, snapshot: Any, error: Exception | None
+        self, screen: Screen, header: SchedulerHealth | None, snapshot: Any, error: Exception | None
     ) -> None:
         self._in_flight = False
         self.polls += 1

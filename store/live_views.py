@@ -1,6 +1,8 @@
 """Read models the live console polls: one snapshot per screen, from counters only.
 
-Every function here is a handful of indexed queries whose cost does not grow with the
+The scheduler's health and the builds monitor come from store/monitor.py (scheduler
+engineer); this module adds what only the console shows. Every function here is a
+handful of indexed queries whose cost does not grow with the
 number of profiles or members (counters on `campaign`, `campaign_stratum`,
 `audience_build`, `segment`), so a 1,000,000-profile workspace stays instant. The values
 are plain data (dicts, tuples, strings) so the console can compare two snapshots cell by
@@ -27,9 +29,7 @@ from store.models import (
     Mailing,
     ProfileDatabase,
     ProfileField,
-    SchedulerLease,
     Segment,
-    utcnow,
 )
 from store.strata import label as stratum_label
 from store.views import lcg_summary
@@ -105,59 +105,6 @@ def _build_select() -> sa.Select:
     return sa.select(AudienceBuild, Campaign.name).join(
         Campaign, Campaign.id == AudienceBuild.campaign_id
     )
-
-
-@dataclass(frozen=True)
-class BuildsOverview:
-    running: list[BuildRow]
-    queued: list[BuildRow]
-    recent: list[BuildRow]
-
-
-def builds_overview(session: Session, recent_limit: int = 20) -> BuildsOverview:
-    """Running, queued and recently finished builds across campaigns."""
-    running = _build_rows(
-        session,
-        _build_select().where(AudienceBuild.status == "running").order_by(AudienceBuild.id),
-    )
-    queued = _build_rows(
-        session,
-        _build_select().where(AudienceBuild.status == "queued").order_by(AudienceBuild.id),
-    )
-    recent = _build_rows(
-        session,
-        _build_select()
-        .where(AudienceBuild.status.not_in(ACTIVE_BUILD_STATUSES))
-        .order_by(AudienceBuild.id.desc())
-        .limit(recent_limit),
-    )
-    return BuildsOverview(running=running, queued=queued, recent=recent)
-
-
-# --------------------------------------------------------------------------- scheduler
-
-
-@dataclass(frozen=True)
-class SchedulerState:
-    alive: bool
-    holder: str | None
-    heartbeat_age: float | None  # seconds since the last heartbeat, None without a lease
-
-    def describe(self, embedded_holder: str | None = None) -> str:
-        if not self.alive:
-            return "NOT RUNNING"
-        where = "embedded" if embedded_holder and self.holder == embedded_holder else "external"
-        return f"{where}, heard {self.heartbeat_age:.0f}s ago"
-
-
-def scheduler_state(session: Session, now: datetime | None = None) -> SchedulerState:
-    """Alive while the lease is unexpired (SPEC Scheduler: one scheduler per database)."""
-    now = now or utcnow()
-    lease = session.scalar(sa.select(SchedulerLease).order_by(SchedulerLease.heartbeat_at.desc()))
-    if lease is None:
-        return SchedulerState(alive=False, holder=None, heartbeat_age=None)
-    age = max(0.0, (now - lease.heartbeat_at).total_seconds())
-    return SchedulerState(alive=lease.expires_at > now, holder=lease.holder, heartbeat_age=age)
 
 
 # --------------------------------------------------------------------------- campaign list

@@ -12,8 +12,7 @@ from console.live import LiveScreen
 from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.status_header import StatusHeader
-from store.live_views import BuildsOverview, SchedulerState, builds_overview, scheduler_state
-from store.models import utcnow
+from store.monitor import SchedulerMonitor, scheduler_monitor
 
 COLUMNS = ("#", "Campaign", "Reason", "Status", "Progress", "Rate", "ETA", "Finished", "By")
 
@@ -24,7 +23,6 @@ class BuildsScreen(LiveScreen):
 
     def __init__(self) -> None:
         super().__init__(id="builds-screen")
-        self.now_fn = utcnow
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
@@ -38,13 +36,11 @@ class BuildsScreen(LiveScreen):
             table.add_column(label, key=label)
         table.focus()
 
-    def read_snapshot(self, session: Session) -> tuple[BuildsOverview, SchedulerState]:
-        return builds_overview(session), scheduler_state(session)
+    def read_snapshot(self, session: Session) -> SchedulerMonitor:
+        return scheduler_monitor(session, recent_limit=20)
 
-    def apply_snapshot(self, snapshot: tuple[BuildsOverview, SchedulerState]) -> None:
-        overview, state = snapshot
-        now = self.now_fn()
-        set_text(self.query_one("#health", Static), self.health_text(overview, state))
+    def apply_snapshot(self, overview: SchedulerMonitor) -> None:
+        set_text(self.query_one("#health", Static), self.health_text(overview))
         rows = []
         for build in [*overview.running, *overview.queued, *overview.recent]:
             rows.append(
@@ -56,8 +52,8 @@ class BuildsScreen(LiveScreen):
                         build.reason,
                         build.status,
                         build_progress(build.status, build.processed, build.total),
-                        rate_text(build.rate(now)),
-                        eta_text(build.eta_seconds(now)),
+                        rate_text(build.rate),
+                        eta_text(build.eta_seconds),
                         when(build.finished_at),
                         build.requested_by,
                     ),
@@ -65,12 +61,13 @@ class BuildsScreen(LiveScreen):
             )
         sync_table(self.query_one("#builds", DataTable), rows)
 
-    def health_text(self, overview: BuildsOverview, state: SchedulerState) -> Text:
+    def health_text(self, overview: SchedulerMonitor) -> Text:
+        state = overview.health
         text = Text()
         text.append("Scheduler ", style="bold")
         if state.alive:
-            text.append(state.describe(self.app.embedded_holder), style="green")
-            text.append(f" · holder {state.holder}", style="dim")
+            text.append(self.app.scheduler_line(state), style="green")
+            text.append(f" · {state.host}:{state.pid}", style="dim")
         else:
             text.append(" NOT RUNNING ", style="bold reverse red")
             text.append(" queued builds wait until a scheduler runs", style="dim")
