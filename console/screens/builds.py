@@ -69,7 +69,7 @@ class BuildsScreen(LiveScreen):
             text.append(self.app.scheduler_line(state), style="green")
             text.append(f" · {state.host}:{state.pid}", style="dim")
         else:
-            text.append(" NOT RUNNING ", style="bold reverse red")
+            text.append(f" {state.describe()} ", style="bold reverse red")  # with the last one seen
             text.append(" queued builds wait until a scheduler runs", style="dim")
         text.append(
             f"\nrunning {len(overview.running)} · queued {len(overview.queued)}"
