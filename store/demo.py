@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from store import builds, campaigns, mailings, profiles, segments
 from store.actors import Actor
-from store.db import transaction
+from store.db import keep_statistics_fresh, transaction
 from store.models import (
     Campaign,
     ProfileDatabase,
@@ -137,6 +137,7 @@ def build_demo(engine: Engine, actor: Actor, n_profiles: int = DEFAULT_PROFILES)
             ),
             {"database_id": database.id, "n": n_profiles, "now": now.replace(tzinfo=None)},
         )
+        keep_statistics_fresh(session, "profile", n_profiles)
         database.profile_count = n_profiles
         session.add(database)
 
