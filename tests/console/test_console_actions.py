@@ -61,7 +61,7 @@ async def test_campaign_list_shows_counters_split_lcg_and_paused_mailings(make_a
     app = make_app()
     async with app.run_test(size=(160, 30)) as pilot:
         await list_ready(pilot)
-        text = screen_text(app)
+        text = await wait_for(pilot, lambda: "1 paused" in (t := screen_text(app)) and t)
         autumn = campaign(app, "Autumn Sale")
         assert "Autumn Sale" in text and "active" in text
         assert f"{autumn.members:,}" in text
@@ -76,7 +76,7 @@ async def test_enter_opens_detail_with_lcg_panel_strata_mailings_and_escape_retu
     app = make_app()
     async with app.run_test(size=(120, 60)) as pilot:
         screen = await open_detail(pilot, "Autumn Sale")
-        text = screen_text(app)
+        text = await wait_for(pilot, lambda: "campaign.activate" in (t := screen_text(app)) and t)
         assert "LCG 10% by region" in text
         assert "control target" in text and "SRM" in text
         assert "region=North" in text  # per-stratum table
@@ -92,7 +92,7 @@ async def test_dynamic_segment_campaign_warns_every_refresh_changes_the_audience
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await open_detail(pilot, "Young Drop")
-        assert "every refresh changes the audience" in screen_text(app)
+        await wait_for(pilot, lambda: "every refresh changes the audience" in screen_text(app))
 
 
 async def test_slash_filters_the_list_and_escape_clears_it(make_app):
@@ -112,7 +112,7 @@ async def test_activate_asks_then_activates_through_the_store_and_audits(make_ap
         await select_row(pilot, "Young Drop")
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
-        assert "R2a" in screen_text(app)
+        await wait_for(pilot, lambda: "R2a" in screen_text(app), what="R2a")
         await pilot.press("y")
         await wait_for(pilot, lambda: campaign(app, "Young Drop").status == "active")
         with Session(app.engine) as session:
@@ -181,7 +181,7 @@ async def test_toggle_lcg_off_explains_r7_and_moves_control_to_test(make_app):
         await select_row(pilot, "Autumn Sale")
         await pilot.press("t")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        assert "R7" in screen_text(app)
+        await wait_for(pilot, lambda: "R7" in screen_text(app), what="R7")
         await pilot.press("y")
         await wait_for(pilot, lambda: not campaign(app, "Autumn Sale").lcg_enabled)
 
@@ -194,7 +194,7 @@ async def test_complete_needs_the_exact_name_and_records_r8(make_app):
         dialog = await wait_for(
             pilot, lambda: isinstance(app.screen, TypeToConfirmScreen) and app.screen
         )
-        assert "left_campaign" in screen_text(app)
+        await wait_for(pilot, lambda: "left_campaign" in screen_text(app), what="left_campaign")
         await pilot.press(*"North", "enter")
         await wait_for(pilot, lambda: "exactly" in screen_text(app), what="mismatch hint")
         assert campaign(app, "North Push").status == "active"
@@ -390,7 +390,9 @@ async def test_toggle_on_without_settings_asks_for_them_in_the_lcg_form(make_app
         await select_row(pilot, "Young Drop")
         await pilot.press("t")
         form = await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
-        assert "applying enables it" in screen_text(app)
+        await wait_for(
+            pilot, lambda: "applying enables it" in screen_text(app), what="applying enables it"
+        )
         form.query_one("#percent", Input).value = "5"
         await wait_for(pilot, lambda: "control target" in screen_text(app), what="preview")
         await pilot.press("ctrl+s")
