@@ -276,7 +276,9 @@ async def test_read_only_removes_actions_from_footer_and_help(make_app):
     app = make_app(actor=VIEWER)
     async with app.run_test(size=(200, 40)) as pilot:
         await list_ready(pilot)
-        footer = screen_text(app).splitlines()[-1]
+        footer = await wait_for(
+            pilot, lambda: "Open" in (last := screen_text(app).splitlines()[-1]) and last
+        )
         assert "Open" in footer and "Activate" not in footer and "Complete" not in footer
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: "Keys" in screen_text(app))

@@ -88,7 +88,9 @@ async def test_polling_pauses_behind_a_modal(make_app):
 async def test_embedded_scheduler_runs_a_build_and_leaves_on_exit(make_app):
     app = make_app(embed_scheduler=True)
     async with app.run_test(size=(120, 30)) as pilot:
-        await wait_for(pilot, lambda: "embedded" in screen_text(app), what="embedded scheduler")
+        await wait_for(
+            pilot, lambda: "embedded, heard" in screen_text(app), what="embedded scheduler"
+        )
         screen = app.screen
         screen.query_one("#campaigns").move_cursor(row=screen.shown.index("Young Drop"))
         await pilot.press("a", "y")
