@@ -106,6 +106,9 @@ def build_bench_workspace(url: str) -> None:
     engine.dispose()
 
 
+STARTED: list[Console] = []
+
+
 class Console:
     """The real console in a private tmux server at 80×24."""
 
@@ -119,6 +122,7 @@ class Console:
         ).stdout
 
     def start(self) -> float:
+        STARTED.append(self)
         env = f"CAMPAIGN_CONSOLE_CONFIG=/nonexistent/config.toml CAMPAIGN_CONSOLE_DB={self.url}"
         started = time.perf_counter()
         self.tmux(
@@ -136,6 +140,9 @@ class Console:
                 raise RuntimeError(f"{text!r} did not appear:\n{self.screen()}")
             time.sleep(0.005)
         return time.perf_counter()
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
 
     def stop(self) -> None:
         pid = int(self.tmux("list-panes", "-t", "cc", "-F", "#{pane_pid}").strip())
@@ -186,6 +193,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> int:
+    try:
+        return measure()
+    finally:  # never leave a console running after a failed measurement
+        for console in STARTED:
+            console.kill()
+
+
+def measure() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", default="/tmp/cc-bench-console/workspace.db")
     parser.add_argument("--rebuild", action="store_true")
