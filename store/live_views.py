@@ -13,25 +13,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from store.lcg import srm, target_total
 from store.models import (
     STRATIFIABLE_TYPES,
     AudienceBuild,
     AuditEntry,
     Campaign,
-    CampaignStratum,
     Mailing,
     ProfileDatabase,
     ProfileField,
     Segment,
 )
-from store.strata import label as stratum_label
+from store.validity import campaign_validity
 from store.views import lcg_summary
 
 ACTIVE_BUILD_STATUSES = ("queued", "running")
@@ -235,12 +232,6 @@ class CampaignDetail:
     audit: list[AuditRow] = field(default_factory=list)
 
 
-def _srm(control: int, cohort: int, percent_bp: int, target: int) -> tuple[float | None, bool]:
-    """Sample-ratio mismatch of the cohort against its target share (the limit may bind)."""
-    share = Decimal(target) / Decimal(cohort) if cohort else None
-    return srm(control, cohort, percent_bp, share)
-
-
 def _schedule(mailing: Mailing) -> str:
     if mailing.kind == "regular":
         return f"cron {mailing.cron}"
@@ -264,40 +255,20 @@ def campaign_detail(session: Session, name: str, *, audit_limit: int = 8) -> Cam
     if row is None:
         return None
     campaign, database, segment = row
-    strata_rows = list(
-        session.scalars(
-            sa.select(CampaignStratum)
-            .where(CampaignStratum.campaign_id == campaign.id)
-            .order_by(CampaignStratum.stratum_key)
-        )
-    )
-    target = (
-        target_total(campaign.lcg_percent_bp, campaign.cohort_size, campaign.lcg_limit)
-        if campaign.lcg_enabled
-        else 0
-    )
-    cohort_total = sum(s.cohort for s in strata_rows) or campaign.cohort_size
+    # Target, per-stratum quotas, deficit (R6) and SRM: the one computation the CLI and the
+    # engine use too (store/validity.py, from counters).
+    validity = campaign_validity(session, campaign)
     strata = [
         StratumRow(
-            label=stratum_label(s.stratum_key, campaign.lcg_strata or []),
+            label=s.label,
             members=s.members,
             cohort=s.cohort,
             control=s.control,
             quota=s.quota,
-            ideal=(target * s.cohort / cohort_total) if cohort_total else 0.0,
+            ideal=s.ideal,
         )
-        for s in strata_rows
+        for s in validity.strata
     ]
-    if strata:
-        # R6: a larger control group is filled only by newcomers; deficit per stratum.
-        deficit = sum(max(0, s.quota - s.control) for s in strata) if campaign.lcg_enabled else 0
-    else:
-        deficit = max(0, target - campaign.control_count) if campaign.lcg_enabled else 0
-    srm_p, srm_flagged = (
-        _srm(campaign.control_count, campaign.cohort_size, campaign.lcg_percent_bp, target)
-        if campaign.lcg_enabled and campaign.cohort_size
-        else (None, False)
-    )
     mailings = [
         MailingRow(
             id=m.id,
@@ -357,11 +328,11 @@ def campaign_detail(session: Session, name: str, *, audit_limit: int = 8) -> Cam
         lcg_limit=campaign.lcg_limit,
         lcg_strata=tuple(campaign.lcg_strata or ()),
         lcg_summary=lcg_summary(campaign),
-        target=target,
-        deficit=deficit,
+        target=validity.target,
+        deficit=validity.deficit,
         warnings=tuple(str(w.get("message") or w.get("code") or w) for w in campaign.warnings),
-        srm_p_value=srm_p,
-        srm_flagged=bool(srm_flagged),
+        srm_p_value=validity.srm_p_value,
+        srm_flagged=validity.srm_flagged,
         created_at=campaign.created_at,
         activated_at=campaign.activated_at,
         completed_at=campaign.completed_at,
