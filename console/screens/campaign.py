@@ -6,6 +6,7 @@ from rich.text import Text
 from sqlmodel import Session
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Label, Static
 
 from console.actions import CampaignActions, CampaignRef, run_store_operation
@@ -14,7 +15,7 @@ from console.live import LiveScreen
 from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.split_bar import SplitBar
 from console.widgets.status_header import StatusHeader
-from store.live_views import CampaignDetail, campaign_detail
+from store.live_views import CampaignDetail, MailingRow, campaign_detail
 from store.models import utcnow
 
 STRATA_COLUMNS = ("Stratum", "Members", "Cohort", "Control", "Quota", "Ideal")
@@ -251,9 +252,21 @@ class CampaignScreen(CampaignActions, LiveScreen):
         if self.detail is None or not self.detail.mailings:
             self.app.notify("this campaign has no mailing to pause", severity="warning")
             return
-        table = self.query_one("#mailings", DataTable)
-        shown = self.detail.mailings[min(table.cursor_row, len(self.detail.mailings) - 1)]
+        shown = self.selected_mailing()
+        if shown is None:
+            self.app.notify(
+                "select a mailing first (tab to the mailings table)", severity="warning"
+            )
+            return
         self.pause_mailing_now(shown.name, pause=not shown.manual_paused)
+
+    def selected_mailing(self) -> MailingRow | None:
+        """The mailing under the table cursor, by its row key (the mailing's name)."""
+        table = self.query_one("#mailings", DataTable)
+        if self.detail is None or table.row_count == 0:
+            return None
+        row_key, _column = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
+        return next((m for m in self.detail.mailings if m.name == row_key.value), None)
 
     def pause_mailing_now(self, mailing_name: str, *, pause: bool) -> None:
         def operation(session: Session) -> str:

@@ -225,8 +225,11 @@ async def test_p_pauses_and_resumes_the_selected_mailing(make_app):
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_detail(pilot, "Autumn Sale")
         table = screen.query_one("#mailings", DataTable)
-        names = [m.name for m in screen.detail.mailings]
-        table.move_cursor(row=names.index("autumn-weekly"))
+        table.focus()  # as an operator would: tab to the mailings, then down to the one
+        await pilot.press("down")
+        await wait_for(
+            pilot, lambda: (m := screen.selected_mailing()) and m.name == "autumn-weekly"
+        )
 
         def paused() -> bool:
             with Session(app.engine) as session:
@@ -235,7 +238,15 @@ async def test_p_pauses_and_resumes_the_selected_mailing(make_app):
                 )
 
         await pilot.press("p")
-        await wait_for(pilot, paused, what=lambda: f"paused; notifications {messages(app)}")
+        await wait_for(
+            pilot,
+            paused,
+            what=lambda: (
+                f"paused; notifications {messages(app)}; screen {app.screen}; focused "
+                f"{app.focused}; p -> {app.screen.active_bindings.get('p')}; workers "
+                f"{list(app.workers)}"
+            ),
+        )
         await wait_for(pilot, lambda: "paused by alice" in screen_text(app))
         await wait_for(
             pilot,
