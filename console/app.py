@@ -45,7 +45,7 @@ class CampaignConsole(App):
         db_url: str,
         actor: Actor,
         *,
-        embed_scheduler: bool = True,
+        embed_scheduler: bool | None = None,
         poll_interval: float = 1.0,
         keys: dict[str, str] | None = None,
         db_label: str | None = None,
@@ -56,7 +56,9 @@ class CampaignConsole(App):
         self.actor = actor
         self.engine = open_store(db_url)
         self.db_label = db_label or describe_url(db_url)
-        self.embed_scheduler = embed_scheduler
+        # A read-only console only looks: by default it never embeds a scheduler that
+        # would run builds and send mailings on the viewer's behalf (header: NOT RUNNING).
+        self.embed_scheduler = not actor.read_only if embed_scheduler is None else embed_scheduler
         self.embedded_service = None
         self._scheduler_requested = False
         self._scheduler_starting = False

@@ -13,6 +13,7 @@ from sqlmodel import Session
 from textual.widgets import DataTable, Input, SelectionList
 
 from console.actions import CampaignRef
+from console.app import CampaignConsole
 from console.screens.campaign import CampaignScreen
 from console.screens.campaigns import CampaignsScreen
 from console.widgets.confirm import ConfirmScreen, TypeToConfirmScreen
@@ -433,3 +434,9 @@ def test_no_console_binding_uses_keys_terminals_or_tmux_swallow():
     assert keys and not [key for key in keys if keymap.swallowed(key)]
     ids = [b.id for group in groups[:6] for b in group]
     assert all(ids)  # every console binding can be remapped by id
+
+
+def test_a_read_only_console_does_not_embed_a_scheduler_by_default(workspace_url):
+    """Read-only looks but never acts: no embedded scheduler runs builds or sends for it."""
+    assert CampaignConsole(workspace_url, VIEWER).embed_scheduler is False
+    assert CampaignConsole(workspace_url, OPERATOR).embed_scheduler is True
