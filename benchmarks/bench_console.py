@@ -15,7 +15,7 @@ Latency: a navigation key (Down/Up alternately on the campaign list) is sent wit
 is the latency (the header, whose heartbeat age changes every second, is not compared).
 During the build, presses go on until the build has ended, so they cover all its phases.
 Resolution is a few milliseconds (one capture-pane call). Figures go to stdout as
-Markdown; copy them into docs/bench-console.md.
+Markdown; copy them into BENCHMARKS.md.
 """
 
 from __future__ import annotations

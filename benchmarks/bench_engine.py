@@ -16,11 +16,11 @@ postgresql+psycopg://postgres@127.0.0.1:5432/postgres?options=-csearch_path%3Dbe
    before timing, so the copy writes the same (random) index keys as the build; this is
    the ratio the target applies to; (b) "constants": '' and 0 for key and hash, so the
    indexes fill sequentially, printed for reference (no table keyed by random hashes
-   gets near it; see docs/bench-engine.md);
+   gets near it; see BENCHMARKS.md);
 4. incremental build: 10,000 new profiles join the segment; the incremental build (R2c).
 
 Prints rows/s, full/raw ratio (target ≤ 4), incremental/full ratio (target ≤ 5 %) and
-peak RSS (target ≤ 300 MB). Figures and how to reproduce: docs/bench-engine.md.
+peak RSS (target ≤ 300 MB). Figures and how to reproduce: BENCHMARKS.md.
 """
 
 from __future__ import annotations
