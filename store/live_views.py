@@ -35,7 +35,15 @@ ACTIVE_BUILD_STATUSES = ("queued", "running")
 
 
 def percent_of(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "–"
+    """One decimal, but never rounds a non-empty group to 0.0 % or a partial one to 100.0 %."""
+    if not whole:
+        return "–"
+    share = 100 * part / whole
+    if 0 < share < 0.1:
+        return "<0.1%"
+    if 99.9 < share < 100:
+        return ">99.9%"
+    return f"{share:.1f}%"
 
 
 # --------------------------------------------------------------------------- builds

@@ -54,3 +54,12 @@ def test_console_read_models_agree_on_both_backends(db_url):
     ]
     assert north.warnings == ()
     assert young.segment_kind == "dynamic" and young.target == 0
+
+
+def test_shares_never_round_a_nonempty_group_to_zero_or_a_partial_one_to_all():
+    from store.live_views import percent_of
+
+    assert percent_of(20, 58_806) == "<0.1%"
+    assert percent_of(58_786, 58_806) == ">99.9%"
+    assert (percent_of(0, 10), percent_of(10, 10), percent_of(1, 8)) == ("0.0%", "100.0%", "12.5%")
+    assert percent_of(0, 0) == "–"
