@@ -28,6 +28,7 @@ from console.cli_format import (
     campaign_text,
     count_text,
     profile_text,
+    status_text,
     table,
 )
 from console.cli_wait import wait_for_builds
@@ -214,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(profile, "show", cmd_profile_show, [as_json], help="a profile's card")
     p.add_argument("external_id", metavar="EXTERNAL_ID")
     p.add_argument("--database", required=True)
+
+    leaf(sub, "status", cmd_status, [as_json], help="scheduler health and builds in progress")
 
     p = leaf(sub, "builds", cmd_builds, [as_json], help="audience builds")
     p.add_argument("--campaign", help="only this campaign's builds")
@@ -797,6 +800,16 @@ def cmd_builds(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.session() as session:
         rows = views.builds(session, campaign=args.campaign, limit=args.limit)
     ctx.emit(rows, lambda: builds_table(rows) if rows else "no audience builds")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    """Scheduler health (holder, heartbeat age) and running/queued builds with rate and ETA."""
+    from store import monitor
+
+    with ctx.session() as session:
+        snapshot = monitor.scheduler_monitor(session)
+    ctx.emit(snapshot.to_dict(), lambda: status_text(snapshot))
     return EXIT_OK
 
 

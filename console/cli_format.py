@@ -178,3 +178,27 @@ def profile_text(card: dict[str, Any]) -> str:
             ),
         ]
     return "\n".join(lines)
+
+
+def status_text(snapshot: Any) -> str:
+    """`campaign-console status`: the scheduler's health line, then live builds."""
+    lines = [f"scheduler  {snapshot.health.describe()}"]
+    live = [*snapshot.running, *snapshot.queued]
+    if not live:
+        lines.append("no builds running or queued")
+        return "\n".join(lines)
+    rows = [
+        (
+            b.id,
+            b.campaign,
+            b.reason,
+            b.status,
+            progress_text(b.processed, b.total),
+            f"{b.rate:,.0f}/s" if b.rate else "",
+            f"{b.eta_seconds:.0f}s" if b.eta_seconds is not None else "",
+        )
+        for b in live
+    ]
+    headers = ("ID", "CAMPAIGN", "REASON", "STATUS", "PROGRESS", "RATE", "ETA")
+    lines.append(table(rows, headers, right=(0,)))
+    return "\n".join(lines)

@@ -527,6 +527,28 @@ def test_builds_both_forms_empty_and_filtered(cli):
     assert cli.ok("builds", "--campaign", "other", "--json").json == []
 
 
+def test_status_shows_scheduler_health_and_live_builds_in_both_forms(cli):
+    """Issue 4 item 7: the CLI reads scheduler health and running/queued builds."""
+    from store import lease
+
+    r10_workspace(cli)
+    cli.ok("campaign", "create", "c", "--database", "main", "--segment", "everyone", "--lcg", "15")
+    cli.ok("campaign", "activate", "c")  # queued: no scheduler and no --wait
+    idle = cli.ok("status", "--json").json
+    assert idle["health"]["alive"] is False and idle["health"]["holder"] is None
+    assert [(b["campaign"], b["status"]) for b in idle["queued"]] == [("c", "queued")]
+    assert "NOT RUNNING" in cli.ok("status").out
+
+    engine = open_store(cli.db_url)
+    holder = lease.make_holder("test")
+    assert lease.try_acquire(engine, holder, ttl=60)
+    alive = cli.ok("status", "--json").json["health"]
+    assert alive["alive"] is True and alive["holder"] == holder
+    text = cli.ok("status").out
+    assert text.startswith("scheduler  alive") and "activation" in text and "queued" in text
+    engine.dispose()
+
+
 # --------------------------------------------------------------------------- exit codes
 
 
