@@ -27,7 +27,9 @@ from store.models import (
     ProfileDatabase,
     ProfileField,
     Segment,
+    utcnow,
 )
+from store.monitor import BuildProgress, progress_row
 from store.validity import campaign_validity
 from store.views import lcg_summary
 
@@ -47,69 +49,6 @@ def percent_of(part: int, whole: int) -> str:
 
 
 # --------------------------------------------------------------------------- builds
-
-
-@dataclass(frozen=True)
-class BuildRow:
-    id: int
-    campaign: str
-    reason: str
-    status: str
-    processed: int
-    total: int
-    requested_by: str
-    requested_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
-    worker: str | None
-    error: str | None
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.processed / self.total) if self.total else 0.0
-
-    def rate(self, now: datetime) -> float | None:
-        """Profiles per second since the build started (None before any progress)."""
-        if self.started_at is None or not self.processed:
-            return None
-        end = self.finished_at or self.heartbeat_at or now
-        seconds = (end - self.started_at).total_seconds()
-        return self.processed / seconds if seconds > 0 else None
-
-    def eta_seconds(self, now: datetime) -> float | None:
-        rate = self.rate(now)
-        if self.status != "running" or not rate or not self.total:
-            return None
-        return max(0.0, (self.total - self.processed) / rate)
-
-
-def _build_rows(session: Session, query: sa.Select) -> list[BuildRow]:
-    rows = session.execute(query).all()
-    return [
-        BuildRow(
-            id=b.id,
-            campaign=name,
-            reason=b.reason,
-            status=b.status,
-            processed=b.processed,
-            total=b.total,
-            requested_by=b.requested_by,
-            requested_at=b.requested_at,
-            started_at=b.started_at,
-            finished_at=b.finished_at,
-            heartbeat_at=b.heartbeat_at,
-            worker=b.worker,
-            error=b.error,
-        )
-        for b, name in rows
-    ]
-
-
-def _build_select() -> sa.Select:
-    return sa.select(AudienceBuild, Campaign.name).join(
-        Campaign, Campaign.id == AudienceBuild.campaign_id
-    )
 
 
 # --------------------------------------------------------------------------- campaign list
@@ -236,7 +175,7 @@ class CampaignDetail:
     completed_at: datetime | None
     strata: list[StratumRow] = field(default_factory=list)
     mailings: list[MailingRow] = field(default_factory=list)
-    builds: list[BuildRow] = field(default_factory=list)
+    builds: list[BuildProgress] = field(default_factory=list)
     audit: list[AuditRow] = field(default_factory=list)
 
 
@@ -294,13 +233,16 @@ def campaign_detail(session: Session, name: str, *, audit_limit: int = 8) -> Cam
             sa.select(Mailing).where(Mailing.campaign_id == campaign.id).order_by(Mailing.name)
         )
     ]
-    builds = _build_rows(
-        session,
-        _build_select()
-        .where(AudienceBuild.campaign_id == campaign.id)
-        .order_by(AudienceBuild.id.desc())
-        .limit(5),
-    )
+    now = utcnow()
+    builds = [
+        progress_row(build, campaign.name, now)
+        for build in session.scalars(
+            sa.select(AudienceBuild)
+            .where(AudienceBuild.campaign_id == campaign.id)
+            .order_by(AudienceBuild.id.desc())
+            .limit(5)
+        )
+    ]
     audit = [
         AuditRow(
             at=a.at,

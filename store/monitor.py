@@ -120,7 +120,8 @@ def scheduler_health(session: Session, now: datetime | None = None) -> Scheduler
     )
 
 
-def _progress(build: AudienceBuild, campaign: str, now: datetime) -> BuildProgress:
+def progress_row(build: AudienceBuild, campaign: str, now: datetime) -> BuildProgress:
+    """A build with its rate (profiles/s) and ETA as of `now`."""
     rate = eta = None
     if build.started_at is not None and build.processed:
         end = build.finished_at or (build.heartbeat_at if build.status != "running" else now)
@@ -167,7 +168,7 @@ def builds_progress(
     )
     if limit is not None:
         query = query.limit(limit)
-    return [_progress(build, name, now) for build, name in session.execute(query)]
+    return [progress_row(build, name, now) for build, name in session.execute(query)]
 
 
 def scheduler_monitor(

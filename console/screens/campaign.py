@@ -16,7 +16,6 @@ from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.split_bar import SplitBar
 from console.widgets.status_header import StatusHeader
 from store.live_views import CampaignDetail, MailingRow, campaign_detail
-from store.models import utcnow
 
 STRATA_COLUMNS = ("Stratum", "Members", "Cohort", "Control", "Quota", "Ideal")
 MAILING_COLUMNS = ("Mailing", "Kind", "Status", "Schedule", "Next run", "Paused")
@@ -57,7 +56,6 @@ class CampaignScreen(CampaignActions, LiveScreen):
         super().__init__(id="campaign-screen")
         self.campaign_name = name
         self.detail: CampaignDetail | None = None
-        self.now_fn = utcnow
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
@@ -148,7 +146,6 @@ class CampaignScreen(CampaignActions, LiveScreen):
                 for m in detail.mailings
             ],
         )
-        now = self.now_fn()
         sync_table(
             self.query_one("#builds", DataTable),
             [
@@ -159,8 +156,8 @@ class CampaignScreen(CampaignActions, LiveScreen):
                         b.reason,
                         b.status,
                         build_progress(b.status, b.processed, b.total),
-                        rate_text(b.rate(now)),
-                        eta_text(b.eta_seconds(now)),
+                        rate_text(b.rate),
+                        eta_text(b.eta_seconds),
                         b.requested_by,
                     ),
                 )
