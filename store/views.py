@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from store import lcg, validity
-from store.errors import NotFoundError
+from store.campaigns import get_campaign
 from store.models import (
     AudienceBuild,
     Campaign,
@@ -104,13 +104,6 @@ def campaign_list(session: Session) -> list[dict[str, Any]]:
         }
         for c, database, segment, paused_count in rows
     ]
-
-
-def _get_campaign(session: Session, name: str) -> Campaign:
-    campaign = session.scalar(sa.select(Campaign).where(Campaign.name == name))
-    if campaign is None:
-        raise NotFoundError(f"no campaign named {name!r}")
-    return campaign
 
 
 def campaign_validity(session: Session, campaign: Campaign) -> dict[str, Any]:
@@ -207,7 +200,7 @@ def builds(
 
 def campaign_show(session: Session, name: str, *, build_limit: int = 10) -> dict[str, Any]:
     """Everything `campaign show --json` prints. NotFoundError when there is no such campaign."""
-    campaign = _get_campaign(session, name)
+    campaign = get_campaign(session, name)
     database = session.get(ProfileDatabase, campaign.database_id)
     segment = session.get(Segment, campaign.segment_id)
     mailings = session.scalars(
