@@ -30,10 +30,8 @@ from store.models import (
     utcnow,
 )
 from store.monitor import BuildProgress, progress_row
-from store.validity import campaign_validity
-from store.views import lcg_summary
-
-ACTIVE_BUILD_STATUSES = ("queued", "running")
+from store.validity import StratumValidity, campaign_validity
+from store.views import ACTIVE_BUILD_STATUSES, lcg_summary
 
 
 def percent_of(part: int, whole: int) -> str:
@@ -112,16 +110,6 @@ def campaign_rows(session: Session) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class StratumRow:
-    label: str
-    members: int
-    cohort: int
-    control: int
-    quota: int
-    ideal: float
-
-
-@dataclass(frozen=True)
 class MailingRow:
     id: int
     name: str
@@ -173,7 +161,7 @@ class CampaignDetail:
     created_at: datetime
     activated_at: datetime | None
     completed_at: datetime | None
-    strata: list[StratumRow] = field(default_factory=list)
+    strata: list[StratumValidity] = field(default_factory=list)
     mailings: list[MailingRow] = field(default_factory=list)
     builds: list[BuildProgress] = field(default_factory=list)
     audit: list[AuditRow] = field(default_factory=list)
@@ -205,17 +193,7 @@ def campaign_detail(session: Session, name: str, *, audit_limit: int = 8) -> Cam
     # Target, per-stratum quotas, deficit (R6) and SRM: the one computation the CLI and the
     # engine use too (store/validity.py, from counters).
     validity = campaign_validity(session, campaign)
-    strata = [
-        StratumRow(
-            label=s.label,
-            members=s.members,
-            cohort=s.cohort,
-            control=s.control,
-            quota=s.quota,
-            ideal=s.ideal,
-        )
-        for s in validity.strata
-    ]
+    strata = validity.strata
     mailings = [
         MailingRow(
             id=m.id,
