@@ -166,7 +166,7 @@ def test_wait_requeues_a_build_abandoned_by_a_crashed_process_and_runs_it(
     import io
     from datetime import timedelta
 
-    from console.cli_wait import wait_for_builds
+    from console.cli.wait import wait_for_builds
     from store import builds
     from store.models import Campaign, utcnow
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from console.cli_format import progress_text
+from console.cli.format import progress_text
 
 POLL_SECONDS = 0.5
 # A build `running` with no heartbeat for this long, while no scheduler is alive, was left

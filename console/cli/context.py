@@ -1,0 +1,95 @@
+"""What every CLI command shares: the exit codes, `UsageError` and `Context` (the engine,
+the actor, JSON-or-table output). No Textual import here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REFUSED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+
+
+class UsageError(Exception):
+    """A command line that argparse accepted but that makes no sense (exit 2)."""
+
+
+def _actor(args: argparse.Namespace):
+    from store.actors import current_actor
+    from store.settings import load_settings
+
+    settings = load_settings()
+    role = "read_only" if args.read_only or settings.role == "read_only" else "operator"
+    return current_actor(role)
+
+
+def db_url(args: argparse.Namespace) -> str:
+    from store.db import resolve_db_url
+    from store.settings import load_settings
+
+    return resolve_db_url(args.db or load_settings().db)
+
+
+class Context:
+    """What a command needs: the engine, the actor, and where to write."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = sys.stdout
+        self.err = sys.stderr
+        self._engine = None
+        self._actor = None
+        # What to write to the audit log if the command is refused (set by each command).
+        self.audit_action: str | None = None
+        self.audit_target: tuple[str, str | None] = ("", None)
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from store.db import open_store
+
+            self._engine = open_store(db_url(self.args))
+        return self._engine
+
+    @property
+    def actor(self):
+        if self._actor is None:
+            self._actor = _actor(self.args)
+        return self._actor
+
+    def transaction(self):
+        from store.db import transaction
+
+        return transaction(self.engine)
+
+    def session(self):
+        from sqlmodel import Session
+
+        return Session(self.engine, expire_on_commit=False)
+
+    def refusable(self, action: str, target_type: str, target_name: str | None) -> None:
+        self.audit_action = action
+        self.audit_target = (target_type, target_name)
+
+    def emit(self, payload: Any, human: Callable[[], str]) -> None:
+        if self.args.json:
+            self.out.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+        else:
+            text = human()
+            if text:
+                self.out.write(text.rstrip("\n") + "\n")
+
+    def note(self, text: str) -> None:
+        self.err.write(text + "\n")
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def csv_source(path: str) -> Any:
+    """A CSV path, or `-` for standard input."""
+    return sys.stdin.buffer if path == "-" else path

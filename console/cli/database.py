@@ -1,0 +1,79 @@
+"""`database create|list`: profile databases."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import sqlalchemy as sa
+
+from console.cli.args import Builder
+from console.cli.context import EXIT_OK, Context
+from console.cli.format import count_text, table
+
+
+def register(sub: Any, cli: Builder) -> None:
+    database = cli.noun(sub, "database", help="profile databases")
+    p = cli.leaf(database, "create", cmd_database_create, [cli.as_json], help="declare a database")
+    p.add_argument("name")
+    p.add_argument("--fields", default="", help="NAME:TYPE,... with TYPE text, int, float or date")
+    cli.leaf(database, "list", cmd_database_list, [cli.as_json], help="list databases")
+
+
+def cmd_database_create(args: argparse.Namespace, ctx: Context) -> int:
+    from store import profiles
+
+    ctx.refusable("database.create", "database", args.name)
+    fields = profiles.parse_field_spec(args.fields)
+    with ctx.transaction() as session:
+        database = profiles.create_database(session, ctx.actor, args.name, fields)
+        payload = _database_row(session, database)
+    ctx.emit(
+        payload,
+        lambda: (
+            f"created profile database {payload['name']!r} with fields "
+            + (", ".join(f"{f['name']}:{f['type']}" for f in payload["fields"]) or "none")
+        ),
+    )
+    return EXIT_OK
+
+
+def _database_row(session: Any, database: Any) -> dict[str, Any]:
+    from store import profiles
+
+    return {
+        "name": database.name,
+        "profiles": database.profile_count,
+        "fields": [
+            {"name": f.name, "type": f.type} for f in profiles.database_fields(session, database.id)
+        ],
+    }
+
+
+def cmd_database_list(args: argparse.Namespace, ctx: Context) -> int:
+    from store import views
+    from store.models import ProfileDatabase
+
+    with ctx.session() as session:
+        rows = [
+            _database_row(session, d)
+            for d in session.scalars(
+                sa.select(ProfileDatabase).order_by(views.by_name(session, ProfileDatabase.name))
+            )
+        ]
+    ctx.emit(
+        rows,
+        lambda: table(
+            [
+                (
+                    r["name"],
+                    count_text(r["profiles"]),
+                    ", ".join(f"{f['name']}:{f['type']}" for f in r["fields"]),
+                )
+                for r in rows
+            ],
+            ("DATABASE", "PROFILES", "FIELDS"),
+            right=(1,),
+        ),
+    )
+    return EXIT_OK

@@ -1,0 +1,55 @@
+"""`import profiles` and `profile show`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from console.cli.args import Builder
+from console.cli.context import EXIT_OK, Context, csv_source
+from console.cli.format import profile_text
+
+
+def register_import(sub: Any, cli: Builder) -> None:
+    imp = cli.noun(sub, "import", help="CSV imports")
+    p = cli.leaf(
+        imp, "profiles", cmd_import_profiles, [cli.as_json], help="upsert profiles from CSV"
+    )
+    p.add_argument("--database", required=True)
+    p.add_argument("file", metavar="FILE.csv", help="the CSV file, or - for standard input")
+
+
+def register(sub: Any, cli: Builder) -> None:
+    profile = cli.noun(sub, "profile", help="profiles")
+    p = cli.leaf(profile, "show", cmd_profile_show, [cli.as_json], help="a profile's card")
+    p.add_argument("external_id", metavar="EXTERNAL_ID")
+    p.add_argument("--database", required=True)
+
+
+def cmd_import_profiles(args: argparse.Namespace, ctx: Context) -> int:
+    from store import imports, profiles
+
+    ctx.refusable("profiles.import", "database", args.database)
+    with ctx.transaction() as session:
+        database = profiles.get_database(session, args.database)
+        result = imports.import_profiles(session, ctx.actor, database, csv_source(args.file))
+    payload = result.as_dict()
+    ctx.emit(
+        payload,
+        lambda: (
+            f"imported {result.rows:,} rows into {result.database!r}: "
+            f"{result.inserted:,} new, {result.updated:,} updated, {result.unchanged:,} unchanged "
+            f"({result.seconds:.1f}s)"
+        ),
+    )
+    return EXIT_OK
+
+
+def cmd_profile_show(args: argparse.Namespace, ctx: Context) -> int:
+    from store import views
+
+    with ctx.session() as session:
+        card = views.profile_show(session, args.database, args.external_id)
+
+    ctx.emit(card, lambda: profile_text(card))
+    return EXIT_OK

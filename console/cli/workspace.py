@@ -1,0 +1,57 @@
+"""`campaign-console` with no command (the console), `demo` and `scheduler`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from console.cli.args import Builder
+from console.cli.context import EXIT_OK, Context, db_url
+
+
+def register(sub: Any, cli: Builder) -> None:
+    demo = cli.leaf(sub, "demo", cmd_demo, help="build the demo workspace")
+    demo.add_argument(
+        "--profiles", type=int, default=None, help="number of profiles (default 200000)"
+    )
+    demo.add_argument("--reset", action="store_true", help="drop everything and rebuild")
+    demo.add_argument("--open", action="store_true", help="open the console afterwards")
+
+    sched = cli.leaf(sub, "scheduler", cmd_scheduler, help="run the scheduler in the foreground")
+    sched.add_argument("--pool-size", type=int, default=None, help="builds run in parallel")
+
+
+def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
+    from store import demo
+    from store.db import describe_url
+
+    url = db_url(args)
+    engine = ctx.engine
+    if args.reset:
+        demo.reset(engine)
+    if demo.has_workspace(engine) and not args.reset:
+        ctx.note(f"workspace already present in {describe_url(url)} (use --reset to rebuild)")
+    else:
+        started = time.perf_counter()
+        summary = demo.build_demo(engine, ctx.actor, args.profiles or demo.DEFAULT_PROFILES)
+        ctx.note(
+            f"demo workspace in {describe_url(url)}: {summary.profiles:,} profiles, "
+            f"{summary.segments} segments, {summary.campaigns} campaigns, "
+            f"{summary.mailings} mailings ({time.perf_counter() - started:.1f}s)"
+        )
+    if args.open:
+        return cmd_console(args, ctx)
+    return EXIT_OK
+
+
+def cmd_console(args: argparse.Namespace, ctx: Context) -> int:
+    from console.app import run_console
+
+    return run_console(db_url=db_url(args), actor=ctx.actor)
+
+
+def cmd_scheduler(args: argparse.Namespace, ctx: Context) -> int:
+    from scheduler.daemon import run_daemon
+
+    return run_daemon(db_url(args), pool_size=args.pool_size)
