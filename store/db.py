@@ -1,4 +1,4 @@
-"""Engine, connection settings, schema creation and version.
+"""Engine, connection settings, and opening a database at the current schema revision.
 
 One URL setting picks the database: `--db URL`, else the `CAMPAIGN_CONSOLE_DB`
 environment variable, else an SQLite file in the user's data directory.
@@ -16,9 +16,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from platformdirs import user_data_dir
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
-from store import hashing, models
+from store import hashing
 from store.errors import StoreError
 
 ENV_VAR = "CAMPAIGN_CONSOLE_DB"
@@ -81,49 +81,22 @@ def make_engine(url: str) -> Engine:
 
 
 def init_schema(engine: Engine) -> None:
-    """Create missing tables and functions; refuse a database of another schema version."""
-    try:
-        _create(engine)
-    except sa.exc.DatabaseError:
-        # Another process created the same tables between our check and our CREATE.
-        _create(engine)
+    """Bring the schema to head, or refuse: see store/migrate.py.
 
+    An empty database gets every revision; an SQLite workspace of an older revision is
+    backed up beside itself and upgraded; a PostgreSQL database of an older revision is
+    refused with the command that upgrades it; a newer one is always refused.
+    """
+    from store import migrate  # Alembic is imported only when a database is opened
 
-def _create(engine: Engine) -> None:
-    with engine.begin() as conn:
-        SQLModel.metadata.create_all(conn)
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(hashing.POSTGRES_DDL)
-        meta = models.StoreMeta.__table__
-        row = conn.execute(
-            sa.select(meta.c.value).where(meta.c.key == "schema_version")
-        ).scalar_one_or_none()
-        if row is None:
-            conn.execute(
-                sa.insert(meta).values(key="schema_version", value=str(models.SCHEMA_VERSION))
-            )
-        elif int(row) != models.SCHEMA_VERSION:
-            raise StoreError(
-                f"database schema version {row} does not match this campaign-console "
-                f"(version {models.SCHEMA_VERSION}); upgrade campaign-console or migrate "
-                "the database"
-            )
+    migrate.ensure_current(engine)
 
 
 def open_store(url: str | None = None) -> Engine:
-    """Resolve the URL, make the engine and make sure the schema exists."""
+    """Resolve the URL, make the engine and make sure the schema is at head."""
     engine = make_engine(resolve_db_url(url))
     init_schema(engine)
     return engine
-
-
-def schema_version(engine: Engine) -> int:
-    with engine.connect() as conn:
-        meta = models.StoreMeta.__table__
-        value = conn.execute(
-            sa.select(meta.c.value).where(meta.c.key == "schema_version")
-        ).scalar_one()
-    return int(value)
 
 
 ANALYZE_MIN_CHANGED_ROWS = 500

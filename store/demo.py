@@ -102,7 +102,7 @@ def reset(engine: Engine) -> None:
 
     # mailing <-> audience_build reference each other, so drop_all cannot order them:
     # drop every table in one go instead (CASCADE on PostgreSQL, no FK checks on SQLite).
-    names = list(SQLModel.metadata.tables)
+    names = [*SQLModel.metadata.tables, "alembic_version"]  # then init_schema migrates anew
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql("DROP TABLE IF EXISTS " + ", ".join(names) + " CASCADE")

@@ -1,11 +1,10 @@
-"""Database set-up: URL setting, SQLite pragmas, schema version."""
+"""Database set-up: URL setting, SQLite pragmas, schema at head (see test_migrations.py)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from store import db
-from store.models import SCHEMA_VERSION
+from store import db, migrate
 
 
 def test_cli_value_beats_environment_which_beats_default(monkeypatch, tmp_path):
@@ -31,23 +30,14 @@ def test_sqlite_file_runs_in_wal_with_busy_timeout_and_foreign_keys(sqlite_engin
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_schema_is_created_on_first_use_and_carries_its_version(engine):
-    assert db.schema_version(engine) == SCHEMA_VERSION
+def test_schema_is_created_on_first_use_at_the_head_revision(engine):
+    with engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.head()
     tables = set(sa.inspect(engine).get_table_names())
     assert {"profile", "campaign", "campaign_member", "audience_build", "audit_log"} <= tables
     db.init_schema(engine)  # idempotent on an existing database
-    assert db.schema_version(engine) == SCHEMA_VERSION
-
-
-def test_database_of_another_schema_version_is_refused(engine):
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE store_meta SET value = '999' WHERE key = 'schema_version'"))
-    try:
-        db.init_schema(engine)
-    except db.StoreError as exc:
-        assert "schema version 999" in str(exc)
-    else:
-        raise AssertionError("a future schema version must be refused")
+    with engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.head()
 
 
 def test_unsupported_url_gets_a_clear_error():

@@ -1,4 +1,4 @@
-"""`database create|list`: profile databases."""
+"""`database create|list`: profile databases; `database upgrade`: the schema."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from console.cli.args import Builder
-from console.cli.context import EXIT_OK, Context
+from console.cli.context import EXIT_OK, EXIT_REFUSED, Context, db_url
 from console.cli.format import count_text, table
 
 
@@ -18,6 +18,10 @@ def register(sub: Any, cli: Builder) -> None:
     p.add_argument("name")
     p.add_argument("--fields", default="", help="NAME:TYPE,... with TYPE text, int, float or date")
     cli.leaf(database, "list", cmd_database_list, [cli.as_json], help="list databases")
+    p = cli.leaf(
+        database, "upgrade", cmd_database_upgrade, [cli.as_json], help="upgrade the schema"
+    )
+    p.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
 
 
 def cmd_database_create(args: argparse.Namespace, ctx: Context) -> int:
@@ -74,6 +78,36 @@ def cmd_database_list(args: argparse.Namespace, ctx: Context) -> int:
             ],
             ("DATABASE", "PROFILES", "FIELDS"),
             right=(1,),
+        ),
+    )
+    return EXIT_OK
+
+
+def cmd_database_upgrade(args: argparse.Namespace, ctx: Context) -> int:
+    """Schema upgrade (store/migrate.py): the one command that opens an older database."""
+    from store import migrate
+    from store.db import describe_url, make_engine
+
+    url = db_url(args)
+    engine = make_engine(url)
+    try:
+        if args.sql:
+            ctx.out.write(migrate.upgrade_sql(engine))
+            return EXIT_OK
+        if ctx.actor.role == "read_only":
+            print("refused: a read-only user cannot upgrade the database", file=ctx.err)
+            return EXIT_REFUSED
+        result = migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    payload = {"database": describe_url(url), **result.as_dict()}
+    ctx.emit(
+        payload,
+        lambda: (
+            f"{payload['database']}: already at schema revision {result.after}"
+            if result.before == result.after
+            else f"{payload['database']}: upgraded from {result.before or 'an empty database'} "
+            f"to {result.after}" + (f" (backup: {result.backup})" if result.backup else "")
         ),
     )
     return EXIT_OK
