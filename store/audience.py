@@ -1,8 +1,6 @@
 """Audience scope (R1) and the hooks segment changes call in their own transaction (R3, R4).
 
-* `r1_scope_sql`: the SQL condition every build and count uses for "a profile this
-  campaign may reach": the campaign's database only, and not in the database's global
-  control group unless the campaign is on its exception list (`gcg_exception`).
+* `r1_scope_sql` (defined in store/scope.py, re-exported here): the R1 condition.
 * `on_segment_left`: R4 — an active campaign closes the memberships of the profiles that
   just left its segment (the segment code stamps all leavers of one operation with the
   same time, `left_at`), and its counters follow, in the same transaction. Draft campaigns
@@ -19,17 +17,19 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from store import builds
 from store.actors import Actor
+from store.counters import apply_counter_deltas
 from store.models import AudienceBuild, Campaign, Segment, UTCDateTime
+from store.scope import r1_scope_sql
 
-
-def r1_scope_sql(alias: str = "p") -> str:
-    """R1: profile `alias` is in the campaign's database and, unless the campaign is on the
-    database's GCG exception list, not in its global control group. Binds :db and :cid."""
-    return (
-        f"{alias}.database_id = :db AND (NOT {alias}.in_gcg OR EXISTS ("
-        "SELECT 1 FROM gcg_exception g WHERE g.database_id = :db AND g.campaign_id = :cid))"
-    )
+__all__ = [
+    "apply_counter_deltas",
+    "close_leavers",
+    "on_segment_entered",
+    "on_segment_left",
+    "r1_scope_sql",
+]
 
 
 def _active_campaigns(session: Session, segment: Segment) -> list[Campaign]:
@@ -83,54 +83,8 @@ def close_leavers(
     return sum(n for *_x, n in rows)
 
 
-def apply_counter_deltas(
-    session: Session, campaign_id: int, deltas: list[tuple[str, str, bool, int]]
-) -> None:
-    """Add (stratum_key, group, in_current_cohort, count) deltas to the campaign and
-    campaign_stratum counters, relative in SQL so concurrent writers never lose counts."""
-    per_key: dict[str, list[int]] = {}
-    tot = [0, 0, 0, 0]  # members, test, control, cohort
-    for key, group, in_cohort, n in deltas:
-        row = per_key.setdefault(key, [0, 0, 0])
-        row[0] += n
-        row[2] += n if group == "control" else 0
-        row[1] += n if in_cohort else 0
-        tot[0] += n
-        tot[1] += n if group == "test" else 0
-        tot[2] += n if group == "control" else 0
-        tot[3] += n if in_cohort else 0
-    if per_key:
-        session.execute(
-            sa.text(
-                """INSERT INTO campaign_stratum
-                       (campaign_id, stratum_key, members, cohort, control, quota)
-                   VALUES (:cid, :key, :m, :n, :c, 0)
-                   ON CONFLICT (campaign_id, stratum_key) DO UPDATE SET
-                       members = campaign_stratum.members + excluded.members,
-                       cohort = campaign_stratum.cohort + excluded.cohort,
-                       control = campaign_stratum.control + excluded.control"""
-            ),
-            [
-                {"cid": campaign_id, "key": k, "m": v[0], "n": v[1], "c": v[2]}
-                for k, v in sorted(per_key.items())
-            ],
-        )
-    session.execute(
-        sa.update(Campaign)
-        .where(Campaign.id == campaign_id)
-        .values(
-            members=Campaign.members + tot[0],
-            test_count=Campaign.test_count + tot[1],
-            control_count=Campaign.control_count + tot[2],
-            cohort_size=Campaign.cohort_size + tot[3],
-        )
-    )
-
-
 def on_segment_entered(session: Session, segment: Segment, actor: Actor) -> list[AudienceBuild]:
     """R2c: an incremental build (merged into a queued one when possible) per active campaign."""
-    from store import builds
-
     return [
         builds.queue_build(session, campaign, "incremental", actor)
         for campaign in _active_campaigns(session, segment)

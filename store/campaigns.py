@@ -26,7 +26,6 @@ from sqlmodel import Session
 
 from store import audit, builds, lcg, mailings, strata
 from store.actors import Actor
-from store.audience import r1_scope_sql
 from store.errors import ConflictError, InvalidStateError, NotFoundError, ValidationError
 from store.models import (
     AudienceBuild,
@@ -40,6 +39,7 @@ from store.models import (
     utcnow,
 )
 from store.profiles import database_fields
+from store.scope import r1_scope_sql
 
 
 class _Unchanged:

@@ -40,3 +40,37 @@ def test_scheduler_does_not_import_the_console():
 def test_cli_module_loads_without_textual():
     code = "import sys, console.cli; assert 'textual' not in sys.modules, 'textual imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def _store_import_graph() -> dict[str, set[str]]:
+    """store module -> store modules it imports, at module level or inside functions."""
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "store").glob("*.py"):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module == "store":
+                found.update(f"store.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[f"store.{path.stem}"] = {m for m in found if m.startswith("store.")}
+    return graph
+
+
+def test_store_has_no_import_cycles():
+    """Issue 10: audience → builds → build_steps → audience was a cycle hidden by a lazy
+    import. Every store import, lazy or not, goes one way."""
+    graph = _store_import_graph()
+    cycles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for dep in sorted(graph.get(module, ())):
+            if dep in path:
+                cycles.append(path[path.index(dep) :] + [dep])
+            elif dep in graph:
+                visit(dep, path + [dep])
+
+    for module in sorted(graph):
+        visit(module, [module])
+    assert cycles == []

@@ -1,0 +1,209 @@
+"""Phase 3 of an audience build, plan: the R9/R10 decisions, frozen in the checkpoint so a
+resumed build decides exactly as an uninterrupted one: quotas, the surplus to trim (R6),
+and per stratum the (hash, external_id) cut-off at or below which fresh newcomers go to
+control.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from store import lcg, strata
+from store.build_checkpoint import Cutoff, Plan, Trim
+from store.build_sql import StepContext, candidates
+from store.models import CampaignStratum
+
+TRIMMING_REASONS = ("recalculation", "lcg_disable")
+HASH_SPAN = 2**64
+HASH_MIN = -(2**63)
+
+# Newcomers of one candidate query per stratum: fresh ones, re-entering ones of the
+# current cohort (they count in n_s) and those of them coming back to control (R4).
+NEWCOMERS_PER_STRATUM = """
+    SELECT k, SUM(CASE WHEN fg IS NULL THEN 1 ELSE 0 END),
+              SUM(CASE WHEN fg IS NOT NULL AND fc = :cur THEN 1 ELSE 0 END),
+              SUM(CASE WHEN fg = 'control' AND fc = :cur THEN 1 ELSE 0 END)
+    FROM ({candidates}) cand GROUP BY k"""
+
+# The surplus-th largest (hash, external_id) among a stratum's control members (R6).
+SURPLUS_CUT = """
+    SELECT m.assignment_hash, p.external_id
+    FROM campaign_member m JOIN profile p ON p.id = m.profile_id
+    WHERE m.campaign_id = :cid AND m.left_at IS NULL
+      AND m."group" = 'control' AND m.stratum_key = :k
+    ORDER BY m.assignment_hash DESC, {external_id} DESC
+    LIMIT 1 OFFSET :off"""
+
+
+@dataclass
+class Newcomers:
+    """Per stratum key: fresh newcomers, re-entering cohort members, re-entering control."""
+
+    fresh: dict[str, int] = field(default_factory=dict)
+    reentering: dict[str, int] = field(default_factory=dict)
+    reentering_control: dict[str, int] = field(default_factory=dict)
+
+
+def phase_plan(ctx: StepContext, chunk: int) -> bool:
+    cp = ctx.checkpoint
+    existing = {
+        r.stratum_key: r
+        for r in ctx.session.scalars(
+            sa.select(CampaignStratum).where(CampaignStratum.campaign_id == ctx.campaign.id)
+        )
+    }
+    newcomers = _count_newcomers(ctx)
+    cp.total = cp.total_base + sum(newcomers.fresh.values()) + sum(newcomers.reentering.values())
+    cp.plan = Plan()
+    if not cp.lcg.enabled:
+        return True
+    sizes = {k: r.cohort for k, r in existing.items() if r.cohort > 0}
+    control = {k: r.control for k, r in existing.items() if r.control}
+    for k in set(newcomers.fresh) | set(newcomers.reentering):
+        sizes[k] = sizes.get(k, 0) + newcomers.fresh.get(k, 0) + newcomers.reentering.get(k, 0)
+        control[k] = control.get(k, 0) + newcomers.reentering_control.get(k, 0)
+    sizes = {k: v for k, v in sizes.items() if v > 0}
+    n = sum(sizes.values())
+    target = lcg.target_total(cp.lcg.percent_bp, n, cp.lcg.limit)
+    quotas = lcg.apportion(target, sizes)
+    existing_control = {k: r.control for k, r in existing.items()}
+    trims, projected = _plan_trims(ctx, quotas, control, existing_control)
+    picks = _plan_picks(quotas, projected, newcomers.fresh, cp.lcg.limit)
+    cutoffs = _cutoffs(ctx, picks, newcomers.fresh)
+    for key, k in picks.items():
+        projected[key] = projected.get(key, 0) + k
+    labels = {k: strata.label(k, cp.lcg.strata) for k in sizes}
+    cp.plan = Plan(
+        warnings=lcg.stratification_warnings(
+            cp.lcg.percent_bp, cp.lcg.limit, sizes, projected, labels
+        ),
+        quotas=quotas,
+        trims=trims,
+        cutoffs=cutoffs,
+        picks=picks,
+        cohort_size=n,
+        target=target,
+        unlimited_target=lcg.unlimited_target(cp.lcg.percent_bp, n),
+    )
+    return True
+
+
+def _count_newcomers(ctx: StepContext) -> Newcomers:
+    out = Newcomers()
+    for source in ctx.checkpoint.sources:
+        query = candidates(ctx, source)
+        rows = ctx.execute(
+            NEWCOMERS_PER_STRATUM.format(candidates=query.select()),
+            {**query.params, "cur": ctx.checkpoint.lcg.cohort},
+        ).all()
+        for k, fresh, reentering, reentering_control in rows:
+            for counts, value in (
+                (out.fresh, fresh),
+                (out.reentering, reentering),
+                (out.reentering_control, reentering_control),
+            ):
+                counts[k] = counts.get(k, 0) + int(value or 0)
+    return out
+
+
+def _plan_trims(
+    ctx: StepContext,
+    quotas: dict[str, int],
+    control: dict[str, int],
+    existing_control: dict[str, int],
+) -> tuple[list[Trim], dict[str, int]]:
+    """R6: a trimming build moves each stratum's surplus (control above quota, among the
+    members already in control) to test. Returns the trims and the control counts after."""
+    projected = dict(control)
+    trims: list[Trim] = []
+    if ctx.checkpoint.reason not in TRIMMING_REASONS:
+        return trims, projected
+    for key in sorted(quotas):
+        have = control.get(key, 0)
+        surplus = min(have - quotas[key], existing_control.get(key, 0))
+        if surplus <= 0:
+            continue
+        h, ext = ctx.execute(
+            SURPLUS_CUT.format(external_id=ctx.collate("p.external_id")),
+            {**ctx.ids, "k": key, "off": surplus - 1},
+        ).one()
+        trims.append(Trim(key, int(h), ext, surplus))
+        projected[key] = have - surplus
+    return trims, projected
+
+
+def _plan_picks(
+    quotas: dict[str, int],
+    projected: dict[str, int],
+    fresh: dict[str, int],
+    limit: int | None,
+) -> dict[str, int]:
+    """R9: per stratum min(q_s − c_s, fresh newcomers) go to control; R4/R10: the limit
+    caps the whole control group, so strata with a surplus kept by incremental builds
+    leave less room for the others' deficits (largest picks first, then key order)."""
+    picks: dict[str, int] = {}
+    for key in sorted(quotas):
+        wanted = min(max(quotas[key] - projected.get(key, 0), 0), fresh.get(key, 0))
+        if wanted > 0:
+            picks[key] = wanted
+    if limit is None:
+        return picks
+    room = max(0, limit - sum(projected.values()))
+    for key in sorted(picks, key=lambda k: (-picks[k], k)):
+        picks[key] = min(picks[key], room)
+        room -= picks[key]
+    return {k: v for k, v in picks.items() if v > 0}
+
+
+def _cutoffs(ctx: StepContext, picks: dict[str, int], fresh: dict[str, int]) -> dict[str, Cutoff]:
+    """Per stratum the picks-th smallest (hash, external_id) among its fresh newcomers.
+
+    Exact, without sorting everyone: fetch only newcomers whose hash is below a cut that
+    should hold enough of them (the hash is uniform over 64 bits); a stratum that comes
+    up short is fetched again with a doubled cut, up to the whole range.
+    """
+    out: dict[str, Cutoff] = {}
+    todo = dict(picks)
+    frac = max((k / fresh[key] for key, k in todo.items()), default=0.0)
+    frac = min(1.0, frac * 1.25 + 0.002)
+    while todo:
+        found = _fresh_hashes_below(ctx, frac, todo, every_stratum=len(todo) == len(picks))
+        for key in list(todo):
+            values = sorted(found[key])
+            if len(values) >= todo[key]:
+                out[key] = Cutoff(*values[todo[key] - 1])
+                del todo[key]
+        if frac >= 1.0 and todo:
+            raise RuntimeError(f"not enough newcomers for strata {sorted(todo)}")
+        frac = min(1.0, frac * 2)
+    return out
+
+
+def _fresh_hashes_below(
+    ctx: StepContext, frac: float, todo: dict[str, int], *, every_stratum: bool
+) -> dict[str, list[tuple[int, str]]]:
+    """(hash, external_id) of the fresh newcomers of the strata in `todo` whose hash lies
+    in the lowest `frac` of the hash range."""
+    found: dict[str, list[tuple[int, str]]] = {key: [] for key in todo}
+    for source in ctx.checkpoint.sources:
+        query = candidates(ctx, source)
+        params = dict(query.params)
+        conditions = ["fg IS NULL"]
+        if frac < 1.0:
+            conditions.append("h < :cut")
+            params["cut"] = HASH_MIN + int(frac * HASH_SPAN)
+        if not every_stratum:
+            keys = sorted(todo)
+            conditions.append(f"k IN ({', '.join(f':k{i}' for i in range(len(keys)))})")
+            params.update({f"k{i}": k for i, k in enumerate(keys)})
+        rows = ctx.execute(
+            f"SELECT k, h, ext FROM ({query.select(with_hash=True)}) cand "
+            f"WHERE {' AND '.join(conditions)}",
+            params,
+        ).all()
+        for k, h, ext in rows:
+            if k in found:
+                found[k].append((int(h), ext))
+    return found

@@ -1,0 +1,186 @@
+"""What one step of an audience build works with: its context (session, build, campaign,
+checkpoint) and the candidate query (R1, R2c, R3, R4, R11), built from named SQL
+fragments rather than edited as text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from store.build_checkpoint import (
+    ACTIVATION_SOURCE,
+    DELTA_SOURCE,
+    EXPANSION_SOURCE,
+    Checkpoint,
+    Source,
+)
+from store.models import AudienceBuild, Campaign, UTCDateTime, utcnow
+from store.scope import r1_scope_sql
+
+# ---- named fragments (alias p: profile, sm: segment_member)
+
+# A campaign member row as a build inserts it.
+MEMBER_INSERT = """INSERT INTO campaign_member (campaign_id, profile_id, "group", joined_group,
+                     source, stratum_key, assignment_hash, cohort, joined_at, joined_build_id,
+                     joined_by)"""
+# How a member entered: through the campaign's segment (activation or segment) or R11.
+ENTRY_SOURCE = "CASE WHEN sm.segment_id = :cseg THEN :segsrc ELSE 'expansion' END"
+# The R9 hash, computed in SQL (store/hashing.py registers it on SQLite).
+ASSIGNMENT_HASH = "cc_assignment_hash(:seed, p.external_id)"
+HAS_OPEN_MEMBERSHIP = (
+    "EXISTS (SELECT 1 FROM campaign_member o WHERE o.campaign_id = :cid "
+    "AND o.profile_id = p.id AND o.left_at IS NULL)"
+)
+HAS_CLOSED_MEMBERSHIP = (
+    "EXISTS (SELECT 1 FROM campaign_member f WHERE f.campaign_id = :cid "
+    "AND f.profile_id = p.id AND f.left_at IS NOT NULL)"
+)
+# R4: the group and cohort of the profile's latest closed membership (fg, fc).
+_LATEST_CLOSED = (
+    "FROM campaign_member f WHERE f.campaign_id = :cid AND f.profile_id = p.id "
+    "AND f.left_at IS NOT NULL ORDER BY f.id DESC LIMIT 1"
+)
+FORMER_GROUP = (
+    f'(SELECT f."group" {_LATEST_CLOSED}) AS fg, (SELECT f.cohort {_LATEST_CLOSED}) AS fc'
+)
+NO_FORMER_GROUP = "CAST(NULL AS TEXT) AS fg, CAST(NULL AS INTEGER) AS fc"
+# R11: a profile also arriving through the campaign segment's delta counts once (there).
+IN_CAMPAIGN_SEGMENT_DELTA = (
+    "EXISTS (SELECT 1 FROM segment_member d WHERE d.segment_id = :cseg "
+    "AND d.profile_id = p.id AND d.left_at IS NULL AND d.id > :wm AND d.id <= :mx)"
+)
+
+
+class StepContext:
+    """One step (one transaction) of one build."""
+
+    def __init__(
+        self,
+        session: Session,
+        build: AudienceBuild,
+        campaign: Campaign,
+        checkpoint: Checkpoint | None,
+    ) -> None:
+        self.session = session
+        self.build = build
+        self.campaign = campaign
+        self._checkpoint = checkpoint
+        self.is_postgres = session.get_bind().dialect.name == "postgresql"
+        self.now = utcnow()
+        self.actor = build.requested_by or "system"
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        assert self._checkpoint is not None, "the build has not been started"
+        return self._checkpoint
+
+    @checkpoint.setter
+    def checkpoint(self, value: Checkpoint) -> None:
+        self._checkpoint = value
+
+    @property
+    def ids(self) -> dict[str, Any]:
+        """:cid (campaign), :db (its profile database), :b (this build)."""
+        return {"cid": self.campaign.id, "db": self.campaign.database_id, "b": self.build.id}
+
+    def collate(self, expr: str) -> str:
+        """Bytewise text order on both backends (R9 ties on external_id)."""
+        return f'{expr} COLLATE "C"' if self.is_postgres else expr
+
+    def execute(self, sql: str, params: dict | list | None = None, times: tuple[str, ...] = ()):
+        stmt = sa.text(sql)
+        if times:
+            stmt = stmt.bindparams(*(sa.bindparam(t, type_=UTCDateTime()) for t in times))
+        return self.session.execute(stmt, params or {})
+
+    def row_after(self, sql: str, params: dict, chunk: int) -> Any:
+        """The key of the chunk-th row of `sql` (None: the rest fits in this chunk)."""
+        return self.execute(sql + " LIMIT 1 OFFSET :off", {**params, "off": chunk - 1}).scalar()
+
+
+def key_range(column: str, hi: Any) -> str:
+    """The keyset chunk (:lo, hi] of `column`; no upper bound when hi is None."""
+    return f"{column} > :lo" + (f" AND {column} <= :hi" if hi is not None else "")
+
+
+@dataclass(frozen=True)
+class CandidateQuery:
+    """The newcomers of one source over `segment_member sm JOIN profile p`.
+
+    Columns of `select()`: pid, smid, ext, k (stratum key), [h (R9 hash)], fg/fc (group
+    and cohort of the latest closed membership: R4 re-entry, NULL for fresh newcomers),
+    segid. Frozen by the checkpoint's segment bound (rows above it are left to the next
+    build) and watermark (delta).
+    """
+
+    source: Source
+    key_sql: str
+    former: str
+    conditions: tuple[str, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def keyset_column(self) -> str:
+        return "sm.id" if self.source.kind == DELTA_SOURCE else "sm.profile_id"
+
+    @property
+    def from_where(self) -> str:
+        return (
+            "FROM segment_member sm JOIN profile p ON p.id = sm.profile_id "
+            f"WHERE {' AND '.join(self.conditions)}"
+        )
+
+    def where(self, *conditions: str) -> CandidateQuery:
+        return replace(self, conditions=self.conditions + conditions)
+
+    def select(self, *, with_hash: bool = False) -> str:
+        hash_col = f", {ASSIGNMENT_HASH} AS h" if with_hash else ""
+        return (
+            f"SELECT p.id AS pid, sm.id AS smid, p.external_id AS ext, {self.key_sql} AS k"
+            f"{hash_col}, {self.former}, sm.segment_id AS segid {self.from_where}"
+        )
+
+
+def candidates(ctx: StepContext, source: Source) -> CandidateQuery:
+    cp = ctx.checkpoint
+    conditions = [
+        "sm.segment_id = :seg",
+        "sm.left_at IS NULL",
+        "sm.id <= :mx",
+        r1_scope_sql("p"),
+    ]
+    if source.kind == ACTIVATION_SOURCE:  # a draft has no memberships yet (R3)
+        former = NO_FORMER_GROUP
+    else:
+        former = FORMER_GROUP
+        conditions.append(f"NOT {HAS_OPEN_MEMBERSHIP}")
+    if source.kind == DELTA_SOURCE:
+        conditions.append("sm.id > :wm")
+    if source.kind == EXPANSION_SOURCE:
+        conditions.append(f"NOT {IN_CAMPAIGN_SEGMENT_DELTA}")
+    params = {
+        **ctx.ids,
+        "seg": source.segment_id,
+        "cseg": ctx.campaign.segment_id,
+        "mx": cp.segment_bound,
+        "wm": cp.watermark,
+        "seed": cp.lcg.seed,
+    }
+    return CandidateQuery(source, cp.lcg.key_sql, former, tuple(conditions), params)
+
+
+def source_chunk_end(ctx: StepContext, source: Source, lo: int, chunk: int) -> Any:
+    """The keyset value that ends the chunk starting after `lo` (None: last chunk)."""
+    if source.kind == DELTA_SOURCE:
+        sql = "SELECT id FROM segment_member WHERE id > :lo AND id <= :mx ORDER BY id"
+    else:
+        sql = (
+            "SELECT profile_id FROM segment_member WHERE segment_id = :seg "
+            "AND left_at IS NULL AND profile_id > :lo ORDER BY profile_id"
+        )
+    params = {"lo": lo, "mx": ctx.checkpoint.segment_bound, "seg": source.segment_id}
+    return ctx.row_after(sql, params, chunk)
