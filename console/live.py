@@ -56,15 +56,22 @@ class LivePoller:
             self._timer.stop()
 
     def _schedule(self, delay: float) -> None:
-        if self._stopped:
+        if self._exiting():
             return
         if self._timer is not None:
             self._timer.stop()
         self._timer = self.app.set_timer(max(delay, 0.01), self.poll_now, name="live-poll")
 
+    def _exiting(self) -> bool:
+        """True once the app has begun to shut down: its screens are being removed, so a
+        poll must neither start nor touch widgets (a timer or a finished read can still fire
+        in that window; reading `app.screen` then raised ScreenStackError)."""
+        app = self.app
+        return self._stopped or app._exit or not app.is_running or not app.screen_stack
+
     def poll_now(self) -> None:
         """Poll at once (after an action), or right after the poll in flight ends."""
-        if self._stopped:
+        if self._exiting():
             return
         if self._in_flight:
             self._again = True
@@ -104,6 +111,8 @@ class LivePoller:
     ) -> None:
         self._in_flight = False
         self.polls += 1
+        if self._exiting():
+            return
         try:
             with self.app.batch_update():
                 if header is not None:

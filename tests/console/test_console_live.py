@@ -99,3 +99,21 @@ async def test_embedded_scheduler_runs_a_build_and_leaves_on_exit(make_app):
         )
     with Session(app.engine) as session:
         assert live_lease(session) is None  # shutdown released the lease for the next one
+
+
+async def test_no_poll_runs_once_the_app_is_exiting(make_app):
+    """Issue 10.9: a poll scheduled during exit read `app.screen` on an emptied screen stack
+    (ScreenStackError). Once the app exits, neither a timer nor a finished read polls."""
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for(pilot, lambda: app.poller.polls > 0, what="a first poll")
+        app.exit()
+        workers_before = len(app.workers)
+        app.poller.poll_now()  # e.g. the timer firing in the exit window
+        assert len(app.workers) == workers_before
+    # The screens are gone now; a read finishing late and a late timer must do nothing.
+    assert not app.screen_stack
+    timer = app.poller._timer
+    app.poller._apply(app, None, None, None)
+    app.poller.poll_now()
+    assert app.poller._timer is timer  # nothing new was scheduled
