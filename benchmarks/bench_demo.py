@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from store import demo
-from store.actors import Actor
+from store.actors import Actor, system_actor
 from store.db import open_store
 
 
@@ -28,7 +28,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             url = args.db or f"sqlite:///{Path(tmp) / 'demo.db'}"
             engine = open_store(url)
-            demo.reset(engine)
+            demo.reset(engine, system_actor("benchmark"))
             started = time.perf_counter()
             demo.build_demo(engine, actor, n)
             elapsed = time.perf_counter() - started

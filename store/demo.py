@@ -8,6 +8,7 @@ Campaign activation goes through the real store operations and builds.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,9 +19,11 @@ from sqlmodel import Session
 from store import builds, campaigns, mailings, profiles, segments
 from store.actors import Actor
 from store.db import keep_statistics_fresh, transaction
+from store.errors import DomainError, InvalidStateError
 from store.models import (
     Campaign,
     ProfileDatabase,
+    Segment,
     SQLModel,
     StoreMeta,
     utcnow,
@@ -96,9 +99,54 @@ def _profile_insert(dialect: str, slots: dict[str, str]) -> str:
     """
 
 
-def reset(engine: Engine) -> None:
-    """Drop and recreate every table (the --reset of `campaign-console demo`)."""
-    from store.db import init_schema
+DEMO_MARKER = "workspace_kind"  # store_meta key; value "demo" on a demo workspace
+LEGACY_DEMO_MARKER = "demo_profiles"  # written by demos of the previous release
+
+
+def is_demo_workspace(engine: Engine) -> bool:
+    """True when the demo built this workspace (it marks it), or when there is nothing to lose:
+    no store tables, or no profile database, segment or campaign in them."""
+    tables = set(sa.inspect(engine).get_table_names())
+    if StoreMeta.__tablename__ not in tables:
+        return True
+    with Session(engine) as session:
+        marked = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(StoreMeta)
+            .where(
+                sa.or_(
+                    sa.and_(StoreMeta.key == DEMO_MARKER, StoreMeta.value == "demo"),
+                    StoreMeta.key == LEGACY_DEMO_MARKER,
+                )
+            )
+        )
+        if marked:
+            return True
+        for model in (ProfileDatabase, Segment, Campaign):
+            if model.__tablename__ in tables and session.scalar(sa.select(model.id).limit(1)):
+                return False
+    return True
+
+
+def reset(engine: Engine, actor: Actor) -> None:
+    """Drop and recreate every table (the --reset of `campaign-console demo`).
+
+    Checked before anything is touched: the actor may write, and the workspace is the demo's
+    (a real workspace is never destroyed, whatever the role). Refusals are audited."""
+    from store.audit import record, record_refusal
+    from store.db import init_schema, transaction
+
+    try:
+        actor.require_write("reset the demo workspace")
+        if not is_demo_workspace(engine):
+            raise InvalidStateError(
+                "this workspace was not built by `campaign-console demo`: --reset drops every "
+                "table, so it only resets a demo workspace; point --db at the demo instead"
+            )
+    except DomainError as exc:
+        with contextlib.suppress(Exception):  # no audit table yet: nothing to record into
+            record_refusal(engine, actor, "demo.reset", "workspace", None, str(exc))
+        raise
 
     # mailing <-> audience_build reference each other, so drop_all cannot order them:
     # drop every table in one go instead (CASCADE on PostgreSQL, no FK checks on SQLite).
@@ -112,6 +160,8 @@ def reset(engine: Engine) -> None:
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
             conn.exec_driver_sql("PRAGMA foreign_keys=ON")
     init_schema(engine)
+    with transaction(engine) as session:
+        record(session, actor, "demo.reset", "workspace")
 
 
 def has_workspace(engine: Engine) -> bool:
@@ -121,6 +171,7 @@ def has_workspace(engine: Engine) -> bool:
 
 def build_demo(engine: Engine, actor: Actor, n_profiles: int = DEFAULT_PROFILES) -> DemoSummary:
     """Generate the demo workspace into an empty database."""
+    actor.require_write("build the demo workspace")
     if n_profiles < 100:
         raise ValueError("the demo needs at least 100 profiles")
     if has_workspace(engine):
@@ -129,6 +180,7 @@ def build_demo(engine: Engine, actor: Actor, n_profiles: int = DEFAULT_PROFILES)
     now = utcnow()
 
     with transaction(engine) as session:
+        session.merge(StoreMeta(key=DEMO_MARKER, value="demo"))  # what --reset may destroy
         database = profiles.create_database(session, actor, DEMO_DATABASE, DEMO_FIELDS)
         slots = {f.name: f.slot for f in profiles.database_fields(session, database.id)}
         session.execute(

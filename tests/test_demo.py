@@ -56,7 +56,7 @@ def test_demo_has_static_and_dynamic_segments_and_every_mailing_kind(workspace):
 def test_demo_refuses_to_overwrite_and_reset_rebuilds(workspace, operator):
     with pytest.raises(ValueError, match="--reset"):
         demo.build_demo(workspace, operator, n_profiles=500)
-    demo.reset(workspace)
+    demo.reset(workspace, operator)
     demo.build_demo(workspace, operator, n_profiles=500)
     with Session(workspace) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Profile)) == 500

@@ -29,7 +29,7 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     url = db_url(args)
     engine = ctx.engine
     if args.reset:
-        demo.reset(engine)
+        demo.reset(engine, ctx.actor)
     if demo.has_workspace(engine) and not args.reset:
         ctx.note(f"workspace already present in {describe_url(url)} (use --reset to rebuild)")
     else:
