@@ -18,8 +18,10 @@ from rich.text import Text
 from sqlmodel import Session
 
 from console.keymap import WRITE_ACTIONS
+from console.literal import literal, literal_lines
 from store.db import transaction
 from store.errors import DomainError, StoreError
+from store.names import printable
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -225,9 +227,9 @@ class CampaignActions:
                     strata=change.strata,
                 )
         except StoreError as exc:
-            return Text(f"✗ {exc}", style="bold red")
+            return literal_lines(f"✗ {exc}", style="bold red")
         except Exception as exc:
-            return Text(f"✗ preview failed: {type(exc).__name__}: {exc}", style="bold red")
+            return literal_lines(f"✗ preview failed: {type(exc).__name__}: {exc}", style="bold red")
         return render_preview(preview)
 
     def apply_lcg(self, ref: CampaignRef, change: LcgChange, enable: bool) -> None:
@@ -357,7 +359,7 @@ def render_preview(preview: Any) -> Table:
         table.add_column(column, justify="left" if column == "stratum" else "right")
     for row in preview.rows:
         table.add_row(
-            row.label or "(all)",
+            literal(row.label or "(all)"),
             f"{row.members:,}",
             f"{row.cohort:,}",
             f"{row.control:,}",
@@ -371,7 +373,7 @@ def render_preview(preview: Any) -> Table:
         caption.append(f"R6: {preview.deficit:,} control places wait for newcomers\n")
     for warning in preview.warnings:
         message = warning.get("message") if isinstance(warning, dict) else str(warning)
-        caption.append(f"⚠ {message}\n", style="bold yellow")
+        caption.append(f"⚠ {printable(str(message))}\n", style="bold yellow")
     if preview.note:
         caption.append(preview.note, style="dim")
     if caption.plain:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlmodel import Session
 from textual.app import App, SystemCommand
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from console.actions import CampaignActions
@@ -30,6 +31,7 @@ from store.actors import Actor
 from store.db import describe_url, open_store
 from store.live_views import database_names
 from store.monitor import SchedulerHealth
+from store.names import printable, printable_lines
 
 EXIT_TERMINAL_GONE = 129  # 128 + SIGHUP
 TERMINAL_GONE_GRACE_SECONDS = 5.0
@@ -192,6 +194,25 @@ class CampaignConsole(App):
         self.scheduler_text = text
         for header in self.screen.query(StatusHeader):
             header.scheduler = text
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Notifications quote names and store errors: shown literally, never as markup, with
+        control characters escaped (issue 15.2, 15.3), whatever the caller asked for."""
+        super().notify(
+            printable_lines(message),
+            title=printable(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     def show_poll_error(self, error: Exception) -> None:
         self.scheduler_text = f"NOT RUNNING? database unreachable: {type(error).__name__}"

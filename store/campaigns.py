@@ -38,6 +38,7 @@ from store.models import (
     UTCDateTime,
     utcnow,
 )
+from store.names import check_name
 from store.profiles import database_fields
 from store.scope import r1_scope_sql
 
@@ -206,11 +207,7 @@ def create_campaign(
 ) -> Campaign:
     """A draft campaign on `database` and `segment` (both fixed). LCG on when a percent is given."""
     actor.require_write("create a campaign")
-    name = (name or "").strip()
-    if not name:
-        raise ValidationError("a campaign needs a name")
-    if len(name) > 200:
-        raise ValidationError("campaign name is longer than 200 characters")
+    name = check_name("campaign", name)
     if session.scalar(sa.select(Campaign.id).where(Campaign.name == name)) is not None:
         raise ValidationError(f"campaign {name!r} already exists; pick another name")
     if database is None or database.id is None:

@@ -26,6 +26,7 @@ from store.models import (
     Segment,
     utcnow,
 )
+from store.names import check_name
 
 SCHEDULED_KINDS = ("broadcast", "regular")  # R5: trigger mailings are never paused
 
@@ -49,6 +50,7 @@ def create_mailing(
     expand_audience: bool = False,
 ) -> Mailing:
     actor.require_write("create a mailing")
+    name = check_name("mailing", name)
     if campaign.status == "completed":
         raise InvalidStateError(f"campaign {campaign.name!r} is completed and read-only (R8)")
     if kind not in MAILING_KINDS:

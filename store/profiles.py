@@ -11,6 +11,7 @@ from store import audit
 from store.actors import Actor
 from store.errors import NotFoundError, ValidationError
 from store.models import FIELD_TYPES, SLOTS, ProfileDatabase, ProfileField
+from store.names import check_name
 
 FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED_FIELD_NAMES = {"external_id", "id", "database_id", "in_gcg", "created_at"}
@@ -34,8 +35,7 @@ def create_database(
 ) -> ProfileDatabase:
     """Declare a profile database and its typed fields; each field gets a slot column."""
     actor.require_write("create a profile database")
-    if not name.strip():
-        raise ValidationError("a profile database needs a name")
+    name = check_name("profile database", name)
     if session.scalar(sa.select(ProfileDatabase).where(ProfileDatabase.name == name)):
         raise ValidationError(f"profile database {name!r} already exists")
     used: dict[str, int] = {t: 0 for t in FIELD_TYPES}

@@ -41,10 +41,10 @@ from store.models import (
     UTCDateTime,
     utcnow,
 )
+from store.names import check_name
 from store.profiles import database_fields
 
 ID_CHUNK = 5_000  # profile ids per statement (SQLite caps bound parameters)
-MAX_NAME = 200
 
 profile_table = Profile.__table__
 member_table = SegmentMember.__table__
@@ -103,11 +103,7 @@ def create_segment(
     needs a database, and may have a refresh schedule: `every_seconds` (>= 1) or `cron`.
     """
     actor.require_write("create a segment")
-    name = (name or "").strip()
-    if not name:
-        raise ValidationError("a segment needs a name")
-    if len(name) > MAX_NAME:
-        raise ValidationError(f"segment name is longer than {MAX_NAME} characters")
+    name = check_name("segment", name)
     if session.scalar(sa.select(Segment.id).where(Segment.name == name)) is not None:
         raise ValidationError(f"segment {name!r} already exists; pick another name")
     kind = "static"

@@ -75,15 +75,26 @@ class Context:
         self.audit_target = (target_type, target_name)
 
     def emit(self, payload: Any, human: Callable[[], str]) -> None:
+        # Names and imported data reach other people's terminals: no control character or
+        # bidi override is ever printed raw (issue 15.2). JSON gets \\uXXXX escapes, which
+        # parse back to the same data (json.dumps escapes C0 controls inside strings, so a
+        # raw newline is the indentation's).
+        from store.names import is_unsafe, printable_lines
+
         if self.args.json:
-            self.out.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+            text = json.dumps(payload, indent=2, ensure_ascii=False, default=str)
+            self.out.write(
+                "".join(f"\\u{ord(c):04x}" if c != "\n" and is_unsafe(c) else c for c in text) + "\n"
+            )
         else:
             text = human()
             if text:
-                self.out.write(text.rstrip("\n") + "\n")
+                self.out.write(printable_lines(text.rstrip("\n")) + "\n")
 
     def note(self, text: str) -> None:
-        self.err.write(text + "\n")
+        from store.names import printable_lines
+
+        self.err.write(printable_lines(text) + "\n")
 
     def close(self) -> None:
         if self._engine is not None:

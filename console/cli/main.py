@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(handler: Callable, args: argparse.Namespace, ctx: Context) -> int:
     from store.errors import DomainError, NotFoundError, StoreError
+    from store.names import printable_lines  # messages may quote names and imported data
 
     try:
         return handler(args, ctx)
@@ -87,17 +88,17 @@ def _run(handler: Callable, args: argparse.Namespace, ctx: Context) -> int:
         prog = " ".join(
             filter(None, ["campaign-console", args.command, getattr(args, "subcommand", None)])
         )
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {printable_lines(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except NotFoundError as exc:
-        print(f"not found: {exc}", file=sys.stderr)
+        print(f"not found: {printable_lines(str(exc))}", file=sys.stderr)
         return EXIT_NOT_FOUND
     except DomainError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
+        print(f"refused: {printable_lines(str(exc))}", file=sys.stderr)
         _audit_refusal(ctx, str(exc))
         return exc.exit_code
     except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable_lines(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # a build interrupted here resumes from its checkpoint
         return 130
@@ -106,7 +107,8 @@ def _run(handler: Callable, args: argparse.Namespace, ctx: Context) -> int:
     except Exception as exc:  # the contract: anything unexpected is exit 1, with a reason
         if os.environ.get("CAMPAIGN_CONSOLE_DEBUG"):
             raise
-        print(f"unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        reason = printable_lines(str(exc))
+        print(f"unexpected error: {type(exc).__name__}: {reason}", file=sys.stderr)
         return EXIT_UNEXPECTED
 
 

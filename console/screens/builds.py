@@ -13,6 +13,7 @@ from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.status_header import StatusHeader
 from store.monitor import SchedulerMonitor, scheduler_monitor
+from store.names import printable
 
 COLUMNS = ("#", "Campaign", "Reason", "Status", "Progress", "Rate", "ETA", "Finished", "By")
 
@@ -67,7 +68,7 @@ class BuildsScreen(LiveScreen):
         text.append("Scheduler ", style="bold")
         if state.alive:
             text.append(self.app.scheduler_line(state), style="green")
-            text.append(f" · {state.host}:{state.pid}", style="dim")
+            text.append(printable(f" · {state.host}:{state.pid}"), style="dim")
         else:
             text.append(f" {state.describe()} ", style="bold reverse red")  # with the last one seen
             text.append(" queued builds wait until a scheduler runs", style="dim")

@@ -11,11 +11,13 @@ from textual.widgets import DataTable, Footer, Label, Static
 
 from console.actions import CampaignActions, CampaignRef, run_store_operation
 from console.keymap import CAMPAIGN_ACTION_BINDINGS, DETAIL_BINDINGS
+from console.literal import literal, literal_cells, literal_lines
 from console.live import LiveScreen
 from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.split_bar import SplitBar
 from console.widgets.status_header import StatusHeader
 from store.live_views import CampaignDetail, MailingRow, campaign_detail
+from store.names import printable
 
 STRATA_COLUMNS = ("Stratum", "Members", "Cohort", "Control", "Quota", "Ideal")
 MAILING_COLUMNS = ("Mailing", "Kind", "Status", "Schedule", "Next run", "Paused")
@@ -31,18 +33,21 @@ def sync_table(table: DataTable, rows: list[tuple[str, tuple[str, ...]]]) -> Non
         cursor = table.cursor_row
         table.clear()
         for key, cells in rows:
-            table.add_row(*cells, key=key)
+            table.add_row(*literal_cells(cells), key=key)
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
         return
     columns = list(table.columns)
     for key, cells in rows:
-        for index, value in enumerate(cells):
+        for index, value in enumerate(literal_cells(cells)):
             if table.get_cell(key, columns[index]) != value:
                 table.update_cell(key, columns[index], value)
 
 
 def set_text(widget: Static, content: Text | str) -> None:
+    """Show `content` in `widget` if it changed; a str is shown literally, never as markup."""
+    if isinstance(content, str):
+        content = literal_lines(content)
     if getattr(widget, "_shown", None) != str(content):
         widget._shown = str(content)  # type: ignore[attr-defined]
         widget.update(content)
@@ -60,7 +65,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
         with VerticalScroll(id="detail"):
-            yield Static(f"{self.campaign_name} – loading…", id="overview")
+            yield Static(literal(f"{self.campaign_name} – loading…"), id="overview")
             yield Static("", id="dynamic-note", classes="note")
             yield Static("", id="lcg-panel", classes="panel")
             yield SplitBar("", id="split")
@@ -178,10 +183,12 @@ class CampaignScreen(CampaignActions, LiveScreen):
     @staticmethod
     def overview_text(d: CampaignDetail) -> Text:
         text = Text()
-        text.append(d.name, style="bold")
+        text.append(printable(d.name), style="bold")
         text.append(f"  [{d.status}]", style="bold yellow" if d.status == "draft" else "bold")
         text.append(f"  v{d.version}\n", style="dim")
-        text.append(f"database {d.database} · segment {d.segment} ({d.segment_kind})\n")
+        text.append(
+            printable(f"database {d.database} · segment {d.segment} ({d.segment_kind})") + "\n"
+        )
         text.append(
             f"members {d.members:,} · test {d.test:,} · control {d.control:,}"
             f" · created {when(d.created_at)}"
@@ -203,7 +210,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
         else:
             text.append(d.lcg_summary, style="bold")
             limit = f"{d.lcg_limit:,}" if d.lcg_limit is not None else "none"
-            strata = ", ".join(d.lcg_strata) or "none"
+            strata = printable(", ".join(d.lcg_strata)) or "none"
             text.append(f" · limit {limit} · strata {strata}\n")
             text.append(
                 f"cohort {d.cohort_size:,} · control target {d.target:,} · actual {d.control:,}"
@@ -222,7 +229,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
         for warning in d.warnings:
             # R10 messages name every stratum; at 80×24 the first lines say enough.
             short = warning if len(warning) <= 230 else warning[:229] + "…"
-            text.append(f"\n⚠ {short}", style="bold yellow")
+            text.append(f"\n⚠ {printable(short)}", style="bold yellow")
         return text
 
     # ------------------------------------------------------------------ actions

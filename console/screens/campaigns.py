@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Footer, Input
 
 from console.actions import CampaignActions, CampaignRef
 from console.keymap import CAMPAIGN_ACTION_BINDINGS, LIST_BINDINGS
+from console.literal import literal_cells
 from console.live import LiveScreen
 from console.widgets.status_header import StatusHeader
 from store.live_views import campaign_rows
@@ -84,7 +85,9 @@ class CampaignsScreen(CampaignActions, LiveScreen):
         wanted = [
             name for name, row in self.rows.items() if not self.needle or matches(row, self.needle)
         ]
-        cells = {name: tuple(cell(self.rows[name]) for *_kl, cell in COLUMNS) for name in wanted}
+        cells = {
+            name: literal_cells(cell(self.rows[name]) for *_kl, cell in COLUMNS) for name in wanted
+        }
         if wanted != self.shown:
             selected = self.selected_name()
             table.clear()

@@ -11,11 +11,13 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static
 
 from console.keymap import PROFILE_BINDINGS
+from console.literal import literal_lines
 from console.live import LiveScreen
 from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import when
 from console.widgets.status_header import StatusHeader
 from store.errors import StoreError
+from store.names import printable
 
 MEMBERSHIP_COLUMNS = ("Campaign", "Group", "Joined", "Left", "Source")
 EVENT_COLUMNS = ("At", "Event", "Campaign / segment", "Group", "Build", "By")
@@ -82,17 +84,17 @@ class ProfileScreen(LiveScreen):
         if card is None:
             return
         if isinstance(card, Exception):
-            set_text(fields, Text(f"✗ {card}", style="bold red"))
+            set_text(fields, literal_lines(f"✗ {card}", style="bold red"))
             sync_table(self.query_one("#memberships", DataTable), [])
             sync_table(self.query_one("#events", DataTable), [])
             return
         text = Text()
-        text.append(f"{card.external_id}", style="bold")
-        text.append(f" · database {self.database}")
+        text.append(printable(card.external_id), style="bold")
+        text.append(printable(f" · database {self.database}"))
         if card.in_gcg:
             text.append(" · in the global control group (R1)", style="bold yellow")
         text.append("\n")
-        text.append(" · ".join(f"{k}={v}" for k, v in card.fields.items()))
+        text.append(printable(" · ".join(f"{k}={v}" for k, v in card.fields.items())))
         set_text(fields, text)
         sync_table(
             self.query_one("#memberships", DataTable),

@@ -8,6 +8,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from console.literal import literal, literal_lines
+from store.names import printable
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Yes/no question; `No` has the focus so a stray enter changes nothing."""
@@ -26,8 +29,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="dialog-title")
-            yield Static(self.explanation, classes="dialog-body")
+            yield Label(literal(self.title_text), classes="dialog-title")
+            yield Static(literal_lines(self.explanation), classes="dialog-body")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.yes_label} (y)", id="yes", variant="warning", compact=True)
                 yield Button("No (n)", id="no", variant="primary", compact=True)
@@ -55,9 +58,9 @@ class TypeToConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="dialog-title")
-            yield Static(self.explanation, classes="dialog-body")
-            yield Input(placeholder=self.expected, id="typed", compact=True)
+            yield Label(literal(self.title_text), classes="dialog-title")
+            yield Static(literal_lines(self.explanation), classes="dialog-body")
+            yield Input(placeholder=printable(self.expected), id="typed", compact=True)
             yield Static("", id="mismatch", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel (esc)", id="cancel", variant="primary", compact=True)
@@ -70,7 +73,7 @@ class TypeToConfirmScreen(ModalScreen[bool]):
             self.dismiss(True)
         else:
             self.query_one("#mismatch", Static).update(
-                f"type the campaign name exactly ({self.expected}) or press escape"
+                literal(f"type the campaign name exactly ({self.expected}) or press escape")
             )
 
     def on_button_pressed(self, _event: Button.Pressed) -> None:

@@ -18,6 +18,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, SelectionList, Static
 
+from console.literal import literal
+
 
 @dataclass(frozen=True)
 class LcgChange:
@@ -70,7 +72,7 @@ class LcgFormScreen(ModalScreen[LcgChange | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog lcg-dialog"):
-            yield Label(f"LCG of {self.campaign}", classes="dialog-title")
+            yield Label(literal(f"LCG of {self.campaign}"), classes="dialog-title")
             if self.note:
                 yield Static(self.note, classes="dialog-body")
             with Horizontal(classes="lcg-inputs"):
@@ -121,7 +123,7 @@ class LcgFormScreen(ModalScreen[LcgChange | None]):
         try:
             change = self.current_change()
         except LcgFormError as exc:
-            self.query_one("#preview", Static).update(f"[b red]✗[/] {exc}")
+            self.query_one("#preview", Static).update(literal(f"✗ {exc}", style="bold red"))
             return
         self._preview(change)
 

@@ -6,6 +6,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from store.names import printable
+
 
 class StatusHeader(Static):
     """`user (role) │ scheduler: … │ DB`; NOT RUNNING in a warning colour.
@@ -31,7 +33,7 @@ class StatusHeader(Static):
     def _line(self) -> Text:
         # User and scheduler first: at 80 columns a long database URL is what gets cut.
         line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(f"{self.user} ({self.role})", style="bold")
+        line.append(printable(f"{self.user} ({self.role})"), style="bold")
         line.append(" │ scheduler: ")
         if self.scheduler.startswith("NOT RUNNING"):
             # Reverse video keeps the warning visible under NO_COLOR as well.
@@ -40,7 +42,7 @@ class StatusHeader(Static):
             line.append(self.scheduler, style="green")
         line.append(" │ ")
         room = self.size.width - 2 - line.cell_len
-        database = self.database
+        database = printable(self.database)
         if 0 < room < len(database):
             # Keep the end of the URL (the file or database name) visible at 80 columns.
             database = "…" + database[-max(room - 1, 8) :]
