@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from store import lcg, validity
-from store.campaigns import get_campaign
 from store.models import (
     AudienceBuild,
     Campaign,
@@ -200,6 +199,10 @@ def builds(
 
 def campaign_show(session: Session, name: str, *, build_limit: int = 10) -> dict[str, Any]:
     """Everything `campaign show --json` prints. NotFoundError when there is no such campaign."""
+    # Imported here: store.campaigns brings the whole write side (builds, mailings, audit),
+    # which read-only commands such as `campaign list` never need (CLI start-up, issue 14).
+    from store.campaigns import get_campaign
+
     campaign = get_campaign(session, name)
     database = session.get(ProfileDatabase, campaign.database_id)
     segment = session.get(Segment, campaign.segment_id)

@@ -4,6 +4,7 @@ import Textual unless it opens the console (STYLE.md layers, STACK.md start-up).
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,29 @@ def test_store_has_no_import_cycles():
     for module in sorted(graph):
         visit(module, [module])
     assert cycles == []
+
+
+def test_campaign_list_imports_neither_the_console_nor_the_write_side(tmp_path):
+    """Issue 14 target 6: a read-only command loads what it reads with, nothing more:
+    no Textual, no APScheduler, not the build engine, campaign operations or imports."""
+    db = tmp_path / "w.db"
+    code = f"""
+import contextlib, io, json, sys
+from console.cli.main import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = main(["--db", {str(db)!r}, "campaign", "list", "--json"])
+assert code == 0 and json.loads(out.getvalue()) == [], (code, out.getvalue())
+print(json.dumps(sorted(sys.modules)))
+"""
+    env = {"CAMPAIGN_CONSOLE_CONFIG": str(tmp_path / "absent.toml"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    heavy = {"textual", "apscheduler", "scheduler", "console.app"} | {
+        f"store.{name}" for name in ("builds", "build_steps", "campaigns", "imports", "demo")
+    }
+    assert loaded & heavy == set()
+    assert "store.views" in loaded  # the read model was used, so the check means something
