@@ -16,9 +16,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -119,27 +121,87 @@ def _decoded_lines(binary: IO[bytes], problems: Problems) -> Iterator[str]:
             yield raw.decode("utf-8", "replace")
 
 
-def _records(lines: Iterable[str], problems: Problems) -> Iterator[tuple[int, list[str]]]:
-    """(first line number, cells) of each non-blank CSV record."""
-    reader = csv.reader(lines, strict=True)
-    end = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            problems.add(reader.line_num, None, f"malformed CSV ({exc}); reading stopped here")
-            return
-        start, end = end + 1, reader.line_num
-        if row:  # blank lines are skipped
-            yield start, row
+def _universal_breaks(cell: str) -> int:
+    """Line breaks in a cell as the text reader splits lines (\\n, \\r\\n or a lone \\r)."""
+    return cell.count("\n") + cell.count("\r") - cell.count("\r\n")
+
+
+def _newline_breaks(cell: str) -> int:
+    """Line breaks in a cell as the byte-line reader splits lines (\\n only)."""
+    return cell.count("\n")
+
+
+class Records:
+    """The non-blank CSV records of a file with the physical line each starts on.
+
+    Iterating gives `(line, cells)` one record at a time (the header); `batches(size)`
+    gives `(lines, rows)` for up to `size` records at once, which the import loops use:
+    while every record of a batch is one physical line (the usual case), its line numbers
+    are a range and no Python code runs per record. Otherwise each record's lines are
+    counted from the line breaks inside its quoted cells, which is what the csv reader
+    consumed. A malformed record is reported after the records before it, and ends the
+    reading.
+    """
+
+    def __init__(
+        self, lines: Iterable[str], problems: Problems, breaks: Callable[[str], int]
+    ) -> None:
+        self._reader = csv.reader(lines, strict=True)
+        self._problems = problems
+        self._breaks = breaks
+        self._end = 0  # physical lines consumed so far
+        self._stopped = False
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        return self
+
+    def __next__(self) -> tuple[int, list[str]]:
+        for lines, rows in self.batches(1):
+            return lines[0], rows[0]
+        raise StopIteration
+
+    def batches(self, size: int) -> Iterator[tuple[Sequence[int], list[list[str]]]]:
+        while not self._stopped:
+            rows: list[list[str]] = []
+            error: csv.Error | None = None
+            try:
+                rows.extend(islice(self._reader, size))  # keeps the rows before an error
+            except csv.Error as exc:
+                error = exc
+            end = self._reader.line_num
+            if not rows and error is None:
+                return
+            lines: Sequence[int]
+            if error is None and end - self._end == len(rows) and [] not in rows:
+                lines = range(self._end + 1, end + 1)  # one line per record
+            else:
+                lines, rows = self._count_lines(rows, end if error is None else None)
+            self._end = end
+            if rows:
+                yield lines, rows
+            if error is not None:
+                self._problems.add(end, None, f"malformed CSV ({error}); reading stopped here")
+                self._stopped = True
+
+    def _count_lines(
+        self, rows: list[list[str]], end: int | None
+    ) -> tuple[list[int], list[list[str]]]:
+        """First lines of the non-blank records; blank lines are skipped."""
+        position, lines, kept = self._end, [], []
+        for row in rows:
+            if row:
+                lines.append(position + 1)
+                kept.append(row)
+            position += 1 + sum(map(self._breaks, row))
+        if end is not None and position != end:  # the counting disagrees with the reader
+            raise AssertionError(f"line count {position} != {end}: report this file")
+        return lines, kept
 
 
 def scan_records(
     binary: IO[bytes],
     max_problems: int,
-    scan: Callable[[Iterator[tuple[int, list[str]]], Problems], Any],
+    scan: Callable[[Records, Problems], Any],
 ) -> tuple[Any, Problems]:
     """Run `scan(records, problems)` over the file's CSV records.
 
@@ -152,14 +214,15 @@ def scan_records(
         problems = Problems(cap=max_problems)
         text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
         try:
-            return scan(_records(text, problems), problems), problems
+            return scan(Records(text, problems, _universal_breaks), problems), problems
         except UnicodeDecodeError:
             pass
         finally:
             text.detach()  # leave `binary` open: its owner closes it
         binary.seek(start)
     problems = Problems(cap=max_problems)
-    return scan(_records(_decoded_lines(binary, problems), problems), problems), problems
+    records = Records(_decoded_lines(binary, problems), problems, _newline_breaks)
+    return scan(records, problems), problems
 
 
 # --------------------------------------------------------------------------- typed cells
@@ -199,6 +262,67 @@ EXPECTED = {
     "int": "a whole number",
     "float": "a number",
     "date": "a date YYYY-MM-DD",
+}
+
+
+# Whole columns of a batch at once (the fast path of the imports): each returns the
+# column's values, or None when any cell is not plainly valid, and the batch then goes
+# through PARSERS cell by cell, which reports every bad cell. A column accepted here holds
+# exactly the values PARSERS would give; the loops run in C (map, join, min/max).
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _numbers(cells: Sequence[str], parse: Callable[[str], Any]) -> tuple[Any, list[Any]]:
+    """(values with None for empty cells, the non-empty values); ValueError if one is bad."""
+    if "" in cells:
+        values = [None if cell == "" else parse(cell) for cell in cells]
+        return values, [v for v in values if v is not None]
+    values = list(map(parse, cells))
+    return values, values
+
+
+def _int_column(cells: Sequence[str]) -> Sequence[Any] | None:
+    if "_" in "".join(cells):
+        return None
+    try:
+        values, numbers = _numbers(cells, int)
+    except ValueError:
+        return None
+    if numbers and (min(numbers) < INT_MIN or max(numbers) > INT_MAX):
+        return None
+    return values
+
+
+def _float_column(cells: Sequence[str]) -> Sequence[Any] | None:
+    if "_" in "".join(cells):
+        return None
+    try:
+        values, numbers = _numbers(cells, float)
+    except ValueError:
+        return None
+    return values if all(map(math.isfinite, numbers)) else None
+
+
+def _date_column(cells: Sequence[str]) -> Sequence[Any] | None:
+    present = [cell for cell in cells if cell != ""] if "" in cells else cells
+    if not all(map(ISO_DATE.fullmatch, present)):
+        return None
+    try:
+        all(map(date.fromisoformat, present))  # a real day of a real month
+    except ValueError:
+        return None
+    return [None if cell == "" else cell for cell in cells] if present is not cells else cells
+
+
+def _text_column(cells: Sequence[str]) -> Sequence[Any]:
+    return [None if cell == "" else cell for cell in cells] if "" in cells else cells
+
+
+COLUMN_PARSERS: dict[str, Callable[[Sequence[str]], Sequence[Any] | None]] = {
+    "text": _text_column,
+    "int": _int_column,
+    "float": _float_column,
+    "date": _date_column,
 }
 
 
@@ -246,6 +370,11 @@ class StageWriter:
 
     def add(self, row: tuple[Any, ...]) -> None:
         self.batch.append(row)
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def add_many(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        self.batch.extend(rows)
         if len(self.batch) >= self.batch_size:
             self.flush()
 

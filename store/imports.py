@@ -20,7 +20,7 @@ database, else the only database there is).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +33,7 @@ from store import audit, profiles, segments
 from store.actors import Actor
 from store.csv_import import (
     BATCH_SIZE,
+    COLUMN_PARSERS,
     EXPECTED,
     MAX_PROBLEMS,
     PARSERS,
@@ -40,6 +41,7 @@ from store.csv_import import (
     ImportRejected,
     Problem,
     Problems,
+    Records,
     StageWriter,
     check_header_names,
     create_stage,
@@ -67,6 +69,9 @@ __all__ = [
 PROFILE_STAGE = "cc_import_profile_stage"
 SEGMENT_STAGE = "cc_import_segment_stage"
 SEGMENT_ACTIONS = ("add", "remove", "replace")
+# Records parsed at once: large enough that the per-batch work is negligible, small
+# enough that the batch's row lists do not pile up for the garbage collector to scan.
+READ_BATCH = 1_000
 
 
 # --------------------------------------------------------------------------- profiles
@@ -112,7 +117,7 @@ def import_profiles(
     binary, name, owned = open_source(source)
     conn = session.connection()
 
-    def scan(records: Iterator[tuple[int, list[str]]], problems: Problems) -> tuple:
+    def scan(records: Records, problems: Problems) -> tuple:
         header = read_header(records, problems, name)
         check_header_names(header, problems, name)
         for column in header:
@@ -173,7 +178,7 @@ def import_profiles(
 
 
 def _stage_profiles(
-    records: Iterator[tuple[int, list[str]]],
+    records: Records,
     problems: Problems,
     writer: StageWriter,
     width: int,
@@ -182,15 +187,55 @@ def _stage_profiles(
 ) -> int:
     """Parse every record into the staging table; report what is wrong. Returns the rows.
 
-    The hot loop: a row whose cells all parse takes the fast path; the first bad cell
-    sends the row through the slow path, which reports every bad cell of it.
+    Batch by batch: a batch whose cells are all valid is converted column by column
+    (COLUMN_PARSERS, no Python code per cell); any other batch goes row by row through
+    `_stage_rows`, which reports every problem of it.
     """
+    rows = 0
+    for lines, batch in records.batches(READ_BATCH):
+        rows += len(batch)
+        columns_of_batch = _convert_columns(batch, width, id_index, columns)
+        if columns_of_batch is None:
+            _stage_rows(zip(lines, batch, strict=True), problems, writer, width, id_index, columns)
+        else:
+            writer.add_many(zip(lines, *columns_of_batch, strict=True))
+    writer.flush()
+    return rows
+
+
+def _convert_columns(
+    batch: list[list[str]], width: int, id_index: int, columns: list[tuple[int, ProfileField]]
+) -> list[Sequence[Any]] | None:
+    """[external ids, values of each field] of a batch without a single problem, else None."""
+    if len(set(map(len, batch))) != 1 or len(batch[0]) != width:
+        return None  # a ragged row
+    cells = list(zip(*batch, strict=True))
+    external_ids = cells[id_index]
+    if "" in external_ids or any(map(str.isspace, external_ids)):
+        return None
+    converted: list[Sequence[Any]] = [external_ids]
+    for index, f in columns:
+        values = COLUMN_PARSERS[f.type](cells[index])
+        if values is None:
+            return None
+        converted.append(values)
+    return converted
+
+
+def _stage_rows(
+    records: Iterable[tuple[int, list[str]]],
+    problems: Problems,
+    writer: StageWriter,
+    width: int,
+    id_index: int,
+    columns: list[tuple[int, ProfileField]],
+) -> None:
+    """Row by row: a row whose cells all parse is staged; the first bad cell sends the row
+    through `_parse_reporting`, which reports every bad cell of it."""
     # Text cells are stored as they are: no call at all on the fast path.
     fast = [(index, None if f.type == "text" else PARSERS[f.type]) for index, f in columns]
-    rows = 0
     add = writer.add
     for line, cells in records:
-        rows += 1
         if len(cells) != width:
             problems.add(line, None, f"ragged row: {len(cells)} cells where the header has {width}")
             continue
@@ -206,8 +251,6 @@ def _stage_profiles(
             problems.add(line, "external_id", "empty external_id")
             continue
         add(tuple(values))  # staged even when a cell is bad, so duplicates are found too
-    writer.flush()
-    return rows
 
 
 def _parse_reporting(
@@ -313,7 +356,7 @@ def apply_segment_file(
     binary, name, owned = open_source(source)
     conn = session.connection()
 
-    def scan(records: Iterator[tuple[int, list[str]]], problems: Problems) -> int:
+    def scan(records: Records, problems: Problems) -> int:
         header = read_header(records, problems, name)
         check_header_names(header, problems, name)
         for column in header:
@@ -338,29 +381,23 @@ def apply_segment_file(
             conn, SEGMENT_STAGE, ["line", "database_name", "external_id"], batch_size
         )
         width = len(header)
+        default_name = default_db.name if default_db is not None else ""
         rows = 0
-        for line, cells in records:
-            rows += 1
-            if len(cells) != width:
-                problems.add(
-                    line, None, f"ragged row: {len(cells)} cells where the header has {width}"
+        for lines, batch in records.batches(READ_BATCH):
+            rows += len(batch)
+            staged = _segment_columns(batch, width, id_index, db_index, default_name)
+            if staged is None:
+                _stage_segment_rows(
+                    zip(lines, batch, strict=True),
+                    problems,
+                    writer,
+                    width,
+                    id_index,
+                    db_index,
+                    default_name,
                 )
-                continue
-            external_id = cells[id_index]
-            db_name = cells[db_index] if db_index is not None else ""
-            if not db_name:
-                db_name = default_db.name if default_db is not None else ""
-            if not external_id.strip():
-                problems.add(line, "external_id", "empty external_id")
-                continue
-            if not db_name:
-                problems.add(
-                    line,
-                    "database",
-                    "no database: fill the database column or pass --database",
-                )
-                continue
-            writer.add((line, db_name, external_id))
+            else:
+                writer.add_many(zip(lines, *staged, strict=True))
         writer.flush()
         return rows
 
@@ -384,6 +421,52 @@ def apply_segment_file(
     return SegmentFileResult(segment.name, action, rows, added, removed)
 
 
+def _segment_columns(
+    batch: list[list[str]], width: int, id_index: int, db_index: int | None, default_name: str
+) -> list[Sequence[str]] | None:
+    """[database names, external ids] of a batch without a single problem, else None."""
+    if len(set(map(len, batch))) != 1 or len(batch[0]) != width:
+        return None  # a ragged row
+    cells = list(zip(*batch, strict=True))
+    external_ids = cells[id_index]
+    if "" in external_ids or any(map(str.isspace, external_ids)):
+        return None
+    if db_index is not None and "" not in cells[db_index]:
+        return [cells[db_index], external_ids]
+    if db_index is None and default_name:
+        return [[default_name] * len(batch), external_ids]
+    return None  # some rows take the default database, or have none: row by row
+
+
+def _stage_segment_rows(
+    records: Iterable[tuple[int, list[str]]],
+    problems: Problems,
+    writer: StageWriter,
+    width: int,
+    id_index: int,
+    db_index: int | None,
+    default_name: str,
+) -> None:
+    """Row by row, reporting every problem (the batches `_segment_columns` refuses)."""
+    for line, cells in records:
+        if len(cells) != width:
+            problems.add(line, None, f"ragged row: {len(cells)} cells where the header has {width}")
+            continue
+        external_id = cells[id_index]
+        db_name = (cells[db_index] if db_index is not None else "") or default_name
+        if not external_id.strip():
+            problems.add(line, "external_id", "empty external_id")
+            continue
+        if not db_name:
+            problems.add(
+                line,
+                "database",
+                "no database: fill the database column or pass --database",
+            )
+            continue
+        writer.add((line, db_name, external_id))
+
+
 def _default_database(
     session: Session, segment: Segment, given: ProfileDatabase | None, has_column: bool
 ) -> ProfileDatabase | None:
@@ -404,14 +487,19 @@ def _default_database(
 
 def _resolve_profiles(conn: Connection, problems: Problems) -> None:
     """Set-based: external ids -> profile ids; every unknown one is a problem."""
+    pg = is_postgres(conn)
+    if pg:  # temp tables are never auto-analysed: the join below plans on these figures
+        conn.exec_driver_sql(f"ANALYZE {SEGMENT_STAGE}")
+    # UPDATE … FROM (both backends): one join the planner can hash, where a correlated
+    # subquery per staged row made PostgreSQL probe the index a million times.
     conn.exec_driver_sql(
-        f"""UPDATE {SEGMENT_STAGE} SET profile_id = (
-            SELECT p.id FROM profile p JOIN profile_database d ON d.id = p.database_id
+        f"""UPDATE {SEGMENT_STAGE} SET profile_id = p.id
+            FROM profile p JOIN profile_database d ON d.id = p.database_id
             WHERE d.name = {SEGMENT_STAGE}.database_name
-              AND p.external_id = {SEGMENT_STAGE}.external_id)"""
+              AND p.external_id = {SEGMENT_STAGE}.external_id"""
     )
-    if is_postgres(conn):  # temp tables are never auto-analysed; the joins that follow
-        conn.exec_driver_sql(f"ANALYZE {SEGMENT_STAGE}")  # plan on these statistics
+    if pg:  # again: the joins that follow read profile_id, which was NULL until now
+        conn.exec_driver_sql(f"ANALYZE {SEGMENT_STAGE}")
     missing = f"""FROM {SEGMENT_STAGE} s
         LEFT JOIN profile_database d ON d.name = s.database_name
         WHERE s.profile_id IS NULL"""
