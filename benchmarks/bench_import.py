@@ -1,16 +1,25 @@
-"""Profile CSV import speed and memory (issue 6: >= 100,000 rows/s on 1,000,000 rows).
-A script, not a test.
+"""Loads, end to end through the CLI (issue 14 target 4: >= 150,000 rows/s on a
+1,000,000-row file, process start-up included). A script, not a test.
 
-    .venv/bin/python benchmarks/bench_import.py [--rows 1000000] [--db URL] [--twice]
+    .venv/bin/python benchmarks/bench_import.py [--rows 1000000] [--db URL ...] [--twice]
+                                                [--baseline-source DIR]
 
-Writes a CSV (external_id, region:text, tier:int, age:int, int_field:int, signup:date,
-ltv:float) to a temporary directory, imports it into a fresh profile database through
-store.imports.import_profiles (the code behind `campaign-console import profiles`) and
-prints rows per second and the peak resident memory of the process. With --segment a static segment then gets every profile added, replaced
-(no change) and removed from a file of external ids. With --twice a
-file changing every row is imported next (all updates), then once more (all unchanged). A run with a tenth of the rows
-shows whether memory grows with the file. The load average is printed because the
-figures are wall-clock: on a shared machine, compare runs at a similar load.
+Writes a profile CSV (external_id, region:text, tier:int, age:int, int_field:int,
+signup:date, ltv:float; 46 MB for 1M rows) and a segment file of the same external ids,
+then, for each database (a fresh SQLite file by default; each `--db` PostgreSQL URL gets a
+fresh schema, dropped after), times whole processes of the real command line:
+
+* `campaign-console import profiles --database bench FILE` into an empty database;
+* `campaign-console segment add SEGMENT IDS --database bench` (every profile);
+* with `--twice`: an import changing every row (all updates), then the same file again
+  (all unchanged).
+
+The rate is rows / wall seconds of the process (Python start-up, imports, the import,
+the commit and the exit). `--baseline-source DIR` runs the same steps with the command
+line of another checkout (`git worktree add DIR COMMIT`, or `git archive`), run with this
+virtualenv's Python and `PYTHONPATH=DIR`, in its own fresh workspace, alternating with
+this checkout step by step: before and after at one moment, on one machine. The load
+average is printed because the machine may be shared; compare ratios within a run.
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import resource
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -28,18 +38,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from store import imports, profiles, segments
-from store.actors import Actor
-from store.db import open_store, transaction
-
-FIELDS = [
-    ("region", "text"),
-    ("tier", "int"),
-    ("age", "int"),
-    ("int_field", "int"),
-    ("signup", "date"),
-    ("ltv", "float"),
-]
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = ROOT / ".venv" / "bin" / "python"
+CONSOLE = ROOT / ".venv" / "bin" / "campaign-console"
+FIELDS = "region:text,tier:int,age:int,int_field:int,signup:date,ltv:float"
 REGIONS = ["Moscow", "Saint Petersburg", "Kazan", "Novosibirsk", "Sochi"]
 
 
@@ -47,7 +49,7 @@ def write_csv(path: Path, rows: int, variant: int = 0) -> None:
     """The same external ids for every variant; other variants change every row's tier."""
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
-        out.writerow(["external_id"] + [name for name, _t in FIELDS])
+        out.writerow(["external_id", "region", "tier", "age", "int_field", "signup", "ltv"])
         for i in range(rows):
             h = (i * 2654435761) % 4294967296
             out.writerow(
@@ -63,97 +65,44 @@ def write_csv(path: Path, rows: int, variant: int = 0) -> None:
             )
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
-    parser.add_argument(
-        "--segment",
-        action="store_true",
-        help="then add, replace and remove every profile of a static segment by a file",
-    )
-    parser.add_argument(
-        "--twice",
-        action="store_true",
-        help="then import a file changing every row (updates) and it again (unchanged)",
-    )
-    args = parser.parse_args()
-    actor = Actor("bench")
-    with tempfile.TemporaryDirectory() as tmp:
-        csv_path = Path(tmp) / "profiles.csv"
-        started = time.perf_counter()
-        write_csv(csv_path, args.rows)
-        changed_path = Path(tmp) / "changed.csv"
-        if args.twice:
-            write_csv(changed_path, args.rows, variant=1)
-        size_mb = csv_path.stat().st_size / 1e6
-        print(
-            f"wrote {args.rows:,} rows ({size_mb:.0f} MB) in {time.perf_counter() - started:.1f} s"
-        )
-        url, cleanup = database_url(args.db, Path(tmp))
-        engine = open_store(url)
-        name = f"bench-{uuid.uuid4().hex[:8]}"
-        with transaction(engine) as session:
-            profiles.create_database(session, actor, name, FIELDS)
-        rss_before = peak_rss_mb()
-        runs = [("insert", csv_path), ("update", changed_path), ("same", changed_path)]
-        for run, path in runs[: 3 if args.twice else 1]:
-            started, cpu = time.perf_counter(), time.process_time()
-            with transaction(engine) as session:
-                database = profiles.get_database(session, name)
-                result = imports.import_profiles(session, actor, database, path)
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-            print(
-                f"{engine.dialect.name:10} {run:6} {result.rows:>9,} rows  {elapsed:6.2f} s  "
-                f"{result.rows / elapsed:>9,.0f} rows/s  inserted {result.inserted:,} "
-                f"updated {result.updated:,} unchanged {result.unchanged:,}  peak RSS {peak_rss_mb():.0f} MB "
-                f"(before import {rss_before:.0f} MB)  this process's CPU {cpu:.1f} s, "
-                f"load average {os.getloadavg()[0]:.1f}"
-            )
-        if args.segment:
-            segment_runs(engine, actor, name, args.rows, Path(tmp))
-        engine.dispose()
-        cleanup()
-
-
-def segment_runs(engine, actor: Actor, database: str, rows: int, tmp: Path) -> None:  # noqa: ANN001
-    """`segment add|replace|remove` with a file naming every profile (store.imports)."""
-    ids = tmp / "ids.csv"
-    with ids.open("w", encoding="utf-8") as f:
+def write_ids(path: Path, rows: int) -> None:
+    with path.open("w", encoding="utf-8") as f:
         f.write("external_id\n")
         f.writelines(f"P{i:08d}\n" for i in range(rows))
-    with transaction(engine) as session:
-        segments.create_segment(session, actor, "bench-segment")
-    for action in ("add", "replace", "remove"):
+
+
+class Cli:
+    """One checkout's command line on one fresh workspace."""
+
+    def __init__(self, label: str, url: str, source: Path | None) -> None:
+        self.label = label
+        self.url = url
+        self.env = {**os.environ, "CAMPAIGN_CONSOLE_CONFIG": "/nonexistent/config.toml"}
+        self.env.pop("CAMPAIGN_CONSOLE_DB", None)
+        if source is None:
+            self.command = [str(CONSOLE)]
+            self.env.pop("PYTHONPATH", None)
+        else:
+            self.command = [str(PYTHON), "-m", "console"]
+            self.env["PYTHONPATH"] = str(source)
+
+    def run(self, *argv: str) -> float:
+        """Wall seconds of one whole process; it must succeed."""
         started = time.perf_counter()
-        with transaction(engine) as session:
-            result = imports.apply_segment_file(
-                session,
-                actor,
-                segments.get_segment(session, "bench-segment"),
-                action,
-                ids,
-                database=profiles.get_database(session, database),
-            )
-        elapsed = time.perf_counter() - started
-        print(
-            f"{engine.dialect.name:10} segment {action:7} {rows:>9,} ids  "
-            f"{elapsed:6.2f} s  {rows / elapsed:>9,.0f} ids/s  added {result.added:,} "
-            f"removed {result.removed:,}  peak RSS {peak_rss_mb():.0f} MB"
+        done = subprocess.run(
+            [*self.command, "--db", self.url, *argv], env=self.env, capture_output=True, text=True
         )
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.label}: {' '.join(argv)} failed:\n{done.stderr}")
+        return elapsed
 
 
-def database_url(given: str | None, tmp: Path) -> tuple[str, Callable[[], None]]:
+def fresh_workspace(given: str | None, tmp: Path, tag: str) -> tuple[str, Callable[[], None]]:
     """A fresh SQLite file, or a fresh schema of the given PostgreSQL database."""
     if given is None:
-        return f"sqlite:///{tmp / 'bench.db'}", lambda: None
-    if not given.startswith("postgresql"):
-        return given, lambda: None
-    schema = f"cc_bench_{uuid.uuid4().hex[:8]}"
+        return f"sqlite:///{tmp / f'{tag}.db'}", lambda: None
+    schema = f"cc_bench_{tag}_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(given, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
@@ -167,5 +116,66 @@ def database_url(given: str | None, tmp: Path) -> tuple[str, Callable[[], None]]
     return url.render_as_string(hide_password=False), drop
 
 
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--db",
+        action="append",
+        default=None,
+        help="a PostgreSQL URL (repeatable); 'sqlite' for a fresh SQLite file (the default)",
+    )
+    parser.add_argument("--twice", action="store_true", help="then all-updates and unchanged")
+    parser.add_argument("--baseline-source", type=Path, default=None)
+    args = parser.parse_args()
+    databases = [None if db == "sqlite" else db for db in (args.db or ["sqlite"])]
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        files = {"insert": tmp / "profiles.csv", "update": tmp / "changed.csv"}
+        write_csv(files["insert"], args.rows)
+        if args.twice:
+            write_csv(files["update"], args.rows, variant=1)
+        files["same"] = files["update"]
+        ids = tmp / "ids.csv"
+        write_ids(ids, args.rows)
+        steps = ["insert", "segment add"] + (["update", "same"] if args.twice else [])
+
+        print(f"{args.rows:,} rows; load average {os.getloadavg()[0]:.1f} at the start\n")
+        print("| backend | step | checkout | seconds | rows/s |")
+        print("| --- | --- | --- | --- | --- |")
+        for given in databases:
+            sources = [("this", None)]
+            if args.baseline_source is not None:
+                sources.insert(0, ("baseline", args.baseline_source.resolve()))
+            clis, cleanups = [], []
+            for label, source in sources:
+                url, cleanup = fresh_workspace(given, tmp, label)
+                cleanups.append(cleanup)
+                cli = Cli(label, url, source)
+                cli.run("database", "create", "bench", "--fields", FIELDS)
+                cli.run("segment", "create", "everyone")
+                clis.append(cli)
+            backend = "PostgreSQL" if given else "SQLite"
+            try:
+                for step in steps:
+                    for cli in clis:  # baseline, then this checkout, for each step
+                        if step == "segment add":
+                            argv = ["segment", "add", "everyone", str(ids), "--database", "bench"]
+                        else:
+                            argv = ["import", "profiles", "--database", "bench", str(files[step])]
+                        seconds = cli.run(*argv)
+                        print(
+                            f"| {backend} | {step} | {cli.label} | {seconds:.2f} | "
+                            f"{args.rows / seconds:,.0f} |",
+                            flush=True,
+                        )
+            finally:
+                for cleanup in cleanups:
+                    cleanup()
+        print(f"\nload average {os.getloadavg()[0]:.1f} at the end (2 cores, shared)")
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
