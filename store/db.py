@@ -8,7 +8,10 @@ WAL the console's poller starves while a build writes).
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,9 +90,52 @@ def init_schema(engine: Engine) -> None:
     backed up beside itself and upgraded; a PostgreSQL database of an older revision is
     refused with the command that upgrades it; a newer one is always refused.
     """
-    from store import migrate  # Alembic is imported only when a database is opened
+    if _at_head(engine):  # the usual case, answered without importing Alembic
+        return
+    from store import migrate  # Alembic is imported only when there is work to do
 
     migrate.ensure_current(engine)
+
+
+REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(.*)$", re.MULTILINE)
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The head of store/migrations/versions, read from the revision files' own
+    `revision = "…"` / `down_revision = "…"` lines: importing Alembic to learn it costs
+    more than a CLI command's whole work (issue 14, start-up). None when the files are
+    not plain single-parent revisions: then Alembic decides (store.migrate.head())."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (Path(__file__).parent / "migrations" / "versions").glob("*.py"):
+        found = dict(REVISION_LINE.findall(path.read_text(encoding="utf-8")))
+        try:
+            revision = ast.literal_eval(found["revision"])
+            parent = ast.literal_eval(found["down_revision"])
+        except (KeyError, ValueError, SyntaxError):
+            return None
+        if not isinstance(revision, str) or not isinstance(parent, str | None):
+            return None  # a merge revision (tuple of parents): leave it to Alembic
+        revisions.add(revision)
+        if parent is not None:
+            parents.add(parent)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _at_head(engine: Engine) -> bool:
+    """True when alembic_version names this code's head; anything else (no table, an
+    older or newer revision, an error) is left to store.migrate.ensure_current."""
+    head = head_revision()
+    if head is None:
+        return False
+    try:
+        with engine.connect() as conn:
+            versions = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    except sa.exc.DBAPIError:
+        return False
+    return versions == [(head,)]
 
 
 def open_store(url: str | None = None) -> Engine:

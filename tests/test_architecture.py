@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from store import migrate
+from store.db import head_revision, open_store
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,8 +82,11 @@ def test_store_has_no_import_cycles():
 
 def test_campaign_list_imports_neither_the_console_nor_the_write_side(tmp_path):
     """Issue 14 target 6: a read-only command loads what it reads with, nothing more:
-    no Textual, no APScheduler, not the build engine, campaign operations or imports."""
+    no Textual, no APScheduler, not the build engine, campaign operations or imports, and
+    no Alembic when the database is already at head."""
     db = tmp_path / "w.db"
+    engine = open_store(f"sqlite:///{db}")  # created and migrated to head beforehand
+    engine.dispose()
     code = f"""
 import contextlib, io, json, sys
 from console.cli.main import main
@@ -96,8 +102,14 @@ print(json.dumps(sorted(sys.modules)))
     )
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.splitlines()[-1]))
-    heavy = {"textual", "apscheduler", "scheduler", "console.app"} | {
+    heavy = {"textual", "apscheduler", "scheduler", "console.app", "alembic"} | {
         f"store.{name}" for name in ("builds", "build_steps", "campaigns", "imports", "demo")
     }
     assert loaded & heavy == set()
     assert "store.views" in loaded  # the read model was used, so the check means something
+
+
+def test_the_head_read_from_the_revision_files_is_alembics_head():
+    """store.db answers "is this database at head?" without importing Alembic; the head it
+    reads from the revision files must be the one Alembic computes."""
+    assert head_revision() == migrate.head()
