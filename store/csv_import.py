@@ -30,6 +30,9 @@ from store.errors import ValidationError
 
 MAX_PROBLEMS = 50
 BATCH_SIZE = 10_000
+# Records parsed at once: large enough that the per-batch work is negligible, small
+# enough that the batch's row lists do not pile up for the garbage collector to scan.
+READ_BATCH = 1_000
 BOM = b"\xef\xbb\xbf"
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 STAGE_SQL_TYPES = {"text": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION", "date": "DATE"}
@@ -121,7 +124,7 @@ def _decoded_lines(binary: IO[bytes], problems: Problems) -> Iterator[str]:
             yield raw.decode("utf-8", "replace")
 
 
-def _universal_breaks(cell: str) -> int:
+def universal_breaks(cell: str) -> int:
     """Line breaks in a cell as the text reader splits lines (\\n, \\r\\n or a lone \\r)."""
     return cell.count("\n") + cell.count("\r") - cell.count("\r\n")
 
@@ -214,7 +217,7 @@ def scan_records(
         problems = Problems(cap=max_problems)
         text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
         try:
-            return scan(Records(text, problems, _universal_breaks), problems), problems
+            return scan(Records(text, problems, universal_breaks), problems), problems
         except UnicodeDecodeError:
             pass
         finally:
@@ -453,3 +456,25 @@ def check_header_names(header: list[str], problems: Problems, source: str) -> No
         if name in seen:
             problems.add(1, name, "column appears twice in the header")
         seen.add(name)
+
+
+def convert_columns(
+    batch: list[list[str]], width: int, id_index: int, columns: Sequence[tuple[int, Any]]
+) -> list[Sequence[Any]] | None:
+    """[external ids, values of each field] of a batch without a single problem, else None.
+
+    `columns` are (cell index, field) pairs; a field has the `type` of COLUMN_PARSERS.
+    """
+    if len(set(map(len, batch))) != 1 or len(batch[0]) != width:
+        return None  # a ragged row
+    cells = list(zip(*batch, strict=True))
+    external_ids = cells[id_index]
+    if "" in external_ids or any(map(str.isspace, external_ids)):
+        return None
+    converted: list[Sequence[Any]] = [external_ids]
+    for index, f in columns:
+        values = COLUMN_PARSERS[f.type](cells[index])
+        if values is None:
+            return None
+        converted.append(values)
+    return converted

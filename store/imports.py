@@ -29,14 +29,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from store import audit, profiles, segments
+from store import audit, profile_load, profiles, segments
 from store.actors import Actor
 from store.csv_import import (
     BATCH_SIZE,
-    COLUMN_PARSERS,
     EXPECTED,
     MAX_PROBLEMS,
     PARSERS,
+    READ_BATCH,
     STAGE_SQL_TYPES,
     ImportRejected,
     Problem,
@@ -44,6 +44,7 @@ from store.csv_import import (
     Records,
     StageWriter,
     check_header_names,
+    convert_columns,
     create_stage,
     drop_stage,
     is_postgres,
@@ -69,9 +70,6 @@ __all__ = [
 PROFILE_STAGE = "cc_import_profile_stage"
 SEGMENT_STAGE = "cc_import_segment_stage"
 SEGMENT_ACTIONS = ("add", "remove", "replace")
-# Records parsed at once: large enough that the per-batch work is negligible, small
-# enough that the batch's row lists do not pile up for the garbage collector to scan.
-READ_BATCH = 1_000
 
 
 # --------------------------------------------------------------------------- profiles
@@ -117,21 +115,25 @@ def import_profiles(
     binary, name, owned = open_source(source)
     conn = session.connection()
 
-    def scan(records: Records, problems: Problems) -> tuple:
-        header = read_header(records, problems, name)
-        check_header_names(header, problems, name)
+    def columns_of(header: list[str], problems: Problems) -> list[tuple[int, ProfileField]]:
         for column in header:
             if column != "external_id" and column not in fields:
                 declared = ", ".join(fields) or "none"
                 problems.add(
                     1, column, f"unknown column: not a field of {database.name!r} ({declared})"
                 )
-        id_index = header.index("external_id")
         # Only the first occurrence of each known field is imported.
         columns: list[tuple[int, ProfileField]] = []
         for index, column in enumerate(header):
             if column in fields and all(f.name != column for _i, f in columns):
                 columns.append((index, fields[column]))
+        return columns
+
+    def scan(records: Records, problems: Problems) -> tuple:
+        header = read_header(records, problems, name)
+        check_header_names(header, problems, name)
+        columns = columns_of(header, problems)
+        id_index = header.index("external_id")
         create_stage(
             conn,
             PROFILE_STAGE,
@@ -147,12 +149,19 @@ def import_profiles(
         return rows, columns
 
     try:
-        (rows, columns), problems = scan_records(binary, max_problems, scan)
-        report_duplicates(conn, PROFILE_STAGE, ["external_id"], repr, problems)
-        problems.raise_if_any(name)
-        inserted, updated = _upsert_profiles(conn, database, [f for _i, f in columns])
+        first_load = None
+        if binary.seekable() and profile_load.is_empty(conn, database.id):
+            first_load = profile_load.load_new_profiles(session, database, binary, name, columns_of)
+        if first_load is not None:
+            rows = inserted = first_load
+            updated = 0
+        else:
+            (rows, columns), problems = scan_records(binary, max_problems, scan)
+            report_duplicates(conn, PROFILE_STAGE, ["external_id"], repr, problems)
+            problems.raise_if_any(name)
+            inserted, updated = _upsert_profiles(conn, database, [f for _i, f in columns])
+            drop_stage(conn, PROFILE_STAGE)
         keep_statistics_fresh(conn, "profile", inserted + updated)
-        drop_stage(conn, PROFILE_STAGE)
     finally:
         if owned:
             binary.close()
@@ -194,32 +203,13 @@ def _stage_profiles(
     rows = 0
     for lines, batch in records.batches(READ_BATCH):
         rows += len(batch)
-        columns_of_batch = _convert_columns(batch, width, id_index, columns)
+        columns_of_batch = convert_columns(batch, width, id_index, columns)
         if columns_of_batch is None:
             _stage_rows(zip(lines, batch, strict=True), problems, writer, width, id_index, columns)
         else:
             writer.add_many(zip(lines, *columns_of_batch, strict=True))
     writer.flush()
     return rows
-
-
-def _convert_columns(
-    batch: list[list[str]], width: int, id_index: int, columns: list[tuple[int, ProfileField]]
-) -> list[Sequence[Any]] | None:
-    """[external ids, values of each field] of a batch without a single problem, else None."""
-    if len(set(map(len, batch))) != 1 or len(batch[0]) != width:
-        return None  # a ragged row
-    cells = list(zip(*batch, strict=True))
-    external_ids = cells[id_index]
-    if "" in external_ids or any(map(str.isspace, external_ids)):
-        return None
-    converted: list[Sequence[Any]] = [external_ids]
-    for index, f in columns:
-        values = COLUMN_PARSERS[f.type](cells[index])
-        if values is None:
-            return None
-        converted.append(values)
-    return converted
 
 
 def _stage_rows(

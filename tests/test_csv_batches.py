@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from store import imports, profiles
-from store.csv_import import COLUMN_PARSERS, PARSERS, Problems, Records, _universal_breaks
+from store.csv_import import COLUMN_PARSERS, PARSERS, Problems, Records, universal_breaks
 from store.db import transaction
 from store.imports import READ_BATCH, ImportRejected
 
@@ -38,7 +38,7 @@ def reference_records(text: str) -> tuple[list[tuple[int, list[str]]], list[tupl
 
 def batched_records(text: str, size: int) -> tuple[list[tuple[int, list[str]]], list]:
     problems = Problems()
-    records = Records(io.StringIO(text, newline=""), problems, _universal_breaks)
+    records = Records(io.StringIO(text, newline=""), problems, universal_breaks)
     found = [
         (line, row)
         for lines, rows in records.batches(size)

@@ -1,0 +1,176 @@
+"""First load of an empty profile database: the rows go straight into `profile`.
+
+`store.imports.import_profiles` tries this path when the database has no profile yet and
+the file can be read twice (it can seek). A first load is all inserts, so the general
+path's staging table, duplicate check and INSERT … SELECT would be work for nothing: here
+each batch, parsed column by column, goes directly into `profile` (executemany on SQLite;
+one COPY stream on PostgreSQL, which the server ingests while the client parses the next
+batch). The unique constraint on (database_id, external_id) sees any duplicate.
+
+Anything else than a plain file of new profiles (any problem: a bad cell, a ragged row, a
+bad header or encoding; a duplicate external id; a profile created meanwhile) undoes what
+this path wrote (a savepoint on PostgreSQL; on SQLite, which has a single writer, the
+database's rows, none before) and returns None: the general path then reads the file
+again and reports every problem exactly as before. Either way it is one transaction, so a
+failed or killed import leaves nothing.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from itertools import repeat
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from store.csv_import import (
+    READ_BATCH,
+    ImportRejected,
+    Problems,
+    Records,
+    check_header_names,
+    convert_columns,
+    is_postgres,
+    read_header,
+    universal_breaks,
+)
+from store.models import ProfileDatabase, ProfileField, UTCDateTime, utcnow
+
+# header, problems -> [(column index, field)] of the fields the file sets (adds problems).
+Columns = Callable[[list[str], Problems], list[tuple[int, ProfileField]]]
+
+
+class NotAFirstLoad(Exception):
+    """The file is not a plain list of new profiles: the general path takes it."""
+
+
+def is_empty(conn: Connection, database_id: int) -> bool:
+    return (
+        conn.exec_driver_sql(
+            "SELECT 1 FROM profile WHERE database_id = %s LIMIT 1"
+            if is_postgres(conn)
+            else "SELECT 1 FROM profile WHERE database_id = ? LIMIT 1",
+            (database_id,),
+        ).first()
+        is None
+    )
+
+
+def load_new_profiles(
+    session: Session,
+    database: ProfileDatabase,
+    binary: IO[bytes],
+    name: str,
+    columns_of: Columns,
+) -> int | None:
+    """Insert every row of the file as a new profile: the number of rows, or None (and
+    nothing written, the file rewound) when the general path must take the file."""
+    conn = session.connection()
+    start = binary.tell()
+    try:
+        if is_postgres(conn):
+            # A failed COPY aborts the transaction: work inside a savepoint (emitted when
+            # the nested transaction first asks for the connection).
+            with session.begin_nested():
+                return _load(session.connection(), database, binary, name, columns_of)
+        try:
+            return _load(conn, database, binary, name, columns_of)
+        except NotAFirstLoad:  # the database was empty: its rows are this file's
+            conn.exec_driver_sql("DELETE FROM profile WHERE database_id = ?", (database.id,))
+            raise
+    except NotAFirstLoad:
+        binary.seek(start)
+        return None
+
+
+def _load(
+    conn: Connection, database: ProfileDatabase, binary: IO[bytes], name: str, columns_of: Columns
+) -> int:
+    problems = Problems(cap=1)
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+    try:
+        records = Records(text, problems, universal_breaks)
+        try:
+            header = read_header(records, problems, name)
+            check_header_names(header, problems, name)
+        except ImportRejected:
+            raise NotAFirstLoad from None
+        columns = columns_of(header, problems)
+        if problems.total:
+            raise NotAFirstLoad
+        id_index = header.index("external_id")
+        rows = 0
+        with _ProfileWriter(conn, database.id, [f.slot for _i, f in columns]) as writer:
+            for _lines, batch in records.batches(READ_BATCH):
+                converted = convert_columns(batch, len(header), id_index, columns)
+                if converted is None or problems.total:
+                    raise NotAFirstLoad
+                writer.write(converted)
+                rows += len(batch)
+            if problems.total or rows == 0:  # a malformed end, or no rows
+                raise NotAFirstLoad
+    except UnicodeDecodeError:
+        raise NotAFirstLoad from None
+    finally:
+        text.detach()  # leave `binary` open: its owner closes it
+    return rows
+
+
+class _ProfileWriter:
+    """New profile rows into `profile`: executemany on SQLite, one COPY on PostgreSQL."""
+
+    def __init__(self, conn: Connection, database_id: int, slots: list[str]) -> None:
+        self.conn = conn
+        self.database_id = database_id
+        self.postgres = is_postgres(conn)
+        # created_at as the column stores it (what UTCDateTime and the dialect make of it)
+        dialect = conn.dialect
+        created_at: Any = UTCDateTime().process_bind_param(utcnow(), dialect)
+        to_db = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+        self.created_at = to_db(created_at) if to_db else created_at
+        self.in_gcg = False if self.postgres else 0
+        names = ", ".join(["database_id", "external_id", "in_gcg", "created_at", *slots])
+        if self.postgres:
+            cursor = conn.connection.driver_connection.cursor()
+            self._copy_context = cursor.copy(f"COPY profile ({names}) FROM STDIN")
+        else:
+            marks = ", ".join("?" * (4 + len(slots)))
+            self.insert = f"INSERT INTO profile ({names}) VALUES ({marks})"
+
+    def __enter__(self) -> _ProfileWriter:
+        if self.postgres:
+            self.copy = self._copy_context.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.postgres:
+            import psycopg
+
+            try:
+                self._copy_context.__exit__(*exc)
+            except psycopg.IntegrityError:  # a duplicate, or a profile created meanwhile
+                raise NotAFirstLoad from None
+
+    def write(self, converted: list[Sequence[Any]]) -> None:
+        external_ids, *values = converted
+        n = len(external_ids)
+        rows = zip(
+            repeat(self.database_id, n),
+            external_ids,
+            repeat(self.in_gcg, n),
+            repeat(self.created_at, n),
+            *values,
+            strict=True,
+        )
+        if self.postgres:
+            write_row = self.copy.write_row
+            for row in rows:
+                write_row(row)
+            return
+        try:
+            self.conn.exec_driver_sql(self.insert, list(rows))
+        except sa.exc.IntegrityError:
+            raise NotAFirstLoad from None
