@@ -1,0 +1,92 @@
+"""The first load of an empty profile database goes straight into `profile`
+(store/profile_load.py); the result must be what the general path gives, and a file that
+is not a plain list of new profiles must be reported exactly as before, leaving nothing."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from store import imports, profiles
+from store.db import transaction
+from store.imports import READ_BATCH, ImportRejected
+from store.models import Profile
+
+FIELDS = [("region", "text"), ("int_field", "int"), ("signup", "date"), ("score", "float")]
+HEADER = "external_id,region,int_field,signup,score"
+
+
+def make_file(count: int) -> list[str]:
+    return [
+        f"P{i:05d},{'' if i % 7 == 0 else 'Kazan'},{i - 500},"
+        f"{'' if i % 5 == 0 else f'2024-02-{1 + i % 29:02d}'},{i / 8}"
+        for i in range(count)
+    ]
+
+
+def load(engine, actor, database: str, lines: list[str]) -> imports.ImportResult:
+    data = (HEADER + "\n" + "\n".join(lines) + "\n").encode()
+    with transaction(engine) as session:
+        db = profiles.get_database(session, database)
+        return imports.import_profiles(session, actor, db, io.BytesIO(data))
+
+
+def stored(engine, database: str) -> dict[str, tuple]:
+    with Session(engine) as session:
+        db = profiles.get_database(session, database)
+        rows = session.scalars(sa.select(Profile).where(Profile.database_id == db.id)).all()
+        return {p.external_id: (p.t0, p.i0, p.d0, p.f0, p.in_gcg, p.created_at) for p in rows}
+
+
+def test_a_first_load_stores_what_the_general_path_stores(engine, operator):
+    with transaction(engine) as session:
+        profiles.create_database(session, operator, "first", FIELDS)
+        profiles.create_database(session, operator, "general", FIELDS)
+    lines = make_file(READ_BATCH + 321)
+    load(engine, operator, "general", ["EXISTING,Sochi,1,,"])  # not empty: general path
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    first = load(engine, operator, "first", lines)
+    general = load(engine, operator, "general", lines)
+    assert (first.rows, first.inserted, first.updated) == (len(lines), len(lines), 0)
+    assert (general.rows, general.inserted, general.updated) == (len(lines), len(lines), 0)
+    loaded, reference = stored(engine, "first"), stored(engine, "general")
+    del reference["EXISTING"]
+    assert {k: v[:5] for k, v in loaded.items()} == {k: v[:5] for k, v in reference.items()}
+    assert loaded["P00003"][:5] == ("Kazan", -497, datetime(2024, 2, 4).date(), 0.375, False)
+    assert all(before <= v[5] <= datetime.now(UTC) for v in loaded.values())
+    with transaction(engine) as session:
+        assert profiles.get_database(session, "first").profile_count == len(lines)
+
+
+@pytest.mark.parametrize("where", ["first batch", "later batch"])
+def test_a_duplicate_in_a_first_load_is_reported_and_leaves_nothing(engine, operator, where):
+    with transaction(engine) as session:
+        profiles.create_database(session, operator, "retail", FIELDS)
+    lines = make_file(2 * READ_BATCH + 50)
+    at = 20 if where == "first batch" else 2 * READ_BATCH + 10  # rows before it are written
+    lines[at] = lines[4]
+    with pytest.raises(ImportRejected) as info:
+        load(engine, operator, "retail", lines)
+    assert [(p.line, p.column, p.reason) for p in info.value.problems] == [
+        (at + 2, "external_id", "duplicate external_id 'P00004' (first on line 6)")
+    ]
+    assert stored(engine, "retail") == {}
+    with transaction(engine) as session:
+        assert profiles.get_database(session, "retail").profile_count == 0
+    # The same database then takes a clean file by the first-load path.
+    assert load(engine, operator, "retail", make_file(10)).inserted == 10
+
+
+def test_a_bad_cell_in_a_later_batch_of_a_first_load_leaves_nothing(engine, operator):
+    with transaction(engine) as session:
+        profiles.create_database(session, operator, "retail", FIELDS)
+    lines = make_file(2 * READ_BATCH + 50)
+    lines[2 * READ_BATCH + 3] = "LATE,Kazan,many,2024-01-01,1"
+    with pytest.raises(ImportRejected) as info:
+        load(engine, operator, "retail", lines)
+    assert [(p.line, p.column) for p in info.value.problems] == [(2 * READ_BATCH + 5, "int_field")]
+    assert stored(engine, "retail") == {}
