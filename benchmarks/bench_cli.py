@@ -108,6 +108,8 @@ def main() -> int:
         before = [a / b for a, b in zip(wall["baseline"], wall["floor"], strict=True)]
         print(median_line("baseline source, wall", wall["baseline"]))
         print(median_line("ratio baseline / floor, wall", before, unit="×"))
+        before_cpu = [a / b for a, b in zip(cpu["baseline"], cpu["floor"], strict=True)]
+        print(median_line("ratio baseline / floor, CPU", before_cpu, unit="×"))
     return 0
 
 
