@@ -150,7 +150,7 @@ def import_profiles(
 
     try:
         first_load = None
-        if binary.seekable() and profile_load.is_empty(conn, database.id):
+        if binary.seekable():
             first_load = profile_load.load_new_profiles(session, database, binary, name, columns_of)
         if first_load is not None:
             rows = inserted = first_load

@@ -67,8 +67,19 @@ def load_new_profiles(
     columns_of: Columns,
 ) -> int | None:
     """Insert every row of the file as a new profile: the number of rows, or None (and
-    nothing written, the file rewound) when the general path must take the file."""
+    nothing written, the file rewound) when the database is not empty or the general path
+    must take the file."""
     conn = session.connection()
+    if not is_postgres(conn):
+        # SQLite: take the write lock before looking (a no-op write of the row the import
+        # updates anyway). Then no other writer can add profiles to this database between
+        # the check and the clean-up below, which deletes every profile of the database.
+        conn.exec_driver_sql(
+            "UPDATE profile_database SET profile_count = profile_count WHERE id = ?",
+            (database.id,),
+        )
+    if not is_empty(conn, database.id):
+        return None
     start = binary.tell()
     try:
         if is_postgres(conn):
