@@ -52,6 +52,7 @@ from store.csv_import import (
     read_header,
     report_duplicates,
     scan_records,
+    use_large_cache,
 )
 from store.db import keep_statistics_fresh
 from store.errors import ValidationError
@@ -114,6 +115,7 @@ def import_profiles(
     fields = {f.name: f for f in profiles.database_fields(session, database.id)}
     binary, name, owned = open_source(source)
     conn = session.connection()
+    use_large_cache(conn)
 
     def columns_of(header: list[str], problems: Problems) -> list[tuple[int, ProfileField]]:
         for column in header:
@@ -345,6 +347,7 @@ def apply_segment_file(
     actor.require_write(f"{action} segment members")
     binary, name, owned = open_source(source)
     conn = session.connection()
+    use_large_cache(conn)
 
     def scan(records: Records, problems: Problems) -> int:
         header = read_header(records, problems, name)
