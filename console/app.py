@@ -273,7 +273,11 @@ class CampaignConsole(App):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         from console.screens.campaign import CampaignScreen
 
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            # A remote session must not write files on the server (GATEWAY.md: App side).
+            if command.title == "Screenshot" and self.actor.origin != "local":
+                continue
+            yield command
         yield SystemCommand("Campaigns", "Go to the campaign list", self.action_show_campaigns)
         yield SystemCommand("Builds monitor", "Builds across campaigns", self.action_show_builds)
         yield SystemCommand("Find profile", "Open a profile card", self.action_find_profile)

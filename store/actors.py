@@ -14,9 +14,21 @@ ROLES = ("operator", "read_only", "system")
 
 @dataclass(frozen=True)
 class Actor:
+    """`user` is the name shown and audited: the OS user locally, the key-id of the
+    authorized_keys entry over the SSH gateway, whose SHA256 fingerprint is kept in
+    `key_fingerprint` (audited with every action, see store/audit.py)."""
+
     user: str
     role: str = "operator"
     origin: str = "local"
+    key_fingerprint: str | None = None
+    via: str | None = None  # "ssh" for a gateway session
+
+    @property
+    def label(self) -> str:
+        """`alice (read_only)`, or `alice (read_only) via ssh` through the gateway."""
+        text = f"{self.user} ({self.role})"
+        return f"{text} via {self.via}" if self.via else text
 
     @property
     def read_only(self) -> bool:
@@ -54,6 +66,22 @@ def current_actor(role: str = "operator", environ: dict[str, str] | None = None)
     except Exception:  # no passwd entry in some containers
         user = f"uid{os.getuid()}"
     return Actor(user=user, role=role, origin=connection_origin(environ))
+
+
+def gateway_actor(
+    key_id: str, role: str, key_fingerprint: str, client_address: str, client_port: int
+) -> Actor:
+    """The identity of an SSH gateway session: given by the gateway from the key the
+    person authenticated with, never from the client's environment or a config file."""
+    if role not in ("operator", "read_only"):
+        raise ValueError(f"unknown role {role!r}; use operator or read_only")
+    return Actor(
+        user=key_id,
+        role=role,
+        origin=f"ssh {client_address}:{client_port}",
+        key_fingerprint=key_fingerprint,
+        via="ssh",
+    )
 
 
 def system_actor(name: str = "scheduler") -> Actor:

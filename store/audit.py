@@ -22,7 +22,13 @@ def record(
     outcome: str = "ok",
     **details: Any,
 ) -> None:
-    """Add an audit entry inside the caller's transaction (it commits with the change)."""
+    """Add an audit entry inside the caller's transaction (it commits with the change).
+
+    An SSH gateway actor's key fingerprint goes into `details["key_fingerprint"]` of
+    every row it writes (the actor column holds its key-id, `origin` the client address).
+    """
+    if actor.key_fingerprint:
+        details = {"key_fingerprint": actor.key_fingerprint, **details}
     session.add(
         AuditEntry(
             at=utcnow(),
@@ -70,3 +76,20 @@ def recent(
     if target_id is not None:
         query = query.where(AuditEntry.target_id == target_id)
     return list(session.scalars(query))
+
+
+def write_entry(
+    engine: Engine,
+    actor: Actor,
+    action: str,
+    target_type: str,
+    target_name: str | None = None,
+    outcome: str = "ok",
+    **details: Any,
+) -> None:
+    """One audit entry in its own transaction (events with no store change, e.g. an SSH
+    gateway login or a refused forwarding request)."""
+    with Session(engine) as session:
+        record(session, actor, action, target_type, target_name=target_name, outcome=outcome,
+               **details)
+        session.commit()

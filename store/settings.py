@@ -7,6 +7,8 @@ Config file: $CAMPAIGN_CONSOLE_CONFIG, else `config.toml` in the user's config d
     poll_interval = 1.0           # seconds between console refreshes
     [keys]                        # remap console bindings by id
     activate = "A"
+    [gateway]                     # the SSH gateway (gateway/config.py, docs/gateway.md)
+    listen = "0.0.0.0:2222"
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Settings:
     role: str = "operator"
     poll_interval: float = 1.0
     keys: dict[str, str] = field(default_factory=dict)
+    # The [gateway] table as written; gateway/config.py types and checks it.
+    gateway: dict[str, object] = field(default_factory=dict)
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -56,4 +60,5 @@ def load_settings(path: Path | None = None) -> Settings:
         role=role,
         poll_interval=float(raw.get("poll_interval", 1.0)),
         keys={str(k): str(v) for k, v in raw.get("keys", {}).items()},
+        gateway=dict(raw.get("gateway", {})),
     )

@@ -33,7 +33,10 @@ class StatusHeader(Static):
     def _line(self) -> Text:
         # User and scheduler first: at 80 columns a long database URL is what gets cut.
         line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(printable(f"{self.user} ({self.role})"), style="bold")
+        via = self.app.actor.via  # type: ignore[attr-defined]
+        label = f"{self.user} ({self.role})" + (f" via {via}" if via else "")
+        # `alice (read_only) via ssh` through the gateway
+        line.append(printable(label), style="bold")
         line.append(" │ scheduler: ")
         if self.scheduler.startswith("NOT RUNNING"):
             # Reverse video keeps the warning visible under NO_COLOR as well.

@@ -1,0 +1,1 @@
+"""SSH gateway: serves the console over SSH, one child console per session (docs/gateway.md)."""
