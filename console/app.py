@@ -233,6 +233,13 @@ class CampaignConsole(App):
             self.push_screen(BuildsScreen())
             self.poller.poll_now()
 
+    def action_show_audit(self) -> None:
+        from console.screens.audit import AuditScreen
+
+        if not isinstance(self.screen, AuditScreen):
+            self.push_screen(AuditScreen())
+            self.poller.poll_now()
+
     def action_find_profile(self) -> None:
         from console.screens.campaign import CampaignScreen
         from console.screens.profile import ProfileScreen
@@ -281,6 +288,7 @@ class CampaignConsole(App):
         yield SystemCommand("Campaigns", "Go to the campaign list", self.action_show_campaigns)
         yield SystemCommand("Builds monitor", "Builds across campaigns", self.action_show_builds)
         yield SystemCommand("Find profile", "Open a profile card", self.action_find_profile)
+        yield SystemCommand("Audit log", "A: recent audit entries", self.action_show_audit)
         yield SystemCommand("Keys", "Every key binding of this screen", self.action_help)
         if isinstance(screen, CampaignActions) and not self.actor.read_only:
             yield SystemCommand("Activate campaign", "a", screen.action_activate)

@@ -21,6 +21,7 @@ APP_BINDINGS = [
     Binding("question_mark", "help", "Help", id="help", show=False),
     Binding("b", "show_builds", "Builds", id="builds"),
     Binding("f", "find_profile", "Profile", id="profile"),
+    Binding("A", "show_audit", "Audit log", id="audit", show=False),
 ]
 
 CAMPAIGN_ACTION_BINDINGS = [
@@ -48,6 +49,11 @@ DETAIL_BINDINGS = [
 ]
 
 BUILDS_BINDINGS = [HELP, Binding("escape", "back", "Back", id="back")]
+AUDIT_BINDINGS = [
+    HELP,
+    Binding("slash", "filter", "Filter", id="filter"),
+    Binding("escape", "back", "Back", id="back"),
+]
 PROFILE_BINDINGS = [
     HELP,
     Binding("escape", "back", "Back", id="back"),

@@ -5,19 +5,12 @@ Only this command imports asyncssh and the gateway; the other CLI commands never
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
 import sys
 
 log = logging.getLogger("gateway")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (0.0.0.0:2222)")
-    parser.add_argument("--authorized-keys", metavar="FILE", help="the gateway's authorized_keys")
-    parser.add_argument("--host-key", metavar="FILE", help="Ed25519 host key (created if missing)")
 
 
 def run_gateway(
@@ -64,11 +57,3 @@ async def _serve(settings, db_url: str, config_file, db_label: str) -> int:  # n
     log.info("stopping: ending %d sessions", gateway.session_count())
     await gateway.close()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="campaign-console gateway")
-    parser.add_argument("--db", help="database URL or SQLite path")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_gateway(args.db, args.listen, args.authorized_keys, args.host_key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -93,3 +95,73 @@ def write_entry(
         record(session, actor, action, target_type, target_name=target_name, outcome=outcome,
                **details)
         session.commit()
+
+
+@dataclass(frozen=True)
+class AuditLine:
+    """One audit entry as the `audit` command and the console's audit screen show it."""
+
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    origin: str
+    action: str
+    target: str  # "campaign Autumn Sale", "gateway 3f2a…" (a session id), …
+    outcome: str
+    key_fingerprint: str | None  # SSH gateway sessions: the key that authenticated
+    details: dict[str, Any]
+
+    @property
+    def details_text(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.details.items() if v not in (None, "", [], {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "role": self.role,
+            "origin": self.origin,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "key_fingerprint": self.key_fingerprint,
+            "details": self.details,
+        }
+
+
+def audit_log(
+    session: Session,
+    *,
+    limit: int = 50,
+    action_prefix: str | None = None,
+    actor: str | None = None,
+) -> list[AuditLine]:
+    """The newest entries first, optionally only actions starting with `action_prefix`
+    (e.g. `gateway.` or `campaign.activate`) and of one actor (a user or key-id)."""
+    query = sa.select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+    if action_prefix:
+        query = query.where(AuditEntry.action.startswith(action_prefix, autoescape=True))
+    if actor:
+        query = query.where(AuditEntry.actor == actor)
+    lines = []
+    for entry in session.scalars(query):
+        details = dict(entry.details or {})
+        fingerprint = details.pop("key_fingerprint", None)
+        target = " ".join(str(p) for p in (entry.target_type, entry.target_name) if p)
+        lines.append(
+            AuditLine(
+                id=entry.id or 0,
+                at=entry.at,
+                actor=entry.actor,
+                role=entry.role,
+                origin=entry.origin,
+                action=entry.action,
+                target=target,
+                outcome=entry.outcome,
+                key_fingerprint=fingerprint,
+                details=details,
+            )
+        )
+    return lines

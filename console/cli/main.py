@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from console.cli import builds, campaign, database, mailing, profile, segment, workspace
+from console.cli import gateway as gateway_command
 from console.cli.args import Builder
 from console.cli.context import (
     EXIT_NOT_FOUND,
@@ -42,6 +43,7 @@ REGISTER: tuple[Callable[[Any, Builder], None], ...] = (
     mailing.register,  # mailing ...
     profile.register,  # profile show
     builds.register,  # status, builds
+    gateway_command.register,  # gateway, audit
 )
 
 

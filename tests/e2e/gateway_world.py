@@ -96,7 +96,7 @@ def build_template(path: Path) -> Path:
 
 
 class GatewayProcess:
-    """`python -m gateway` as a real process; stdout gives its port and host key."""
+    """`campaign-console gateway` as a real process; stdout gives its port and host key."""
 
     def __init__(self, directory: Path, db_url: str, settings: dict[str, object]) -> None:
         self.directory = directory
@@ -115,7 +115,7 @@ class GatewayProcess:
         env = {**os.environ, "CAMPAIGN_CONSOLE_CONFIG": str(self.config)}
         env.pop("CAMPAIGN_CONSOLE_DB", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--db", self.db_url, "--listen", "127.0.0.1:0",
+            [sys.executable, "-m", "console", "gateway", "--db", self.db_url, "--listen", "127.0.0.1:0",
              "--authorized-keys", str(self.authorized_keys), "--host-key", str(self.host_key)],
             stdout=subprocess.PIPE, stderr=self.log.open("ab"), env=env, text=True, cwd=ROOT,
         )  # fmt: skip

@@ -1,5 +1,0 @@
-import sys
-
-from gateway.main import main
-
-sys.exit(main())
