@@ -256,19 +256,56 @@ def test_client_environment_cannot_change_the_role(start_gateway, keys, tmux, tm
                      b"CAMPAIGN_CONSOLE_DB", b"CAMPAIGN_CONSOLE_CONFIG"}  # fmt: skip
 
 
-def test_session_cap_per_key_holds(start_gateway, keys, tmux):
-    gateway = start_gateway(max_sessions_per_key=1, max_sessions=2)
+def test_session_caps_per_key_and_in_total_hold(start_gateway, keys, tmux):
+    gateway = start_gateway(
+        [
+            authorized_line(keys["alice"], "operator", "alice"),
+            authorized_line(keys["bob"], "read_only", "bob"),
+            authorized_line(keys["carol"], "read_only", "carol"),
+        ],
+        max_sessions_per_key=1,
+        max_sessions=2,
+    )
     tmux.open("a", gateway.ssh(keys["alice"], "-tt"))
     tmux.wait_for("a", "alice (operator) via ssh")
     second = gateway.run_ssh(keys["alice"], "-tt")
     assert second.returncode == 1 and "already has 1 sessions open" in second.stderr
     tmux.open("b", gateway.ssh(keys["bob"], "-tt"))
     tmux.wait_for("b", "bob (read_only) via ssh")
-    full = gateway.run_ssh(keys["nora"], "-tt")  # refused for its missing role anyway
-    assert full.returncode == 1
+    full = gateway.run_ssh(keys["carol"], "-tt")
+    assert full.returncode == 1 and "the gateway is full (2 sessions)" in full.stderr
     assert set(gateway.consoles()) == {"alice", "bob"}
-    caps = [r for r in audit_rows(gateway.db_url) if r["details"].get("reason") == "cap_reached"]
-    assert caps and caps[0]["actor"] == "alice"
+    poll(lambda: [r for r in audit_rows(gateway.db_url)
+                         if r["details"].get("reason") == "cap_reached"][1:], what="two caps")  # fmt: skip
+    assert {r["actor"] for r in audit_rows(gateway.db_url)
+            if r["details"].get("reason") == "cap_reached"} == {"alice", "carol"}  # fmt: skip
+
+
+def test_new_connections_are_rate_limited_per_address(start_gateway, keys):
+    gateway = start_gateway(connections_per_minute=3)
+    for _ in range(3):
+        allowed = gateway.run_ssh(keys["alice"], "-T")
+        assert allowed.returncode == 1 and "needs a terminal" in allowed.stderr
+    limited = gateway.run_ssh(keys["alice"], "-T")
+    assert limited.returncode == 255
+    poll(lambda: any(r["details"].get("reason") == "rate_limited"
+                     for r in audit_rows(gateway.db_url)), what="rate_limited row")  # fmt: skip
+
+
+def test_a_frozen_client_loses_its_console_after_missed_keepalives(start_gateway, keys, tmux):
+    gateway = start_gateway()  # keepalive every 5 s, two missed: gone within about 15 s
+    tmux.open("a", gateway.ssh(keys["alice"], "-tt"))
+    tmux.wait_for("a", "alice (operator) via ssh")
+    console = gateway.consoles()["alice"]
+    client = client_pid(tmux, "a")
+    os.kill(client, signal.SIGSTOP)
+    try:
+        poll(lambda: pid_gone(console), timeout=60, what="the frozen client's console to end")
+    finally:
+        os.kill(client, signal.SIGCONT)
+    ends = poll(lambda: [r for r in audit_rows(gateway.db_url)
+                         if r["action"] == "gateway.session_end"], what="session end row")  # fmt: skip
+    assert "connection lost" in ends[0]["details"]["reason"]
 
 
 def test_authorized_keys_edit_applies_without_restart_and_malformed_keeps_last_good(
