@@ -102,6 +102,7 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connected = False
+        self.gateway.connections.discard(self)
         if self._no_session_timer is not None:
             self._no_session_timer.cancel()
         if self.identity is None and self.refusal is None and self.unknown_fingerprints:
@@ -321,6 +322,8 @@ class Gateway:
     def admit(self, address: str) -> bool:
         """Per-address rate limit on new connections (a sliding minute)."""
         now = time.monotonic()
+        if len(self._recent) > 10_000:  # forget addresses quiet for a minute
+            self._recent = {a: d for a, d in self._recent.items() if d and now - d[-1] <= 60}
         recent = self._recent.setdefault(address, collections.deque())
         while recent and now - recent[0] > 60:
             recent.popleft()
