@@ -16,23 +16,25 @@ from console.live import LiveScreen
 from console.screens.campaign import sync_table
 from console.widgets.status_header import StatusHeader
 from store.audit import AuditLine, audit_log
+from store.names import printable
 
 COLUMNS = ("At", "Actor", "Action", "Target", "Outcome", "From", "Key", "Details")
 RECENT = 200
 
 
 def audit_cells(line: AuditLine) -> tuple:
-    # Actor, targets and details are user data: plain Text, never markup.
+    # Actor, targets and details are user data: plain Text, never markup, control
+    # characters escaped (store/names.py).
     refused = line.outcome != "ok"
     return (
         line.at.astimezone().strftime("%m-%d %H:%M:%S"),
-        Text(f"{line.actor} ({line.role})"),
+        Text(printable(f"{line.actor} ({line.role})")),
         Text(line.action),
-        Text(line.target),
+        Text(printable(line.target)),
         Text(line.outcome, style="bold red" if refused else ""),
-        Text(line.origin),
+        Text(printable(line.origin)),
         Text(line.key_fingerprint or ""),
-        Text(line.details_text[:120]),
+        Text(printable(line.details_text[:120])),
     )
 
 
