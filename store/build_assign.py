@@ -83,7 +83,8 @@ def _insert_fresh(ctx: StepContext, query: CandidateQuery, params: dict) -> None
     ctx.execute(
         f"""{MEMBER_INSERT}
             SELECT :cid, p.id, 'test', 'test', {ENTRY_SOURCE}, {query.key_sql},
-                   {ASSIGNMENT_HASH}, CAST(:cur AS INTEGER), :now, :b, :actor
+                   {ASSIGNMENT_HASH}, CAST(:cur AS INTEGER), :now, :b, :actor,
+                   sm.left_at, sm.left_by
             {query.from_where}""",
         params,
         times=("now",),
@@ -130,16 +131,25 @@ def _flip_to_control(ctx: StepContext, source: Source, before: int) -> None:
 
 def _insert_reentering(ctx: StepContext, query: CandidateQuery, params: dict) -> None:
     """R4: re-entering profiles get the group of their latest closed membership; control
-    only while the LCG is on and the membership is of the current cohort."""
-    if ctx.checkpoint.lcg.enabled:
-        group = "CASE WHEN c.fg = 'control' AND c.fc = :cur THEN 'control' ELSE 'test' END"
-    else:
+    only while the LCG is on, the membership is of the current cohort and the limit
+    leaves room (the plan's re-entry cut-off)."""
+    plan = ctx.checkpoint.plan
+    cut = plan.reentry_cutoff
+    params = dict(params)
+    if not ctx.checkpoint.lcg.enabled or (plan.reentry_capped and cut is None):
         group = "'test'"
+    elif not plan.reentry_capped:
+        group = "CASE WHEN c.fg = 'control' AND c.fc = :cur THEN 'control' ELSE 'test' END"
+    else:  # R4: the limit leaves room only for those at or below the cut-off
+        group = f"""CASE WHEN c.fg = 'control' AND c.fc = :cur AND (c.h < :rh
+                        OR (c.h = :rh AND {ctx.collate("c.ext")} <= :re))
+                    THEN 'control' ELSE 'test' END"""
+        params.update(rh=cut.hash, re=cut.external_id)
     ctx.execute(
         f"""{MEMBER_INSERT}
             SELECT :cid, c.pid, {group}, {group},
                    CASE WHEN c.segid = :cseg THEN :segsrc ELSE 'expansion' END,
-                   c.k, c.h, c.fc, :now, :b, :actor
+                   c.k, c.h, c.fc, :now, :b, :actor, NULL, NULL
             FROM ({query.select(with_hash=True)}) c WHERE c.fg IS NOT NULL""",
         params,
         times=("now",),
@@ -147,14 +157,19 @@ def _insert_reentering(ctx: StepContext, query: CandidateQuery, params: dict) ->
 
 
 def _count_chunk(ctx: StepContext, before: int) -> int:
-    """Counters from a GROUP BY over the chunk's new rows; returns how many there are."""
+    """Counters from a GROUP BY over the chunk's new open rows (R4a: a snapshot member
+    that left after activation is inserted closed and counts nowhere); returns how many
+    rows the chunk assigned, open or not (progress)."""
     in_cohort = "CASE WHEN cohort = :curc THEN 1 ELSE 0 END"
+    is_open = "CASE WHEN left_at IS NULL THEN 1 ELSE 0 END"
     rows = ctx.execute(
-        f"""SELECT stratum_key, "group", {in_cohort}, COUNT(*) FROM campaign_member
-            WHERE {CHUNK_ROWS} GROUP BY stratum_key, "group", {in_cohort}""",
+        f"""SELECT stratum_key, "group", {in_cohort}, {is_open}, COUNT(*) FROM campaign_member
+            WHERE {CHUNK_ROWS} GROUP BY stratum_key, "group", {in_cohort}, {is_open}""",
         {**ctx.ids, "before": before, "curc": ctx.campaign.lcg_cohort},
     ).all()
     apply_counter_deltas(
-        ctx.session, ctx.campaign.id, [(k, g, bool(x), int(n)) for k, g, x, n in rows]
+        ctx.session,
+        ctx.campaign.id,
+        [(k, g, bool(x), int(n)) for k, g, x, still_open, n in rows if still_open],
     )
-    return sum(int(r[3]) for r in rows)
+    return sum(int(r[4]) for r in rows)

@@ -69,6 +69,11 @@ class Plan:
     cohort_size: int | None = None
     target: int | None = None
     unlimited_target: int | None = None
+    # R4: when re-entering former control members find too little room under the limit
+    # (capped), only those at or below this (hash, external_id) return to control; with
+    # no room at all there is no cut-off and none do.
+    reentry_capped: bool = False
+    reentry_cutoff: Cutoff | None = None
 
 
 @dataclass
@@ -130,6 +135,9 @@ class Checkpoint:
                     **plan,
                     "trims": [Trim(**t) for t in plan["trims"]],
                     "cutoffs": {k: Cutoff(**c) for k, c in plan["cutoffs"].items()},
+                    "reentry_cutoff": (
+                        Cutoff(**plan["reentry_cutoff"]) if plan["reentry_cutoff"] else None
+                    ),
                 }
             ),
         )

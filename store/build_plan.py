@@ -20,11 +20,13 @@ HASH_SPAN = 2**64
 HASH_MIN = -(2**63)
 
 # Newcomers of one candidate query per stratum: fresh ones, re-entering ones of the
-# current cohort (they count in n_s) and those of them coming back to control (R4).
+# current cohort (they count in n_s), those of them coming back to control (R4), and
+# every re-entering one (whatever its cohort: progress counts every profile assigned).
 NEWCOMERS_PER_STRATUM = """
     SELECT k, SUM(CASE WHEN fg IS NULL THEN 1 ELSE 0 END),
               SUM(CASE WHEN fg IS NOT NULL AND fc = :cur THEN 1 ELSE 0 END),
-              SUM(CASE WHEN fg = 'control' AND fc = :cur THEN 1 ELSE 0 END)
+              SUM(CASE WHEN fg = 'control' AND fc = :cur THEN 1 ELSE 0 END),
+              SUM(CASE WHEN fg IS NOT NULL THEN 1 ELSE 0 END)
     FROM ({candidates}) cand GROUP BY k"""
 
 # The surplus-th largest (hash, external_id) among a stratum's control members (R6).
@@ -39,11 +41,13 @@ SURPLUS_CUT = """
 
 @dataclass
 class Newcomers:
-    """Per stratum key: fresh newcomers, re-entering cohort members, re-entering control."""
+    """Per stratum key: fresh newcomers, re-entering cohort members, re-entering control;
+    and how many re-entering profiles there are in all (any cohort)."""
 
     fresh: dict[str, int] = field(default_factory=dict)
     reentering: dict[str, int] = field(default_factory=dict)
     reentering_control: dict[str, int] = field(default_factory=dict)
+    reentering_any: int = 0
 
 
 def phase_plan(ctx: StepContext, chunk: int) -> bool:
@@ -55,7 +59,7 @@ def phase_plan(ctx: StepContext, chunk: int) -> bool:
         )
     }
     newcomers = _count_newcomers(ctx)
-    cp.total = cp.total_base + sum(newcomers.fresh.values()) + sum(newcomers.reentering.values())
+    cp.total = cp.total_base + sum(newcomers.fresh.values()) + newcomers.reentering_any
     cp.plan = Plan()
     if not cp.lcg.enabled:
         return True
@@ -70,6 +74,7 @@ def phase_plan(ctx: StepContext, chunk: int) -> bool:
     quotas = lcg.apportion(target, sizes)
     existing_control = {k: r.control for k, r in existing.items()}
     trims, projected = _plan_trims(ctx, quotas, control, existing_control)
+    reentry_capped, reentry_cutoff = _plan_reentry(ctx, projected, newcomers.reentering_control)
     picks = _plan_picks(quotas, projected, newcomers.fresh, cp.lcg.limit)
     cutoffs = _cutoffs(ctx, picks, newcomers.fresh)
     for key, k in picks.items():
@@ -86,6 +91,8 @@ def phase_plan(ctx: StepContext, chunk: int) -> bool:
         cohort_size=n,
         target=target,
         unlimited_target=lcg.unlimited_target(cp.lcg.percent_bp, n),
+        reentry_capped=reentry_capped,
+        reentry_cutoff=reentry_cutoff,
     )
     return True
 
@@ -98,7 +105,8 @@ def _count_newcomers(ctx: StepContext) -> Newcomers:
             NEWCOMERS_PER_STRATUM.format(candidates=query.select()),
             {**query.params, "cur": ctx.checkpoint.lcg.cohort},
         ).all()
-        for k, fresh, reentering, reentering_control in rows:
+        for k, fresh, reentering, reentering_control, reentering_any in rows:
+            out.reentering_any += int(reentering_any or 0)
             for counts, value in (
                 (out.fresh, fresh),
                 (out.reentering, reentering),
@@ -132,6 +140,43 @@ def _plan_trims(
         trims.append(Trim(key, int(h), ext, surplus))
         projected[key] = have - surplus
     return trims, projected
+
+
+# Re-entering former control members of the current cohort, in R9 order (R4).
+RETURNING_CONTROL = """
+    SELECT k, h, ext FROM ({candidates}) cand WHERE fg = 'control' AND fc = :cur"""
+
+
+def _plan_reentry(
+    ctx: StepContext, projected: dict[str, int], reentering_control: dict[str, int]
+) -> tuple[bool, Cutoff | None]:
+    """R4: the limit is a hard maximum, also for re-entering members. When the former
+    control members coming back find less room under the limit than they are, only the
+    ones with the smallest (hash, external_id) fill it; the others go to test.
+
+    Returns (capped, cut-off of the last one who returns, None when none does), and
+    lowers `projected` by those who go to test."""
+    limit = ctx.checkpoint.lcg.limit
+    returning = sum(reentering_control.values())
+    if limit is None or returning == 0:
+        return False, None
+    room = max(0, limit - (sum(projected.values()) - returning))
+    if returning <= room:
+        return False, None
+    rows: list[tuple[int, str, str]] = []
+    for source in ctx.checkpoint.sources:
+        query = candidates(ctx, source)
+        rows += [
+            (int(h), ext, k)
+            for k, h, ext in ctx.execute(
+                RETURNING_CONTROL.format(candidates=query.select(with_hash=True)),
+                {**query.params, "cur": ctx.checkpoint.lcg.cohort},
+            ).all()
+        ]
+    rows.sort()
+    for _h, _ext, key in rows[room:]:
+        projected[key] -= 1
+    return True, (Cutoff(rows[room - 1][0], rows[room - 1][1]) if room else None)
 
 
 def _plan_picks(

@@ -26,7 +26,12 @@ from store.scope import r1_scope_sql
 # A campaign member row as a build inserts it.
 MEMBER_INSERT = """INSERT INTO campaign_member (campaign_id, profile_id, "group", joined_group,
                      source, stratum_key, assignment_hash, cohort, joined_at, joined_build_id,
-                     joined_by)"""
+                     joined_by, left_at, left_by)"""
+# R4a: a segment row of the activation snapshot (up to the bound) open at activation; one
+# closed since then left after activation, and the member row records when.
+OPEN_AT_ACTIVATION = (
+    "(sm.left_at IS NULL OR sm.left_at > (SELECT c.activated_at FROM campaign c WHERE c.id = :cid))"
+)
 # How a member entered: through the campaign's segment (activation or segment) or R11.
 ENTRY_SOURCE = "CASE WHEN sm.segment_id = :cseg THEN :segsrc ELSE 'expansion' END"
 # The R9 hash, computed in SQL (store/hashing.py registers it on SQLite).
@@ -147,12 +152,8 @@ class CandidateQuery:
 
 def candidates(ctx: StepContext, source: Source) -> CandidateQuery:
     cp = ctx.checkpoint
-    conditions = [
-        "sm.segment_id = :seg",
-        "sm.left_at IS NULL",
-        "sm.id <= :mx",
-        r1_scope_sql("p"),
-    ]
+    open_row = OPEN_AT_ACTIVATION if source.kind == ACTIVATION_SOURCE else "sm.left_at IS NULL"
+    conditions = ["sm.segment_id = :seg", open_row, "sm.id <= :mx", r1_scope_sql("p")]
     if source.kind == ACTIVATION_SOURCE:  # a draft has no memberships yet (R3)
         former = NO_FORMER_GROUP
     else:
@@ -177,10 +178,21 @@ def source_chunk_end(ctx: StepContext, source: Source, lo: int, chunk: int) -> A
     """The keyset value that ends the chunk starting after `lo` (None: last chunk)."""
     if source.kind == DELTA_SOURCE:
         sql = "SELECT id FROM segment_member WHERE id > :lo AND id <= :mx ORDER BY id"
+    elif source.kind == ACTIVATION_SOURCE:
+        sql = (
+            "SELECT sm.profile_id FROM segment_member sm WHERE sm.segment_id = :seg "
+            f"AND sm.id <= :mx AND {OPEN_AT_ACTIVATION} AND sm.profile_id > :lo "
+            "ORDER BY sm.profile_id"
+        )
     else:
         sql = (
             "SELECT profile_id FROM segment_member WHERE segment_id = :seg "
             "AND left_at IS NULL AND profile_id > :lo ORDER BY profile_id"
         )
-    params = {"lo": lo, "mx": ctx.checkpoint.segment_bound, "seg": source.segment_id}
+    params = {
+        "lo": lo,
+        "mx": ctx.checkpoint.segment_bound,
+        "seg": source.segment_id,
+        "cid": ctx.campaign.id,
+    }
     return ctx.row_after(sql, params, chunk)

@@ -128,13 +128,18 @@ def _start(ctx: StepContext) -> Checkpoint:
     segment_bound = int(
         session.scalar(sa.text("SELECT COALESCE(MAX(id), 0) FROM segment_member")) or 0
     )
+    if build.reason == "activation" and campaign.segment_watermark:
+        # R4a: the snapshot bound taken at activation (campaigns.activate); 0 only for a
+        # campaign activated by release 1, whose activation build reads up to now.
+        segment_bound = int(campaign.segment_watermark)
     names = list(campaign.lcg_strata or [])
     by_name = {f.name: f for f in database_fields(session, campaign.database_id)}
     first = ACTIVATION_SOURCE if build.reason == "activation" else DELTA_SOURCE
     sources = [Source(first, campaign.segment_id)]
     if build.mailing_id is not None:
         mailing = session.get(Mailing, build.mailing_id)
-        if mailing is not None and mailing.segment_id is not None and mailing.status != "stopped":
+        # R11: only a mailing that is not completed (sent or stopped) expands.
+        if mailing is not None and mailing.segment_id is not None and mailing.status == "active":
             sources.append(Source(EXPANSION_SOURCE, mailing.segment_id))
     trimming = build.reason in TRIMMING_REASONS
     phases = (["rekey"] if trimming else []) + ["demote", "plan"]

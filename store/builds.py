@@ -91,8 +91,9 @@ def queue_build(
 ) -> AudienceBuild:
     """R2: queue a build, or merge into a queued one of the campaign that has not started.
 
-    Every build reads the campaign's settings when it starts and always takes the segment
-    newcomers, so an incremental request merges into any not-yet-started build; other
+    Every build reads the campaign's settings when it starts and, except an activation
+    build (R4a: a snapshot), takes the segment newcomers, so an incremental request
+    merges into any not-yet-started build but an activation one; other
     requests merge into one of the same kind (same mailing for expansions), keeping the
     strongest reason and pausing mailings if either asked for it.
     """
@@ -106,6 +107,11 @@ def queue_build(
         )
     if reason == "expansion" and mailing is None:
         raise ValueError("an expansion build needs its mailing")
+    if reason == "expansion" and mailing.status != "active":
+        raise InvalidStateError(
+            f"mailing {mailing.name!r} is {mailing.status}: only a mailing that is not "
+            "completed expands the audience (R11)"
+        )
     pauses = reason in PAUSING_REASONS or (reason == "activation" and campaign.lcg_enabled)
     mailing_id = mailing.id if mailing is not None else None
     query = sa.select(AudienceBuild).where(
@@ -113,7 +119,11 @@ def queue_build(
         AudienceBuild.status == "queued",
         AudienceBuild.started_at.is_(None),
     )
-    if reason != "incremental":
+    if reason == "incremental":
+        # R4a: an activation build takes the segment as it stood at activation; later
+        # newcomers wait for a build of their own.
+        query = query.where(AudienceBuild.reason != "activation")
+    else:
         query = query.where(
             AudienceBuild.mailing_id.is_(None)
             if mailing_id is None

@@ -278,6 +278,7 @@ def activate(
     if campaign.lcg_enabled:
         values["lcg_cohort"] = campaign.lcg_cohort + 1  # R9: everyone at activation
     _bump(session, campaign, version, **values)
+    _take_snapshot(session, campaign)
     build = builds.queue_build(session, campaign, "activation", actor)
     audit.record(
         session,
@@ -289,6 +290,26 @@ def activate(
         build=build.id,
     )
     return build
+
+
+def _take_snapshot(session: Session, campaign: Campaign) -> None:
+    """R4a: activation is a snapshot of the segment. The activation time and the segment
+    bound (the largest segment_member id, kept as the campaign's watermark) are taken
+    while no membership change of the segment can commit: PostgreSQL locks the segment
+    row (store.segments locks it FOR UPDATE), SQLite already holds the write lock (the
+    version bump above). Rows up to the bound that are open at the activation time are
+    the audience at activation; later rows are R2c newcomers for incremental builds."""
+    session.execute(
+        sa.select(Segment.id).where(Segment.id == campaign.segment_id).with_for_update(read=True)
+    )
+    bound = session.scalar(sa.text("SELECT COALESCE(MAX(id), 0) FROM segment_member")) or 0
+    session.execute(
+        sa.update(Campaign)
+        .where(Campaign.id == campaign.id)
+        .values(activated_at=utcnow(), segment_watermark=int(bound))
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(campaign)
 
 
 # --------------------------------------------------------------------------- LCG edits
@@ -430,6 +451,7 @@ def complete(
         version,
         status="completed",
         completed_at=now,
+        warnings=[],  # R8: no live warnings; each build keeps its own (history)
         members=0,
         test_count=0,
         control_count=0,
@@ -452,7 +474,7 @@ def complete(
     session.execute(
         sa.update(CampaignStratum)
         .where(CampaignStratum.campaign_id == campaign.id)
-        .values(members=0, cohort=0, control=0)
+        .values(members=0, cohort=0, control=0, quota=0)
     )
     stopped = session.execute(
         sa.update(Mailing)

@@ -50,21 +50,32 @@ class Validity:
 
 
 def campaign_validity(session: Session, campaign: Campaign) -> Validity:
-    rows = list(
-        session.scalars(
+    """Figures of the live cohort, all from one computation so they agree (issue 11):
+    quotas are apportioned from the live per-stratum cohort counts (what the next build
+    would use), they sum to the target, and the deficit is what newcomers may still fill:
+    the strata's shortfalls, but never more than the room left under the target (with a
+    limit, a stratum's surplus kept by incremental builds takes that room). Strata with no
+    open member are not shown; a completed campaign (R8) shows no live figures at all."""
+    rows = [
+        r
+        for r in session.scalars(
             sa.select(CampaignStratum)
             .where(CampaignStratum.campaign_id == campaign.id)
             .order_by(CampaignStratum.stratum_key)
         )
-    )
+        if r.members > 0
+    ]
     names = list(campaign.lcg_strata or [])
     enabled = campaign.lcg_enabled and campaign.status == "active"
-    n = sum(r.cohort for r in rows) if enabled else 0
+    sizes = {r.stratum_key: r.cohort for r in rows if r.cohort > 0} if enabled else {}
+    n = sum(sizes.values())
     bp = campaign.lcg_percent_bp
     target = lcg.target_total(bp, n, campaign.lcg_limit) if enabled else 0
+    quotas = lcg.apportion(target, sizes)
     actual = sum(r.control for r in rows)
-    deficit = sum(max(0, r.quota - r.control) for r in rows) if enabled else 0
-    surplus = sum(max(0, r.control - r.quota) for r in rows) if enabled else 0
+    shortfall = sum(max(0, quotas.get(r.stratum_key, 0) - r.control) for r in rows)
+    deficit = min(shortfall, max(0, target - actual)) if enabled else 0
+    surplus = sum(max(0, r.control - quotas.get(r.stratum_key, 0)) for r in rows) if enabled else 0
     binds = enabled and lcg.limit_binds(bp, n, campaign.lcg_limit)
     if enabled and n:
         share = Decimal(target) / Decimal(n) if binds else None
@@ -92,8 +103,8 @@ def campaign_validity(session: Session, campaign: Campaign) -> Validity:
                 members=r.members,
                 cohort=r.cohort,
                 control=r.control,
-                quota=r.quota,
-                ideal=float(round(lcg.ideal_share(target, r.cohort, n), 4)),
+                quota=quotas.get(r.stratum_key, 0),
+                ideal=float(round(lcg.ideal_share(target, sizes.get(r.stratum_key, 0), n), 4)),
             )
             for r in rows
         ],

@@ -15,6 +15,7 @@ dict as exactly the checkpoint it wrote itself at that point.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -132,6 +133,11 @@ def test_a_release_1_checkpoint_resumes_to_the_same_result(engine, stage):
         assert run_chunks(engine, name, k) == "interrupted"
         written = Checkpoint.from_json(checkpoint_of(engine, name))
         old = taken[k - 1]
+        if stage == "activation":
+            # R4a: since activation became a snapshot, an activation build starts with the
+            # campaign's watermark at the snapshot bound (release 1: 0). No activation
+            # build reads it; everything else must be read exactly.
+            written = dataclasses.replace(written, watermark=old["watermark"])
         assert Checkpoint.from_json(old) == written  # v1 read as what the new code writes
         with Session(engine) as s:
             s.execute(
