@@ -61,6 +61,10 @@ def assert_release1_answers_unchanged(capsys, url: str) -> None:
         assert code == 0, err
         assert projected(json.loads(out), card) == card, key
     for name, figures in EXPECTED["campaigns"].items():
+        if figures.get("status") == "completed":
+            # Issue 11 defect 5 (engine): a completed campaign shows no live quotas;
+            # release 1 still printed its last build's strata. History is unchanged.
+            figures = {**figures, "strata": []}
         code, out, err = run_cli(capsys, "--db", url, "campaign", "show", name, "--json")
         assert code == 0, err
         assert projected(json.loads(out), figures) == figures, name
