@@ -2,14 +2,13 @@
 
 Each action confirms what it will do (citing the SPEC rule), then calls the store
 operation in a thread worker with `expected_version` taken from what the screen showed,
-so a change made meanwhile by someone else surfaces as a conflict instead of being
-overwritten. The store enforces rules and read-only mode and writes the audit entry;
-a refusal comes back as a clear notification and the console carries on.
+so a change made meanwhile by someone else surfaces as the store's conflict instead of
+being overwritten. The store enforces rules and read-only mode and audits the outcome
+(ok or refused); a refusal comes back as a clear notification and the console carries on.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,17 +53,14 @@ def _campaigns():
     return campaigns
 
 
-def run_store_operation(
-    app: CampaignConsole, title: str, audit_action: str, target: str, operation: StoreOperation
-) -> None:
+def run_store_operation(app: CampaignConsole, title: str, operation: StoreOperation) -> None:
     """Run `operation` in one transaction in a thread; report the outcome as a notification."""
 
     def work() -> None:
         try:
             with transaction(app.engine) as session:
                 message = operation(session)
-        except DomainError as exc:
-            _record_refusal(app, audit_action, target, str(exc))
+        except DomainError as exc:  # the store audited the refusal
             app.call_from_thread(
                 app.notify, str(exc), title=f"{title}: refused", severity="error", timeout=8
             )
@@ -86,25 +82,6 @@ def run_store_operation(
             app.call_from_thread(app.poller.poll_now)
 
     app.run_worker(work, name=title, group="store-op", thread=True, exit_on_error=False)
-
-
-def _record_refusal(app: CampaignConsole, action: str, target: str, reason: str) -> None:
-    from store.audit import record_refusal
-
-    # The audit of a refusal is best effort; the refusal itself stands.
-    with contextlib.suppress(Exception):
-        record_refusal(app.engine, app.actor, action, "campaign", target, reason)
-
-
-def conflict_guard(campaign: Any, ref: CampaignRef) -> None:
-    """Belt and braces next to the store's own expected_version check."""
-    from store.errors import ConflictError
-
-    if campaign.version != ref.version:
-        raise ConflictError(
-            f"campaign {ref.name!r} changed since it was shown (version {ref.version} → "
-            f"{campaign.version}); look at the refreshed screen and try again"
-        )
 
 
 class CampaignActions:
@@ -147,13 +124,12 @@ class CampaignActions:
         def operation(session: Session) -> str:
             campaigns = _campaigns()
             campaign = campaigns.get_campaign(session, ref.name)
-            conflict_guard(campaign, ref)
             build = campaigns.activate(
                 session, self.app.actor, campaign, expected_version=ref.version
             )
             return f"{ref.name} activated; audience build #{build.id} queued"
 
-        run_store_operation(self.app, "Activate", "campaign.activate", ref.name, operation)
+        run_store_operation(self.app, "Activate", operation)
 
     # ------------------------------------------------------------------ LCG edit (R6)
     def action_edit_lcg(self) -> None:
@@ -236,7 +212,6 @@ class CampaignActions:
         def operation(session: Session) -> str:
             campaigns = _campaigns()
             campaign = campaigns.get_campaign(session, ref.name)
-            conflict_guard(campaign, ref)
             extra: dict[str, Any] = {"enabled": True} if enable else {}
             build = campaigns.edit_lcg(
                 session,
@@ -251,7 +226,7 @@ class CampaignActions:
             queued = f"; build #{build.id} queued" if build is not None else ""
             return f"LCG of {ref.name} saved{queued}"
 
-        run_store_operation(self.app, "Edit LCG", "campaign.edit_lcg", ref.name, operation)
+        run_store_operation(self.app, "Edit LCG", operation)
 
     # ------------------------------------------------------------------ toggle (R5, R7)
     def action_toggle_lcg(self) -> None:
@@ -288,13 +263,12 @@ class CampaignActions:
         def operation(session: Session) -> str:
             campaigns = _campaigns()
             campaign = campaigns.get_campaign(session, ref.name)
-            conflict_guard(campaign, ref)
             campaigns.set_lcg_enabled(
                 session, self.app.actor, campaign, enable, expected_version=ref.version
             )
             return f"LCG of {ref.name} {'enabled' if enable else 'disabled'}"
 
-        run_store_operation(self.app, "Toggle LCG", "campaign.set_lcg_enabled", ref.name, operation)
+        run_store_operation(self.app, "Toggle LCG", operation)
 
     # ------------------------------------------------------------------ complete (R8)
     def action_complete(self) -> None:
@@ -317,11 +291,10 @@ class CampaignActions:
         def operation(session: Session) -> str:
             campaigns = _campaigns()
             campaign = campaigns.get_campaign(session, ref.name)
-            conflict_guard(campaign, ref)
             campaigns.complete(session, self.app.actor, campaign, expected_version=ref.version)
             return f"{ref.name} completed"
 
-        run_store_operation(self.app, "Complete", "campaign.complete", ref.name, operation)
+        run_store_operation(self.app, "Complete", operation)
 
     # ------------------------------------------------------------------ segment refresh
     def action_refresh_segment(self) -> None:
@@ -337,7 +310,7 @@ class CampaignActions:
             result = segments.refresh(session, self.app.actor, segment)
             return f"segment {ref.segment}: {result.entered:,} entered, {result.left:,} left"
 
-        run_store_operation(self.app, "Refresh segment", "segment.refresh", ref.name, operation)
+        run_store_operation(self.app, "Refresh segment", operation)
 
     # ------------------------------------------------------------------ copy
     def action_copy_id(self) -> None:

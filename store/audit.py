@@ -1,17 +1,41 @@
-"""The audit log: every action, with the acting user and where they connected from."""
+"""The audit log: every action, with the acting user and where they connected from.
+
+Every store operation audits its own outcome under one action id, whoever called it
+(console, CLI, scheduler): `ok` with the change (`record`, in the operation's
+transaction) and `refused` with the reason (`operation`, below). Clients write no audit
+rows.
+
+A refusal (a DomainError) rolls the caller's transaction back, so its audit row cannot
+travel in that transaction. `operation` notes it on the session; when the session's
+outermost transaction ends (rolled back, or committed by a caller that caught the
+refusal), the note is written in a transaction of its own. Writing it only then, not
+while the operation's transaction is still open, keeps SQLite's single writer free.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
 from store.actors import Actor
+from store.errors import DomainError
 from store.models import AuditEntry, utcnow
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+_REFUSALS = "audit.refusals"  # session.info key: refusals waiting for the transaction end
+_DEPTH = "audit.depth"  # session.info key: how many audited operations are running
 
 
 def record(
@@ -47,26 +71,96 @@ def record(
     )
 
 
-def record_refusal(
-    engine: Engine,
+def _target(value: Any) -> tuple[int | None, str | None]:
+    """(id, name) of an operation's target: an object with a name, or a name."""
+    if isinstance(value, str):
+        return None, value
+    name = getattr(value, "name", None)
+    if name is None and getattr(value, "id", None) is not None:
+        name = f"#{value.id}"
+    return getattr(value, "id", None), name
+
+
+def operation(
+    action: str | Callable[..., str],
+    target_type: str,
+    target: Callable[..., Any] | None = None,
+) -> Callable[[F], F]:
+    """Decorate a store operation `fn(session, actor, subject, ...)` so that a refusal is
+    audited as `action` (outcome "refused", details.reason) on `subject` (or on what
+    `target(*args, **kwargs)` returns). `action` may be a function of the arguments
+    (e.g. mailing.pause / mailing.resume). The operation records its own ok entry under
+    the same action id. Nested audited operations audit one refusal: the outermost."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(session: Session, actor: Actor, *args: Any, **kwargs: Any) -> Any:
+            depth = session.info.get(_DEPTH, 0)
+            session.info[_DEPTH] = depth + 1
+            try:
+                return fn(session, actor, *args, **kwargs)
+            except DomainError as exc:
+                if depth == 0:
+                    subject = target(*args, **kwargs) if target else (args[0] if args else None)
+                    target_id, target_name = _target(subject)
+                    name = action(*args, **kwargs) if callable(action) else action
+                    session.info.setdefault(_REFUSALS, []).append(
+                        _entry(actor, name, target_type, target_id, target_name, str(exc))
+                    )
+                    if not session.in_transaction():  # refused before touching the database
+                        _write_pending(session)
+                raise
+            finally:
+                session.info[_DEPTH] = depth
+
+        wrapper.audit_action = action  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _entry(
     actor: Actor,
     action: str,
     target_type: str,
+    target_id: int | None,
     target_name: str | None,
     reason: str,
-) -> None:
-    """A refused action is audited in its own transaction: the refused change rolled back."""
-    with Session(engine) as session:
-        record(
-            session,
-            actor,
-            action,
-            target_type,
-            target_name=target_name,
-            outcome="refused",
-            reason=reason,
-        )
-        session.commit()
+) -> dict[str, Any]:
+    return {
+        "at": utcnow(),
+        "actor": actor.user,
+        "role": actor.role,
+        "origin": actor.origin,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "target_name": target_name,
+        "outcome": "refused",
+        "details": {"reason": reason},
+    }
+
+
+@event.listens_for(OrmSession, "after_transaction_end")
+def _write_refusals(session: OrmSession, transaction: Any) -> None:
+    if transaction.parent is None:
+        _write_pending(session)
+
+
+def _write_pending(session: OrmSession) -> None:
+    """Write the refusals noted on `session` in a transaction of their own."""
+    rows = session.info.pop(_REFUSALS, None)
+    if not rows:
+        return
+    try:
+        bind = session.get_bind()
+        if isinstance(bind, Connection):
+            bind.execute(sa.insert(AuditEntry), rows)
+        else:
+            with bind.begin() as conn:
+                conn.execute(sa.insert(AuditEntry), rows)
+    except Exception:  # the refusal stands even if it cannot be logged
+        log.exception("could not audit %d refusal(s)", len(rows))
 
 
 def recent(

@@ -150,6 +150,7 @@ def queue_build(
     return build
 
 
+@audit.operation("build.cancel", "build")
 def cancel_build(session: Session, actor: Actor, build: AudienceBuild) -> None:
     actor.require_write("cancel an audience build")
     if build.status not in ("queued", "running"):

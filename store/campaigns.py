@@ -193,6 +193,7 @@ def _check_strata_cap_for_new(
 # --------------------------------------------------------------------------- create
 
 
+@audit.operation("campaign.create", "campaign")
 def create_campaign(
     session: Session,
     actor: Actor,
@@ -262,6 +263,7 @@ def create_campaign(
 # --------------------------------------------------------------------------- activate
 
 
+@audit.operation("campaign.activate", "campaign")
 def activate(
     session: Session, actor: Actor, campaign: Campaign, *, expected_version: int | None = None
 ) -> AudienceBuild:
@@ -315,6 +317,7 @@ def _take_snapshot(session: Session, campaign: Campaign) -> None:
 # --------------------------------------------------------------------------- LCG edits
 
 
+@audit.operation("campaign.lcg_edit", "campaign")
 def edit_lcg(
     session: Session,
     actor: Actor,
@@ -422,6 +425,7 @@ def set_lcg_enabled(
 # --------------------------------------------------------------------------- complete
 
 
+@audit.operation("campaign.complete", "campaign")
 def complete(
     session: Session, actor: Actor, campaign: Campaign, *, expected_version: int | None = None
 ) -> None:

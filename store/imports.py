@@ -56,7 +56,14 @@ from store.csv_import import (
 )
 from store.db import keep_statistics_fresh
 from store.errors import ValidationError
-from store.models import ProfileDatabase, ProfileField, Segment, UTCDateTime, utcnow
+from store.models import (
+    AudienceBuild,
+    ProfileDatabase,
+    ProfileField,
+    Segment,
+    UTCDateTime,
+    utcnow,
+)
 
 __all__ = [
     "MAX_PROBLEMS",
@@ -96,6 +103,7 @@ class ImportResult:
         }
 
 
+@audit.operation("profiles.import", "database")
 def import_profiles(
     session: Session,
     actor: Actor,
@@ -312,6 +320,7 @@ class SegmentFileResult:
     rows: int
     added: int
     removed: int
+    builds: tuple[AudienceBuild, ...] = ()  # the incremental builds it queued (R2c)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -323,6 +332,11 @@ class SegmentFileResult:
         }
 
 
+def _segment_file_action(segment: Segment, action: str | None = None, *_: Any, **kw: Any) -> str:
+    return f"segment.{kw.get('action', action)}"
+
+
+@audit.operation(_segment_file_action, "segment")
 def apply_segment_file(
     session: Session,
     actor: Actor,
@@ -400,18 +414,14 @@ def apply_segment_file(
         _resolve_profiles(conn, problems)
         problems.raise_if_any(name)
         matched = sa.text(f"id IN (SELECT profile_id FROM {SEGMENT_STAGE})")
-        added = removed = 0
-        if action == "add":
-            added = segments.add_profiles_where(session, actor, segment, matched)
-        elif action == "remove":
-            removed = segments.remove_profiles_where(session, actor, segment, matched)
-        else:
-            added, removed = segments.replace_profiles_where(session, actor, segment, matched)
+        change = segments.change_members_where(session, actor, segment, action, matched)
         drop_stage(conn, SEGMENT_STAGE)
     finally:
         if owned:
             binary.close()
-    return SegmentFileResult(segment.name, action, rows, added, removed)
+    return SegmentFileResult(
+        segment.name, action, rows, change.added, change.removed, change.builds
+    )
 
 
 def _segment_columns(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -38,6 +39,7 @@ def get_mailing(session: Session, name: str) -> Mailing:
     return mailing
 
 
+@audit.operation("mailing.create", "mailing")
 def create_mailing(
     session: Session,
     actor: Actor,
@@ -182,6 +184,11 @@ def running_pausing_build(session: Session, campaign_id: int) -> AudienceBuild |
     )
 
 
+def _pause_action(mailing: Mailing, paused: bool | None = None, **kwargs: Any) -> str:
+    return "mailing.pause" if kwargs.get("paused", paused) else "mailing.resume"
+
+
+@audit.operation(_pause_action, "mailing")
 def set_manual_pause(session: Session, actor: Actor, mailing: Mailing, paused: bool) -> Mailing:
     """An operator's pause or resume. A build ending never undoes a manual pause."""
     verb = "pause" if paused else "resume"
@@ -205,6 +212,7 @@ def set_manual_pause(session: Session, actor: Actor, mailing: Mailing, paused: b
     return mailing
 
 
+@audit.operation("mailing.reschedule", "mailing")
 def reschedule(
     session: Session,
     actor: Actor,
@@ -250,6 +258,7 @@ def reschedule(
     return mailing
 
 
+@audit.operation("mailing.stop", "mailing")
 def stop_mailing(session: Session, actor: Actor, mailing: Mailing) -> Mailing:
     """Stop a mailing for good (status "stopped"): it never fires again."""
     actor.require_write("stop a mailing")

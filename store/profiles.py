@@ -30,11 +30,15 @@ def parse_field_spec(spec: str) -> list[tuple[str, str]]:
     return fields
 
 
+@audit.operation("database.create", "database")
 def create_database(
-    session: Session, actor: Actor, name: str, fields: list[tuple[str, str]]
+    session: Session, actor: Actor, name: str, fields: list[tuple[str, str]] | str
 ) -> ProfileDatabase:
-    """Declare a profile database and its typed fields; each field gets a slot column."""
+    """Declare a profile database and its typed fields (a list of (name, type) or the
+    NAME:TYPE,... text of the CLI); each field gets a slot column."""
     actor.require_write("create a profile database")
+    if isinstance(fields, str):
+        fields = parse_field_spec(fields)
     name = check_name("profile database", name)
     if session.scalar(sa.select(ProfileDatabase).where(ProfileDatabase.name == name)):
         raise ValidationError(f"profile database {name!r} already exists")

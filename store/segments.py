@@ -34,6 +34,7 @@ from store.actors import Actor
 from store.db import keep_statistics_fresh
 from store.errors import InvalidStateError, NotFoundError, ValidationError
 from store.models import (
+    AudienceBuild,
     Profile,
     ProfileDatabase,
     Segment,
@@ -54,6 +55,7 @@ member_table = SegmentMember.__table__
 class RefreshResult:
     entered: int
     left: int
+    builds: tuple[AudienceBuild, ...] = ()  # the incremental builds it queued (R2c)
 
 
 # --------------------------------------------------------------------------- lookups
@@ -86,6 +88,7 @@ def is_member(session: Session, segment: Segment, profile_id: int) -> bool:
 # --------------------------------------------------------------------------- creation
 
 
+@audit.operation("segment.create", "segment")
 def create_segment(
     session: Session,
     actor: Actor,
@@ -172,18 +175,60 @@ def _compile_for(session: Session, database_id: int, rule_text: str) -> sa.Colum
 # --------------------------------------------------------------------------- static changes
 
 
+@dataclass(frozen=True)
+class MembershipChange:
+    """What one membership operation did, with the incremental builds it queued (R2c)."""
+
+    added: int
+    removed: int
+    builds: tuple[AudienceBuild, ...] = ()
+
+
+MEMBERSHIP_ACTIONS = ("add", "remove", "replace")
+
+
+def _change_action(segment: Segment, action: str | None = None, *_: Any, **kw: Any) -> str:
+    return f"segment.{kw.get('action', action)}"
+
+
+@audit.operation(_change_action, "segment")
+def change_members_where(
+    session: Session, actor: Actor, segment: Segment, action: str, profile_filter: Any
+) -> MembershipChange:
+    """add, remove or replace (make the members exactly) the profiles matching
+    `profile_filter` (SQL over `profile`) in a static segment."""
+    if action not in MEMBERSHIP_ACTIONS:
+        raise ValueError(f"action must be one of {MEMBERSHIP_ACTIONS}, not {action!r}")
+    verb = {"add": "add profiles to", "remove": "remove profiles from"}.get(
+        action, "replace the members of"
+    )
+    _require_static(actor, segment, verb)
+    _lock(session, segment)
+    now = utcnow()
+    matches = _as_filter(profile_filter)
+    added = removed = 0
+    if action == "add":
+        added = _open(session, segment, matches, now, actor)
+    elif action == "remove":
+        removed = _close_matching(session, segment, matches, now, actor)
+        if removed:
+            _notify_left(session, segment, now, actor)
+    else:
+        added, removed = _apply_diff(session, actor, segment, matches, now)
+    queued = _finish(
+        session, actor, segment, f"segment.{action}", now, added=added, removed=removed
+    )
+    return MembershipChange(added, removed, tuple(queued))
+
+
 def add_profiles_where(
     session: Session, actor: Actor, segment: Segment, profile_filter: Any
 ) -> int:
     """Add every profile matching `profile_filter` (SQL over `profile`); members stay as is."""
-    _require_static(actor, segment, "add profiles to")
-    _lock(session, segment)
-    now = utcnow()
-    added = _open(session, segment, _as_filter(profile_filter), now, actor)
-    _finish(session, actor, segment, "segment.add", now, added=added, removed=0)
-    return added
+    return change_members_where(session, actor, segment, "add", profile_filter).added
 
 
+@audit.operation("segment.add", "segment")
 def add_profiles(
     session: Session, actor: Actor, segment: Segment, profile_ids: Iterable[int]
 ) -> int:
@@ -202,16 +247,10 @@ def remove_profiles_where(
     session: Session, actor: Actor, segment: Segment, profile_filter: Any
 ) -> int:
     """Remove the members matching `profile_filter`; non-members are no-ops."""
-    _require_static(actor, segment, "remove profiles from")
-    _lock(session, segment)
-    now = utcnow()
-    removed = _close_matching(session, segment, _as_filter(profile_filter), now, actor)
-    if removed:
-        _notify_left(session, segment, now, actor)
-    _finish(session, actor, segment, "segment.remove", now, added=0, removed=removed)
-    return removed
+    return change_members_where(session, actor, segment, "remove", profile_filter).removed
 
 
+@audit.operation("segment.remove", "segment")
 def remove_profiles(
     session: Session, actor: Actor, segment: Segment, profile_ids: Iterable[int]
 ) -> int:
@@ -232,17 +271,14 @@ def replace_profiles_where(
     session: Session, actor: Actor, segment: Segment, profile_filter: Any
 ) -> tuple[int, int]:
     """Make the members exactly the profiles matching `profile_filter`: (added, removed)."""
-    _require_static(actor, segment, "replace the members of")
-    _lock(session, segment)
-    now = utcnow()
-    added, removed = _apply_diff(session, actor, segment, _as_filter(profile_filter), now)
-    _finish(session, actor, segment, "segment.replace", now, added=added, removed=removed)
-    return added, removed
+    change = change_members_where(session, actor, segment, "replace", profile_filter)
+    return change.added, change.removed
 
 
 # --------------------------------------------------------------------------- dynamic refresh
 
 
+@audit.operation("segment.refresh", "segment")
 def refresh(session: Session, actor: Actor, segment: Segment) -> RefreshResult:
     """Recompute a dynamic segment from its rule with a set-based diff.
 
@@ -266,8 +302,8 @@ def refresh(session: Session, actor: Actor, segment: Segment) -> RefreshResult:
     entered, left = _apply_diff(session, actor, segment, matches, now)
     segment.last_refreshed_at = now
     session.add(segment)
-    _finish(session, actor, segment, "segment.refresh", now, added=entered, removed=left)
-    return RefreshResult(entered=entered, left=left)
+    queued = _finish(session, actor, segment, "segment.refresh", now, added=entered, removed=left)
+    return RefreshResult(entered=entered, left=left, builds=tuple(queued))
 
 
 # --------------------------------------------------------------------------- internals
@@ -383,8 +419,9 @@ def _finish(
     *,
     added: int,
     removed: int,
-) -> None:
-    """Counters, version, the newcomers' hook and the audit entry of one operation."""
+) -> list[AudienceBuild]:
+    """Counters, version, the newcomers' hook and the audit entry of one operation;
+    returns the incremental builds queued for the newcomers (R2c)."""
     if added or removed:
         # Relative update in SQL: concurrent transactions never lose a count.
         session.execute(
@@ -403,7 +440,7 @@ def _finish(
         # A scheduled refresh that found nothing to do is not worth an audit row every
         # few seconds; last_refreshed_at already says it ran.
         session.flush()
-        return
+        return queued
     audit.record(
         session,
         actor,
@@ -417,6 +454,7 @@ def _finish(
         builds=[build.id for build in queued],
     )
     session.flush()
+    return queued
 
 
 def _notify_left(session: Session, segment: Segment, left_at: datetime, actor: Actor) -> None:
@@ -425,7 +463,7 @@ def _notify_left(session: Session, segment: Segment, left_at: datetime, actor: A
     audience.on_segment_left(session, segment, left_at, actor)
 
 
-def _notify_entered(session: Session, segment: Segment, actor: Actor) -> list[Any]:
+def _notify_entered(session: Session, segment: Segment, actor: Actor) -> list[AudienceBuild]:
     """R2c: active campaigns on the segment queue an incremental build of the newcomers."""
     session.flush()
     return list(audience.on_segment_entered(session, segment, actor) or [])

@@ -177,6 +177,19 @@ def build_row(build: AudienceBuild, campaign_name: str) -> dict[str, Any]:
     }
 
 
+def build_rows(session: Session, build_ids: list[int]) -> list[dict[str, Any]]:
+    """These builds (e.g. the ones an operation queued), oldest first."""
+    if not build_ids:
+        return []
+    rows = session.execute(
+        sa.select(AudienceBuild, Campaign.name)
+        .join(Campaign, Campaign.id == AudienceBuild.campaign_id)
+        .where(AudienceBuild.id.in_(build_ids))
+        .order_by(AudienceBuild.id)
+    ).all()
+    return [build_row(b, name) for b, name in rows]
+
+
 def builds(
     session: Session, *, campaign: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:

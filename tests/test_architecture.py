@@ -113,3 +113,14 @@ def test_the_head_read_from_the_revision_files_is_alembics_head():
     """store.db answers "is this database at head?" without importing Alembic; the head it
     reads from the revision files must be the one Alembic computes."""
     assert head_revision() == migrate.head()
+
+
+def test_clients_write_no_audit_rows():
+    """Issue 10 item 2: the store audits every outcome itself; console and CLI never import
+    store.audit (nor record a refusal of their own)."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "console").rglob("*.py")
+        if "store.audit" in path.read_text() or "record_refusal" in path.read_text()
+    ]
+    assert offenders == []

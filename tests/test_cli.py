@@ -425,8 +425,9 @@ def test_campaign_complete_needs_yes_then_is_terminal(cli):
     refused = cli("campaign", "lcg", "r10", "--percent", "5")
     assert refused.code == 3 and "completed" in refused.err
     assert cli("campaign", "complete", "r10", "--yes").code == 3
+    # One action id per operation, ok or refused (issue 10 item 2): the store audits it.
     assert [e.action for e in audit_entries(cli.db_url, "refused")] == [
-        "campaign.lcg",
+        "campaign.lcg_edit",
         "campaign.complete",
     ]
 

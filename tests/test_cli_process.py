@@ -168,7 +168,7 @@ def test_wait_requeues_a_build_abandoned_by_a_crashed_process_and_runs_it(
 
     from console.cli.wait import wait_for_builds
     from store import builds
-    from store.models import Campaign, utcnow
+    from store.models import utcnow
 
     _workspace_with_draft(sqlite_url, capsys, tmp_path)
     Cli(sqlite_url, capsys, tmp_path).ok("campaign", "activate", "c")
@@ -182,10 +182,8 @@ def test_wait_requeues_a_build_abandoned_by_a_crashed_process_and_runs_it(
                 .where(AudienceBuild.id == build_id)
                 .values(heartbeat_at=utcnow() - timedelta(minutes=10))
             )
-        with Session(engine) as session:
-            campaign_id = session.scalar(sa.select(Campaign.id).where(Campaign.name == "c"))
         err = io.StringIO()
-        assert wait_for_builds(engine, [campaign_id], err) == 0
+        assert wait_for_builds(engine, [build_id], err) == 0
         with Session(engine) as session:
             build = session.get(AudienceBuild, build_id)
         assert build.status == "done" and build.worker.startswith("cli:")

@@ -298,7 +298,7 @@ def test_read_only_actor_is_refused_and_nothing_changes(engine, operator, viewer
         segments.create_segment(session, operator, "d", database=database, rule="tier = 1")
     before = (intervals(engine, "s"), counter(engine, "s"))
     with Session(engine) as session:
-        audit_before = session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
+        audit_before = session.scalar(sa.select(sa.func.max(AuditEntry.id)))
     attempts = [
         lambda s, seg: segments.create_segment(s, viewer, "new"),
         lambda s, seg: segments.add_profiles_where(s, viewer, seg, sa.text("1 = 1")),
@@ -314,8 +314,23 @@ def test_read_only_actor_is_refused_and_nothing_changes(engine, operator, viewer
     assert (intervals(engine, "s"), counter(engine, "s")) == before
     assert open_member_ids(engine, "d") == []
     with Session(engine) as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == audit_before
+        refusals = session.scalars(
+            sa.select(AuditEntry).where(AuditEntry.id > audit_before).order_by(AuditEntry.id)
+        ).all()
         assert session.scalar(sa.select(Segment.id).where(Segment.name == "new")) is None
+    # The store audits each refusal itself, under the operation's action (issue 10 item 2).
+    assert [(e.action, e.outcome, e.actor) for e in refusals] == [
+        (action, "refused", viewer.user)
+        for action in (
+            "segment.create",
+            "segment.add",
+            "segment.add",
+            "segment.remove",
+            "segment.remove",
+            "segment.replace",
+            "segment.refresh",
+        )
+    ]
 
 
 def test_static_changes_are_refused_on_a_dynamic_segment(engine, operator):

@@ -57,7 +57,6 @@ def _show(ctx: Context, name: str) -> dict[str, Any]:
 def cmd_campaign_create(args: argparse.Namespace, ctx: Context) -> int:
     from store import campaigns, profiles, segments
 
-    ctx.refusable("campaign.create", "campaign", args.name)
     if args.lcg is None and (args.limit is not None or args.strata):
         raise UsageError("--limit and --strata configure the LCG: add --lcg PERCENT")
     with ctx.transaction() as session:
@@ -83,11 +82,10 @@ def _campaign_change(ctx: Context, name: str, verb: str, change: Callable[[Any, 
 
     with ctx.transaction() as session:
         campaign = campaigns.get_campaign(session, name)
-        change(session, campaign)
-        campaign_id = campaign.id
+        queued = change(session, campaign)  # the build it queued, if any
     code = EXIT_OK
-    if getattr(ctx.args, "wait", False):
-        code = wait_for_builds(ctx.engine, [campaign_id], ctx.err)
+    if getattr(ctx.args, "wait", False) and queued is not None:
+        code = wait_for_builds(ctx.engine, [queued.id], ctx.err)
     show = _show(ctx, name)
     ctx.emit(show, lambda: f"{verb} campaign {name!r}\n\n" + campaign_text(show))
     return code
@@ -96,7 +94,6 @@ def _campaign_change(ctx: Context, name: str, verb: str, change: Callable[[Any, 
 def cmd_campaign_activate(args: argparse.Namespace, ctx: Context) -> int:
     from store import campaigns
 
-    ctx.refusable("campaign.activate", "campaign", args.name)
     return _campaign_change(
         ctx, args.name, "activated", lambda s, c: campaigns.activate(s, ctx.actor, c)
     )
@@ -105,7 +102,6 @@ def cmd_campaign_activate(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_campaign_lcg(args: argparse.Namespace, ctx: Context) -> int:
     from store import campaigns
 
-    ctx.refusable("campaign.lcg", "campaign", args.name)
     changes: dict[str, Any] = {}
     if args.percent is not None:
         changes["percent"] = args.percent
@@ -137,7 +133,6 @@ def cmd_campaign_lcg(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_campaign_complete(args: argparse.Namespace, ctx: Context) -> int:
     from store import campaigns
 
-    ctx.refusable("campaign.complete", "campaign", args.name)
     if not args.yes:
         raise UsageError(
             f"completing {args.name!r} is terminal (R8): every member leaves, mailings stop; "

@@ -42,9 +42,6 @@ class Context:
         self.err = sys.stderr
         self._engine = None
         self._actor = None
-        # What to write to the audit log if the command is refused (set by each command).
-        self.audit_action: str | None = None
-        self.audit_target: tuple[str, str | None] = ("", None)
 
     @property
     def engine(self):
@@ -69,10 +66,6 @@ class Context:
         from sqlmodel import Session
 
         return Session(self.engine, expire_on_commit=False)
-
-    def refusable(self, action: str, target_type: str, target_name: str | None) -> None:
-        self.audit_action = action
-        self.audit_target = (target_type, target_name)
 
     def emit(self, payload: Any, human: Callable[[], str]) -> None:
         # Names and imported data reach other people's terminals: no control character or

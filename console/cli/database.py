@@ -27,10 +27,8 @@ def register(sub: Any, cli: Builder) -> None:
 def cmd_database_create(args: argparse.Namespace, ctx: Context) -> int:
     from store import profiles
 
-    ctx.refusable("database.create", "database", args.name)
-    fields = profiles.parse_field_spec(args.fields)
     with ctx.transaction() as session:
-        database = profiles.create_database(session, ctx.actor, args.name, fields)
+        database = profiles.create_database(session, ctx.actor, args.name, args.fields)
         payload = _database_row(session, database)
     ctx.emit(
         payload,

@@ -96,8 +96,7 @@ def _run(handler: Callable, args: argparse.Namespace, ctx: Context) -> int:
         print(f"not found: {printable_lines(str(exc))}", file=sys.stderr)
         return EXIT_NOT_FOUND
     except DomainError as exc:
-        print(f"refused: {printable_lines(str(exc))}", file=sys.stderr)
-        _audit_refusal(ctx, str(exc))
+        print(f"refused: {printable_lines(str(exc))}", file=sys.stderr)  # store audited it
         return exc.exit_code
     except StoreError as exc:
         print(f"error: {printable_lines(str(exc))}", file=sys.stderr)
@@ -112,15 +111,3 @@ def _run(handler: Callable, args: argparse.Namespace, ctx: Context) -> int:
         reason = printable_lines(str(exc))
         print(f"unexpected error: {type(exc).__name__}: {reason}", file=sys.stderr)
         return EXIT_UNEXPECTED
-
-
-def _audit_refusal(ctx: Context, reason: str) -> None:
-    if ctx.audit_action is None or ctx._engine is None:
-        return
-    from store.audit import record_refusal
-
-    target_type, target_name = ctx.audit_target
-    try:
-        record_refusal(ctx.engine, ctx.actor, ctx.audit_action, target_type, target_name, reason)
-    except Exception as exc:  # the refusal stands even if it cannot be logged
-        print(f"warning: could not audit the refusal: {exc}", file=sys.stderr)

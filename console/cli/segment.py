@@ -64,7 +64,6 @@ def _segment_row(session: Any, segment: Any) -> dict[str, Any]:
 def cmd_segment_create(args: argparse.Namespace, ctx: Context) -> int:
     from store import profiles, segments
 
-    ctx.refusable("segment.create", "segment", args.name)
     if (args.every or args.cron) and not args.rule:
         raise UsageError("--every and --cron schedule the refresh of a dynamic segment: add --rule")
     with ctx.transaction() as session:
@@ -114,73 +113,30 @@ def cmd_segment_list(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
-def _campaign_ids_on_segment(session: Any, segment_id: int) -> list[int]:
-    from store.models import Campaign
-
-    return list(
-        session.scalars(
-            sa.select(Campaign.id).where(
-                Campaign.segment_id == segment_id, Campaign.status == "active"
-            )
-        )
-    )
-
-
-def _segment_outcome(
-    ctx: Context, payload: dict[str, Any], campaign_ids: list[int], since_build_id: int
-) -> int:
+def _segment_outcome(ctx: Context, payload: dict[str, Any], queued: Any) -> int:
     """--wait for the builds the segment change queued, then list them in `payload`."""
-    code = EXIT_OK
-    if ctx.args.wait:
-        code = wait_for_builds(ctx.engine, campaign_ids, ctx.err)
-    payload["builds"] = _builds_of(ctx, campaign_ids, since_build_id)
-    return code
-
-
-def _builds_of(ctx: Context, campaign_ids: list[int], since_id: int) -> list[dict]:
-    """The builds of these campaigns newer than `since_id` (what the command queued)."""
     from store import views
 
-    if not campaign_ids:
-        return []
-    from store.models import AudienceBuild, Campaign
-
+    build_ids = [build.id for build in queued]
+    code = EXIT_OK
+    if ctx.args.wait:
+        code = wait_for_builds(ctx.engine, build_ids, ctx.err)
     with ctx.session() as session:
-        rows = session.execute(
-            sa.select(AudienceBuild, Campaign.name)
-            .join(Campaign, Campaign.id == AudienceBuild.campaign_id)
-            .where(
-                AudienceBuild.campaign_id.in_(campaign_ids),
-                sa.or_(
-                    AudienceBuild.id > since_id,
-                    AudienceBuild.status.in_(("queued", "running")),
-                ),
-            )
-            .order_by(AudienceBuild.id)
-        ).all()
-        return [views.build_row(b, name) for b, name in rows]
-
-
-def _max_build_id(session: Any) -> int:
-    from store.models import AudienceBuild
-
-    return session.scalar(sa.select(sa.func.max(AudienceBuild.id))) or 0
+        payload["builds"] = views.build_rows(session, build_ids)
+    return code
 
 
 def cmd_segment_file(args: argparse.Namespace, ctx: Context) -> int:
     from store import imports, profiles, segments
 
-    ctx.refusable(f"segment.{args.file_action}", "segment", args.name)
     with ctx.transaction() as session:
-        since = _max_build_id(session)
         segment = segments.get_segment(session, args.name)
         database = profiles.get_database(session, args.database) if args.database else None
         result = imports.apply_segment_file(
             session, ctx.actor, segment, args.file_action, csv_source(args.file), database=database
         )
-        campaign_ids = _campaign_ids_on_segment(session, segment.id)
     payload = result.as_dict()
-    code = _segment_outcome(ctx, payload, campaign_ids, since)
+    code = _segment_outcome(ctx, payload, result.builds)
     ctx.emit(
         payload,
         lambda: (
@@ -199,14 +155,11 @@ def cmd_segment_file(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_segment_refresh(args: argparse.Namespace, ctx: Context) -> int:
     from store import segments
 
-    ctx.refusable("segment.refresh", "segment", args.name)
     with ctx.transaction() as session:
-        since = _max_build_id(session)
         segment = segments.get_segment(session, args.name)
         result = segments.refresh(session, ctx.actor, segment)
-        campaign_ids = _campaign_ids_on_segment(session, segment.id)
     payload = {"segment": args.name, "entered": result.entered, "left": result.left}
-    code = _segment_outcome(ctx, payload, campaign_ids, since)
+    code = _segment_outcome(ctx, payload, result.builds)
     ctx.emit(
         payload,
         lambda: (

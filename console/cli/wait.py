@@ -58,24 +58,6 @@ def worker_name() -> str:
     return f"cli:{socket.gethostname()}:{os.getpid()}"
 
 
-def _open_build_ids(engine: Engine, campaign_ids: Sequence[int]) -> list[int]:
-    from store.models import AudienceBuild
-
-    if not campaign_ids:
-        return []
-    with Session(engine) as session:
-        return list(
-            session.scalars(
-                sa.select(AudienceBuild.id)
-                .where(
-                    AudienceBuild.campaign_id.in_(list(campaign_ids)),
-                    AudienceBuild.status.in_(OPEN),
-                )
-                .order_by(AudienceBuild.id)
-            )
-        )
-
-
 def _builds(engine: Engine, build_ids: Sequence[int]) -> list[Any]:
     from store.models import AudienceBuild
 
@@ -96,15 +78,14 @@ def _scheduler_alive(engine: Engine) -> bool:
         return lease.live_lease(session) is not None
 
 
-def wait_for_builds(engine: Engine, campaign_ids: Sequence[int], err: TextIO) -> int:
-    """Block until the queued/running builds of these campaigns end.
+def wait_for_builds(engine: Engine, build_ids: Sequence[int], err: TextIO) -> int:
+    """Block until these builds (the ones a command queued) end.
 
     Returns 0 when all ended `done`, 1 when one failed or was cancelled. One line per
     build goes to `err`.
     """
     from store import builds
 
-    build_ids = _open_build_ids(engine, campaign_ids)
     if not build_ids:
         return EXIT_OK
     bar = ProgressBar(err)

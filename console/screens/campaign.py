@@ -275,19 +275,11 @@ class CampaignScreen(CampaignActions, LiveScreen):
     def pause_mailing_now(self, mailing_name: str, *, pause: bool) -> None:
         def operation(session: Session) -> str:
             from store import mailings
-            from store.errors import ConflictError
 
             mailing = mailings.get_mailing(session, mailing_name)
-            if mailing.manual_paused is pause:
-                # What the screen showed is stale: someone else paused or resumed it.
-                raise ConflictError(
-                    f"mailing {mailing_name!r} is already {'paused' if pause else 'running'}"
-                    " (changed meanwhile); look at the refreshed screen"
-                )
+            # Already paused/resumed meanwhile: the store refuses it (and audits that).
             mailings.set_manual_pause(session, self.app.actor, mailing, pause)
             return f"mailing {mailing_name} {'paused' if pause else 'resumed'}"
 
-        verb = "pause" if pause else "resume"
-        run_store_operation(
-            self.app, f"{verb.capitalize()} mailing", f"mailing.{verb}", mailing_name, operation
-        )
+        title = "Pause mailing" if pause else "Resume mailing"
+        run_store_operation(self.app, title, operation)

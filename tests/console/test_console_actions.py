@@ -445,3 +445,30 @@ def test_a_read_only_console_does_not_embed_a_scheduler_by_default(workspace_url
     """Read-only looks but never acts: no embedded scheduler runs builds or sends for it."""
     assert CampaignConsole(workspace_url, VIEWER).embed_scheduler is False
     assert CampaignConsole(workspace_url, OPERATOR).embed_scheduler is True
+
+
+async def test_refusals_are_audited_by_the_store_once_under_the_operations_action_id(make_app):
+    """Issue 10 item 2: the console writes no audit rows; the store records the refusal
+    under the same action id as its success (campaign.lcg_edit, mailing.pause) and with
+    the right target type."""
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_detail(pilot, "Autumn Sale")
+        with Session(app.engine) as session:
+            before = session.scalar(sa.select(sa.func.max(AuditEntry.id)))
+        # autumn-sms is already paused by an operator: a stale screen asks to pause it again.
+        screen.pause_mailing_now("autumn-sms", pause=True)
+        await wait_for(pilot, lambda: any("already paused" in m for m in messages(app)))
+        ref = screen.campaign_ref()
+        stale = CampaignRef(**{**ref.__dict__, "version": ref.version - 1})
+        screen.toggle_now(stale, enable=not ref.lcg_enabled)
+        await wait_for(pilot, lambda: any("changed" in m for m in messages(app)))
+        with Session(app.engine) as session:
+            rows = session.scalars(
+                sa.select(AuditEntry).where(AuditEntry.id > before).order_by(AuditEntry.id)
+            ).all()
+        assert [(e.action, e.outcome, e.target_type, e.target_name) for e in rows] == [
+            ("mailing.pause", "refused", "mailing", "autumn-sms"),
+            ("campaign.lcg_edit", "refused", "campaign", "Autumn Sale"),
+        ]
+        assert "changed by someone else" in rows[1].details["reason"]
