@@ -464,7 +464,8 @@ def test_dynamic_refresh_on_an_active_campaign_applies_r4(engine, operator):
         session.execute(sa.update(Profile).where(Profile.external_id == "P1").values(t0="Moscow"))
     with transaction(engine) as session:
         result = segments.refresh(session, operator, segments.get_segment(session, "moscow"))
-    assert result == segments.RefreshResult(entered=1, left=1)
+    assert (result.entered, result.left) == (1, 1)
+    assert [b.reason for b in result.builds] == ["incremental"]  # R2c, for the newcomer
     assert kinds(card(engine, "P0"))[-2:] == [("left_segment", "moscow"), ("left_campaign", "Dyn")]
     builds.run_pending(engine)
     assert kinds(card(engine, "P1")) == [("entered_segment", "moscow"), ("entered_campaign", "Dyn")]

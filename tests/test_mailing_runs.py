@@ -276,11 +276,17 @@ def test_reschedule_and_stop_are_audited_and_refusals_change_nothing(world, view
     with pytest.raises(InvalidStateError, match="stopped"), transaction(engine) as session:
         store_mailings.stop_mailing(session, ADMIN, store_mailings.get_mailing(session, "launch"))
     with Session(engine) as session:
-        actions = list(
-            session.scalars(
-                sa.select(AuditEntry.action)
-                .where(AuditEntry.target_type == "mailing")
-                .order_by(AuditEntry.id)
-            )
-        )
-    assert actions == ["mailing.create", "mailing.create", "mailing.reschedule", "mailing.stop"]
+        actions = session.execute(
+            sa.select(AuditEntry.action, AuditEntry.outcome)
+            .where(AuditEntry.target_type == "mailing")
+            .order_by(AuditEntry.id)
+        ).all()
+    # The refusals changed nothing but are audited by the store (issue 10 item 2).
+    assert [tuple(a) for a in actions] == [
+        ("mailing.create", "ok"),
+        ("mailing.create", "ok"),
+        ("mailing.reschedule", "ok"),
+        *[("mailing.reschedule", "refused")] * 4,
+        ("mailing.stop", "ok"),
+        ("mailing.stop", "refused"),
+    ]
