@@ -1,27 +1,41 @@
-"""Read models shared by the console and the CLI. Counts come from counters only.
+"""Read models: one typed read model per concept, shared by the console and the CLI.
 
-Each function returns plain dicts in the JSON shapes of the CLI contract (docs/cli.md):
-times are ISO 8601 strings with a timezone, the LCG percent is a decimal string
-("5.25"), never a float. Nothing here writes.
+* `CampaignRow` (campaign list), `CampaignDetail` (one campaign: LCG, validity, strata,
+  mailings, builds, audit), `MailingRow`, `DatabaseRow`, `SegmentRow`, here;
+* build progress (`BuildProgress`) and scheduler health (`SchedulerHealth`) in
+  store/monitor.py; the profile card (`ProfileCard`, R12) in store/history.py; target,
+  quotas, deficit and SRM (`StratumValidity`) in store/validity.py.
+
+The console renders these objects; the CLI serialises them (console/cli/serialise.py:
+JSON, format.py: tables). Both therefore show the same figures in the same order. Counts
+come from counters only (`campaign`, `campaign_stratum`, `audience_build`, `segment`),
+so every function is a handful of indexed queries whatever the number of profiles.
+Names sort bytewise on both backends (`by_name`). Nothing here writes.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from store import lcg, validity
+from store import lcg
 from store.models import (
+    STRATIFIABLE_TYPES,
     AudienceBuild,
+    AuditEntry,
     Campaign,
     Mailing,
     ProfileDatabase,
     ProfileField,
     Segment,
+    utcnow,
 )
+from store.monitor import BuildProgress, progress_row
+from store.validity import StratumValidity, campaign_validity
 
 ACTIVE_BUILD_STATUSES = ("queued", "running")
 
@@ -31,21 +45,27 @@ def by_name(session: Session, column: Any) -> Any:
     return column.collate("C") if session.get_bind().dialect.name == "postgresql" else column
 
 
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with its offset, e.g. 2026-11-29T06:25:51.987591+00:00."""
-    return value.astimezone(UTC).isoformat() if value is not None else None
-
-
 def percent_text(percent_bp: int) -> str | None:
     """Basis points as a decimal string: 525 -> "5.25", 1500 -> "15"; 0 (never set) -> None."""
     return lcg.format_percent(percent_bp) if percent_bp else None
 
 
+def percent_of(part: int, whole: int) -> str:
+    """One decimal, but never rounds a non-empty group to 0.0 % or a partial one to 100.0 %."""
+    if not whole:
+        return "–"
+    share = 100 * part / whole
+    if 0 < share < 0.1:
+        return "<0.1%"
+    if 99.9 < share < 100:
+        return ">99.9%"
+    return f"{share:.1f}%"
+
+
 def lcg_summary(campaign: Campaign) -> str:
     if not campaign.lcg_enabled:
         return "off"
-    percent = f"{percent_text(campaign.lcg_percent_bp)}%"
-    parts = [percent]
+    parts = [f"{percent_text(campaign.lcg_percent_bp)}%"]
     if campaign.lcg_limit is not None:
         parts.append(f"≤{campaign.lcg_limit}")
     if campaign.lcg_strata:
@@ -53,146 +73,318 @@ def lcg_summary(campaign: Campaign) -> str:
     return " ".join(parts)
 
 
-def lcg_settings(campaign: Campaign) -> dict[str, Any]:
-    return {
-        "enabled": bool(campaign.lcg_enabled),
-        "percent": percent_text(campaign.lcg_percent_bp),
-        "limit": campaign.lcg_limit,
-        "strata": list(campaign.lcg_strata or []),
-    }
-
-
-def audience(campaign: Campaign) -> dict[str, int]:
-    return {
-        "members": campaign.members,
-        "test": campaign.test_count,
-        "control": campaign.control_count,
-    }
-
-
-def campaign_list(session: Session) -> list[dict[str, Any]]:
-    """One brief row per campaign (`campaign list --json`), ordered by name.
-
-    Keys are a subset of `campaign_show` with the same meaning, plus
-    `paused_mailings` (how many of its mailings are paused) and `lcg_summary` (text).
-    """
-    paused = (
+def _paused_mailings() -> Any:
+    """Per campaign: its active mailings that are paused (by an operator or by a build).
+    A stopped mailing (e.g. of a completed campaign, R8) is stopped, not paused."""
+    return (
         sa.select(Mailing.campaign_id, sa.func.count().label("paused"))
-        .where(sa.or_(Mailing.manual_paused.is_(True), Mailing.paused_by_build_id.is_not(None)))
+        .where(
+            Mailing.status == "active",
+            sa.or_(Mailing.manual_paused.is_(True), Mailing.paused_by_build_id.is_not(None)),
+        )
         .group_by(Mailing.campaign_id)
         .subquery()
     )
+
+
+# --------------------------------------------------------------------------- campaign list
+
+
+@dataclass(frozen=True)
+class CampaignRow:
+    """One campaign in the list (`campaign list`, the console's first screen)."""
+
+    id: int
+    name: str
+    version: int
+    status: str
+    database: str
+    segment: str
+    segment_kind: str
+    members: int
+    test: int
+    control: int
+    lcg_enabled: bool
+    lcg_percent_bp: int
+    lcg_limit: int | None
+    lcg_strata: tuple[str, ...]
+    lcg_summary: str
+    warnings: tuple[dict[str, Any], ...]
+    paused_mailings: int
+    build: BuildProgress | None  # the running build, else the oldest queued one
+
+    @property
+    def lcg_percent(self) -> str | None:
+        return percent_text(self.lcg_percent_bp)
+
+    @property
+    def test_pct(self) -> str:
+        return percent_of(self.test, self.members)
+
+    @property
+    def control_pct(self) -> str:
+        return percent_of(self.control, self.members)
+
+
+def campaign_rows(session: Session) -> list[CampaignRow]:
+    """Every campaign, ordered by name."""
+    paused = _paused_mailings()
     rows = session.execute(
-        sa.select(Campaign, ProfileDatabase.name, Segment.name, paused.c.paused)
+        sa.select(Campaign, ProfileDatabase.name, Segment.name, Segment.kind, paused.c.paused)
         .join(ProfileDatabase, ProfileDatabase.id == Campaign.database_id)
         .join(Segment, Segment.id == Campaign.segment_id)
         .outerjoin(paused, paused.c.campaign_id == Campaign.id)
         .order_by(by_name(session, Campaign.name))
     ).all()
+    now = utcnow()
+    current: dict[int, BuildProgress] = {}  # per campaign: running, else oldest queued
+    for build, campaign_name in session.execute(
+        sa.select(AudienceBuild, Campaign.name)
+        .join(Campaign, Campaign.id == AudienceBuild.campaign_id)
+        .where(AudienceBuild.status.in_(ACTIVE_BUILD_STATUSES))
+        .order_by(AudienceBuild.id)
+    ):
+        if build.status == "running" or build.campaign_id not in current:
+            current[build.campaign_id] = progress_row(build, campaign_name, now)
     return [
-        {
-            "name": c.name,
-            "status": c.status,
-            "database": database,
-            "segment": segment,
-            "lcg": lcg_settings(c),
-            "lcg_summary": lcg_summary(c),
-            "audience": audience(c),
-            "warnings": list(c.warnings or []),
-            "paused_mailings": paused_count or 0,
-        }
-        for c, database, segment, paused_count in rows
+        CampaignRow(
+            id=c.id,
+            name=c.name,
+            version=c.version,
+            status=c.status,
+            database=database,
+            segment=segment,
+            segment_kind=kind,
+            members=c.members,
+            test=c.test_count,
+            control=c.control_count,
+            lcg_enabled=bool(c.lcg_enabled),
+            lcg_percent_bp=c.lcg_percent_bp,
+            lcg_limit=c.lcg_limit,
+            lcg_strata=tuple(c.lcg_strata or ()),
+            lcg_summary=lcg_summary(c),
+            warnings=tuple(c.warnings or ()),
+            paused_mailings=paused_count or 0,
+            build=current.get(c.id),
+        )
+        for c, database, segment, kind, paused_count in rows
     ]
 
 
-def campaign_validity(session: Session, campaign: Campaign) -> dict[str, Any]:
-    """Target, per-stratum split (R9/R10) and SRM, from store.validity (counters only).
+# --------------------------------------------------------------------------- one campaign
 
-    `strata[].ideal` is the stratum's exact share of the target, T × n_s / N, over the
-    LCG cohort; `key` holds each strata field's value (int fields as numbers).
-    """
-    figures = validity.campaign_validity(session, campaign)
-    types = {
+
+@dataclass(frozen=True)
+class MailingRow:
+    id: int
+    name: str
+    kind: str
+    status: str
+    schedule: str
+    send_at: datetime | None
+    cron: str | None
+    expand_audience: bool
+    last_run_at: datetime | None
+    next_run_at: datetime | None
+    paused: bool
+    manual_paused: bool
+    paused_reason: str | None
+    version: int
+
+
+def mailing_row(mailing: Mailing) -> MailingRow:
+    return MailingRow(
+        id=mailing.id,
+        name=mailing.name,
+        kind=mailing.kind,
+        status=mailing.status,
+        schedule=_schedule(mailing),
+        send_at=mailing.send_at,
+        cron=mailing.cron,
+        expand_audience=bool(mailing.expand_audience),
+        last_run_at=mailing.last_run_at,
+        next_run_at=mailing.next_run_at,
+        paused=mailing.paused,
+        manual_paused=bool(mailing.manual_paused),
+        paused_reason=mailing.paused_reason,
+        version=mailing.version,
+    )
+
+
+def _schedule(mailing: Mailing) -> str:
+    if mailing.kind == "regular":
+        return f"cron {mailing.cron}"
+    if mailing.kind == "broadcast" and mailing.send_at is not None:
+        return f"at {mailing.send_at:%Y-%m-%d %H:%M}"
+    return "on event"
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    at: datetime
+    actor: str
+    origin: str
+    action: str
+    outcome: str
+    details: str
+
+
+def _audit_details(details: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in details.items() if v not in (None, "", [], {}))
+
+
+@dataclass(frozen=True)
+class CampaignDetail:
+    """One campaign (`campaign show`, the console's campaign screen)."""
+
+    id: int
+    name: str
+    version: int
+    status: str
+    database: str
+    database_id: int
+    segment: str
+    segment_kind: str
+    segment_rule: str | None
+    seed: int
+    members: int
+    test: int
+    control: int
+    cohort_size: int
+    lcg_enabled: bool
+    lcg_percent_bp: int
+    lcg_limit: int | None
+    lcg_strata: tuple[str, ...]
+    lcg_summary: str
+    target: int
+    deficit: int
+    warnings: tuple[dict[str, Any], ...]
+    srm_p_value: float | None
+    srm_flagged: bool
+    created_at: datetime
+    activated_at: datetime | None
+    completed_at: datetime | None
+    field_types: dict[str, str] = field(default_factory=dict)  # of the database's fields
+    strata: list[StratumValidity] = field(default_factory=list)
+    mailings: list[MailingRow] = field(default_factory=list)
+    builds: list[BuildProgress] = field(default_factory=list)  # open first, then latest
+    audit: list[AuditRow] = field(default_factory=list)
+
+    @property
+    def lcg_percent(self) -> str | None:
+        return percent_text(self.lcg_percent_bp)
+
+    @property
+    def warning_messages(self) -> tuple[str, ...]:
+        return tuple(str(w.get("message") or w.get("code") or w) for w in self.warnings)
+
+
+def campaign_detail(
+    session: Session, name: str, *, build_limit: int = 10, audit_limit: int = 8
+) -> CampaignDetail | None:
+    """Everything about one campaign; None when there is no such campaign."""
+    row = session.execute(
+        sa.select(Campaign, ProfileDatabase.name, Segment)
+        .join(ProfileDatabase, ProfileDatabase.id == Campaign.database_id)
+        .join(Segment, Segment.id == Campaign.segment_id)
+        .where(Campaign.name == name)
+    ).first()
+    if row is None:
+        return None
+    campaign, database, segment = row
+    # Target, per-stratum quotas, deficit (R6) and SRM: the one computation the engine
+    # uses too (store/validity.py, from counters).
+    validity = campaign_validity(session, campaign)
+    mailings = [
+        mailing_row(m)
+        for m in session.scalars(
+            sa.select(Mailing)
+            .where(Mailing.campaign_id == campaign.id)
+            .order_by(by_name(session, Mailing.name))
+        )
+    ]
+    audit = [
+        AuditRow(
+            at=a.at,
+            actor=a.actor,
+            origin=a.origin,
+            action=a.action,
+            outcome=a.outcome,
+            details=_audit_details(a.details or {}),
+        )
+        for a in session.scalars(
+            sa.select(AuditEntry)
+            .where(AuditEntry.target_type == "campaign", AuditEntry.target_id == campaign.id)
+            .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+            .limit(audit_limit)
+        )
+    ]
+    return CampaignDetail(
+        id=campaign.id,
+        name=campaign.name,
+        version=campaign.version,
+        status=campaign.status,
+        database=database,
+        database_id=campaign.database_id,
+        segment=segment.name,
+        segment_kind=segment.kind,
+        segment_rule=segment.rule,
+        seed=campaign.seed,
+        members=campaign.members,
+        test=campaign.test_count,
+        control=campaign.control_count,
+        cohort_size=campaign.cohort_size,
+        lcg_enabled=bool(campaign.lcg_enabled),
+        lcg_percent_bp=campaign.lcg_percent_bp,
+        lcg_limit=campaign.lcg_limit,
+        lcg_strata=tuple(campaign.lcg_strata or ()),
+        lcg_summary=lcg_summary(campaign),
+        target=validity.target,
+        deficit=validity.deficit,
+        warnings=tuple(campaign.warnings or ()),
+        srm_p_value=validity.srm_p_value,
+        srm_flagged=bool(validity.srm_flagged),
+        created_at=campaign.created_at,
+        activated_at=campaign.activated_at,
+        completed_at=campaign.completed_at,
+        field_types=_field_types(session, campaign.database_id),
+        strata=list(validity.strata),
+        mailings=mailings,
+        builds=builds(session, campaign=campaign.name, limit=build_limit),
+        audit=audit,
+    )
+
+
+def require_campaign_detail(session: Session, name: str) -> CampaignDetail:
+    """`campaign_detail`, or the store's NotFoundError when there is no such campaign."""
+    detail = campaign_detail(session, name)
+    if detail is None:
+        # Imported here: store.campaigns brings the whole write side, which read-only
+        # commands such as `campaign list` never load (CLI start-up, issue 14).
+        from store.campaigns import get_campaign
+
+        get_campaign(session, name)  # raises NotFoundError with the usual message
+    assert detail is not None
+    return detail
+
+
+def _field_types(session: Session, database_id: int) -> dict[str, str]:
+    return {
         f.name: f.type
         for f in session.scalars(
-            sa.select(ProfileField).where(ProfileField.database_id == campaign.database_id)
+            sa.select(ProfileField)
+            .where(ProfileField.database_id == database_id)
+            .order_by(ProfileField.position)
         )
     }
-    return {
-        "cohort": figures.cohort_size,
-        "target": figures.target,
-        "deficit": figures.deficit,
-        "strata": [
-            {
-                "key": _typed_key(row.values, types),
-                "label": row.label,
-                "members": row.members,
-                "cohort": row.cohort,
-                "control": row.control,
-                "quota": row.quota,
-                "ideal": row.ideal,
-            }
-            for row in figures.strata
-        ],
-        "srm": {"p_value": figures.srm_p_value, "flagged": bool(figures.srm_flagged)},
-    }
 
 
-def _typed_key(key: dict[str, str | None], types: dict[str, str]) -> dict[str, Any]:
-    """Stratum key values as JSON of their field's type: int fields as numbers."""
-    return {
-        name: int(value) if value is not None and types.get(name) == "int" else value
-        for name, value in key.items()
-    }
-
-
-def mailing_row(mailing: Mailing) -> dict[str, Any]:
-    return {
-        "name": mailing.name,
-        "kind": mailing.kind,
-        "status": mailing.status,
-        "paused": mailing.paused,
-        "paused_reason": mailing.paused_reason,
-        "send_at": iso(mailing.send_at),
-        "cron": mailing.cron,
-        "expand_audience": bool(mailing.expand_audience),
-        "last_run": iso(mailing.last_run_at),
-        "next_run": iso(mailing.next_run_at),
-    }
-
-
-def build_row(build: AudienceBuild, campaign_name: str) -> dict[str, Any]:
-    return {
-        "id": build.id,
-        "campaign": campaign_name,
-        "reason": build.reason,
-        "status": build.status,
-        "processed": build.processed,
-        "total": build.total,
-        "requested_by": build.requested_by,
-        "requested_at": iso(build.requested_at),
-        "started_at": iso(build.started_at),
-        "finished_at": iso(build.finished_at),
-        "error": build.error,
-    }
-
-
-def build_rows(session: Session, build_ids: list[int]) -> list[dict[str, Any]]:
-    """These builds (e.g. the ones an operation queued), oldest first."""
-    if not build_ids:
-        return []
-    rows = session.execute(
-        sa.select(AudienceBuild, Campaign.name)
-        .join(Campaign, Campaign.id == AudienceBuild.campaign_id)
-        .where(AudienceBuild.id.in_(build_ids))
-        .order_by(AudienceBuild.id)
-    ).all()
-    return [build_row(b, name) for b, name in rows]
+# --------------------------------------------------------------------------- builds
 
 
 def builds(
     session: Session, *, campaign: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
+) -> list[BuildProgress]:
     """Queued and running builds first (oldest first), then the latest finished ones."""
     base = sa.select(AudienceBuild, Campaign.name).join(
         Campaign, Campaign.id == AudienceBuild.campaign_id
@@ -207,88 +399,109 @@ def builds(
         .order_by(AudienceBuild.id.desc())
         .limit(max(limit - len(active), 0))
     ).all()
-    return [build_row(b, name) for b, name in [*active, *finished]]
+    now = utcnow()
+    return [progress_row(b, name, now) for b, name in [*active, *finished]]
 
 
-def campaign_show(session: Session, name: str, *, build_limit: int = 10) -> dict[str, Any]:
-    """Everything `campaign show --json` prints. NotFoundError when there is no such campaign."""
-    # Imported here: store.campaigns brings the whole write side (builds, mailings, audit),
-    # which read-only commands such as `campaign list` never need (CLI start-up, issue 14).
-    from store.campaigns import get_campaign
-
-    campaign = get_campaign(session, name)
-    database = session.get(ProfileDatabase, campaign.database_id)
-    segment = session.get(Segment, campaign.segment_id)
-    mailings = session.scalars(
-        sa.select(Mailing)
-        .where(Mailing.campaign_id == campaign.id)
-        .order_by(by_name(session, Mailing.name))
-    ).all()
-    figures = campaign_validity(session, campaign)
-    return {
-        "name": campaign.name,
-        "status": campaign.status,
-        "database": database.name if database else None,
-        "segment": segment.name if segment else None,
-        "segment_kind": segment.kind if segment else None,
-        "seed": campaign.seed,
-        "version": campaign.version,
-        "created_at": iso(campaign.created_at),
-        "activated_at": iso(campaign.activated_at),
-        "completed_at": iso(campaign.completed_at),
-        "lcg": lcg_settings(campaign),
-        "audience": audience(campaign),
-        "cohort": figures["cohort"],
-        "target": figures["target"],
-        "deficit": figures["deficit"],
-        "strata": figures["strata"],
-        "warnings": list(campaign.warnings or []),
-        "srm": figures["srm"],
-        "mailings": [mailing_row(m) for m in mailings],
-        "builds": builds(session, campaign=campaign.name, limit=build_limit),
-    }
+def builds_by_id(session: Session, build_ids: list[int]) -> list[BuildProgress]:
+    """These builds (e.g. the ones an operation queued), oldest first."""
+    if not build_ids:
+        return []
+    now = utcnow()
+    return [
+        progress_row(b, name, now)
+        for b, name in session.execute(
+            sa.select(AudienceBuild, Campaign.name)
+            .join(Campaign, Campaign.id == AudienceBuild.campaign_id)
+            .where(AudienceBuild.id.in_(list(build_ids)))
+            .order_by(AudienceBuild.id)
+        )
+    ]
 
 
-def profile_show(session: Session, database: str, external_id: str) -> dict[str, Any]:
-    """A profile's card (R12) for `profile show --json`. NotFoundError when unknown."""
-    from store import history
-
-    card = history.profile_card(session, database, external_id)
-    return {
-        "external_id": card.external_id,
-        "database": card.database,
-        "in_gcg": bool(card.in_gcg),
-        "segments": list(getattr(card, "segments", [])),
-        "fields": {k: _json_value(v) for k, v in card.fields.items()},
-        "memberships": [
-            {
-                "campaign": m.campaign,
-                "group": m.group,
-                "joined_at": iso(m.joined_at),
-                "left_at": iso(m.left_at),
-                "source": m.source,
-            }
-            for m in card.memberships
-        ],
-        "events": [
-            {
-                "at": iso(e.at),
-                "kind": e.kind,
-                "campaign": e.campaign,
-                "segment": e.segment,
-                "group": e.group,
-                "build": e.build,
-                "actor": e.actor,
-                "mailing": getattr(e, "mailing", None),
-            }
-            for e in card.events
-        ],
-    }
+# --------------------------------------------------------------------------- databases, segments
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    if hasattr(value, "isoformat"):  # date
-        return value.isoformat()
-    return value
+@dataclass(frozen=True)
+class DatabaseRow:
+    name: str
+    profiles: int
+    fields: tuple[tuple[str, str], ...]  # (name, type) in declaration order
+
+
+def database_row(session: Session, database: ProfileDatabase) -> DatabaseRow:
+    return DatabaseRow(
+        database.name,
+        database.profile_count,
+        tuple(_field_types(session, database.id).items()),
+    )
+
+
+def database_rows(session: Session) -> list[DatabaseRow]:
+    return [
+        database_row(session, d)
+        for d in session.scalars(
+            sa.select(ProfileDatabase).order_by(by_name(session, ProfileDatabase.name))
+        )
+    ]
+
+
+def database_names(session: Session) -> list[str]:
+    return list(
+        session.scalars(
+            sa.select(ProfileDatabase.name).order_by(by_name(session, ProfileDatabase.name))
+        )
+    )
+
+
+def stratifiable_fields(session: Session, database_id: int) -> list[str]:
+    """Field names the LCG form offers as strata (floats are continuous: none)."""
+    return list(
+        session.scalars(
+            sa.select(ProfileField.name)
+            .where(
+                ProfileField.database_id == database_id,
+                ProfileField.type.in_(STRATIFIABLE_TYPES),
+            )
+            .order_by(ProfileField.position)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    name: str
+    kind: str
+    database: str | None
+    rule: str | None
+    every_seconds: int | None
+    cron: str | None
+    members: int
+    last_refreshed_at: datetime | None
+
+
+def segment_row(session: Session, segment: Segment) -> SegmentRow:
+    database = session.get(ProfileDatabase, segment.database_id) if segment.database_id else None
+    return SegmentRow(
+        name=segment.name,
+        kind=segment.kind,
+        database=database.name if database else None,
+        rule=segment.rule,
+        every_seconds=segment.refresh_every_seconds,
+        cron=segment.refresh_cron,
+        members=segment.member_count,
+        last_refreshed_at=segment.last_refreshed_at,
+    )
+
+
+def segment_rows(session: Session) -> list[SegmentRow]:
+    return [
+        segment_row(session, s)
+        for s in session.scalars(sa.select(Segment).order_by(by_name(session, Segment.name)))
+    ]
+
+
+def read_session(engine: Any) -> Session:
+    """A session for reading read models (the console's polls, the CLI's lists): clients
+    open sessions through the store, never through SQLAlchemy themselves."""
+    return Session(engine, expire_on_commit=False)

@@ -8,6 +8,7 @@ from typing import Any
 from console.cli.args import Builder
 from console.cli.context import EXIT_OK, Context
 from console.cli.format import builds_table, status_text
+from console.cli.serialise import build_json
 
 
 def register(sub: Any, cli: Builder) -> None:
@@ -33,6 +34,8 @@ def cmd_builds(args: argparse.Namespace, ctx: Context) -> int:
     from store import views
 
     with ctx.session() as session:
-        rows = views.builds(session, campaign=args.campaign, limit=args.limit)
+        rows = [
+            build_json(b) for b in views.builds(session, campaign=args.campaign, limit=args.limit)
+        ]
     ctx.emit(rows, lambda: builds_table(rows) if rows else "no audience builds")
     return EXIT_OK

@@ -9,6 +9,7 @@ from typing import Any
 from console.cli.args import Builder, names
 from console.cli.context import EXIT_OK, Context, UsageError
 from console.cli.format import campaign_text, count_text, table
+from console.cli.serialise import campaign_detail_json, campaign_row_json
 from console.cli.wait import wait_for_builds
 
 
@@ -51,7 +52,7 @@ def _show(ctx: Context, name: str) -> dict[str, Any]:
     from store import views
 
     with ctx.session() as session:
-        return views.campaign_show(session, name)
+        return campaign_detail_json(views.require_campaign_detail(session, name))
 
 
 def cmd_campaign_create(args: argparse.Namespace, ctx: Context) -> int:
@@ -147,7 +148,7 @@ def cmd_campaign_list(args: argparse.Namespace, ctx: Context) -> int:
     from store import views
 
     with ctx.session() as session:
-        rows = views.campaign_list(session)
+        rows = [campaign_row_json(row) for row in views.campaign_rows(session)]
     ctx.emit(
         rows,
         lambda: table(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import sqlalchemy as sa
-
 from console.cli.args import Builder
 from console.cli.context import EXIT_OK, EXIT_REFUSED, Context, db_url
 from console.cli.format import count_text, table
+from console.cli.serialise import database_json
 
 
 def register(sub: Any, cli: Builder) -> None:
@@ -25,11 +24,11 @@ def register(sub: Any, cli: Builder) -> None:
 
 
 def cmd_database_create(args: argparse.Namespace, ctx: Context) -> int:
-    from store import profiles
+    from store import profiles, views
 
     with ctx.transaction() as session:
         database = profiles.create_database(session, ctx.actor, args.name, args.fields)
-        payload = _database_row(session, database)
+        payload = database_json(views.database_row(session, database))
     ctx.emit(
         payload,
         lambda: (
@@ -40,29 +39,11 @@ def cmd_database_create(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
-def _database_row(session: Any, database: Any) -> dict[str, Any]:
-    from store import profiles
-
-    return {
-        "name": database.name,
-        "profiles": database.profile_count,
-        "fields": [
-            {"name": f.name, "type": f.type} for f in profiles.database_fields(session, database.id)
-        ],
-    }
-
-
 def cmd_database_list(args: argparse.Namespace, ctx: Context) -> int:
     from store import views
-    from store.models import ProfileDatabase
 
     with ctx.session() as session:
-        rows = [
-            _database_row(session, d)
-            for d in session.scalars(
-                sa.select(ProfileDatabase).order_by(views.by_name(session, ProfileDatabase.name))
-            )
-        ]
+        rows = [database_json(row) for row in views.database_rows(session)]
     ctx.emit(
         rows,
         lambda: table(

@@ -7,6 +7,7 @@ from typing import Any
 
 from console.cli.args import Builder, when
 from console.cli.context import EXIT_OK, Context
+from console.cli.serialise import mailing_json
 
 
 def register(sub: Any, cli: Builder) -> None:
@@ -41,7 +42,7 @@ def cmd_mailing_create(args: argparse.Namespace, ctx: Context) -> int:
             segment=segments.get_segment(session, args.segment) if args.segment else None,
             expand_audience=args.expand,
         )
-        payload = {"campaign": args.campaign, **views.mailing_row(mailing)}
+        payload = {"campaign": args.campaign, **mailing_json(views.mailing_row(mailing))}
     ctx.emit(payload, lambda: f"created {args.kind} mailing {args.name!r} of {args.campaign!r}")
     return EXIT_OK
 
@@ -52,7 +53,7 @@ def cmd_mailing_pause(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.transaction() as session:
         mailing = mailings.get_mailing(session, args.name)
         mailings.set_manual_pause(session, ctx.actor, mailing, args.pause)
-        payload = views.mailing_row(mailing)
+        payload = mailing_json(views.mailing_row(mailing))
     ctx.emit(
         payload,
         lambda: (

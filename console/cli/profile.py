@@ -8,6 +8,7 @@ from typing import Any
 from console.cli.args import Builder
 from console.cli.context import EXIT_OK, Context, csv_source
 from console.cli.format import profile_text
+from console.cli.serialise import profile_json
 
 
 def register_import(sub: Any, cli: Builder) -> None:
@@ -45,10 +46,10 @@ def cmd_import_profiles(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_profile_show(args: argparse.Namespace, ctx: Context) -> int:
-    from store import views
+    from store.history import profile_card
 
     with ctx.session() as session:
-        card = views.profile_show(session, args.database, args.external_id)
+        card = profile_json(profile_card(session, args.database, args.external_id))
 
     ctx.emit(card, lambda: profile_text(card))
     return EXIT_OK

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import sqlalchemy as sa
-
 from console.cli.args import Builder, every
 from console.cli.context import EXIT_OK, Context, UsageError, csv_source
 from console.cli.format import count_text, table
+from console.cli.serialise import build_json, segment_json
 from console.cli.wait import wait_for_builds
 
 
@@ -43,26 +42,8 @@ def register(sub: Any, cli: Builder) -> None:
     cli.leaf(segment, "list", cmd_segment_list, [cli.as_json], help="list segments")
 
 
-def _segment_row(session: Any, segment: Any) -> dict[str, Any]:
-    from store.models import ProfileDatabase
-
-    database = session.get(ProfileDatabase, segment.database_id) if segment.database_id else None
-    return {
-        "name": segment.name,
-        "kind": segment.kind,
-        "database": database.name if database else None,
-        "rule": segment.rule,
-        "every_seconds": segment.refresh_every_seconds,
-        "cron": segment.refresh_cron,
-        "members": segment.member_count,
-        "last_refreshed_at": segment.last_refreshed_at.isoformat()
-        if segment.last_refreshed_at
-        else None,
-    }
-
-
 def cmd_segment_create(args: argparse.Namespace, ctx: Context) -> int:
-    from store import profiles, segments
+    from store import profiles, segments, views
 
     if (args.every or args.cron) and not args.rule:
         raise UsageError("--every and --cron schedule the refresh of a dynamic segment: add --rule")
@@ -77,22 +58,16 @@ def cmd_segment_create(args: argparse.Namespace, ctx: Context) -> int:
             every_seconds=args.every,
             cron=args.cron,
         )
-        payload = _segment_row(session, segment)
+        payload = segment_json(views.segment_row(session, segment))
     ctx.emit(payload, lambda: f"created {payload['kind']} segment {payload['name']!r}")
     return EXIT_OK
 
 
 def cmd_segment_list(args: argparse.Namespace, ctx: Context) -> int:
     from store import views
-    from store.models import Segment
 
     with ctx.session() as session:
-        rows = [
-            _segment_row(session, s)
-            for s in session.scalars(
-                sa.select(Segment).order_by(views.by_name(session, Segment.name))
-            )
-        ]
+        rows = [segment_json(row) for row in views.segment_rows(session)]
     ctx.emit(
         rows,
         lambda: table(
@@ -122,7 +97,7 @@ def _segment_outcome(ctx: Context, payload: dict[str, Any], queued: Any) -> int:
     if ctx.args.wait:
         code = wait_for_builds(ctx.engine, build_ids, ctx.err)
     with ctx.session() as session:
-        payload["builds"] = views.build_rows(session, build_ids)
+        payload["builds"] = [build_json(b) for b in views.builds_by_id(session, build_ids)]
     return code
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
-from sqlmodel import Session
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.coordinate import Coordinate
@@ -16,8 +17,11 @@ from console.live import LiveScreen
 from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.split_bar import SplitBar
 from console.widgets.status_header import StatusHeader
-from store.live_views import CampaignDetail, MailingRow, campaign_detail
 from store.names import printable
+from store.views import CampaignDetail, MailingRow, campaign_detail
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 STRATA_COLUMNS = ("Stratum", "Members", "Cohort", "Control", "Quota", "Ideal")
 MAILING_COLUMNS = ("Mailing", "Kind", "Status", "Schedule", "Next run", "Paused")
@@ -166,7 +170,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
                         b.requested_by,
                     ),
                 )
-                for b in detail.builds
+                for b in sorted(detail.builds, key=lambda b: b.id, reverse=True)[:5]
             ],
         )
         sync_table(
@@ -226,7 +230,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
                 text.append(f"MISMATCH p={d.srm_p_value:.4f}", style="bold red")
             else:
                 text.append(f"ok p={d.srm_p_value:.3f}")
-        for warning in d.warnings:
+        for warning in d.warning_messages:
             # R10 messages name every stratum; at 80×24 the first lines say enough.
             short = warning if len(warning) <= 230 else warning[:229] + "…"
             text.append(f"\n⚠ {printable(short)}", style="bold yellow")

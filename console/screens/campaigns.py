@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlmodel import Session
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Input
 
@@ -13,39 +12,55 @@ from console.keymap import CAMPAIGN_ACTION_BINDINGS, LIST_BINDINGS
 from console.literal import literal_cells
 from console.live import LiveScreen
 from console.widgets.status_header import StatusHeader
-from store.live_views import campaign_rows
+from store.views import CampaignRow, campaign_rows
 
-# (column key, label, width, how a row dict becomes the cell). Fixed widths keep the
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+
+def build_cell(row: CampaignRow) -> str:
+    """The campaign's running build with its share done, else its queued one."""
+    build = row.build
+    if build is None:
+        return ""
+    if build.status == "running":
+        share = f"{100 * build.processed / build.total:.0f}%" if build.total else "0%"
+        return f"{build.reason} {share}"
+    return f"{build.reason} queued"
+
+
+# (column key, label, width, how a row becomes the cell). Fixed widths keep the
 # columns still while live values change, and the most telling ones fit in 80 columns.
 COLUMNS: list[tuple[str, str, int, Any]] = [
-    ("name", "Campaign", 16, lambda r: r["name"]),
-    ("status", "Status", 9, lambda r: r["status"]),
-    ("members", "Members", 9, lambda r: f"{r['members']:,}"),
-    ("test", "Test", 15, lambda r: f"{r['test']:,} {r['test_pct']}"),
-    ("control", "Control", 13, lambda r: f"{r['control']:,} {r['control_pct']}"),
-    ("lcg", "LCG", 18, lambda r: r["lcg"]),
-    ("warnings", "Warn", 4, lambda r: f"⚠ {r['warnings']}" if r["warnings"] else ""),
-    ("build", "Build", 20, lambda r: r["build"]),
+    ("name", "Campaign", 16, lambda r: r.name),
+    ("status", "Status", 9, lambda r: r.status),
+    ("members", "Members", 9, lambda r: f"{r.members:,}"),
+    ("test", "Test", 15, lambda r: f"{r.test:,} {r.test_pct}"),
+    ("control", "Control", 13, lambda r: f"{r.control:,} {r.control_pct}"),
+    ("lcg", "LCG", 18, lambda r: r.lcg_summary),
+    ("warnings", "Warn", 4, lambda r: f"⚠ {len(r.warnings)}" if r.warnings else ""),
+    ("build", "Build", 20, build_cell),
     (
         "paused",
         "Paused",
         9,
-        lambda r: f"{r['paused_mailings']} paused" if r["paused_mailings"] else "",
+        lambda r: f"{r.paused_mailings} paused" if r.paused_mailings else "",
     ),
     (
         "segment",
         "Segment",
         22,
-        lambda r: r["segment"] + (" (dyn)" if r["segment_kind"] == "dynamic" else ""),
+        lambda r: r.segment + (" (dyn)" if r.segment_kind == "dynamic" else ""),
     ),
-    ("database", "Database", 12, lambda r: r["database"]),
+    ("database", "Database", 12, lambda r: r.database),
 ]
 
 
-def matches(row: dict[str, Any], needle: str) -> bool:
+def matches(row: CampaignRow, needle: str) -> bool:
     needle = needle.lower()
     return any(
-        needle in str(row[k]).lower() for k in ("name", "status", "segment", "database", "lcg")
+        needle in value.lower()
+        for value in (row.name, row.status, row.segment, row.database, row.lcg_summary)
     )
 
 
@@ -55,7 +70,7 @@ class CampaignsScreen(CampaignActions, LiveScreen):
 
     def __init__(self) -> None:
         super().__init__(id="campaigns-screen")
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, CampaignRow] = {}
         self.shown: list[str] = []
         self.cells: dict[str, tuple[str, ...]] = {}
         self.needle = ""
@@ -72,11 +87,11 @@ class CampaignsScreen(CampaignActions, LiveScreen):
         yield Footer(compact=True, show_command_palette=False)
 
     # ------------------------------------------------------------------ live data
-    def read_snapshot(self, session: Session) -> list[dict[str, Any]]:
+    def read_snapshot(self, session: Session) -> list[CampaignRow]:
         return campaign_rows(session)
 
-    def apply_snapshot(self, snapshot: list[dict[str, Any]]) -> None:
-        self.rows = {row["name"]: row for row in snapshot}
+    def apply_snapshot(self, snapshot: list[CampaignRow]) -> None:
+        self.rows = {row.name: row for row in snapshot}
         self.render_rows()
         self.app.call_after_refresh(self.app.first_frame_shown)
 
@@ -119,14 +134,14 @@ class CampaignsScreen(CampaignActions, LiveScreen):
         row = self.rows[name]
         return CampaignRef(
             name=name,
-            version=row["version"],
-            status=row["status"],
-            members=row["members"],
-            control=row["control"],
-            lcg_enabled=row["lcg_enabled"],
-            segment=row["segment"],
-            segment_kind=row["segment_kind"],
-            lcg_percent_bp=row["lcg_percent_bp"],
+            version=row.version,
+            status=row.status,
+            members=row.members,
+            control=row.control,
+            lcg_enabled=row.lcg_enabled,
+            segment=row.segment,
+            segment_kind=row.segment_kind,
+            lcg_percent_bp=row.lcg_percent_bp,
         )
 
     # ------------------------------------------------------------------ navigation

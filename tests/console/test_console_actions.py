@@ -277,7 +277,7 @@ async def test_stale_version_surfaces_as_a_conflict(make_app):
         screen = await list_ready(pilot)
         row = screen.rows["Young Drop"]
         stale = CampaignRef(
-            "Young Drop", row["version"] - 1, "draft", 0, 0, False, "young", "dynamic"
+            "Young Drop", row.version - 1, "draft", 0, 0, False, "young", "dynamic"
         )
         screen.activate_now(stale)
         await wait_for(pilot, lambda: any("changed" in m for m in messages(app)))

@@ -66,7 +66,7 @@ async def test_running_build_progress_appears_without_a_key_press(make_app):
             members = session.scalar(
                 sa.select(Campaign.members).where(Campaign.name == "Young Drop")
             )
-        await wait_for(pilot, lambda: app.screen.rows["Young Drop"]["members"] == members)
+        await wait_for(pilot, lambda: app.screen.rows["Young Drop"].members == members)
 
 
 async def test_polling_pauses_behind_a_modal(make_app):
@@ -95,7 +95,7 @@ async def test_embedded_scheduler_runs_a_build_and_leaves_on_exit(make_app):
         screen.query_one("#campaigns").move_cursor(row=screen.shown.index("Young Drop"))
         await pilot.press("a", "y")
         await wait_for(
-            pilot, lambda: screen.rows["Young Drop"]["members"] > 0, timeout=30, what="build ran"
+            pilot, lambda: screen.rows["Young Drop"].members > 0, timeout=30, what="build ran"
         )
     with Session(app.engine) as session:
         assert live_lease(session) is None  # shutdown released the lease for the next one

@@ -1,4 +1,4 @@
-"""store/live_views.py on both backends: the read models the console polls give the same
+"""store/views.py on both backends: the read models the console polls give the same
 figures on SQLite and PostgreSQL, from counters (R9 split, R10 limit, paused mailings)."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 from sqlmodel import Session
 from workspace import build_workspace
 
-from store.live_views import campaign_detail, campaign_rows, database_names, stratifiable_fields
+from store.views import campaign_detail, campaign_rows, database_names, stratifiable_fields
 
 
 def test_console_read_models_agree_on_both_backends(db_url):
     workspace = build_workspace(db_url)
     try:
         with Session(workspace.engine) as session:
-            rows = {row["name"]: row for row in campaign_rows(session)}
+            rows = {row.name: row for row in campaign_rows(session)}
             autumn = campaign_detail(session, "Autumn Sale")
             north = campaign_detail(session, "North Push")
             young = campaign_detail(session, "Young Drop")
@@ -24,11 +24,11 @@ def test_console_read_models_agree_on_both_backends(db_url):
         workspace.engine.dispose()
 
     assert [name for name in rows] == ["Autumn Sale", "North Push", "Old Promo", "Young Drop"]
-    assert (rows["Autumn Sale"]["members"], rows["Autumn Sale"]["control"]) == (1200, 120)
-    assert rows["Autumn Sale"]["control_pct"] == "10.0%"
-    assert rows["Autumn Sale"]["paused_mailings"] == 1
-    assert rows["Old Promo"]["status"] == "completed" and rows["Old Promo"]["members"] == 0
-    assert rows["Young Drop"]["segment_kind"] == "dynamic"
+    assert (rows["Autumn Sale"].members, rows["Autumn Sale"].control) == (1200, 120)
+    assert rows["Autumn Sale"].control_pct == "10.0%"
+    assert rows["Autumn Sale"].paused_mailings == 1
+    assert rows["Old Promo"].status == "completed" and rows["Old Promo"].members == 0
+    assert rows["Young Drop"].segment_kind == "dynamic"
 
     # R9: 10 % of 1,200 in three equal region strata
     assert autumn.target == 120 and autumn.deficit == 0
@@ -57,7 +57,7 @@ def test_console_read_models_agree_on_both_backends(db_url):
 
 
 def test_shares_never_round_a_nonempty_group_to_zero_or_a_partial_one_to_all():
-    from store.live_views import percent_of
+    from store.views import percent_of
 
     assert percent_of(20, 58_806) == "<0.1%"
     assert percent_of(58_786, 58_806) == ">99.9%"

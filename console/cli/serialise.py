@@ -1,0 +1,185 @@
+"""The CLI's JSON: the store's read models (store/views.py, store/monitor.py,
+store/history.py) in the shapes of the CLI contract (docs/cli.md).
+
+Times are ISO 8601 strings in UTC with their offset, the LCG percent a decimal string
+("5.25"), never a float. New keys may be added; existing keys keep name, type and meaning.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with its offset, e.g. 2026-11-29T06:25:51.987591+00:00."""
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def lcg_json(model: Any) -> dict[str, Any]:
+    return {
+        "enabled": bool(model.lcg_enabled),
+        "percent": model.lcg_percent,
+        "limit": model.lcg_limit,
+        "strata": list(model.lcg_strata),
+    }
+
+
+def audience_json(model: Any) -> dict[str, int]:
+    return {"members": model.members, "test": model.test, "control": model.control}
+
+
+def campaign_row_json(row: Any) -> dict[str, Any]:
+    """`campaign list --json`: a subset of `campaign show` plus paused_mailings and
+    lcg_summary."""
+    return {
+        "name": row.name,
+        "status": row.status,
+        "database": row.database,
+        "segment": row.segment,
+        "lcg": lcg_json(row),
+        "lcg_summary": row.lcg_summary,
+        "audience": audience_json(row),
+        "warnings": list(row.warnings),
+        "paused_mailings": row.paused_mailings,
+    }
+
+
+def mailing_json(mailing: Any) -> dict[str, Any]:
+    return {
+        "name": mailing.name,
+        "kind": mailing.kind,
+        "status": mailing.status,
+        "paused": mailing.paused,
+        "paused_reason": mailing.paused_reason,
+        "send_at": iso(mailing.send_at),
+        "cron": mailing.cron,
+        "expand_audience": bool(mailing.expand_audience),
+        "last_run": iso(mailing.last_run_at),
+        "next_run": iso(mailing.next_run_at),
+    }
+
+
+def build_json(build: Any) -> dict[str, Any]:
+    return {
+        "id": build.id,
+        "campaign": build.campaign,
+        "reason": build.reason,
+        "status": build.status,
+        "processed": build.processed,
+        "total": build.total,
+        "requested_by": build.requested_by,
+        "requested_at": iso(build.requested_at),
+        "started_at": iso(build.started_at),
+        "finished_at": iso(build.finished_at),
+        "error": build.error,
+    }
+
+
+def _typed_key(values: dict[str, str | None], types: dict[str, str]) -> dict[str, Any]:
+    """Stratum key values as JSON of their field's type: int fields as numbers."""
+    return {
+        name: int(value) if value is not None and types.get(name) == "int" else value
+        for name, value in values.items()
+    }
+
+
+def campaign_detail_json(d: Any) -> dict[str, Any]:
+    """`campaign show --json`. `strata[].ideal` is the stratum's exact share of the target,
+    T × n_s / N, over the LCG cohort; `key` holds each strata field's value."""
+    return {
+        "name": d.name,
+        "status": d.status,
+        "database": d.database,
+        "segment": d.segment,
+        "segment_kind": d.segment_kind,
+        "seed": d.seed,
+        "version": d.version,
+        "created_at": iso(d.created_at),
+        "activated_at": iso(d.activated_at),
+        "completed_at": iso(d.completed_at),
+        "lcg": lcg_json(d),
+        "audience": audience_json(d),
+        "cohort": d.cohort_size,
+        "target": d.target,
+        "deficit": d.deficit,
+        "strata": [
+            {
+                "key": _typed_key(s.values, d.field_types),
+                "label": s.label,
+                "members": s.members,
+                "cohort": s.cohort,
+                "control": s.control,
+                "quota": s.quota,
+                "ideal": s.ideal,
+            }
+            for s in d.strata
+        ],
+        "warnings": list(d.warnings),
+        "srm": {"p_value": d.srm_p_value, "flagged": bool(d.srm_flagged)},
+        "mailings": [mailing_json(m) for m in d.mailings],
+        "builds": [build_json(b) for b in d.builds],
+    }
+
+
+def database_json(row: Any) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "profiles": row.profiles,
+        "fields": [{"name": name, "type": kind} for name, kind in row.fields],
+    }
+
+
+def segment_json(row: Any) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "kind": row.kind,
+        "database": row.database,
+        "rule": row.rule,
+        "every_seconds": row.every_seconds,
+        "cron": row.cron,
+        "members": row.members,
+        "last_refreshed_at": iso(row.last_refreshed_at),
+    }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if hasattr(value, "isoformat"):  # date
+        return value.isoformat()
+    return value
+
+
+def profile_json(card: Any) -> dict[str, Any]:
+    """A profile's card (R12) for `profile show --json`."""
+    return {
+        "external_id": card.external_id,
+        "database": card.database,
+        "in_gcg": bool(card.in_gcg),
+        "segments": list(getattr(card, "segments", [])),
+        "fields": {k: _json_value(v) for k, v in card.fields.items()},
+        "memberships": [
+            {
+                "campaign": m.campaign,
+                "group": m.group,
+                "joined_at": iso(m.joined_at),
+                "left_at": iso(m.left_at),
+                "source": m.source,
+            }
+            for m in card.memberships
+        ],
+        "events": [
+            {
+                "at": iso(e.at),
+                "kind": e.kind,
+                "campaign": e.campaign,
+                "segment": e.segment,
+                "group": e.group,
+                "build": e.build,
+                "actor": e.actor,
+                "mailing": getattr(e, "mailing", None),
+            }
+            for e in card.events
+        ],
+    }
