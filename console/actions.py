@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from sqlmodel import Session
 
 from console.keymap import WRITE_ACTIONS
 from console.literal import literal, literal_lines
 from store.db import transaction
 from store.errors import DomainError, StoreError
 from store.names import printable
+from store.views import read_session
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from sqlmodel import Session
 
     from console.app import CampaignConsole
     from console.widgets.lcg_form import LcgChange
@@ -44,7 +45,7 @@ class CampaignRef:
     lcg_percent_bp: int = 0
 
 
-StoreOperation = Callable[[Session], str | None]
+StoreOperation = Callable[["Session"], str | None]
 
 
 def _campaigns():
@@ -141,10 +142,10 @@ class CampaignActions:
         app = self.app
 
         def load() -> None:
-            from store.live_views import stratifiable_fields
+            from store.views import stratifiable_fields
 
             try:
-                with Session(app.engine) as session:
+                with read_session(app.engine) as session:
                     campaign = _campaigns().get_campaign(session, ref.name)
                     fields = stratifiable_fields(session, campaign.database_id)
                     current = (
@@ -192,7 +193,7 @@ class CampaignActions:
     def lcg_preview(self, ref: CampaignRef, change: LcgChange):
         """Runs in the form's thread worker: preview_lcg writes nothing."""
         try:
-            with Session(self.app.engine) as session:
+            with read_session(self.app.engine) as session:
                 campaigns = _campaigns()
                 campaign = campaigns.get_campaign(session, ref.name)
                 preview = campaigns.preview_lcg(

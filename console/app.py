@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlmodel import Session
 from textual.app import App, SystemCommand
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
@@ -29,9 +28,9 @@ from console.screens.campaigns import CampaignsScreen  # the first screen; other
 from console.widgets.status_header import StatusHeader
 from store.actors import Actor
 from store.db import describe_url, open_store
-from store.live_views import database_names
 from store.monitor import SchedulerHealth
 from store.names import printable, printable_lines
+from store.views import database_names, read_session
 
 EXIT_TERMINAL_GONE = 129  # 128 + SIGHUP
 TERMINAL_GONE_GRACE_SECONDS = 5.0
@@ -74,7 +73,7 @@ class CampaignConsole(App):
         self.requested_keys = dict(keys or {})
         self.title = "campaign-console"
         self.sub_title = f"{self.db_label} · {actor.user} ({actor.role})"
-        with Session(self.engine) as session:  # a single tiny query, before the first frame
+        with read_session(self.engine) as session:  # a single tiny query, before the first frame
             self.databases = database_names(session)
 
     # ------------------------------------------------------------------ life cycle
@@ -108,7 +107,7 @@ class CampaignConsole(App):
         try:
             from store.lease import live_lease
 
-            with Session(self.engine) as session:
+            with read_session(self.engine) as session:
                 lease = live_lease(session)
             if lease is not None:
                 return
@@ -250,7 +249,7 @@ class CampaignConsole(App):
         if isinstance(self.screen, CampaignScreen) and self.screen.detail is not None:
             database = self.screen.detail.database
         if not self.databases:
-            with Session(self.engine) as session:
+            with read_session(self.engine) as session:
                 self.databases = database_names(session)
         self.push_screen(ProfileScreen(self.databases, database))
 

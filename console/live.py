@@ -15,13 +15,15 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from sqlmodel import Session
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 
 from store.monitor import SchedulerHealth, scheduler_health
+from store.views import read_session
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from console.app import CampaignConsole
 
 
@@ -97,7 +99,7 @@ class LivePoller:
         snapshot: Any = None
         error: Exception | None = None
         try:
-            with Session(self.app.engine) as session:
+            with read_session(self.app.engine) as session:
                 header = scheduler_health(session)
                 if isinstance(screen, LiveScreen):
                     snapshot = screen.read_snapshot(session)

@@ -171,15 +171,20 @@ def _running_exists(campaign_id: Any) -> sa.Exists:
     )
 
 
-def claim_next_build(engine: Engine, worker: str, exclude_campaign_ids=()) -> int | None:
+def claim_next_build(
+    engine: Engine, worker: str, exclude_campaign_ids=(), *, build_ids=None
+) -> int | None:
     """Mark the oldest claimable queued build running (never two per campaign: a partial
-    unique index backs the check) and pause mailings when it pauses them (R5/R6)."""
+    unique index backs the check) and pause mailings when it pauses them (R5/R6).
+    `build_ids`: claim only among these (CLI --wait runs only its own command's builds)."""
     with Session(engine) as session:
         query = sa.select(AudienceBuild.id, AudienceBuild.campaign_id).where(
             AudienceBuild.status == "queued", ~_running_exists(AudienceBuild.campaign_id)
         )
         if exclude_campaign_ids:
             query = query.where(AudienceBuild.campaign_id.not_in(list(exclude_campaign_ids)))
+        if build_ids is not None:
+            query = query.where(AudienceBuild.id.in_(list(build_ids)))
         candidates = session.execute(
             query.order_by(AudienceBuild.requested_at, AudienceBuild.id).limit(20)
         ).all()
@@ -219,18 +224,18 @@ def claim_next_build(engine: Engine, worker: str, exclude_campaign_ids=()) -> in
     return None
 
 
-def requeue_abandoned(engine: Engine, stale_after: timedelta) -> list[int]:
+def requeue_abandoned(engine: Engine, stale_after: timedelta, *, build_ids=None) -> list[int]:
     """Crash recovery: running builds whose heartbeat is older than `stale_after` go back to
-    `queued` with their checkpoint; mailings they paused stay paused until they end."""
+    `queued` with their checkpoint; mailings they paused stay paused until they end.
+    `build_ids`: only among these (CLI --wait)."""
     cutoff = utcnow() - stale_after
+    query = sa.select(AudienceBuild.id).where(
+        AudienceBuild.status == "running", AudienceBuild.heartbeat_at < cutoff
+    )
+    if build_ids is not None:
+        query = query.where(AudienceBuild.id.in_(list(build_ids)))
     with transaction(engine) as session:
-        ids = list(
-            session.scalars(
-                sa.select(AudienceBuild.id).where(
-                    AudienceBuild.status == "running", AudienceBuild.heartbeat_at < cutoff
-                )
-            )
-        )
+        ids = list(session.scalars(query))
         if ids:
             session.execute(
                 sa.update(AudienceBuild)

@@ -8,6 +8,7 @@ manual pause survives any build.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -165,11 +166,43 @@ def _crontab_weekday(text: str, end: bool = False) -> int:
     raise ValueError(f"bad weekday {text!r} (use 0-7 or sun..sat)")
 
 
-def validate_cron(expr: str) -> None:
-    from apscheduler.triggers.cron import CronTrigger  # validation only; no scheduler here
+CRON_RANGES = {"minute": (0, 59), "hour": (0, 23), "day": (1, 31), "month": (1, 12)}
+CRON_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+CRON_ITEM = re.compile(r"^(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?$")
 
+
+def _cron_value(field: str, text: str) -> int:
+    low, high = CRON_RANGES[field]
+    if field == "month" and text in CRON_MONTHS:
+        return CRON_MONTHS.index(text) + 1
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValueError(f"bad {field} {text!r} (use {low}-{high})")
+    return int(text)
+
+
+def _check_cron_field(field: str, value: str) -> None:
+    """One crontab field: `*`, `N`, `N-M`, each with an optional `/STEP`, comma-separated
+    (the grammar APScheduler's CronTrigger accepts for these fields)."""
+    for item in value.lower().split(","):
+        match = CRON_ITEM.match(item)
+        if match is None or (match.group(2) is not None and int(match.group(2)) < 1):
+            raise ValueError(f"bad {field} field {value!r}")
+        if match.group(1) == "*":
+            continue
+        first, _, last = match.group(1).partition("-")
+        if last and _cron_value(field, last) < _cron_value(field, first):
+            raise ValueError(f"{field} range {match.group(1)!r} runs backwards")
+        _cron_value(field, first)
+
+
+def validate_cron(expr: str) -> None:
+    """Refuse a cron expression the scheduler could not run or would run surprisingly.
+    Pure Python: the store does not import APScheduler (scheduler/mailings.py builds the
+    CronTrigger from `crontab_fields`)."""
     try:
-        CronTrigger(**crontab_fields(expr), timezone="UTC")
+        fields = crontab_fields(expr)
+        for field in CRON_RANGES:
+            _check_cron_field(field, fields[field])
     except ValueError as exc:
         raise ValidationError(f"bad cron expression {expr!r}: {exc}") from exc
 

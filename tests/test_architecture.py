@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from store import migrate
 from store.db import head_revision, open_store
 
@@ -27,14 +29,7 @@ def _imports(package: str) -> set[str]:
 
 
 def test_store_imports_neither_textual_nor_apscheduler_nor_upper_layers():
-    assert not _imports("store") & {"textual", "console", "scheduler"}
-    # apscheduler appears only in store.mailings.validate_cron, imported lazily there.
-    offenders = [
-        path
-        for path in (ROOT / "store").rglob("*.py")
-        if "from apscheduler" in path.read_text() and path.name != "mailings.py"
-    ]
-    assert offenders == []
+    assert not _imports("store") & {"textual", "console", "scheduler", "apscheduler"}
 
 
 def test_scheduler_does_not_import_the_console():
@@ -124,3 +119,60 @@ def test_clients_write_no_audit_rows():
         if "store.audit" in path.read_text() or "record_refusal" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_import_linter_contracts_hold():
+    """Issue 10 item 3: the layers of docs/architecture.md as import-linter contracts
+    ([tool.importlinter] in pyproject.toml): console and CLI never import sqlalchemy or
+    sqlmodel, the CLI never imports Textual, store never imports console, scheduler,
+    textual or apscheduler, scheduler never imports console."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run(
+        [str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "0 10 * * 1",
+        "*/15 * * * *",
+        "0 9-17/2 * * mon-fri",
+        "5/10 * * * *",
+        "0 0 1,15 * *",
+        "0 0 * jan,jul *",
+        "0 0 31 12 *",
+        "60 * * * *",
+        "0 24 * * *",
+        "0 0 0 * *",
+        "0 0 * 13 *",
+        "0 0 * foo *",
+        "*/0 * * * *",
+        "5-1 * * * *",
+        "0 0 1 * 1",
+        "0 10 * * 8",
+        "x * * * *",
+        "0 10 * *",
+    ],
+)
+def test_the_stores_cron_check_agrees_with_apscheduler(expr):
+    """store.mailings.validate_cron is pure Python (the store does not import APScheduler);
+    it accepts exactly what the scheduler can build a CronTrigger from."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    from store.errors import ValidationError
+    from store.mailings import crontab_fields, validate_cron
+
+    try:
+        CronTrigger(**crontab_fields(expr), timezone="UTC")
+        scheduler_accepts = True
+    except ValueError:
+        scheduler_accepts = False
+    try:
+        validate_cron(expr)
+        store_accepts = True
+    except ValidationError:
+        store_accepts = False
+    assert store_accepts == scheduler_accepts

@@ -63,9 +63,9 @@ class Context:
         return transaction(self.engine)
 
     def session(self):
-        from sqlmodel import Session
+        from store.views import read_session
 
-        return Session(self.engine, expire_on_commit=False)
+        return read_session(self.engine)
 
     def emit(self, payload: Any, human: Callable[[], str]) -> None:
         # Names and imported data reach other people's terminals: no control character or

@@ -1,31 +1,33 @@
 """`--wait`: block until the audience builds a command queued have ended.
 
-No scheduler holds the lease (store.lease.live_lease): the builds run here, in the calling
-process, through store.builds.run_pending. A scheduler holds it: the build rows are polled
-until they end; if the scheduler goes away meanwhile, what is left runs here. A progress
-bar goes to stderr only when stderr is a terminal.
+`--wait` never acts as a second scheduler. Each turn it looks at the scheduler lease
+(store.lease, the same code as scheduler/service.py):
+
+* another process holds a live lease: that scheduler runs the builds; the build rows are
+  polled until they end;
+* nobody does: this process takes the lease itself (`lease.try_acquire`, so a scheduler
+  starting meanwhile waits as a standby instead of racing it), runs only the builds its
+  own command queued (a build of theirs left `running` by a crashed process resumes from
+  its checkpoint), renews the lease while it works, and releases it at once afterwards.
+
+If the lease is lost while a build runs (it could not be renewed), the build stops at its
+next chunk and goes back to the queue; the new holder runs it. A progress bar goes to
+stderr only when stderr is a terminal.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any, TextIO
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from console.cli.format import progress_text
 
 POLL_SECONDS = 0.5
-# A build `running` with no heartbeat for this long, while no scheduler is alive, was left
-# by a crashed process: it goes back to the queue (from its checkpoint) and runs here.
-ABANDONED_AFTER = timedelta(seconds=60)
-OPEN = ("queued", "running")
 EXIT_OK, EXIT_UNEXPECTED = 0, 1
 
 
@@ -58,56 +60,93 @@ def worker_name() -> str:
     return f"cli:{socket.gethostname()}:{os.getpid()}"
 
 
-def _builds(engine: Engine, build_ids: Sequence[int]) -> list[Any]:
-    from store.models import AudienceBuild
+class LeaseKeeper:
+    """Holds the scheduler lease for this process: renews it every ttl/3 in a thread;
+    `lost` turns true when a renewal fails (someone else holds it now)."""
 
-    with Session(engine, expire_on_commit=False) as session:
-        return list(
-            session.scalars(
-                sa.select(AudienceBuild)
-                .where(AudienceBuild.id.in_(list(build_ids)))
-                .order_by(AudienceBuild.id)
-            )
-        )
+    def __init__(self, engine: Any, holder: str, ttl: float) -> None:
+        self.engine, self.holder, self.ttl = engine, holder, ttl
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="cli-wait-lease", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from store import lease
+
+        self._stop.set()
+        self._thread.join()
+        lease.release(self.engine, self.holder)
+
+    def _renew(self) -> None:
+        from store import lease
+
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                renewed = lease.heartbeat(self.engine, self.holder, self.ttl)
+            except Exception:  # could not reach the database: try again next turn
+                continue
+            if not renewed:
+                self.lost.set()
+                return
 
 
-def _scheduler_alive(engine: Engine) -> bool:
-    from store import lease
-
-    with Session(engine) as session:
-        return lease.live_lease(session) is not None
-
-
-def wait_for_builds(engine: Engine, build_ids: Sequence[int], err: TextIO) -> int:
+def wait_for_builds(
+    engine: Any, build_ids: Sequence[int], err: TextIO, *, lease_ttl: float | None = None
+) -> int:
     """Block until these builds (the ones a command queued) end.
 
     Returns 0 when all ended `done`, 1 when one failed or was cancelled. One line per
     build goes to `err`.
     """
-    from store import builds
+    from scheduler.service import SchedulerSettings
+    from store import builds, lease, views
 
     if not build_ids:
         return EXIT_OK
+    settings = SchedulerSettings.from_env(lease_ttl=lease_ttl)
+    stale_after = settings.stale_after_delta
+    holder = lease.make_holder(f"cli-wait-{uuid.uuid4().hex[:8]}")
+    worker = worker_name()
     bar = ProgressBar(err)
     announced = False
-    worker = worker_name()
 
     def on_progress(build_id: int, processed: int, total: int) -> None:
         bar.show(f"build #{build_id}", processed, total)
 
     while True:
-        rows = _builds(engine, build_ids)
-        open_rows = [b for b in rows if b.status in OPEN]
+        with views.read_session(engine) as session:
+            rows = views.builds_by_id(session, list(build_ids))
+            holding = lease.live_lease(session)
+        open_rows = [b for b in rows if b.status in views.ACTIVE_BUILD_STATUSES]
         if not open_rows:
             break
-        if not _scheduler_alive(engine):
-            builds.requeue_abandoned(engine, ABANDONED_AFTER)
-            builds.run_pending(engine, worker=worker, on_progress=on_progress)
-            rows = _builds(engine, build_ids)
-            open_rows = [b for b in rows if b.status in OPEN]
-            if not open_rows:
-                break
-        elif not announced:
+        mine = holding is None or holding.holder == holder
+        if mine and lease.try_acquire(engine, holder, settings.lease_ttl):
+            ran = False
+            with LeaseKeeper(engine, holder, settings.lease_ttl) as keeper:
+                # Only this command's builds: one left running by a crashed process
+                # resumes from its checkpoint; nothing else in the queue is touched.
+                builds.requeue_abandoned(engine, stale_after, build_ids=build_ids)
+                while not keeper.lost.is_set():
+                    build_id = builds.claim_next_build(engine, worker, build_ids=build_ids)
+                    if build_id is None:
+                        break
+                    ran = True
+                    builds.run_build(
+                        engine,
+                        build_id,
+                        worker=worker,
+                        should_stop=keeper.lost.is_set,
+                        on_progress=on_progress,
+                    )
+            if not ran:  # e.g. still running elsewhere, not yet abandoned: look again
+                time.sleep(POLL_SECONDS)
+            continue
+        if not announced:
             bar.done()
             err.write("a scheduler holds the lease: waiting for it to run the builds\n")
             announced = True

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
-from sqlmodel import Session
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Static
 
@@ -14,6 +15,9 @@ from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.status_header import StatusHeader
 from store.monitor import SchedulerMonitor, scheduler_monitor
 from store.names import printable
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 COLUMNS = ("#", "Campaign", "Reason", "Status", "Progress", "Rate", "ETA", "Finished", "By")
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from sqlmodel import Session
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static
@@ -18,6 +17,9 @@ from console.widgets.progress import when
 from console.widgets.status_header import StatusHeader
 from store.errors import StoreError
 from store.names import printable
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 MEMBERSHIP_COLUMNS = ("Campaign", "Group", "Joined", "Left", "Source")
 EVENT_COLUMNS = ("At", "Event", "Campaign / segment", "Group", "Build", "By")
