@@ -163,6 +163,16 @@ def _write_pending(session: OrmSession) -> None:
         log.exception("could not audit %d refusal(s)", len(rows))
 
 
+def record_refusal(
+    engine: Any, actor: Actor, action: str, target_type: str, target_name: str | None, reason: str
+) -> None:
+    """Audit a refusal of a store operation that owns its engine instead of running in a
+    caller's session (e.g. demo.reset): written at once, in its own transaction."""
+    with Session(engine) as session:
+        session.info[_REFUSALS] = [_entry(actor, action, target_type, None, target_name, reason)]
+        _write_pending(session)
+
+
 def recent(
     session: Session, target_type: str | None = None, target_id: int | None = None, limit: int = 20
 ) -> list[AuditEntry]:
