@@ -111,13 +111,21 @@ def test_the_head_read_from_the_revision_files_is_alembics_head():
 
 
 def test_clients_write_no_audit_rows():
-    """Issue 10 item 2: the store audits every outcome itself; console and CLI never import
-    store.audit (nor record a refusal of their own)."""
-    offenders = [
-        str(path.relative_to(ROOT))
-        for path in (ROOT / "console").rglob("*.py")
-        if "store.audit" in path.read_text() or "record_refusal" in path.read_text()
-    ]
+    """Issue 10 item 2: the store audits every outcome itself; console and CLI read the
+    audit log (store.audit.audit_log) but never write to it."""
+    writers = {"record", "record_refusal", "write_entry"}
+    offenders = []
+    for path in (ROOT / "console").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text)):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "store.audit"
+                and {alias.name for alias in node.names} & writers
+            ):
+                offenders.append(str(path.relative_to(ROOT)))
+        if any(f"audit.{name}(" in text for name in writers):
+            offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
 
 

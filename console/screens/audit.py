@@ -6,8 +6,9 @@ SSH key-id, and the key's fingerprint), from where, what, on what, and the outco
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
-from sqlmodel import Session
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Input
 
@@ -17,6 +18,9 @@ from console.screens.campaign import sync_table
 from console.widgets.status_header import StatusHeader
 from store.audit import AuditLine, audit_log
 from store.names import printable
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 COLUMNS = ("At", "Actor", "Action", "Target", "Outcome", "From", "Key", "Details")
 RECENT = 200
