@@ -207,9 +207,9 @@ def test_quotas_target_and_deficit_follow_the_live_cohort(engine):
     assert (v.cohort_size, v.target, v.actual, v.deficit) == (10, 2, 2, 0)
     assert sum(s.quota for s in v.strata) == v.target
     with Session(engine) as s:
-        shown = views.campaign_show(s, c.name)
-    assert shown["target"] == 2 and shown["deficit"] == 0
-    assert [s["quota"] for s in shown["strata"]] == [2]
+        shown = views.campaign_detail(s, c.name)  # what console and CLI show
+    assert shown.target == 2 and shown.deficit == 0
+    assert [s.quota for s in shown.strata] == [2]
 
 
 def test_no_deficit_is_shown_while_control_is_at_the_limit(engine):
@@ -250,7 +250,7 @@ def test_a_build_that_only_reenters_members_reports_them_as_processed(engine):
     assert (build.processed, build.total) == (2, 2)
     with Session(engine) as s:
         shown = views.builds(s, campaign="c")
-    assert (shown[0]["processed"], shown[0]["total"]) == (2, 2)
+    assert (shown[0].processed, shown[0].total) == (2, 2)
 
 
 def test_a_build_reentering_an_older_cohort_reports_them_as_processed(engine):
@@ -285,10 +285,10 @@ def test_a_completed_campaign_shows_no_live_quotas_deficit_or_warnings(engine):
     v = validity_of(engine, c)
     assert (v.target, v.actual, v.deficit, v.strata) == (0, 0, 0, [])
     with Session(engine) as s:
-        shown = views.campaign_show(s, "c")
-        listed = {r["name"]: r for r in views.campaign_list(s)}
-    assert shown["strata"] == [] and shown["warnings"] == [] and shown["deficit"] == 0
-    assert listed["c"]["warnings"] == []
+        shown = views.campaign_detail(s, "c")  # what console and CLI show
+        listed = {r.name: r for r in views.campaign_rows(s)}
+    assert shown.strata == [] and shown.warnings == () and shown.deficit == 0
+    assert listed["c"].warnings == ()
     assert last_build(engine).warnings  # history stays with the build
 
 
