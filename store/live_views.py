@@ -30,8 +30,9 @@ from store.models import (
     utcnow,
 )
 from store.monitor import BuildProgress, progress_row
+from store.states import OPEN_BUILD_STATUSES, BuildStatus, MailingStatus
 from store.validity import StratumValidity, campaign_validity
-from store.views import ACTIVE_BUILD_STATUSES, lcg_summary
+from store.views import lcg_summary
 
 
 def percent_of(part: int, whole: int) -> str:
@@ -57,7 +58,7 @@ def campaign_rows(session: Session) -> list[dict[str, Any]]:
     paused = (
         sa.select(Mailing.campaign_id, sa.func.count().label("paused"))
         .where(
-            Mailing.status == "active",
+            Mailing.status == MailingStatus.ACTIVE,
             sa.or_(Mailing.manual_paused.is_(True), Mailing.paused_by_build_id.is_not(None)),
         )
         .group_by(Mailing.campaign_id)
@@ -72,12 +73,12 @@ def campaign_rows(session: Session) -> list[dict[str, Any]]:
     ).all()
     active = session.execute(
         sa.select(AudienceBuild)
-        .where(AudienceBuild.status.in_(ACTIVE_BUILD_STATUSES))
+        .where(AudienceBuild.status.in_(OPEN_BUILD_STATUSES))
         .order_by(AudienceBuild.id)
     ).scalars()
     progress: dict[int, str] = {}
     for build in active:
-        if build.status == "running":
+        if build.status == BuildStatus.RUNNING:
             share = f"{100 * build.processed / build.total:.0f}%" if build.total else "0%"
             progress[build.campaign_id] = f"{build.reason} {share}"
         else:

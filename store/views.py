@@ -22,8 +22,7 @@ from store.models import (
     ProfileField,
     Segment,
 )
-
-ACTIVE_BUILD_STATUSES = ("queued", "running")
+from store.states import OPEN_BUILD_STATUSES
 
 
 def by_name(session: Session, column: Any) -> Any:
@@ -187,10 +186,10 @@ def builds(
     if campaign is not None:
         base = base.where(Campaign.name == campaign)
     active = session.execute(
-        base.where(AudienceBuild.status.in_(ACTIVE_BUILD_STATUSES)).order_by(AudienceBuild.id)
+        base.where(AudienceBuild.status.in_(OPEN_BUILD_STATUSES)).order_by(AudienceBuild.id)
     ).all()
     finished = session.execute(
-        base.where(AudienceBuild.status.not_in(ACTIVE_BUILD_STATUSES))
+        base.where(AudienceBuild.status.not_in(OPEN_BUILD_STATUSES))
         .order_by(AudienceBuild.id.desc())
         .limit(max(limit - len(active), 0))
     ).all()

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from console.cli.args import Builder
-from console.cli.context import EXIT_OK, EXIT_REFUSED, Context, db_url
+from console.cli.context import EXIT_OK, EXIT_REFUSED, Context, UsageError, db_url
 from console.cli.format import count_text, table
 
 
@@ -91,6 +91,12 @@ def cmd_database_upgrade(args: argparse.Namespace, ctx: Context) -> int:
     url = db_url(args)
     engine = make_engine(url)
     try:
+        if args.sql and engine.dialect.name == "sqlite":
+            # Batch mode copies SQLite tables, which needs the live file, not a script.
+            raise UsageError(
+                "--sql prints the SQL for a PostgreSQL DBA; an SQLite workspace is "
+                "upgraded in place (after a backup beside it): run without --sql"
+            )
         if args.sql:
             ctx.out.write(migrate.upgrade_sql(engine))
             return EXIT_OK

@@ -116,11 +116,12 @@ def cmd_segment_list(args: argparse.Namespace, ctx: Context) -> int:
 
 def _campaign_ids_on_segment(session: Any, segment_id: int) -> list[int]:
     from store.models import Campaign
+    from store.states import CampaignStatus
 
     return list(
         session.scalars(
             sa.select(Campaign.id).where(
-                Campaign.segment_id == segment_id, Campaign.status == "active"
+                Campaign.segment_id == segment_id, Campaign.status == CampaignStatus.ACTIVE
             )
         )
     )
@@ -144,6 +145,7 @@ def _builds_of(ctx: Context, campaign_ids: list[int], since_id: int) -> list[dic
     if not campaign_ids:
         return []
     from store.models import AudienceBuild, Campaign
+    from store.states import OPEN_BUILD_STATUSES
 
     with ctx.session() as session:
         rows = session.execute(
@@ -153,7 +155,7 @@ def _builds_of(ctx: Context, campaign_ids: list[int], since_id: int) -> list[dic
                 AudienceBuild.campaign_id.in_(campaign_ids),
                 sa.or_(
                     AudienceBuild.id > since_id,
-                    AudienceBuild.status.in_(("queued", "running")),
+                    AudienceBuild.status.in_(OPEN_BUILD_STATUSES),
                 ),
             )
             .order_by(AudienceBuild.id)

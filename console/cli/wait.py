@@ -20,12 +20,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from console.cli.format import progress_text
+from store.states import OPEN_BUILD_STATUSES, BuildStatus
 
 POLL_SECONDS = 0.5
 # A build `running` with no heartbeat for this long, while no scheduler is alive, was left
 # by a crashed process: it goes back to the queue (from its checkpoint) and runs here.
 ABANDONED_AFTER = timedelta(seconds=60)
-OPEN = ("queued", "running")
 EXIT_OK, EXIT_UNEXPECTED = 0, 1
 
 
@@ -69,7 +69,7 @@ def _open_build_ids(engine: Engine, campaign_ids: Sequence[int]) -> list[int]:
                 sa.select(AudienceBuild.id)
                 .where(
                     AudienceBuild.campaign_id.in_(list(campaign_ids)),
-                    AudienceBuild.status.in_(OPEN),
+                    AudienceBuild.status.in_(OPEN_BUILD_STATUSES),
                 )
                 .order_by(AudienceBuild.id)
             )
@@ -116,14 +116,14 @@ def wait_for_builds(engine: Engine, campaign_ids: Sequence[int], err: TextIO) ->
 
     while True:
         rows = _builds(engine, build_ids)
-        open_rows = [b for b in rows if b.status in OPEN]
+        open_rows = [b for b in rows if b.status in OPEN_BUILD_STATUSES]
         if not open_rows:
             break
         if not _scheduler_alive(engine):
             builds.requeue_abandoned(engine, ABANDONED_AFTER)
             builds.run_pending(engine, worker=worker, on_progress=on_progress)
             rows = _builds(engine, build_ids)
-            open_rows = [b for b in rows if b.status in OPEN]
+            open_rows = [b for b in rows if b.status in OPEN_BUILD_STATUSES]
             if not open_rows:
                 break
         elif not announced:
@@ -136,4 +136,4 @@ def wait_for_builds(engine: Engine, campaign_ids: Sequence[int], err: TextIO) ->
     bar.done()
     for b in rows:
         err.write(f"build #{b.id} ({b.reason}): {b.status}{': ' + b.error if b.error else ''}\n")
-    return EXIT_OK if all(b.status == "done" for b in rows) else EXIT_UNEXPECTED
+    return EXIT_OK if all(b.status == BuildStatus.DONE for b in rows) else EXIT_UNEXPECTED
