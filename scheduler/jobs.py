@@ -26,7 +26,7 @@ from store.actors import Actor
 from store.db import transaction
 from store.errors import StoreError
 from store.models import AudienceBuild, Segment, utcnow
-from store.states import ENDED_BUILD_STATUSES
+from store.states import ENDED_BUILD_STATUSES, BuildStatus
 
 log = logging.getLogger("scheduler.jobs")
 
@@ -93,7 +93,7 @@ def requeue_abandoned(ctx: JobContext) -> list[int]:
         with Session(ctx.engine) as session:
             oldest = session.scalar(
                 sa.select(sa.func.min(AudienceBuild.heartbeat_at)).where(
-                    AudienceBuild.id.in_(mine), AudienceBuild.status == "running"
+                    AudienceBuild.id.in_(mine), AudienceBuild.status == BuildStatus.RUNNING
                 )
             )
         if oldest is not None and utcnow() - oldest > ctx.stale_after * 0.8:

@@ -30,7 +30,7 @@ from store.models import (
     utcnow,
 )
 from store.monitor import BuildProgress, progress_row
-from store.states import OPEN_BUILD_STATUSES, BuildStatus, MailingStatus
+from store.states import OPEN_BUILD_STATUSES, BuildStatus, MailingKind, MailingStatus
 from store.validity import StratumValidity, campaign_validity
 from store.views import lcg_summary
 
@@ -169,9 +169,9 @@ class CampaignDetail:
 
 
 def _schedule(mailing: Mailing) -> str:
-    if mailing.kind == "regular":
+    if mailing.kind == MailingKind.REGULAR:
         return f"cron {mailing.cron}"
-    if mailing.kind == "broadcast" and mailing.send_at is not None:
+    if mailing.kind == MailingKind.BROADCAST and mailing.send_at is not None:
         return f"at {mailing.send_at:%Y-%m-%d %H:%M}"
     return "on event"
 
