@@ -104,7 +104,7 @@ def queue_build(
     requests merge into one of the same kind (same mailing for expansions), keeping the
     strongest reason and pausing mailings if either asked for it.
     """
-    if reason not in BuildReason:
+    if reason not in list(BuildReason):
         raise ValueError(f"unknown build reason {reason!r}")
     check_not_completed(campaign)
     if campaign.status != CampaignStatus.ACTIVE and reason != BuildReason.ACTIVATION:

@@ -58,7 +58,7 @@ def create_mailing(
     actor.require_write("create a mailing")
     name = check_name("mailing", name)
     check_not_completed(campaign)
-    if kind not in MailingKind:
+    if kind not in list(MailingKind):
         raise ValidationError(f"mailing kind must be one of {', '.join(MailingKind)}, not {kind!r}")
     if kind == MailingKind.BROADCAST and (send_at is None or cron):
         raise ValidationError("a broadcast mailing needs --at DATETIME and no cron")
