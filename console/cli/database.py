@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from console.cli.args import Builder
-from console.cli.context import EXIT_OK, EXIT_REFUSED, Context, UsageError, db_url
+from console.cli.context import EXIT_OK, EXIT_REFUSED, Context, UsageError
 from console.cli.format import count_text, table
 
 
@@ -88,7 +88,7 @@ def cmd_database_upgrade(args: argparse.Namespace, ctx: Context) -> int:
     from store import migrate
     from store.db import describe_url, make_engine
 
-    url = db_url(args)
+    url = ctx.settings.db
     engine = make_engine(url)
     try:
         if args.sql and engine.dialect.name == "sqlite":
