@@ -9,12 +9,9 @@ writing the strings or copying tuples of them.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from store.errors import InvalidStateError
-
-if TYPE_CHECKING:
-    from store.models import Campaign
 
 
 class CampaignStatus(StrEnum):
@@ -91,7 +88,12 @@ class SegmentKind(StrEnum):
     DYNAMIC = "dynamic"
 
 
-def check_not_completed(campaign: Campaign, what: str | None = None) -> None:
+class _Named(Protocol):  # a Campaign; store.models imports this module, not the reverse
+    name: str
+    status: str
+
+
+def check_not_completed(campaign: _Named, what: str | None = None) -> None:
     """R8: a completed campaign is read-only; `what` says what was refused."""
     if campaign.status == CampaignStatus.COMPLETED:
         raise InvalidStateError(

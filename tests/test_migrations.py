@@ -420,3 +420,25 @@ def test_read_only_user_cannot_upgrade_a_database(postgres_url, capsys):
     with engine.connect() as conn:
         assert migrate.current_revision(conn) == migrate.RELEASE1
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(postgres_url, capsys):
+    engine = make_engine(postgres_url)
+    with engine.connect() as conn:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, migrate.BASELINE)  # a database another release left behind
+        conn.commit()
+    with pytest.raises(StoreError, match=f"at schema revision {migrate.BASELINE}"):
+        open_store(postgres_url)
+    code, out, err = run_cli(capsys, "--db", postgres_url, "database", "upgrade", "--sql")
+    assert code == 0, err
+    assert f"UPDATE alembic_version SET version_num='{migrate.head()}'" in out
+    code, out, err = run_cli(capsys, "--db", postgres_url, "database", "upgrade", "--json")
+    assert code == 0, err
+    assert json.loads(out)["before"] == migrate.BASELINE
+    with engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.head()
+    engine.dispose()
+    open_store(postgres_url).dispose()
