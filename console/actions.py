@@ -20,6 +20,7 @@ from console.literal import literal, literal_lines
 from store.db import transaction
 from store.errors import DomainError, StoreError
 from store.names import printable
+from store.states import CampaignStatus
 from store.views import read_session
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class CampaignActions:
         from console.widgets.lcg_form import LcgFormScreen
 
         percent, limit, strata = current
-        if ref.status == "active":
+        if ref.status == CampaignStatus.ACTIVE:
             note = (
                 "R6: applying queues a recalculation build (scheduled mailings pause). Nobody "
                 "moves test → control: surplus control goes to test; a deficit waits for newcomers."
@@ -241,7 +242,7 @@ class CampaignActions:
             # Nothing to enable yet: ask for the settings first, previewed as with `l`.
             self.open_lcg_form(ref, enable=True)
             return
-        if ref.status != "active":
+        if ref.status != CampaignStatus.ACTIVE:
             what = "The change applies at activation; nothing moves now."
         elif enable:
             what = (

@@ -30,6 +30,7 @@ from store.actors import Actor
 from store.db import describe_url, open_store
 from store.monitor import SchedulerHealth
 from store.names import printable, printable_lines
+from store.settings import SchedulerSettings, Settings
 from store.views import database_names, read_session
 
 EXIT_TERMINAL_GONE = 129  # 128 + SIGHUP
@@ -50,6 +51,7 @@ class CampaignConsole(App):
         poll_interval: float = 1.0,
         keys: dict[str, str] | None = None,
         db_label: str | None = None,
+        scheduler_settings: SchedulerSettings | None = None,
         scheduler_options: dict | None = None,
     ) -> None:
         super().__init__()
@@ -65,6 +67,9 @@ class CampaignConsole(App):
         self._scheduler_starting = False
         self._scheduler_lock = threading.Lock()
         self._terminal_gone = False
+        # The embedded scheduler runs with the same tunables as the daemon (CC_SCHEDULER_*,
+        # [scheduler] in the config file); `scheduler_options` override them (tests).
+        self.scheduler_settings = scheduler_settings or SchedulerSettings()
         self.scheduler_options = dict(scheduler_options or {})
         self.embedded_holder: str | None = None
         self.scheduler_text = "checking…"
@@ -115,7 +120,12 @@ class CampaignConsole(App):
             from store.lease import make_holder
 
             holder = make_holder(f"console-{uuid.uuid4().hex[:8]}")
-            service = SchedulerService(self.db_url, holder=holder, **self.scheduler_options)
+            service = SchedulerService(
+                self.db_url,
+                holder=holder,
+                settings=self.scheduler_settings,
+                **self.scheduler_options,
+            )
             service.start()
             self.embedded_service = service
             self.embedded_holder = holder
@@ -303,10 +313,13 @@ class CampaignConsole(App):
             yield SystemCommand("Copy campaign name", "y: OSC 52", screen.action_copy_id)
 
 
-def run_console(db_url: str, actor: Actor) -> int:
-    from store.settings import load_settings
-
-    settings = load_settings()
-    app = CampaignConsole(db_url, actor, poll_interval=settings.poll_interval, keys=settings.keys)
+def run_console(settings: Settings, actor: Actor) -> int:
+    app = CampaignConsole(
+        settings.db,
+        actor,
+        poll_interval=settings.poll_interval,
+        keys=settings.keys,
+        scheduler_settings=settings.scheduler,
+    )
     app.run()
     return app.return_code or 0

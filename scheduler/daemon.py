@@ -2,8 +2,9 @@
 
 Logs to stderr; SIGTERM and SIGINT stop it cleanly (running builds stop at their next
 chunk boundary and go back to the queue with their checkpoint, the lease is released so
-a standby takes over at once). Tunables come from CC_SCHEDULER_* environment variables
-(see SchedulerSettings.from_env); `--pool-size` overrides CC_SCHEDULER_POOL_SIZE.
+a standby takes over at once). Tunables come from the settings (store/settings.py):
+`--pool-size`, then CC_SCHEDULER_* environment variables, then `[scheduler]` in the config
+file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import threading
 
 from store.db import describe_url
+from store.settings import SchedulerSettings
 
 log = logging.getLogger("scheduler.daemon")
 
@@ -30,9 +32,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-def run_daemon(db_url: str, pool_size: int | None = None) -> int:
+def run_daemon(db_url: str, settings: SchedulerSettings) -> int:
     """Run the scheduler in the foreground until SIGTERM or SIGINT; returns the exit code."""
-    from scheduler.service import SchedulerService, SchedulerSettings
+    from scheduler.service import SchedulerService
 
     configure_logging()
     stop = threading.Event()
@@ -43,7 +45,6 @@ def run_daemon(db_url: str, pool_size: int | None = None) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    settings = SchedulerSettings.from_env(pool_size=pool_size)
     service = SchedulerService(db_url, settings=settings)
     log.info(
         "scheduler daemon for %s: holder %s, pool size %s, lease ttl %ss",

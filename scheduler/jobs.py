@@ -26,10 +26,9 @@ from store.actors import Actor
 from store.db import transaction
 from store.errors import StoreError
 from store.models import AudienceBuild, Segment, utcnow
+from store.states import ENDED_BUILD_STATUSES, BuildStatus
 
 log = logging.getLogger("scheduler.jobs")
-
-TERMINAL_BUILD_STATUSES = ("done", "failed", "cancelled")
 
 
 @dataclass
@@ -94,7 +93,7 @@ def requeue_abandoned(ctx: JobContext) -> list[int]:
         with Session(ctx.engine) as session:
             oldest = session.scalar(
                 sa.select(sa.func.min(AudienceBuild.heartbeat_at)).where(
-                    AudienceBuild.id.in_(mine), AudienceBuild.status == "running"
+                    AudienceBuild.id.in_(mine), AudienceBuild.status == BuildStatus.RUNNING
                 )
             )
         if oldest is not None and utcnow() - oldest > ctx.stale_after * 0.8:
@@ -164,7 +163,7 @@ def wait_for_build(ctx: JobContext, build_id: int, poll: float = 0.1) -> str | N
     while ctx.acting():
         with Session(ctx.engine) as session:
             status = session.get(AudienceBuild, build_id).status
-        if status in TERMINAL_BUILD_STATUSES:
+        if status in ENDED_BUILD_STATUSES:
             return status
         ctx.stop_event.wait(poll)
     return None

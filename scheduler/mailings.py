@@ -47,6 +47,7 @@ from store.db import transaction
 from store.errors import DomainError, InvalidStateError
 from store.mailings import MailingSchedule
 from store.models import Campaign, Mailing, MailingRun, utcnow
+from store.states import BuildStatus, CampaignStatus, MailingKind, MailingRunStatus, MailingStatus
 
 log = logging.getLogger("scheduler.mailings")
 
@@ -100,13 +101,13 @@ def cron_trigger(expr: str) -> CronTrigger:
 
 def plan_mailing(schedule: MailingSchedule) -> MailingPlan | None:
     """The desired job of a mailing, or None when it must have none."""
-    if schedule.status != "active" or schedule.campaign_status != "active":
+    if schedule.status != MailingStatus.ACTIVE or schedule.campaign_status != CampaignStatus.ACTIVE:
         return None  # sent, stopped, draft or completed campaign (R8)
-    if schedule.kind == "broadcast":
+    if schedule.kind == MailingKind.BROADCAST:
         if schedule.send_at is None or schedule.fired:
             return None
         return MailingPlan(("broadcast", schedule.send_at), schedule.paused, schedule.send_at)
-    if schedule.kind == "regular" and schedule.cron:
+    if schedule.kind == MailingKind.REGULAR and schedule.cron:
         return MailingPlan(("regular", schedule.cron), schedule.paused, None)
     return None
 
@@ -169,14 +170,14 @@ def finish_run(
     with Session(engine) as session:
         run = session.get(MailingRun, run_id)
         mailing = session.get(Mailing, run.mailing_id) if run else None
-        if run is None or mailing is None or run.status != "running":
+        if run is None or mailing is None or run.status != MailingRunStatus.RUNNING:
             return FireResult("already-fired", run_id, reason="run already finished")
         expand = mailing.expand_audience and mailing.segment_id is not None
     if expand:
         status = _expand(engine, mailing, actor, run_expansion)
         if status is None:
             return FireResult("interrupted", run_id, reason="scheduler stopping")
-        if status != "done":
+        if status != BuildStatus.DONE:
             # The test group as it stands is still a valid audience: send to it rather
             # than drop the firing, and say so in the log.
             log.warning(
@@ -188,7 +189,7 @@ def finish_run(
         reason = store_mailings.lock_if_sendable(session, mailing.id)
         # Read the run only under the lock: a concurrent finisher may have completed it.
         run = session.get(MailingRun, run_id, populate_existing=True)
-        if run is None or run.status != "running":
+        if run is None or run.status != MailingRunStatus.RUNNING:
             return FireResult("already-fired", run_id, reason="run already finished")
         if reason is not None:
             store_mailings.abandon_run(session, actor, run, reason)

@@ -42,6 +42,7 @@ from scheduler import mailings as mailing_runs
 from store import mailings as store_mailings
 from store.db import transaction
 from store.models import Segment
+from store.states import SegmentKind
 
 log = logging.getLogger("scheduler.reconcile")
 
@@ -82,7 +83,7 @@ class Reconciler:
                 Segment.last_refreshed_at,
                 Segment.created_at,
             ).where(
-                Segment.kind == "dynamic",
+                Segment.kind == SegmentKind.DYNAMIC,
                 sa.or_(
                     Segment.refresh_every_seconds.is_not(None), Segment.refresh_cron.is_not(None)
                 ),

@@ -27,19 +27,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
-from sqlmodel import Session
 
 from scheduler import jobs
 from scheduler.mailings import DatabaseSender, Sender
@@ -47,54 +45,11 @@ from scheduler.reconcile import Reconciler
 from store import lease
 from store.actors import system_actor
 from store.db import open_store, resolve_db_url
-from store.errors import ValidationError
+from store.settings import SchedulerSettings
 
 log = logging.getLogger("scheduler.service")
 
 FENCE_FRACTION = 0.8  # stop acting when the lease went unrenewed this share of its TTL
-
-
-@dataclass
-class SchedulerSettings:
-    """Tunables; `from_env` reads CC_SCHEDULER_* variables (used by the daemon)."""
-
-    pool_size: int = 2
-    lease_ttl: float = 10.0
-    stale_after: float | None = None  # build heartbeat age that means "abandoned"; 3×ttl
-    reconcile_interval: float = 1.0
-    dispatch_interval: float = 0.5
-    build_chunk_size: int | None = None  # None: the store's default
-    build_chunk_pause: float = 0.0  # seconds between build chunks, to leave I/O to others
-    mailing_threads: int = 8
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> SchedulerSettings:
-        env = os.environ if environ is None else environ
-        names = {
-            "pool_size": ("CC_SCHEDULER_POOL_SIZE", int),
-            "lease_ttl": ("CC_SCHEDULER_LEASE_TTL", float),
-            "stale_after": ("CC_SCHEDULER_STALE_AFTER", float),
-            "reconcile_interval": ("CC_SCHEDULER_RECONCILE_INTERVAL", float),
-            "dispatch_interval": ("CC_SCHEDULER_DISPATCH_INTERVAL", float),
-            "build_chunk_size": ("CC_SCHEDULER_CHUNK_SIZE", int),
-            "build_chunk_pause": ("CC_SCHEDULER_CHUNK_PAUSE", float),
-        }
-        values = {attr: kind(env[var]) for attr, (var, kind) in names.items() if env.get(var)}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def validate(self) -> SchedulerSettings:
-        if self.pool_size < 1:
-            raise ValidationError(f"pool size must be at least 1, not {self.pool_size}")
-        if self.lease_ttl <= 0 or (self.stale_after is not None and self.stale_after <= 0):
-            raise ValidationError("the lease TTL and stale-after must be positive seconds")
-        if self.reconcile_interval <= 0 or self.dispatch_interval <= 0:
-            raise ValidationError("scheduler intervals must be positive seconds")
-        return self
-
-    @property
-    def stale_after_delta(self) -> timedelta:
-        return timedelta(seconds=self.stale_after or 3 * self.lease_ttl)
 
 
 class _BackgroundScheduler(BackgroundScheduler):
@@ -142,7 +97,8 @@ class SchedulerService:
         **overrides,
     ) -> None:
         self.db_url = resolve_db_url(db_url)
-        self.settings = settings or SchedulerSettings(pool_size=pool_size)
+        # A copy: overrides must not leak into the caller's settings object.
+        self.settings = replace(settings) if settings else SchedulerSettings(pool_size=pool_size)
         for name, value in overrides.items():
             if not hasattr(self.settings, name):
                 raise TypeError(f"unknown scheduler setting {name!r}")
@@ -392,16 +348,3 @@ class SchedulerService:
             # next holder requeues it (stale heartbeat), then resumes from its checkpoint.
             with term.ctx.lock:
                 term.ctx.in_flight.pop(build_id, None)
-
-
-def embedded_service(db_url: str, **kwargs) -> SchedulerService | None:
-    """For the console: a started service when no scheduler holds a live lease, else None."""
-    engine = open_store(db_url)
-    try:
-        with Session(engine) as session:
-            live = lease.live_lease(session)
-    finally:
-        engine.dispose()
-    if live is not None:
-        return None
-    return SchedulerService(db_url, **kwargs).start()

@@ -22,6 +22,7 @@ from store.actors import Actor
 from store.counters import apply_counter_deltas
 from store.models import AudienceBuild, Campaign, Segment, UTCDateTime
 from store.scope import r1_scope_sql
+from store.states import BuildReason, CampaignStatus
 
 __all__ = [
     "apply_counter_deltas",
@@ -36,7 +37,7 @@ def _active_campaigns(session: Session, segment: Segment) -> list[Campaign]:
     return list(
         session.scalars(
             sa.select(Campaign)
-            .where(Campaign.segment_id == segment.id, Campaign.status == "active")
+            .where(Campaign.segment_id == segment.id, Campaign.status == CampaignStatus.ACTIVE)
             .order_by(Campaign.id)
         )
     )
@@ -86,6 +87,6 @@ def close_leavers(
 def on_segment_entered(session: Session, segment: Segment, actor: Actor) -> list[AudienceBuild]:
     """R2c: an incremental build (merged into a queued one when possible) per active campaign."""
     return [
-        builds.queue_build(session, campaign, "incremental", actor)
+        builds.queue_build(session, campaign, BuildReason.INCREMENTAL, actor)
         for campaign in _active_campaigns(session, segment)
     ]

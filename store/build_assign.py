@@ -23,6 +23,7 @@ from store.build_sql import (
     source_chunk_end,
 )
 from store.counters import apply_counter_deltas
+from store.states import BuildReason, MemberSource
 
 # This chunk's new member rows: ids above the largest id before the chunk's inserts.
 CHUNK_ROWS = "id > :before AND +campaign_id = :cid AND joined_build_id = :b"
@@ -52,13 +53,13 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
     hi = source_chunk_end(ctx, source, lo, chunk)
     query = candidates(ctx, source)
     query = query.where(key_range(query.keyset_column, hi))
-    activation = cp.reason == "activation"
+    activation = cp.reason == BuildReason.ACTIVATION
     params = {
         **query.params,
         "lo": lo,
         "hi": hi,
         "cur": cp.lcg.cohort if cp.lcg.enabled else None,
-        "segsrc": "activation" if activation else "segment",
+        "segsrc": MemberSource.ACTIVATION if activation else MemberSource.SEGMENT,
         "now": ctx.campaign.activated_at if activation and ctx.campaign.activated_at else ctx.now,
         "actor": ctx.actor,
     }

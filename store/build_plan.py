@@ -14,8 +14,8 @@ from store import lcg, strata
 from store.build_checkpoint import Cutoff, Plan, Trim
 from store.build_sql import StepContext, candidates
 from store.models import CampaignStratum
+from store.states import RECALCULATING_REASONS
 
-TRIMMING_REASONS = ("recalculation", "lcg_disable")
 HASH_SPAN = 2**64
 HASH_MIN = -(2**63)
 
@@ -126,7 +126,7 @@ def _plan_trims(
     members already in control) to test. Returns the trims and the control counts after."""
     projected = dict(control)
     trims: list[Trim] = []
-    if ctx.checkpoint.reason not in TRIMMING_REASONS:
+    if ctx.checkpoint.reason not in RECALCULATING_REASONS:
         return trims, projected
     for key in sorted(quotas):
         have = control.get(key, 0)

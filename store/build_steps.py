@@ -10,6 +10,7 @@ store/build_sql.py the context and the candidate query they share.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +26,7 @@ from store.build_checkpoint import (
     LcgSettings,
     Source,
 )
-from store.build_plan import TRIMMING_REASONS, phase_plan
+from store.build_plan import phase_plan
 from store.build_sql import StepContext, key_range
 from store.counters import CounterDelta, apply_counter_deltas
 from store.db import keep_statistics_fresh
@@ -33,8 +34,16 @@ from store.errors import InvalidStateError
 from store.models import AudienceBuild, Campaign, Mailing, Segment, utcnow
 from store.profiles import database_fields
 from store.scope import r1_scope_sql
+from store.states import (
+    ENDED_BUILD_STATUSES,
+    RECALCULATING_REASONS,
+    BuildReason,
+    BuildStatus,
+    CampaignStatus,
+    MailingStatus,
+)
 
-__all__ = ["TRIMMING_REASONS", "LostClaim", "end_build", "run_step"]
+__all__ = ["LostClaim", "end_build", "run_step"]
 
 SQLITE_CACHE_KB = 65_536
 MOVE_CHUNK = 20_000  # members moved to test per transaction (events are batched inserts)
@@ -45,11 +54,19 @@ class LostClaim(Exception):
 
 
 def end_build(
-    session: Session, build: AudienceBuild, status: str, error: str | None = None
+    session: Session,
+    build: AudienceBuild,
+    status: BuildStatus,
+    error: str | None = None,
+    *,
+    at: datetime | None = None,
 ) -> None:
+    """The one way a build ends (done, failed or cancelled): it records how and when and
+    resumes the mailings it paused, whatever the outcome (R5)."""
+    if status not in ENDED_BUILD_STATUSES:
+        raise ValueError(f"a build ends as one of {', '.join(ENDED_BUILD_STATUSES)}, not {status}")
     build.status = status
-    build.finished_at = utcnow()
-    build.worker = None if status == "queued" else build.worker
+    build.finished_at = at or utcnow()
     if error is not None:
         build.error = error[:2000]
     session.add(build)
@@ -62,10 +79,10 @@ def run_step(session: Session, build_id: int, worker: str, chunk: int) -> tuple[
     with outcome "more", "done" or "cancelled" (the campaign was completed, R8)."""
     build = _claimed_build(session, build_id, worker)
     campaign = session.get(Campaign, build.campaign_id)
-    if campaign.status == "completed":
-        end_build(session, build, "cancelled")
+    if campaign.status == CampaignStatus.COMPLETED:
+        end_build(session, build, BuildStatus.CANCELLED)
         return "cancelled", build.processed, build.total
-    if campaign.status != "active":
+    if campaign.status != CampaignStatus.ACTIVE:
         raise InvalidStateError(f"campaign {campaign.name!r} is not active")
     checkpoint = Checkpoint.from_json(build.checkpoint) if build.checkpoint else None
     ctx = StepContext(session, build, campaign, checkpoint)
@@ -78,7 +95,7 @@ def run_step(session: Session, build_id: int, worker: str, chunk: int) -> tuple[
         _finish(ctx)
     _save_step(ctx, worker)
     if cp.finished:
-        mailings.resume_after_build(session, build)
+        end_build(session, build, BuildStatus.DONE)
         return "done", cp.processed, cp.total
     return "more", cp.processed, cp.total
 
@@ -93,7 +110,7 @@ def _claimed_build(session: Session, build_id: int, worker: str) -> AudienceBuil
         # random index inserts in memory (per connection; ~64 MB at most).
         session.execute(sa.text(f"PRAGMA cache_size = -{SQLITE_CACHE_KB}"))
     build = session.scalar(query)
-    if build is None or build.status != "running" or build.worker != worker:
+    if build is None or build.status != BuildStatus.RUNNING or build.worker != worker:
         raise LostClaim()
     return build
 
@@ -108,12 +125,12 @@ def _save_step(ctx: StepContext, worker: str) -> None:
         "total": cp.total,
     }
     if cp.finished:
-        values.update(status="done", finished_at=utcnow(), warnings=cp.plan.warnings)
+        values["warnings"] = cp.plan.warnings  # then end_build marks it done
     result = ctx.session.execute(
         sa.update(AudienceBuild)
         .where(
             AudienceBuild.id == ctx.build.id,
-            AudienceBuild.status == "running",
+            AudienceBuild.status == BuildStatus.RUNNING,
             AudienceBuild.worker == worker,
         )
         .values(**values)
@@ -134,14 +151,18 @@ def _start(ctx: StepContext) -> Checkpoint:
         segment_bound = int(campaign.segment_watermark)
     names = list(campaign.lcg_strata or [])
     by_name = {f.name: f for f in database_fields(session, campaign.database_id)}
-    first = ACTIVATION_SOURCE if build.reason == "activation" else DELTA_SOURCE
+    first = ACTIVATION_SOURCE if build.reason == BuildReason.ACTIVATION else DELTA_SOURCE
     sources = [Source(first, campaign.segment_id)]
     if build.mailing_id is not None:
         mailing = session.get(Mailing, build.mailing_id)
         # R11: only a mailing that is not completed (sent or stopped) expands.
-        if mailing is not None and mailing.segment_id is not None and mailing.status == "active":
+        if (
+            mailing is not None
+            and mailing.segment_id is not None
+            and mailing.status == MailingStatus.ACTIVE
+        ):
             sources.append(Source(EXPANSION_SOURCE, mailing.segment_id))
-    trimming = build.reason in TRIMMING_REASONS
+    trimming = build.reason in RECALCULATING_REASONS
     phases = (["rekey"] if trimming else []) + ["demote", "plan"]
     phases += (["trim"] if trimming else []) + ["assign"]
     total_base = campaign.members if trimming else 0
@@ -324,7 +345,7 @@ R3_LEFT_CAMPAIGN = f"""
 
 def _finish(ctx: StepContext) -> None:
     cp, campaign = ctx.checkpoint, ctx.campaign
-    if cp.reason == "activation" and campaign.activated_at is not None:
+    if cp.reason == BuildReason.ACTIVATION and campaign.activated_at is not None:
         ctx.execute(
             R3_LEFT_CAMPAIGN,
             {

@@ -55,23 +55,30 @@ from store.build_steps import LostClaim, end_build, run_step
 from store.db import transaction
 from store.errors import InvalidStateError
 from store.models import (
-    BUILD_REASONS,
     AudienceBuild,
     Campaign,
     Mailing,
     UTCDateTime,
     utcnow,
 )
+from store.states import (
+    OPEN_BUILD_STATUSES,
+    RECALCULATING_REASONS,
+    BuildReason,
+    BuildStatus,
+    CampaignStatus,
+    MailingStatus,
+    check_not_completed,
+)
 
 CHUNK_SIZE = 50_000
 REASON_RANK = {
-    "incremental": 0,
-    "expansion": 0,
-    "recalculation": 1,
-    "lcg_disable": 2,
-    "activation": 3,
+    BuildReason.INCREMENTAL: 0,
+    BuildReason.EXPANSION: 0,
+    BuildReason.RECALCULATION: 1,
+    BuildReason.LCG_DISABLE: 2,
+    BuildReason.ACTIVATION: 3,
 }
-PAUSING_REASONS = ("recalculation", "lcg_disable")
 
 
 def default_worker() -> str:
@@ -97,26 +104,27 @@ def queue_build(
     requests merge into one of the same kind (same mailing for expansions), keeping the
     strongest reason and pausing mailings if either asked for it.
     """
-    if reason not in BUILD_REASONS:
+    if reason not in list(BuildReason):
         raise ValueError(f"unknown build reason {reason!r}")
-    if campaign.status == "completed":
-        raise InvalidStateError(f"campaign {campaign.name!r} is completed and read-only (R8)")
-    if campaign.status != "active" and reason != "activation":
+    check_not_completed(campaign)
+    if campaign.status != CampaignStatus.ACTIVE and reason != BuildReason.ACTIVATION:
         raise InvalidStateError(
             f"campaign {campaign.name!r} is a draft: no build before activation"
         )
-    if reason == "expansion" and mailing is None:
+    if reason == BuildReason.EXPANSION and mailing is None:
         raise ValueError("an expansion build needs its mailing")
-    if reason == "expansion" and mailing.status != "active":
+    if reason == BuildReason.EXPANSION and mailing.status != MailingStatus.ACTIVE:
         raise InvalidStateError(
             f"mailing {mailing.name!r} is {mailing.status}: only a mailing that is not "
             "completed expands the audience (R11)"
         )
-    pauses = reason in PAUSING_REASONS or (reason == "activation" and campaign.lcg_enabled)
+    pauses = reason in RECALCULATING_REASONS or (
+        reason == BuildReason.ACTIVATION and campaign.lcg_enabled
+    )
     mailing_id = mailing.id if mailing is not None else None
     query = sa.select(AudienceBuild).where(
         AudienceBuild.campaign_id == campaign.id,
-        AudienceBuild.status == "queued",
+        AudienceBuild.status == BuildStatus.QUEUED,
         AudienceBuild.started_at.is_(None),
     )
     if reason == "incremental":
@@ -153,9 +161,9 @@ def queue_build(
 @audit.operation("build.cancel", "build")
 def cancel_build(session: Session, actor: Actor, build: AudienceBuild) -> None:
     actor.require_write("cancel an audience build")
-    if build.status not in ("queued", "running"):
+    if build.status not in OPEN_BUILD_STATUSES:
         raise InvalidStateError(f"build #{build.id} is {build.status}; nothing to cancel")
-    end_build(session, build, "cancelled")
+    end_build(session, build, BuildStatus.CANCELLED)
     audit.record(session, actor, "build.cancel", "build", build.id, f"#{build.id}")
 
 
@@ -166,7 +174,7 @@ def _running_exists(campaign_id: Any) -> sa.Exists:
     other = AudienceBuild.__table__.alias("other")
     return (
         sa.select(other.c.id)
-        .where(other.c.campaign_id == campaign_id, other.c.status == "running")
+        .where(other.c.campaign_id == campaign_id, other.c.status == BuildStatus.RUNNING)
         .exists()
     )
 
@@ -179,7 +187,7 @@ def claim_next_build(
     `build_ids`: claim only among these (CLI --wait runs only its own command's builds)."""
     with Session(engine) as session:
         query = sa.select(AudienceBuild.id, AudienceBuild.campaign_id).where(
-            AudienceBuild.status == "queued", ~_running_exists(AudienceBuild.campaign_id)
+            AudienceBuild.status == BuildStatus.QUEUED, ~_running_exists(AudienceBuild.campaign_id)
         )
         if exclude_campaign_ids:
             query = query.where(AudienceBuild.campaign_id.not_in(list(exclude_campaign_ids)))
@@ -200,11 +208,11 @@ def claim_next_build(
                     sa.update(AudienceBuild)
                     .where(
                         AudienceBuild.id == build_id,
-                        AudienceBuild.status == "queued",
+                        AudienceBuild.status == BuildStatus.QUEUED,
                         ~_running_exists(campaign_id),
                     )
                     .values(
-                        status="running",
+                        status=BuildStatus.RUNNING,
                         worker=worker,
                         started_at=sa.func.coalesce(
                             AudienceBuild.started_at, sa.literal(now, UTCDateTime())
@@ -230,7 +238,7 @@ def requeue_abandoned(engine: Engine, stale_after: timedelta, *, build_ids=None)
     `build_ids`: only among these (CLI --wait)."""
     cutoff = utcnow() - stale_after
     query = sa.select(AudienceBuild.id).where(
-        AudienceBuild.status == "running", AudienceBuild.heartbeat_at < cutoff
+        AudienceBuild.status == BuildStatus.RUNNING, AudienceBuild.heartbeat_at < cutoff
     )
     if build_ids is not None:
         query = query.where(AudienceBuild.id.in_(list(build_ids)))
@@ -239,8 +247,8 @@ def requeue_abandoned(engine: Engine, stale_after: timedelta, *, build_ids=None)
         if ids:
             session.execute(
                 sa.update(AudienceBuild)
-                .where(AudienceBuild.id.in_(ids), AudienceBuild.status == "running")
-                .values(status="queued", worker=None)
+                .where(AudienceBuild.id.in_(ids), AudienceBuild.status == BuildStatus.RUNNING)
+                .values(status=BuildStatus.QUEUED, worker=None)
             )
     return ids
 
@@ -270,7 +278,7 @@ def run_build(
                 status = session.scalar(
                     sa.select(AudienceBuild.status).where(AudienceBuild.id == build_id)
                 )
-            return "cancelled" if status in ("cancelled", None) else "interrupted"
+            return "cancelled" if status in (BuildStatus.CANCELLED, None) else "interrupted"
         except Exception as exc:  # the chunk rolled back; record why and end the build
             _fail(engine, build_id, worker, f"{type(exc).__name__}: {exc}")
             return "failed"
@@ -284,10 +292,10 @@ def run_build(
                     sa.update(AudienceBuild)
                     .where(
                         AudienceBuild.id == build_id,
-                        AudienceBuild.status == "running",
+                        AudienceBuild.status == BuildStatus.RUNNING,
                         AudienceBuild.worker == worker,
                     )
-                    .values(status="queued", worker=None, heartbeat_at=utcnow())
+                    .values(status=BuildStatus.QUEUED, worker=None, heartbeat_at=utcnow())
                 )
             return "interrupted"
 
@@ -312,8 +320,8 @@ def run_pending(
 def _fail(engine: Engine, build_id: int, worker: str, error: str) -> None:
     with transaction(engine) as session:
         build = session.get(AudienceBuild, build_id)
-        if build is not None and build.status == "running" and build.worker == worker:
-            end_build(session, build, "failed", error)
+        if build is not None and build.status == BuildStatus.RUNNING and build.worker == worker:
+            end_build(session, build, BuildStatus.FAILED, error)
 
 
 def build_progress(session: Session, build_id: int) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from store import audit, builds, lcg, mailings, strata
+from store import audit, builds, lcg, strata
 from store.actors import Actor
 from store.errors import ConflictError, InvalidStateError, NotFoundError, ValidationError
 from store.models import (
@@ -41,6 +41,15 @@ from store.models import (
 from store.names import check_name
 from store.profiles import database_fields
 from store.scope import r1_scope_sql
+from store.states import (
+    OPEN_BUILD_STATUSES,
+    BuildReason,
+    BuildStatus,
+    CampaignStatus,
+    MailingStatus,
+    SegmentKind,
+    check_not_completed,
+)
 
 
 class _Unchanged:
@@ -130,13 +139,6 @@ def _bump(session: Session, campaign: Campaign, version: int, **values: Any) -> 
     session.refresh(campaign)
 
 
-def _not_completed(campaign: Campaign, what: str) -> None:
-    if campaign.status == "completed":
-        raise InvalidStateError(
-            f"campaign {campaign.name!r} is completed and read-only (R8); cannot {what}"
-        )
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -150,7 +152,7 @@ def _audience_source(campaign: Campaign) -> tuple[str, dict[str, Any]]:
     """FROM/WHERE over profile p of the campaign's audience: members when active, the
     pending audience (open segment members in R1 scope) when a draft."""
     params = {"cid": campaign.id, "db": campaign.database_id, "seg": campaign.segment_id}
-    if campaign.status == "active":
+    if campaign.status == CampaignStatus.ACTIVE:
         return (
             "FROM campaign_member m JOIN profile p ON p.id = m.profile_id "
             "WHERE m.campaign_id = :cid AND m.left_at IS NULL",
@@ -185,7 +187,12 @@ def _check_strata_cap_for_new(
     fields: list[ProfileField],
 ) -> None:
     probe = Campaign(
-        id=-1, name="", database_id=database.id, segment_id=segment.id, seed=0, status="draft"
+        id=-1,
+        name="",
+        database_id=database.id,
+        segment_id=segment.id,
+        seed=0,
+        status=CampaignStatus.DRAFT,
     )
     _check_strata_cap(session, probe, fields)
 
@@ -215,7 +222,7 @@ def create_campaign(
         raise ValidationError("a campaign needs a profile database")
     if segment is None or segment.id is None:
         raise ValidationError("a campaign needs a segment")
-    if segment.kind == "dynamic" and segment.database_id not in (None, database.id):
+    if segment.kind == SegmentKind.DYNAMIC and segment.database_id not in (None, database.id):
         raise ValidationError(
             f"segment {segment.name!r} selects profiles of another database; "
             f"the campaign's audience would be empty (R1)"
@@ -270,18 +277,18 @@ def activate(
     """R2a/R3: draft -> active; queues the activation build (the initial distribution)."""
     actor.require_write("activate a campaign")
     campaign, read = _fresh(session, campaign)
-    _not_completed(campaign, "activate it")
-    if campaign.status != "draft":
+    check_not_completed(campaign, "activate it")
+    if campaign.status != CampaignStatus.DRAFT:
         raise InvalidStateError(f"campaign {campaign.name!r} is already {campaign.status}")
     version = _check_version(campaign, read, expected_version)
     fields = _strata_fields(session, campaign.database_id, campaign.lcg_strata)
     _check_strata_cap(session, campaign, fields)
-    values: dict[str, Any] = {"status": "active", "activated_at": utcnow()}
+    values: dict[str, Any] = {"status": CampaignStatus.ACTIVE, "activated_at": utcnow()}
     if campaign.lcg_enabled:
         values["lcg_cohort"] = campaign.lcg_cohort + 1  # R9: everyone at activation
     _bump(session, campaign, version, **values)
     _take_snapshot(session, campaign)
-    build = builds.queue_build(session, campaign, "activation", actor)
+    build = builds.queue_build(session, campaign, BuildReason.ACTIVATION, actor)
     audit.record(
         session,
         actor,
@@ -334,7 +341,7 @@ def edit_lcg(
     recalculation (with the LCG off it only re-keys strata). Drafts just store settings."""
     actor.require_write("change LCG settings")
     campaign, read = _fresh(session, campaign)
-    _not_completed(campaign, "change its LCG")
+    check_not_completed(campaign, "change its LCG")
     new_bp = campaign.lcg_percent_bp if percent is UNCHANGED else lcg.parse_percent(percent)
     new_limit = campaign.lcg_limit if limit is UNCHANGED else lcg.parse_limit(limit)
     if strata is UNCHANGED:
@@ -366,7 +373,7 @@ def edit_lcg(
     version = _check_version(campaign, read, expected_version)
     if fields is not None and "lcg_strata" in changes:
         _check_strata_cap(session, campaign, fields)
-    active = campaign.status == "active"
+    active = campaign.status == CampaignStatus.ACTIVE
     toggled = "lcg_enabled" in changes
     reason = None
     values: dict[str, Any] = dict(changes)
@@ -374,9 +381,9 @@ def edit_lcg(
         # R5: enabling starts a new cohort; R7: disabling ends the current one.
         values["lcg_cohort"] = campaign.lcg_cohort + 1
         values["cohort_size"] = 0
-        reason = "recalculation" if new_enabled else "lcg_disable"
+        reason = BuildReason.RECALCULATION if new_enabled else BuildReason.LCG_DISABLE
     elif active:
-        reason = "recalculation"  # R6 (with the LCG off it only re-keys the strata)
+        reason = BuildReason.RECALCULATION  # R6 (with the LCG off it only re-keys the strata)
     before = {
         "percent": lcg.format_percent(campaign.lcg_percent_bp),
         "limit": campaign.lcg_limit,
@@ -432,7 +439,7 @@ def complete(
     """R8: close every membership (left_campaign), stop mailings, cancel builds; terminal."""
     actor.require_write("complete a campaign")
     campaign, read = _fresh(session, campaign)
-    _not_completed(campaign, "complete it again")
+    check_not_completed(campaign, "complete it again")
     version = _check_version(campaign, read, expected_version)
     # Lock the open builds first (PostgreSQL): a running build's chunk holds its build
     # row, so this waits for the chunk to commit, and closing the memberships below then
@@ -442,7 +449,7 @@ def complete(
             sa.select(AudienceBuild)
             .where(
                 AudienceBuild.campaign_id == campaign.id,
-                AudienceBuild.status.in_(("queued", "running")),
+                AudienceBuild.status.in_(OPEN_BUILD_STATUSES),
             )
             .with_for_update()
         )
@@ -453,7 +460,7 @@ def complete(
         session,
         campaign,
         version,
-        status="completed",
+        status=CampaignStatus.COMPLETED,
         completed_at=now,
         warnings=[],  # R8: no live warnings; each build keeps its own (history)
         members=0,
@@ -462,12 +469,7 @@ def complete(
         cohort_size=0,
     )
     for build in open_builds:
-        build.status = "cancelled"
-        build.finished_at = now
-        build.error = "campaign completed (R8)"
-        session.add(build)
-        mailings.resume_after_build(session, build)
-    session.flush()
+        builds.end_build(session, build, BuildStatus.CANCELLED, "campaign completed (R8)", at=now)
     session.execute(
         sa.text(
             "UPDATE campaign_member SET left_at = :now, left_by = :by "
@@ -482,8 +484,8 @@ def complete(
     )
     stopped = session.execute(
         sa.update(Mailing)
-        .where(Mailing.campaign_id == campaign.id, Mailing.status == "active")
-        .values(status="stopped", version=Mailing.version + 1)
+        .where(Mailing.campaign_id == campaign.id, Mailing.status == MailingStatus.ACTIVE)
+        .values(status=MailingStatus.STOPPED, version=Mailing.version + 1)
     ).rowcount
     audit.record(
         session,
@@ -525,7 +527,7 @@ def preview_lcg(
     _check_strata_cap(session, campaign, fields)
     source, params = _audience_source(campaign)
     key = _key_sql(fields)
-    if campaign.status == "active":
+    if campaign.status == CampaignStatus.ACTIVE:
         cohort_expr = "CASE WHEN m.cohort = :cur THEN 1 ELSE 0 END" if campaign.lcg_enabled else "0"
         control_expr = "CASE WHEN m.\"group\" = 'control' THEN 1 ELSE 0 END"
     else:
@@ -572,12 +574,12 @@ def preview_lcg(
                 ideal=float(lcg.ideal_share(total, sizes.get(k, 0), n)),
             )
         )
-    if campaign.status == "active" and not campaign.lcg_enabled:
+    if campaign.status == CampaignStatus.ACTIVE and not campaign.lcg_enabled:
         preview.note = (
             "enabling starts a new cohort: current members stay in test and only "
             "newcomers can be placed into control (R5)"
         )
-    elif campaign.status == "active" and deficit:
+    elif campaign.status == CampaignStatus.ACTIVE and deficit:
         preview.note = "the deficit is filled only by newcomers as they arrive (R6)"
     return preview
 

@@ -1,7 +1,8 @@
 """Engine, connection settings, and opening a database at the current schema revision.
 
-One URL setting picks the database: `--db URL`, else the `CAMPAIGN_CONSOLE_DB`
-environment variable, else an SQLite file in the user's data directory.
+One URL setting picks the database (store/settings.py): `--db URL`, else the
+`CAMPAIGN_CONSOLE_DB` environment variable, else `db` in the config file, else an SQLite
+file in the user's data directory.
 SQLite runs in WAL mode with a busy timeout and foreign keys on (see STACK.md: without
 WAL the console's poller starves while a build writes).
 """
@@ -10,35 +11,27 @@ from __future__ import annotations
 
 import ast
 import functools
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
-from platformdirs import user_data_dir
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
 from store import hashing
 from store.errors import StoreError
+from store.settings import DB_ENV as ENV_VAR  # noqa: F401  (kept for callers)
+from store.settings import default_db_url, load_settings, normalize_db_url  # noqa: F401
 
-ENV_VAR = "CAMPAIGN_CONSOLE_DB"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def default_db_url() -> str:
-    path = Path(user_data_dir("campaign-console", appauthor=False)) / "workspace.db"
-    return f"sqlite:///{path}"
-
-
 def resolve_db_url(cli_value: str | None = None) -> str:
-    """`--db` beats the environment variable, which beats the default file."""
-    url = cli_value or os.environ.get(ENV_VAR) or default_db_url()
-    if "://" not in url:  # a bare path means an SQLite file
-        url = f"sqlite:///{Path(url).expanduser().resolve()}"
-    return url
+    """`--db` beats the environment variable, which beats the config file and the default
+    file (store/settings.py); a bare path means an SQLite file."""
+    return normalize_db_url(cli_value) if cli_value else load_settings().db
 
 
 def describe_url(url: str) -> str:

@@ -31,3 +31,9 @@ class InvalidStateError(DomainError):
 
 class NotFoundError(StoreError):
     exit_code = 4
+
+
+class ConfigError(StoreError):
+    """A setting (config file, environment, flag) has a value that is not allowed."""
+
+    exit_code = 2

@@ -20,7 +20,6 @@ from store import audit
 from store.actors import Actor
 from store.errors import InvalidStateError, NotFoundError, ValidationError
 from store.models import (
-    MAILING_KINDS,
     AudienceBuild,
     Campaign,
     Mailing,
@@ -29,8 +28,15 @@ from store.models import (
     utcnow,
 )
 from store.names import check_name
-
-SCHEDULED_KINDS = ("broadcast", "regular")  # R5: trigger mailings are never paused
+from store.states import (
+    SCHEDULED_MAILING_KINDS,
+    BuildStatus,
+    CampaignStatus,
+    MailingKind,
+    MailingRunStatus,
+    MailingStatus,
+    check_not_completed,
+)
 
 
 def get_mailing(session: Session, name: str) -> Mailing:
@@ -54,19 +60,16 @@ def create_mailing(
 ) -> Mailing:
     actor.require_write("create a mailing")
     name = check_name("mailing", name)
-    if campaign.status == "completed":
-        raise InvalidStateError(f"campaign {campaign.name!r} is completed and read-only (R8)")
-    if kind not in MAILING_KINDS:
-        raise ValidationError(
-            f"mailing kind must be one of {', '.join(MAILING_KINDS)}, not {kind!r}"
-        )
-    if kind == "broadcast" and (send_at is None or cron):
+    check_not_completed(campaign)
+    if kind not in list(MailingKind):
+        raise ValidationError(f"mailing kind must be one of {', '.join(MailingKind)}, not {kind!r}")
+    if kind == MailingKind.BROADCAST and (send_at is None or cron):
         raise ValidationError("a broadcast mailing needs --at DATETIME and no cron")
-    if kind == "regular":
+    if kind == MailingKind.REGULAR:
         if not cron or send_at is not None:
             raise ValidationError("a regular mailing needs --cron EXPR and no --at")
         validate_cron(cron)
-    if kind == "trigger" and (send_at is not None or cron):
+    if kind == MailingKind.TRIGGER and (send_at is not None or cron):
         raise ValidationError("a trigger mailing is event-driven: give neither --at nor --cron")
     if session.scalar(sa.select(Mailing.id).where(Mailing.name == name)):
         raise ValidationError(f"mailing {name!r} already exists")
@@ -81,7 +84,7 @@ def create_mailing(
     )
     # A mailing created while an LCG build runs starts paused like its siblings (R5).
     running = running_pausing_build(session, campaign.id)
-    if running is not None and kind in SCHEDULED_KINDS:
+    if running is not None and kind in SCHEDULED_MAILING_KINDS:
         mailing.paused_by_build_id = running.id
     session.add(mailing)
     session.flush()
@@ -211,7 +214,7 @@ def running_pausing_build(session: Session, campaign_id: int) -> AudienceBuild |
     return session.scalar(
         sa.select(AudienceBuild).where(
             AudienceBuild.campaign_id == campaign_id,
-            AudienceBuild.status == "running",
+            AudienceBuild.status == BuildStatus.RUNNING,
             AudienceBuild.pauses_mailings.is_(True),
         )
     )
@@ -227,9 +230,9 @@ def set_manual_pause(session: Session, actor: Actor, mailing: Mailing, paused: b
     verb = "pause" if paused else "resume"
     actor.require_write(f"{verb} a mailing")
     campaign = session.get(Campaign, mailing.campaign_id)
-    if campaign is not None and campaign.status == "completed":
-        raise InvalidStateError(f"campaign {campaign.name!r} is completed and read-only (R8)")
-    if mailing.status != "active":
+    if campaign is not None:
+        check_not_completed(campaign)
+    if mailing.status != MailingStatus.ACTIVE:
         raise InvalidStateError(f"mailing {mailing.name!r} is {mailing.status}; nothing to {verb}")
     if mailing.manual_paused == paused:
         raise InvalidStateError(
@@ -262,13 +265,13 @@ def reschedule(
     """
     actor.require_write("reschedule a mailing")
     _require_changeable(session, mailing, "reschedule")
-    if mailing.kind == "broadcast":
+    if mailing.kind == MailingKind.BROADCAST:
         if send_at is None or cron is not None:
             raise ValidationError("a broadcast is rescheduled with --at DATETIME only")
         if send_at.tzinfo is None:
             raise ValidationError("give the broadcast time with a timezone, e.g. 2026-03-01T09:00Z")
         before, mailing.send_at = mailing.send_at, send_at
-    elif mailing.kind == "regular":
+    elif mailing.kind == MailingKind.REGULAR:
         if not cron or send_at is not None:
             raise ValidationError("a regular mailing is rescheduled with --cron EXPR only")
         validate_cron(cron)
@@ -296,7 +299,7 @@ def stop_mailing(session: Session, actor: Actor, mailing: Mailing) -> Mailing:
     """Stop a mailing for good (status "stopped"): it never fires again."""
     actor.require_write("stop a mailing")
     _require_changeable(session, mailing, "stop")
-    mailing.status = "stopped"
+    mailing.status = MailingStatus.STOPPED
     mailing.next_run_at = None
     mailing.version += 1
     session.add(mailing)
@@ -307,9 +310,9 @@ def stop_mailing(session: Session, actor: Actor, mailing: Mailing) -> Mailing:
 
 def _require_changeable(session: Session, mailing: Mailing, verb: str) -> None:
     campaign = session.get(Campaign, mailing.campaign_id)
-    if campaign is not None and campaign.status == "completed":
-        raise InvalidStateError(f"campaign {campaign.name!r} is completed and read-only (R8)")
-    if mailing.status != "active":
+    if campaign is not None:
+        check_not_completed(campaign)
+    if mailing.status != MailingStatus.ACTIVE:
         raise InvalidStateError(f"mailing {mailing.name!r} is {mailing.status}; cannot {verb} it")
 
 
@@ -319,8 +322,8 @@ def pause_for_build(session: Session, build: AudienceBuild) -> int:
         sa.update(Mailing)
         .where(
             Mailing.campaign_id == build.campaign_id,
-            Mailing.kind.in_(SCHEDULED_KINDS),
-            Mailing.status == "active",
+            Mailing.kind.in_(SCHEDULED_MAILING_KINDS),
+            Mailing.status == MailingStatus.ACTIVE,
             Mailing.paused_by_build_id.is_(None),
         )
         .values(paused_by_build_id=build.id, version=Mailing.version + 1)
@@ -346,18 +349,18 @@ def resume_after_build(session: Session, build: AudienceBuild) -> int:
 # audience expansion; deliveries and the run's completion are one later transaction, so a
 # crash leaves a "running" run without deliveries, which the next scheduler finishes.
 
-RUN_STATUSES = ("running", "done", "skipped")
-
 
 def sendable_clause():
     """SQL condition over `mailing`: active, not paused, of an active campaign (R5, R8)."""
     campaign = Campaign.__table__
     return sa.and_(
-        Mailing.status == "active",
-        Mailing.kind.in_(SCHEDULED_KINDS),
+        Mailing.status == MailingStatus.ACTIVE,
+        Mailing.kind.in_(SCHEDULED_MAILING_KINDS),
         Mailing.manual_paused.is_(False),
         Mailing.paused_by_build_id.is_(None),
-        sa.exists().where(campaign.c.id == Mailing.campaign_id, campaign.c.status == "active"),
+        sa.exists().where(
+            campaign.c.id == Mailing.campaign_id, campaign.c.status == CampaignStatus.ACTIVE
+        ),
     )
 
 
@@ -378,12 +381,12 @@ def lock_if_sendable(session: Session, mailing_id: int) -> str | None:
     if mailing is None:
         return "the mailing no longer exists"
     campaign = session.get(Campaign, mailing.campaign_id, populate_existing=True)
-    if campaign is None or campaign.status != "active":
+    if campaign is None or campaign.status != CampaignStatus.ACTIVE:
         status = campaign.status if campaign else "gone"
         return f"campaign is {status}" + (
-            " (R8: completed campaigns never send)" if status == "completed" else ""
+            " (R8: completed campaigns never send)" if status == CampaignStatus.COMPLETED else ""
         )
-    if mailing.status != "active":
+    if mailing.status != MailingStatus.ACTIVE:
         return f"mailing is {mailing.status}"
     if mailing.paused:
         return mailing.paused_reason
@@ -421,12 +424,12 @@ def complete_run(
 ) -> MailingRun:
     """Mark `run` done with its recipient count; a broadcast becomes "sent"."""
     now = utcnow()
-    run.status = "done"
+    run.status = MailingRunStatus.DONE
     run.recipients = recipients
     run.finished_at = now
     mailing.last_run_at = run.scheduled_for
-    if mailing.kind == "broadcast":
-        mailing.status = "sent"
+    if mailing.kind == MailingKind.BROADCAST:
+        mailing.status = MailingStatus.SENT
         mailing.next_run_at = None
         mailing.version += 1
     session.add_all([run, mailing])
@@ -452,10 +455,10 @@ def abandon_run(session: Session, actor: Actor, run: MailingRun, reason: str) ->
     again (on resume); a regular mailing's occurrence is skipped, recorded as "skipped".
     """
     mailing = session.get(Mailing, run.mailing_id)
-    if mailing is not None and mailing.kind == "broadcast":
+    if mailing is not None and mailing.kind == MailingKind.BROADCAST:
         session.delete(run)
     else:
-        run.status = "skipped"
+        run.status = MailingRunStatus.SKIPPED
         run.finished_at = utcnow()
         session.add(run)
     audit.record(
@@ -475,7 +478,9 @@ def unfinished_runs(session: Session) -> list[MailingRun]:
     """Runs claimed by a scheduler that stopped before sending (crash recovery)."""
     return list(
         session.scalars(
-            sa.select(MailingRun).where(MailingRun.status == "running").order_by(MailingRun.id)
+            sa.select(MailingRun)
+            .where(MailingRun.status == MailingRunStatus.RUNNING)
+            .order_by(MailingRun.id)
         )
     )
 
@@ -536,9 +541,9 @@ def mailing_schedules(session: Session) -> list[MailingSchedule]:
         )
         .join(campaign, campaign.c.id == mailing.c.campaign_id)
         .where(
-            mailing.c.kind.in_(SCHEDULED_KINDS),
+            mailing.c.kind.in_(SCHEDULED_MAILING_KINDS),
             # Sent and stopped mailings matter only until their next_run_at is cleared.
-            sa.or_(mailing.c.status == "active", mailing.c.next_run_at.is_not(None)),
+            sa.or_(mailing.c.status == MailingStatus.ACTIVE, mailing.c.next_run_at.is_not(None)),
         )
         .order_by(mailing.c.id)
     )

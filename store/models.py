@@ -25,12 +25,32 @@ Design notes that every module relies on:
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import JSON, BigInteger, Index, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from store.states import (
+    BuildReason,
+    BuildStatus,
+    CampaignStatus,
+    Group,
+    MailingKind,
+    MailingRunStatus,
+    MailingStatus,
+    MemberSource,
+    SegmentKind,
+)
+
+
+def one_of(table: str, column: str, states: type[StrEnum]) -> sa.CheckConstraint:
+    """The CHECK constraint `ck_TABLE_COLUMN` that admits only `states` in `column`.
+    Changing a StrEnum means a revision that changes its constraint (0002_state_checks)."""
+    values = ", ".join(f"'{state.value}'" for state in states)
+    return sa.CheckConstraint(f'"{column}" IN ({values})', name=f"ck_{table}_{column}")
 
 
 def utcnow() -> datetime:
@@ -149,10 +169,11 @@ class GcgException(SQLModel, table=True):
 
 class Segment(SQLModel, table=True):
     __tablename__ = "segment"
+    __table_args__ = (one_of("segment", "kind", SegmentKind),)
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), unique=True, nullable=False))
-    kind: str = "static"  # "static" | "dynamic"
+    kind: str = SegmentKind.STATIC
     # Dynamic segments evaluate their rule against this database's declared fields.
     # Static segments may hold profiles of several databases (database_id is None).
     database_id: int | None = Field(default=None, foreign_key="profile_database.id")
@@ -198,17 +219,16 @@ class SegmentMember(SQLModel, table=True):
 
 # --------------------------------------------------------------------------- campaigns
 
-CAMPAIGN_STATUSES = ("draft", "active", "completed")
-
 
 class Campaign(SQLModel, table=True):
     __tablename__ = "campaign"
+    __table_args__ = (one_of("campaign", "status", CampaignStatus),)
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), unique=True, nullable=False))
     database_id: int = Field(foreign_key="profile_database.id")  # fixed at creation
     segment_id: int = Field(foreign_key="segment.id")  # fixed at creation
-    status: str = Field(default="draft", index=True)
+    status: str = Field(default=CampaignStatus.DRAFT, index=True)
     seed: int = Field(sa_type=BigInteger)  # R9: random per campaign, 0 <= seed < 2**63
     lcg_enabled: bool = False
     lcg_percent_bp: int = 0  # basis points: 5.25 % is 525
@@ -266,14 +286,17 @@ class CampaignMember(SQLModel, table=True):
         ),
         Index("ix_campaign_member_profile", "profile_id"),
         Index("ix_campaign_member_group", "campaign_id", "group", "stratum_key", "assignment_hash"),
+        one_of("campaign_member", "group", Group),
+        one_of("campaign_member", "joined_group", Group),
+        one_of("campaign_member", "source", MemberSource),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")
     profile_id: int = Field(foreign_key="profile.id")
-    group: str  # "test" | "control" (current)
+    group: str  # a Group: the current one
     joined_group: str  # group given when the interval opened (entered_campaign event)
-    source: str  # "activation" | "segment" | "expansion"
+    source: str  # a MemberSource
     stratum_key: str = ""
     assignment_hash: int = Field(sa_type=BigInteger)
     cohort: int | None = None  # Campaign.lcg_cohort at assignment, None if LCG was off
@@ -326,14 +349,13 @@ class ProfileEvent(SQLModel, table=True):
 
 # --------------------------------------------------------------------------- builds
 
-BUILD_REASONS = ("activation", "recalculation", "incremental", "lcg_disable", "expansion")
-BUILD_STATUSES = ("queued", "running", "done", "failed", "cancelled")
-
 
 class AudienceBuild(SQLModel, table=True):
     __tablename__ = "audience_build"
     __table_args__ = (
         Index("ix_audience_build_status", "status", "campaign_id"),
+        one_of("audience_build", "status", BuildStatus),
+        one_of("audience_build", "reason", BuildReason),
         # R2: at most one running build per campaign, enforced by the database itself.
         Index(
             "ux_audience_build_running",
@@ -346,8 +368,8 @@ class AudienceBuild(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
-    reason: str  # one of BUILD_REASONS
-    status: str = "queued"  # one of BUILD_STATUSES
+    reason: str  # a BuildReason
+    status: str = BuildStatus.QUEUED
     requested_by: str = ""
     requested_at: datetime = Field(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
@@ -369,22 +391,23 @@ class AudienceBuild(SQLModel, table=True):
 
 # --------------------------------------------------------------------------- mailings
 
-MAILING_KINDS = ("broadcast", "regular", "trigger")
-MAILING_STATUSES = ("active", "sent", "stopped")  # sent: a broadcast that fired
-
 
 class Mailing(SQLModel, table=True):
     __tablename__ = "mailing"
+    __table_args__ = (
+        one_of("mailing", "kind", MailingKind),
+        one_of("mailing", "status", MailingStatus),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), unique=True, nullable=False))
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
-    kind: str  # one of MAILING_KINDS
+    kind: str  # a MailingKind
     send_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     cron: str | None = None
     segment_id: int | None = Field(default=None, foreign_key="segment.id")
     expand_audience: bool = False  # R11
-    status: str = "active"
+    status: str = MailingStatus.ACTIVE
     manual_paused: bool = False  # an operator's pause; a build never undoes it
     manual_paused_by: str | None = None
     paused_by_build_id: int | None = Field(default=None, foreign_key="audience_build.id")
@@ -413,7 +436,10 @@ class MailingRun(SQLModel, table=True):
     """One firing of a mailing. Unique per scheduled time so a fire is never doubled."""
 
     __tablename__ = "mailing_run"
-    __table_args__ = (UniqueConstraint("mailing_id", "scheduled_for"),)
+    __table_args__ = (
+        UniqueConstraint("mailing_id", "scheduled_for"),
+        one_of("mailing_run", "status", MailingRunStatus),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     mailing_id: int = Field(foreign_key="mailing.id", index=True)
@@ -421,7 +447,7 @@ class MailingRun(SQLModel, table=True):
     started_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     recipients: int = 0
-    status: str = "running"  # running | done | failed
+    status: str = MailingRunStatus.RUNNING
 
 
 class Delivery(SQLModel, table=True):

@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 from store.lease import current_lease
 from store.models import AudienceBuild, Campaign, utcnow
+from store.states import ENDED_BUILD_STATUSES, OPEN_BUILD_STATUSES, BuildStatus
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,13 @@ def progress_row(build: AudienceBuild, campaign: str, now: datetime) -> BuildPro
     """A build with its rate (profiles/s) and ETA as of `now`."""
     rate = eta = None
     if build.started_at is not None and build.processed:
-        end = build.finished_at or (build.heartbeat_at if build.status != "running" else now)
+        end = build.finished_at or (
+            build.heartbeat_at if build.status != BuildStatus.RUNNING else now
+        )
         seconds = ((end or now) - build.started_at).total_seconds()
         if seconds > 0:
             rate = build.processed / seconds
-            if build.status == "running" and build.total:
+            if build.status == BuildStatus.RUNNING and build.total:
                 eta = max(0.0, (build.total - build.processed) / rate)
     return BuildProgress(
         id=build.id,
@@ -153,7 +156,7 @@ def progress_row(build: AudienceBuild, campaign: str, now: datetime) -> BuildPro
 def builds_progress(
     session: Session, statuses: tuple[str, ...], *, limit: int | None = None, now: datetime
 ) -> list[BuildProgress]:
-    finished = not set(statuses) & {"running", "queued"}
+    finished = not set(statuses) & set(OPEN_BUILD_STATUSES)
     query = (
         sa.select(AudienceBuild, Campaign.name)
         .join(Campaign, Campaign.id == AudienceBuild.campaign_id)
@@ -179,9 +182,7 @@ def scheduler_monitor(
     return SchedulerMonitor(
         at=now,
         health=scheduler_health(session, now),
-        running=builds_progress(session, ("running",), now=now),
-        queued=builds_progress(session, ("queued",), now=now),
-        recent=builds_progress(
-            session, ("done", "failed", "cancelled"), limit=recent_limit, now=now
-        ),
+        running=builds_progress(session, (BuildStatus.RUNNING,), now=now),
+        queued=builds_progress(session, (BuildStatus.QUEUED,), now=now),
+        recent=builds_progress(session, ENDED_BUILD_STATUSES, limit=recent_limit, now=now),
     )

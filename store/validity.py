@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from store import lcg, strata
 from store.models import Campaign, CampaignStratum
+from store.states import CampaignStatus
 
 
 @dataclass
@@ -66,7 +67,7 @@ def campaign_validity(session: Session, campaign: Campaign) -> Validity:
         if r.members > 0
     ]
     names = list(campaign.lcg_strata or [])
-    enabled = campaign.lcg_enabled and campaign.status == "active"
+    enabled = campaign.lcg_enabled and campaign.status == CampaignStatus.ACTIVE
     sizes = {r.stratum_key: r.cohort for r in rows if r.cohort > 0} if enabled else {}
     n = sum(sizes.values())
     bp = campaign.lcg_percent_bp

@@ -35,9 +35,8 @@ from store.models import (
     utcnow,
 )
 from store.monitor import BuildProgress, progress_row
+from store.states import OPEN_BUILD_STATUSES, BuildStatus, MailingKind, MailingStatus
 from store.validity import StratumValidity, campaign_validity
-
-ACTIVE_BUILD_STATUSES = ("queued", "running")
 
 
 def by_name(session: Session, column: Any) -> Any:
@@ -79,7 +78,7 @@ def _paused_mailings() -> Any:
     return (
         sa.select(Mailing.campaign_id, sa.func.count().label("paused"))
         .where(
-            Mailing.status == "active",
+            Mailing.status == MailingStatus.ACTIVE,
             sa.or_(Mailing.manual_paused.is_(True), Mailing.paused_by_build_id.is_not(None)),
         )
         .group_by(Mailing.campaign_id)
@@ -141,10 +140,10 @@ def campaign_rows(session: Session) -> list[CampaignRow]:
     for build, campaign_name in session.execute(
         sa.select(AudienceBuild, Campaign.name)
         .join(Campaign, Campaign.id == AudienceBuild.campaign_id)
-        .where(AudienceBuild.status.in_(ACTIVE_BUILD_STATUSES))
+        .where(AudienceBuild.status.in_(OPEN_BUILD_STATUSES))
         .order_by(AudienceBuild.id)
     ):
-        if build.status == "running" or build.campaign_id not in current:
+        if build.status == BuildStatus.RUNNING or build.campaign_id not in current:
             current[build.campaign_id] = progress_row(build, campaign_name, now)
     return [
         CampaignRow(
@@ -212,9 +211,9 @@ def mailing_row(mailing: Mailing) -> MailingRow:
 
 
 def _schedule(mailing: Mailing) -> str:
-    if mailing.kind == "regular":
+    if mailing.kind == MailingKind.REGULAR:
         return f"cron {mailing.cron}"
-    if mailing.kind == "broadcast" and mailing.send_at is not None:
+    if mailing.kind == MailingKind.BROADCAST and mailing.send_at is not None:
         return f"at {mailing.send_at:%Y-%m-%d %H:%M}"
     return "on event"
 
@@ -392,10 +391,10 @@ def builds(
     if campaign is not None:
         base = base.where(Campaign.name == campaign)
     active = session.execute(
-        base.where(AudienceBuild.status.in_(ACTIVE_BUILD_STATUSES)).order_by(AudienceBuild.id)
+        base.where(AudienceBuild.status.in_(OPEN_BUILD_STATUSES)).order_by(AudienceBuild.id)
     ).all()
     finished = session.execute(
-        base.where(AudienceBuild.status.not_in(ACTIVE_BUILD_STATUSES))
+        base.where(AudienceBuild.status.not_in(OPEN_BUILD_STATUSES))
         .order_by(AudienceBuild.id.desc())
         .limit(max(limit - len(active), 0))
     ).all()

@@ -9,6 +9,7 @@ revision adds its upgrade to what these tests check (see /work/wt/notes/ALEMBIC_
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -26,6 +27,7 @@ from console.cli import main
 from store import migrate
 from store.db import make_engine, open_store
 from store.errors import StoreError
+from store.states import CampaignStatus
 
 DATA = Path(__file__).parent / "data"
 RELEASE1_DB = DATA / "release1_workspace.db"
@@ -156,13 +158,28 @@ def _run_release1_ddl(conn: sa.Connection) -> None:
             conn.exec_driver_sql(statement.strip().rstrip(";"))
 
 
+def _plain(item: dict[str, Any]) -> str:
+    return repr(sorted((k, str(v) if k == "dialect_options" else v) for k, v in item.items()))
+
+
 def _schema(conn: sa.Connection) -> dict[str, Any]:
-    """Tables, columns, indexes and constraints as the inspector sees them (PostgreSQL)."""
+    """Tables, columns, indexes (with their WHERE), constraints (and the PostgreSQL hash
+    function) as the inspector sees them."""
     inspector = sa.inspect(conn)
     schema: dict[str, Any] = {
         table: (
             [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
-            sorted(repr(sorted(i.items())) for i in inspector.get_indexes(table)),
+            sorted(
+                _plain(
+                    {
+                        **i,
+                        "dialect_options": {
+                            k: str(v) for k, v in i.get("dialect_options", {}).items()
+                        },
+                    }
+                )
+                for i in inspector.get_indexes(table)
+            ),
             sorted(repr(sorted(f.items())) for f in inspector.get_foreign_keys(table)),
             sorted(repr(sorted(u.items())) for u in inspector.get_unique_constraints(table)),
             inspector.get_pk_constraint(table),
@@ -171,11 +188,76 @@ def _schema(conn: sa.Connection) -> dict[str, Any]:
         for table in inspector.get_table_names()
         if table != "alembic_version"
     }
-    schema["functions"] = conn.exec_driver_sql(
-        "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
-        "WHERE proname = 'cc_assignment_hash' AND pronamespace = current_schema()::regnamespace"
-    ).all()
+    if conn.dialect.name == "postgresql":
+        schema["functions"] = conn.exec_driver_sql(
+            "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
+            "WHERE proname = 'cc_assignment_hash' AND pronamespace = current_schema()::regnamespace"
+        ).all()
     return schema
+
+
+def test_every_state_column_admits_only_its_enum_values(engine):
+    """CHECK constraints (revision 0002) hold exactly the values of the StrEnums."""
+    declared = {
+        (table.name, c.name): str(c.sqltext)
+        for table in SQLModel.metadata.tables.values()
+        for c in table.constraints
+        if isinstance(c, sa.CheckConstraint)
+    }
+    assert ("campaign", "ck_campaign_status") in declared
+    inspector = sa.inspect(engine)
+    reflected = {
+        (table, c["name"]): c["sqltext"]
+        for table in inspector.get_table_names()
+        for c in inspector.get_check_constraints(table)
+    }
+    assert set(reflected) == set(declared)
+    for key, text in declared.items():
+        values = re.findall(r"'([a-z_]+)'", text)
+        assert values and all(f"'{v}'" in reflected[key] for v in values), key
+        assert len(re.findall(r"'([a-z_]+)'", reflected[key])) == len(values), key
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO profile_database (id, name, created_at, profile_count) "
+            "VALUES (1, 'db', CURRENT_TIMESTAMP, 0)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO segment (id, name, kind, created_at, member_count, version) "
+            "VALUES (1, 's', 'static', CURRENT_TIMESTAMP, 0, 1)"
+        )
+    insert = (
+        "INSERT INTO campaign (name, database_id, segment_id, status, seed, lcg_enabled, "
+        "lcg_percent_bp, lcg_strata, lcg_cohort, segment_watermark, version, created_by, "
+        "created_at, members, test_count, control_count, cohort_size, warnings) VALUES "
+        "(:name, 1, 1, :status, 1, false, 0, '[]', 0, 0, 1, '', CURRENT_TIMESTAMP, 0, 0, 0, 0, '[]')"
+    )
+    with (
+        pytest.raises(sa.exc.IntegrityError, match="ck_campaign_status|CHECK"),
+        engine.begin() as conn,
+    ):
+        conn.execute(sa.text(insert), {"name": "bad", "status": "paused"})
+    with engine.begin() as conn:
+        conn.execute(sa.text(insert), {"name": "good", "status": CampaignStatus.DRAFT})
+
+
+def test_upgraded_release1_database_has_the_schema_of_a_new_one(db_url, tmp_path):
+    engine = open_store(db_url)
+    with engine.connect() as conn:
+        new = _schema(conn)
+    if engine.dialect.name == "sqlite":
+        engine.dispose()
+        engine = open_store(f"sqlite:///{release1_copy(tmp_path)}")
+    else:
+        with engine.begin() as conn:
+            tables = [*SQLModel.metadata.tables, "alembic_version"]
+            conn.exec_driver_sql("DROP TABLE " + ", ".join(tables) + " CASCADE")
+            conn.exec_driver_sql("DROP FUNCTION cc_assignment_hash")
+        load_release1_into_postgres(db_url)
+        migrate.upgrade(engine)
+    with engine.connect() as conn:
+        upgraded = _schema(conn)
+    engine.dispose()
+    assert upgraded == new
 
 
 # --------------------------------------------------------------------------- SQLite
@@ -201,8 +283,13 @@ def test_release1_workspace_upgrades_on_first_open_keeping_groups_and_history(tm
     with engine.connect() as conn:
         assert migrate.current_revision(conn) == migrate.head()
         rows = conn.exec_driver_sql("SELECT count(*) FROM campaign_member").scalar()
+        # Release 1 reads this marker: at 2 it refuses the database instead of misreading it.
+        marker = conn.exec_driver_sql(
+            "SELECT value FROM store_meta WHERE key = 'schema_version'"
+        ).scalar()
     engine.dispose()
     assert rows == len(before["campaign_member"])
+    assert marker == "2"
     assert_release1_answers_unchanged(capsys, url)
 
     # Opening it again neither upgrades nor backs up again.
@@ -226,14 +313,12 @@ def test_upgrade_command_upgrades_a_release1_workspace_and_reports_it(tmp_path, 
     assert_release1_answers_unchanged(capsys, url)
 
 
-def test_upgrade_sql_prints_the_statements_and_changes_nothing(tmp_path, capsys):
+def test_upgrade_sql_is_for_postgresql_and_changes_no_sqlite_workspace(tmp_path, capsys):
     path = release1_copy(tmp_path)
     before = table_rows(path)
     code, out, err = run_cli(capsys, "--db", str(path), "database", "upgrade", "--sql")
-    assert code == 0, err
-    assert "CREATE TABLE alembic_version" in out
-    assert f"'{migrate.BASELINE}'" in out  # stamped as the baseline, not rebuilt
-    assert "CREATE TABLE campaign " not in out
+    assert code == 2
+    assert "run without --sql" in err
     assert table_rows(path) == before
     assert not list(tmp_path.glob("*.backup-*"))
 
@@ -305,6 +390,9 @@ def test_release1_postgres_database_is_refused_until_upgraded(postgres_url, caps
     code, out, err = run_cli(capsys, "--db", postgres_url, "database", "upgrade", "--sql")
     assert code == 0, err
     assert "CREATE TABLE alembic_version" in out
+    assert f"'{migrate.BASELINE}'" in out  # stamped as the baseline, not rebuilt
+    assert "CREATE TABLE campaign " not in out
+    assert "ADD CONSTRAINT ck_campaign_status CHECK" in out
     engine = make_engine(postgres_url)
     with engine.connect() as conn:
         assert migrate.current_revision(conn) == migrate.RELEASE1  # --sql changed nothing
@@ -332,3 +420,25 @@ def test_read_only_user_cannot_upgrade_a_database(postgres_url, capsys):
     with engine.connect() as conn:
         assert migrate.current_revision(conn) == migrate.RELEASE1
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(postgres_url, capsys):
+    engine = make_engine(postgres_url)
+    with engine.connect() as conn:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, migrate.BASELINE)  # a database another release left behind
+        conn.commit()
+    with pytest.raises(StoreError, match=f"at schema revision {migrate.BASELINE}"):
+        open_store(postgres_url)
+    code, out, err = run_cli(capsys, "--db", postgres_url, "database", "upgrade", "--sql")
+    assert code == 0, err
+    assert f"UPDATE alembic_version SET version_num='{migrate.head()}'" in out
+    code, out, err = run_cli(capsys, "--db", postgres_url, "database", "upgrade", "--json")
+    assert code == 0, err
+    assert json.loads(out)["before"] == migrate.BASELINE
+    with engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.head()
+    engine.dispose()
+    open_store(postgres_url).dispose()

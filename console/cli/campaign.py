@@ -86,7 +86,7 @@ def _campaign_change(ctx: Context, name: str, verb: str, change: Callable[[Any, 
         queued = change(session, campaign)  # the build it queued, if any
     code = EXIT_OK
     if getattr(ctx.args, "wait", False) and queued is not None:
-        code = wait_for_builds(ctx.engine, [queued.id], ctx.err)
+        code = wait_for_builds(ctx.engine, [queued.id], ctx.err, settings=ctx.settings.scheduler)
     show = _show(ctx, name)
     ctx.emit(show, lambda: f"{verb} campaign {name!r}\n\n" + campaign_text(show))
     return code

@@ -17,22 +17,6 @@ class UsageError(Exception):
     """A command line that argparse accepted but that makes no sense (exit 2)."""
 
 
-def _actor(args: argparse.Namespace):
-    from store.actors import current_actor
-    from store.settings import load_settings
-
-    settings = load_settings()
-    role = "read_only" if args.read_only or settings.role == "read_only" else "operator"
-    return current_actor(role)
-
-
-def db_url(args: argparse.Namespace) -> str:
-    from store.db import resolve_db_url
-    from store.settings import load_settings
-
-    return resolve_db_url(args.db or load_settings().db)
-
-
 class Context:
     """What a command needs: the engine, the actor, and where to write."""
 
@@ -42,19 +26,35 @@ class Context:
         self.err = sys.stderr
         self._engine = None
         self._actor = None
+        self._settings = None
 
     @property
     def engine(self):
         if self._engine is None:
             from store.db import open_store
 
-            self._engine = open_store(db_url(self.args))
+            self._engine = open_store(self.settings.db)
         return self._engine
+
+    @property
+    def settings(self):
+        """Read once per command: flags, then environment, then config file, then defaults."""
+        if self._settings is None:
+            from store.settings import load_settings
+
+            self._settings = load_settings(
+                db=self.args.db,
+                read_only=self.args.read_only,
+                pool_size=getattr(self.args, "pool_size", None),
+            )
+        return self._settings
 
     @property
     def actor(self):
         if self._actor is None:
-            self._actor = _actor(self.args)
+            from store.actors import current_actor
+
+            self._actor = current_actor("read_only" if self.settings.read_only else "operator")
         return self._actor
 
     def transaction(self):

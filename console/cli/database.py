@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from console.cli.args import Builder
-from console.cli.context import EXIT_OK, EXIT_REFUSED, Context, db_url
+from console.cli.context import EXIT_OK, EXIT_REFUSED, Context, UsageError
 from console.cli.format import count_text, table
 from console.cli.serialise import database_json
 
@@ -67,9 +67,15 @@ def cmd_database_upgrade(args: argparse.Namespace, ctx: Context) -> int:
     from store import migrate
     from store.db import describe_url, make_engine
 
-    url = db_url(args)
+    url = ctx.settings.db
     engine = make_engine(url)
     try:
+        if args.sql and engine.dialect.name == "sqlite":
+            # Batch mode copies SQLite tables, which needs the live file, not a script.
+            raise UsageError(
+                "--sql prints the SQL for a PostgreSQL DBA; an SQLite workspace is "
+                "upgraded in place (after a backup beside it): run without --sql"
+            )
         if args.sql:
             ctx.out.write(migrate.upgrade_sql(engine))
             return EXIT_OK

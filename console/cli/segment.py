@@ -95,7 +95,7 @@ def _segment_outcome(ctx: Context, payload: dict[str, Any], queued: Any) -> int:
     build_ids = [build.id for build in queued]
     code = EXIT_OK
     if ctx.args.wait:
-        code = wait_for_builds(ctx.engine, build_ids, ctx.err)
+        code = wait_for_builds(ctx.engine, build_ids, ctx.err, settings=ctx.settings.scheduler)
     with ctx.session() as session:
         payload["builds"] = [build_json(b) for b in views.builds_by_id(session, build_ids)]
     return code

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from console.cli.format import progress_text
+from store.states import OPEN_BUILD_STATUSES, BuildStatus
 
 POLL_SECONDS = 0.5
 EXIT_OK, EXIT_UNEXPECTED = 0, 1
@@ -95,19 +96,19 @@ class LeaseKeeper:
 
 
 def wait_for_builds(
-    engine: Any, build_ids: Sequence[int], err: TextIO, *, lease_ttl: float | None = None
+    engine: Any, build_ids: Sequence[int], err: TextIO, *, settings: Any = None
 ) -> int:
     """Block until these builds (the ones a command queued) end.
 
     Returns 0 when all ended `done`, 1 when one failed or was cancelled. One line per
     build goes to `err`.
     """
-    from scheduler.service import SchedulerSettings
     from store import builds, lease, views
+    from store.settings import SchedulerSettings
 
     if not build_ids:
         return EXIT_OK
-    settings = SchedulerSettings.from_env(lease_ttl=lease_ttl)
+    settings = settings or SchedulerSettings()  # the caller's [scheduler] settings
     stale_after = settings.stale_after_delta
     holder = lease.make_holder(f"cli-wait-{uuid.uuid4().hex[:8]}")
     worker = worker_name()
@@ -121,7 +122,7 @@ def wait_for_builds(
         with views.read_session(engine) as session:
             rows = views.builds_by_id(session, list(build_ids))
             holding = lease.live_lease(session)
-        open_rows = [b for b in rows if b.status in views.ACTIVE_BUILD_STATUSES]
+        open_rows = [b for b in rows if b.status in OPEN_BUILD_STATUSES]
         if not open_rows:
             break
         mine = holding is None or holding.holder == holder
@@ -156,4 +157,4 @@ def wait_for_builds(
     bar.done()
     for b in rows:
         err.write(f"build #{b.id} ({b.reason}): {b.status}{': ' + b.error if b.error else ''}\n")
-    return EXIT_OK if all(b.status == "done" for b in rows) else EXIT_UNEXPECTED
+    return EXIT_OK if all(b.status == BuildStatus.DONE for b in rows) else EXIT_UNEXPECTED

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from console.cli.args import Builder
-from console.cli.context import EXIT_OK, Context, db_url
+from console.cli.context import EXIT_OK, Context
 
 
 def register(sub: Any, cli: Builder) -> None:
@@ -26,7 +26,7 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     from store import demo
     from store.db import describe_url
 
-    url = db_url(args)
+    url = ctx.settings.db
     engine = ctx.engine
     if args.reset:
         demo.reset(engine, ctx.actor)
@@ -48,10 +48,10 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_console(args: argparse.Namespace, ctx: Context) -> int:
     from console.app import run_console
 
-    return run_console(db_url=db_url(args), actor=ctx.actor)
+    return run_console(ctx.settings, actor=ctx.actor)
 
 
 def cmd_scheduler(args: argparse.Namespace, ctx: Context) -> int:
     from scheduler.daemon import run_daemon
 
-    return run_daemon(db_url(args), pool_size=args.pool_size)
+    return run_daemon(ctx.settings.db, ctx.settings.scheduler)

@@ -15,6 +15,7 @@ from store import builds, campaigns
 from store.db import transaction
 from store.lease import live_lease
 from store.models import AudienceBuild, Campaign
+from store.settings import load_settings
 
 
 def build_row(engine, build_id: int) -> AudienceBuild:
@@ -117,3 +118,20 @@ async def test_no_poll_runs_once_the_app_is_exiting(make_app):
     app.poller._apply(app, None, None, None)
     app.poller.poll_now()
     assert app.poller._timer is timer  # nothing new was scheduled
+
+
+async def test_embedded_scheduler_uses_the_scheduler_settings(make_app, tmp_path):
+    """CC_SCHEDULER_* (and [scheduler] in the config file) reach the embedded scheduler
+    too, not only the daemon."""
+    settings = load_settings(
+        environ={"CC_SCHEDULER_POOL_SIZE": "3", "CC_SCHEDULER_LEASE_TTL": "7"},
+        path=tmp_path / "none.toml",
+    )
+    app = make_app(embed_scheduler=True, scheduler_settings=settings.scheduler)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for(
+            pilot, lambda: "embedded, heard" in screen_text(app), what="embedded scheduler"
+        )
+        assert app.embedded_service.settings.pool_size == 3
+        assert app.embedded_service.settings.lease_ttl == 7.0
+    assert settings.scheduler.pool_size == 3  # the service copied, never changed, them
