@@ -236,6 +236,20 @@ class CampaignConsole(App):
         self.push_screen(CampaignScreen(name))
         self.poller.poll_now()
 
+    def open_members(self, campaign: str) -> None:
+        from console.screens.members import MembersScreen
+
+        self.push_screen(MembersScreen(campaign))
+
+    def open_profile(self, database: str, external_id: str) -> None:
+        from console.screens.profile import ProfileScreen
+
+        if not self.databases:
+            with Session(self.engine) as session:
+                self.databases = database_names(session)
+        self.push_screen(ProfileScreen(self.databases, database, external_id=external_id))
+        self.poller.poll_now()
+
     def action_show_builds(self) -> None:
         from console.screens.builds import BuildsScreen
 
@@ -312,6 +326,7 @@ class CampaignConsole(App):
             yield SystemCommand("Pause/resume mailing", "p", screen.action_pause_mailing)
         if isinstance(screen, CampaignActions):
             yield SystemCommand("Copy campaign name", "y: OSC 52", screen.action_copy_id)
+            yield SystemCommand("Campaign members", "m: who is in it", screen.action_members)
 
 
 def run_console(settings: Settings, actor: Actor) -> int:

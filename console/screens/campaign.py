@@ -10,7 +10,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Label, Static
 
 from console.actions import CampaignActions, CampaignRef, run_store_operation
-from console.keymap import CAMPAIGN_ACTION_BINDINGS, DETAIL_BINDINGS
+from console.keymap import CAMPAIGN_ACTION_BINDINGS, DETAIL_BINDINGS, INSPECT_BINDINGS
 from console.literal import literal, literal_cells, literal_lines
 from console.live import LiveScreen
 from console.widgets.progress import build_progress, eta_text, rate_text, when
@@ -54,7 +54,7 @@ def set_text(widget: Static, content: Text | str) -> None:
 
 
 class CampaignScreen(CampaignActions, LiveScreen):
-    BINDINGS = DETAIL_BINDINGS + CAMPAIGN_ACTION_BINDINGS
+    BINDINGS = DETAIL_BINDINGS + CAMPAIGN_ACTION_BINDINGS + INSPECT_BINDINGS
     AUTO_FOCUS = "#detail"
 
     def __init__(self, name: str) -> None:

@@ -27,11 +27,13 @@ class ProfileScreen(LiveScreen):
     BINDINGS = PROFILE_BINDINGS
     AUTO_FOCUS = "#external-id"
 
-    def __init__(self, databases: list[str], database: str | None = None) -> None:
+    def __init__(
+        self, databases: list[str], database: str | None = None, external_id: str | None = None
+    ) -> None:
         super().__init__(id="profile-screen")
         self.databases = databases
         self.database = database or (databases[0] if databases else None)
-        self.external_id: str | None = None
+        self.external_id: str | None = external_id
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
@@ -43,7 +45,9 @@ class ProfileScreen(LiveScreen):
                     allow_blank=False,
                     id="database",
                 )
-            yield Input(placeholder="external id, then enter", id="external-id")
+            yield Input(
+                self.external_id or "", placeholder="external id, then enter", id="external-id"
+            )
         with VerticalScroll(id="card"):
             yield Static("Type an external id and press enter.", id="fields", classes="panel")
             yield Label("Campaign memberships", classes="section")

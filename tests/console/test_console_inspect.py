@@ -1,0 +1,83 @@
+"""Pilot tests of the inspection screens (issue 13): members (`m`), and from a member to
+its profile card. Real SQLite workspace, real store reads, waits on conditions."""
+
+from __future__ import annotations
+
+from pilot_helpers import screen_text, wait_for
+from test_console_actions import open_detail, select_row
+from textual.widgets import DataTable, Input
+
+from console.screens.members import MembersScreen
+from console.screens.profile import ProfileScreen
+
+
+async def members_ready(pilot, loads: int = 1) -> MembersScreen:
+    app = pilot.app
+    await wait_for(
+        pilot,
+        lambda: isinstance(app.screen, MembersScreen) and app.screen.loads >= loads,
+        what=f"members page #{loads}",
+    )
+    return app.screen
+
+
+async def test_m_on_the_list_opens_members_paged_with_n_and_shift_n(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("m")
+        screen = await members_ready(pilot)
+        assert screen.page is not None and len(screen.page.rows) == 100
+        assert screen.page.rows[0].external_id == "P00001"
+        assert "1,200 match" in screen_text(app) and "page 1" in screen_text(app)
+        await pilot.press("n")
+        await members_ready(pilot, 2)
+        assert screen.page.rows[0].external_id == "P00101"
+        assert "page 2" in screen_text(app)
+        await pilot.press("N")
+        await members_ready(pilot, 3)
+        assert screen.page.rows[0].external_id == "P00001"
+
+
+async def test_members_filter_by_group_stratum_and_prefix_then_enter_opens_the_card(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_detail(pilot, "Autumn Sale")
+        await pilot.press("m")
+        screen = await members_ready(pilot)
+        screen.query_one("#member-group").value = "control"
+        await members_ready(pilot, 2)
+        assert {r.group for r in screen.page.rows} == {"control"}
+        assert screen.page.matching == 120  # 10 % of 1,200 (R9)
+        screen.query_one("#member-stratum", Input).value = "region=North"
+        await pilot.press("slash")
+        await pilot.press(*"P001", "enter")
+        await members_ready(pilot, 3)
+        rows = screen.page.rows
+        assert rows and all(
+            r.external_id.startswith("P001")
+            and r.group == "control"
+            and r.stratum_label == "region=North"
+            for r in rows
+        )
+        assert screen.page.matching is None  # a prefix has no counter
+        assert isinstance(app.focused, DataTable)
+        first = rows[0].external_id
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProfileScreen), what="profile card")
+        await wait_for(pilot, lambda: "Autumn Sale" in screen_text(app), what="the card")
+        assert first in screen_text(app)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen, what="back to members")
+
+
+async def test_a_bad_stratum_filter_says_why_and_keeps_the_console_up(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("m")
+        screen = await members_ready(pilot)
+        screen.query_one("#member-stratum", Input).value = "tier=2"
+        screen.query_one("#member-stratum", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "not a strata field" in screen_text(app), what="refusal")
