@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_engine import gen_profiles  # noqa: E402
 
-from console.export import write_members_csv  # noqa: E402
+from console.cli.export import write_members_csv  # noqa: E402
 from store import builds, campaigns, profiles, segments  # noqa: E402
 from store.actors import Actor  # noqa: E402
 from store.db import open_store, transaction  # noqa: E402

@@ -13,9 +13,10 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from store.members import MemberRow
+if TYPE_CHECKING:
+    from store.members import MemberRow
 
 MEMBER_COLUMNS = ("external_id", "group", "stratum", "joined_at", "source", "cohort")
 
