@@ -438,3 +438,32 @@ def campaigns_of_database(session: Session, database: ProfileDatabase | str) -> 
             .order_by(Campaign.name)
         )
     )
+
+
+@dataclass(frozen=True)
+class CardExplanations:
+    """What the profile card shows next to its memberships (issue 13 §2): the explanation
+    in every campaign it has been a member of, the database's campaigns to choose from,
+    and the explanation in the chosen one (if any)."""
+
+    by_campaign: dict[str, Explanation]
+    campaigns: list[str]
+    chosen: Explanation | None
+
+
+def card_explanations(
+    session: Session,
+    database: str,
+    external_id: str,
+    membership_campaigns: list[str],
+    chosen: str | None = None,
+) -> CardExplanations:
+    by_campaign = {
+        name: explain(session, database, external_id, name)
+        for name in dict.fromkeys(membership_campaigns)
+    }
+    names = campaigns_of_database(session, database)
+    picked = None
+    if chosen is not None and chosen in names:
+        picked = by_campaign.get(chosen) or explain(session, database, external_id, chosen)
+    return CardExplanations(by_campaign, names, picked)

@@ -81,3 +81,26 @@ async def test_a_bad_stratum_filter_says_why_and_keeps_the_console_up(make_app):
         screen.query_one("#member-stratum", Input).focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: "not a strata field" in screen_text(app), what="refusal")
+
+
+async def test_profile_card_explains_each_membership_and_a_chosen_campaign(make_app):
+    from textual.widgets import Select
+
+    app = make_app()
+    async with app.run_test(size=(140, 50)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("m")
+        screen = await members_ready(pilot)
+        screen.query_one("#member-group").value = "control"
+        await members_ready(pilot, 2)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProfileScreen), what="profile card")
+        card = app.screen
+        await wait_for(
+            pilot, lambda: "control_within_quota: rank" in screen_text(app), what="the why column"
+        )
+        await wait_for(pilot, lambda: card.campaign_choices, what="the campaign list")
+        assert card.campaign_choices == ["Autumn Sale", "North Push", "Old Promo", "Young Drop"]
+        card.query_one("#explain-campaign", Select).value = "Old Promo"
+        await wait_for(pilot, lambda: "campaign_completed" in screen_text(app), what="explanation")
+        assert "Old Promo: " in screen_text(app)
