@@ -22,6 +22,7 @@ APP_BINDINGS = [
     Binding("b", "show_builds", "Builds", id="builds"),
     Binding("f", "find_profile", "Profile", id="profile"),
     Binding("A", "show_audit", "Audit log", id="audit", show=False),
+    Binding("g", "show_segments", "Segments", id="segments"),
 ]
 
 CAMPAIGN_ACTION_BINDINGS = [
@@ -72,6 +73,12 @@ MEMBERS_BINDINGS = [
     Binding("slash", "filter", "Filter", id="filter"),
 ]
 
+SEGMENTS_BINDINGS = [
+    HELP,
+    Binding("escape", "back", "Back", id="back"),
+    Binding("r", "refresh_segment", "Refresh", id="refresh_segment"),
+]
+
 SWALLOWED_KEYS = ("ctrl+a", "ctrl+d")  # tmux prefix, EOF on many terminals
 SWALLOWED_MODIFIERS = ("super+", "cmd+", "meta+", "alt+", "option+")
 
@@ -91,6 +98,7 @@ def binding_ids() -> set[str]:
         PROFILE_BINDINGS,
         INSPECT_BINDINGS,
         MEMBERS_BINDINGS,
+        SEGMENTS_BINDINGS,
     ):
         ids.update(b.id for b in group if b.id)
     return ids

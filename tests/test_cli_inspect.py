@@ -110,3 +110,29 @@ def test_profile_explain_json_and_text_and_exit_codes(both_cli):
     assert cli("profile", "explain", "nobody", "--database", "main", "--campaign", "r10").code == 4
     assert cli("profile", "explain", control, "--database", "main", "--campaign", "no").code == 4
     assert cli("profile", "explain", control, "--database", "main").code == 2
+
+
+def test_segment_show_json_text_and_not_found(both_cli):
+    cli = both_cli
+    r10_active(cli)
+    cli.ok(
+        "segment",
+        "create",
+        "young",
+        "--database",
+        "main",
+        "--rule",
+        "int_field < 50",
+        "--every",
+        "15m",
+    )
+    cli.ok("segment", "refresh", "young")
+    show = cli.ok("segment", "show", "young", "--json").json
+    assert show["kind"] == "dynamic" and show["members"] == 20 and show["schedule"] == "every 15m"
+    assert show["last_refresh"]["entered"] == 20 and show["last_refresh"]["left"] == 0
+    assert show["next_refresh_at"] > show["last_refresh"]["at"]
+    static = cli.ok("segment", "show", "everyone", "--json").json
+    assert static["campaigns"] == ["r10"] and static["last_refresh"] is None
+    text = cli.ok("segment", "show", "young").out
+    assert "every 15m" in text and "20 entered, 0 left" in text
+    assert cli("segment", "show", "nope").code == 4

@@ -104,3 +104,57 @@ async def test_profile_card_explains_each_membership_and_a_chosen_campaign(make_
         card.query_one("#explain-campaign", Select).value = "Old Promo"
         await wait_for(pilot, lambda: "campaign_completed" in screen_text(app), what="explanation")
         assert "Old Promo: " in screen_text(app)
+
+
+async def test_g_opens_segments_with_refresh_figures_and_r_refreshes_a_dynamic_one(make_app):
+    from console.screens.segments import SegmentsScreen
+
+    app = make_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("g")
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, SegmentsScreen) and app.screen.segments,
+            what="segments",
+        )
+        screen = app.screen
+        names = [s.name for s in screen.segments]
+        assert names == ["all-shoppers", "north-shoppers", "young"]
+        young = screen.segments[2]
+        assert young.kind == "dynamic" and young.rule == "age < 30"
+        assert young.last_refresh_entered == young.members and young.last_refresh_left == 0
+        assert "Young Drop" in young.campaigns
+        text = screen_text(app)
+        assert "age < 30" in text and f"+{young.members:,}/−0" in text
+        table = screen.query_one("#segments", DataTable)
+        table.move_cursor(row=2)
+        await pilot.pause()
+        before = young.last_refreshed_at
+        await pilot.press("r")
+        await wait_for(
+            pilot,
+            lambda: screen.segments[2].last_refreshed_at != before,
+            what="a new refresh time",
+        )
+        assert screen.segments[2].last_refresh_entered == 0  # nothing changed since
+        table.move_cursor(row=0)
+        await pilot.pause()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("static" in n.message for n in app._notifications))
+
+
+async def test_read_only_segments_screen_has_no_refresh_key(make_app):
+    from pilot_helpers import VIEWER
+
+    from console.screens.segments import SegmentsScreen
+
+    app = make_app(VIEWER)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("g")
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, SegmentsScreen) and app.screen.segments,
+            what="segments",
+        )
+        assert "Refresh" not in screen_text(app)
