@@ -315,6 +315,8 @@ PROFILE_EVENT_KINDS = (
     "left_campaign",
     "moved_to_test",
     "delivered",
+    "entered_gcg",  # R11a: gcg add (no campaign)
+    "left_gcg",  # R11a: gcg remove
 )
 
 

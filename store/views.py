@@ -200,6 +200,7 @@ def campaign_show(session: Session, name: str, *, build_limit: int = 10) -> dict
     """Everything `campaign show --json` prints. NotFoundError when there is no such campaign."""
     # Imported here: store.campaigns brings the whole write side (builds, mailings, audit),
     # which read-only commands such as `campaign list` never need (CLI start-up, issue 14).
+    from store.audience_scope import audience_scope
     from store.campaigns import get_campaign
 
     campaign = get_campaign(session, name)
@@ -232,6 +233,8 @@ def campaign_show(session: Session, name: str, *, build_limit: int = 10) -> dict
         "srm": figures["srm"],
         "mailings": [mailing_row(m) for m in mailings],
         "builds": builds(session, campaign=campaign.name, limit=build_limit),
+        # issue 13: excluded_gcg, other_database, and a draft's `pending` split (R3, R11a)
+        **audience_scope(session, campaign).as_dict(),
     }
 
 

@@ -158,3 +158,31 @@ async def test_read_only_segments_screen_has_no_refresh_key(make_app):
             what="segments",
         )
         assert "Refresh" not in screen_text(app)
+
+
+async def test_a_draft_campaign_screen_shows_its_pending_audience_and_split(make_app):
+    from pilot_helpers import OPERATOR
+
+    from store import campaigns
+    from store.db import transaction
+
+    app = make_app()
+    async with app.run_test(size=(120, 50)) as pilot:
+        await open_detail(pilot, "Young Drop")
+        await wait_for(pilot, lambda: "Pending audience" in screen_text(app), what="pending")
+        assert "everyone to test (LCG off)" in screen_text(app)
+        with transaction(app.engine) as session:
+            draft = campaigns.get_campaign(session, "Young Drop")
+            campaigns.edit_lcg(
+                session, OPERATOR, draft, percent="10", strata=["region"], enabled=True
+            )
+        app.poller.poll_now()
+        await wait_for(
+            pilot, lambda: "activation now: control target" in screen_text(app), what="the split"
+        )
+        screen = app.screen
+        pending = screen.scope.pending
+        preview = screen.scope.preview
+        assert preview.target == (2 * 1000 * pending + 10000) // 20000  # R9 round half up
+        assert [r.label for r in preview.rows] == ["region=North", "region=South", "region=West"]
+        assert "region=North" in screen_text(app)  # the strata table shows the preview
