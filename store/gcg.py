@@ -107,23 +107,6 @@ def gcg_show(session: Session, database: ProfileDatabase | str) -> GcgOverview:
     )
 
 
-def excluded_by_gcg(session: Session, campaign: Campaign) -> int:
-    """Profiles of the campaign's segment and database the GCG keeps out of it now (R1)."""
-    if session.get(GcgException, (campaign.database_id, campaign.id)) is not None:
-        return 0
-    return int(
-        session.scalar(
-            sa.text(
-                """SELECT COUNT(*) FROM segment_member sm JOIN profile p ON p.id = sm.profile_id
-                   WHERE sm.segment_id = :seg AND sm.left_at IS NULL
-                     AND p.database_id = :db AND p.in_gcg"""
-            ),
-            {"seg": campaign.segment_id, "db": campaign.database_id},
-        )
-        or 0
-    )
-
-
 def apply_gcg_file(
     session: Session,
     actor: Actor,

@@ -6,7 +6,7 @@ import pytest
 from cli_helpers import Cli, external_ids_csv, r10_workspace
 from sqlmodel import Session
 
-from store import gcg
+from store.audience_scope import audience_scope
 from store.db import open_store
 from store.explain import Reason, explain
 from store.history import profile_card
@@ -53,7 +53,7 @@ def test_gcg_add_holds_profiles_out_of_new_campaigns_but_moves_no_member(both_cl
     engine, session = _session(cli)
     with session:
         assert explain(session, "main", "P000", "after").reason == Reason.EXCLUDED_GCG
-        assert gcg.excluded_by_gcg(session, _campaign(session, "after")) == 3
+        assert audience_scope(session, "after").excluded_gcg == 3
         card = profile_card(session, "main", "P000")
         assert card.in_gcg and [e.kind for e in card.events if "gcg" in e.kind] == ["entered_gcg"]
     engine.dispose()
@@ -66,12 +66,6 @@ def test_gcg_add_holds_profiles_out_of_new_campaigns_but_moves_no_member(both_cl
         assert kinds == ["entered_gcg", "left_gcg"]
     engine.dispose()
     assert cli.ok("gcg", "show", "main", "--json").json["size"] == 2
-
-
-def _campaign(session, name):
-    from store.campaigns import get_campaign
-
-    return get_campaign(session, name)
 
 
 def test_gcg_exception_lets_a_campaign_reach_the_gcg(both_cli):
