@@ -17,6 +17,7 @@ refusal, and writes one audit entry.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from store import audit
+from store import audit, lcg
 from store.actors import Actor
 from store.campaigns import get_campaign
 from store.csv_import import (
@@ -53,6 +54,8 @@ GCG_ACTIONS = ("add", "remove")
 @dataclass(frozen=True)
 class GcgOverview:
     database: str
+    percent_bp: int  # 0: no percent selection (only profiles added by file)
+    seed: int | None
     size: int  # profiles in the GCG
     profiles: int  # profiles of the database
     exceptions: list[str] = field(default_factory=list)  # campaigns that may reach it
@@ -60,6 +63,8 @@ class GcgOverview:
     def as_dict(self) -> dict[str, Any]:
         return {
             "database": self.database,
+            "percent": lcg.format_percent(self.percent_bp) if self.percent_bp else None,
+            "seed": self.seed,
             "size": self.size,
             "profiles": self.profiles,
             "exceptions": list(self.exceptions),
@@ -101,10 +106,89 @@ def gcg_show(session: Session, database: ProfileDatabase | str) -> GcgOverview:
     ).all()
     return GcgOverview(
         database.name,
+        database.gcg_percent_bp,
+        database.gcg_seed,
         int(size or 0),
         int(total or 0),
         list(exceptions),
     )
+
+
+HASH_MIN = -(2**63)
+HASH_SPAN = 2**64
+
+
+def threshold(percent_bp: int) -> int:
+    """R11a: a profile is selected when its R9 hash under the database's GCG seed is below
+    this, exactly `percent_bp / 10000` of the 64-bit hash range (integer arithmetic)."""
+    return HASH_MIN + percent_bp * HASH_SPAN // 10000
+
+
+def new_profile_sql(database: ProfileDatabase, external_id: str) -> tuple[str, dict[str, Any]]:
+    """SQL (and its parameters) deciding `in_gcg` of a profile being created (R11a: a new
+    profile's membership is decided when it is created)."""
+    bp, seed = database.gcg_percent_bp, database.gcg_seed
+    if not bp or seed is None:
+        return "FALSE", {}
+    return (
+        f"CASE WHEN cc_assignment_hash(:gcg_seed, {external_id}) < :gcg_thr "
+        "THEN TRUE ELSE FALSE END",
+        {"gcg_seed": seed, "gcg_thr": threshold(bp)},
+    )
+
+
+def set_percent(session: Session, actor: Actor, database: ProfileDatabase, percent: Any) -> int:
+    """R11a: hold `percent` of the database out, chosen deterministically by its GCG seed
+    and the R9 hash; profiles added or removed by file keep their operator's choice.
+    Each profile whose membership changes gets entered_gcg / left_gcg; campaign members
+    stay where they are. 0 turns the percent selection off. Returns how many changed."""
+    actor.require_write("set the GCG percent")
+    text = str(percent).strip().removesuffix("%").strip()
+    try:
+        off = float(text) == 0
+    except ValueError:
+        off = False
+    bp = 0 if off else lcg.parse_percent(percent)
+    seed = database.gcg_seed if database.gcg_seed is not None else secrets.randbelow(2**63)
+    database.gcg_percent_bp, database.gcg_seed = bp, seed
+    session.add(database)
+    session.flush()
+    now = utcnow()
+    thr = threshold(bp) if bp else HASH_MIN
+    wanted = (
+        "COALESCE(gcg_override, CASE WHEN cc_assignment_hash(:seed, external_id) < :thr "
+        "THEN TRUE ELSE FALSE END)"
+    )
+    params = {"db": database.id, "seed": seed, "thr": thr}
+    when = sa.bindparam("now", type_=UTCDateTime())
+    for kind, was in (("entered_gcg", False), ("left_gcg", True)):
+        session.execute(
+            sa.text(
+                f"""INSERT INTO profile_event (at, profile_id, kind, actor)
+                    SELECT :now, id, :kind, :actor FROM profile
+                    WHERE database_id = :db AND in_gcg = :was AND {wanted} <> :was"""
+            ).bindparams(when),
+            {**params, "now": now, "kind": kind, "actor": actor.user, "was": was},
+        )
+    changed = session.execute(
+        sa.text(
+            f"UPDATE profile SET in_gcg = {wanted} WHERE database_id = :db AND in_gcg <> {wanted}"
+        ),
+        params,
+    ).rowcount
+    audit.record(
+        session,
+        actor,
+        "gcg.set",
+        "database",
+        database.id,
+        database.name,
+        percent=lcg.format_percent(bp) if bp else "0",
+        seed=seed,
+        changed=changed,
+    )
+    session.flush()
+    return changed
 
 
 def apply_gcg_file(
@@ -190,6 +274,11 @@ def apply_gcg_file(
             sa.text(f"UPDATE profile SET in_gcg = :now_in WHERE {flip}"),
             {"now_in": entering, "was": not entering},
         ).rowcount
+        # The operator's choice outlives later percent changes (gcg set).
+        session.execute(
+            sa.text(f"UPDATE profile SET gcg_override = :now_in WHERE {chosen}"),
+            {"now_in": entering},
+        )
         drop_stage(conn, GCG_STAGE)
     finally:
         if owned:

@@ -58,7 +58,14 @@ def test_gcg_add_holds_profiles_out_of_new_campaigns_but_moves_no_member(both_cl
         assert card.in_gcg and [e.kind for e in card.events if "gcg" in e.kind] == ["entered_gcg"]
     engine.dispose()
     show = cli.ok("gcg", "show", "main", "--json").json
-    assert show == {"database": "main", "size": 3, "profiles": 100, "exceptions": []}
+    assert show == {
+        "database": "main",
+        "percent": None,
+        "seed": None,
+        "size": 3,
+        "profiles": 100,
+        "exceptions": [],
+    }
     cli.ok("gcg", "remove", "main", cli.file("one.csv", external_ids_csv(["P001"])))
     engine, session = _session(cli)
     with session:

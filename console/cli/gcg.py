@@ -13,6 +13,9 @@ def register(sub: Any, cli: Builder) -> None:
     gcg = cli.noun(sub, "gcg", help="global control group of a profile database (R11a)")
     p = cli.leaf(gcg, "show", cmd_gcg_show, [cli.as_json], help="size and exception list")
     p.add_argument("database", metavar="DB")
+    p = cli.leaf(gcg, "set", cmd_gcg_set, [cli.as_json], help="hold a percent of the database out")
+    p.add_argument("database", metavar="DB")
+    p.add_argument("--percent", required=True, help="0 < P < 100, two decimals at most; 0: off")
     for action in ("add", "remove"):
         p = cli.leaf(
             gcg,
@@ -33,6 +36,10 @@ def register(sub: Any, cli: Builder) -> None:
         p.add_argument("campaign", metavar="CAMPAIGN")
 
 
+def lcg_text(bp: int) -> str:
+    return f"{bp / 100:g}%" if bp else "none (profiles added by file only)"
+
+
 def cmd_gcg_show(args: argparse.Namespace, ctx: Context) -> int:
     from store.gcg import gcg_show
 
@@ -44,12 +51,31 @@ def cmd_gcg_show(args: argparse.Namespace, ctx: Context) -> int:
         return "\n".join(
             [
                 f"GCG of    {overview.database}",
+                f"Percent   {lcg_text(overview.percent_bp)} (seed {overview.seed})",
                 f"Size      {overview.size:,} of {overview.profiles:,} profiles",
                 "Excepted  " + (", ".join(overview.exceptions) or "none"),
             ]
         )
 
     ctx.emit(payload, human)
+    return EXIT_OK
+
+
+def cmd_gcg_set(args: argparse.Namespace, ctx: Context) -> int:
+    from store import gcg, profiles
+
+    with ctx.transaction() as session:
+        database = profiles.get_database(session, args.database)
+        changed = gcg.set_percent(session, ctx.actor, database, args.percent)
+    with ctx.session() as session:
+        payload = {**gcg.gcg_show(session, args.database).as_dict(), "changed": changed}
+    ctx.emit(
+        payload,
+        lambda: (
+            f"GCG of {args.database!r}: {payload['percent'] or 0}% (seed {payload['seed']}), "
+            f"{payload['size']:,} profiles, {changed:,} changed"
+        ),
+    )
     return EXIT_OK
 
 
