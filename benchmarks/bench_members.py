@@ -53,6 +53,8 @@ def fresh(url: str):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             SQLModel.metadata.drop_all(engine)
+    with engine.begin() as conn:  # the migrations' bookkeeping goes too: a fresh schema
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
     return open_store(url)
 
