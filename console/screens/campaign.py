@@ -198,7 +198,16 @@ class CampaignScreen(CampaignActions, LiveScreen):
         return [
             (
                 r.label,
-                (r.label, f"{r.members:,}", f"{r.cohort:,}", "–", f"{r.quota:,}", f"{r.ideal:.2f}"),
+                literal_cells(
+                    (
+                        r.label,
+                        f"{r.members:,}",
+                        f"{r.cohort:,}",
+                        "–",
+                        f"{r.quota:,}",
+                        f"{r.ideal:.2f}",
+                    )
+                ),
             )
             for r in scope.preview.rows
         ]
@@ -236,7 +245,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
                     f" · activation now: control target {p.target:,} in {len(p.rows)} strata"
                 )
                 for warning in p.warnings:
-                    short = warning["message"]
+                    short = printable(warning["message"])
                     short = short if len(short) <= 230 else short[:229] + "…"
                     text.append(f"\n⚠ {short}", style="bold yellow")
             else:

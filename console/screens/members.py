@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
 from console.keymap import MEMBERS_BINDINGS
+from console.literal import literal, literal_lines
 from console.screens.campaign import set_text
 from console.widgets.progress import when
 from console.widgets.status_header import StatusHeader
@@ -75,7 +76,7 @@ class MembersScreen(Screen):
         table = self.query_one("#members", DataTable)
         self.loads += 1
         if isinstance(page, StoreError):
-            set_text(status, Text(f"✗ {page}", style="bold red"))
+            set_text(status, literal_lines(f"✗ {page}", style="bold red"))
             table.clear()
             self.page = None
             return
@@ -83,9 +84,9 @@ class MembersScreen(Screen):
         table.clear()
         for r in page.rows:
             table.add_row(
-                Text(r.external_id),
+                literal(r.external_id),
                 r.group,
-                Text(r.stratum_label),
+                literal(r.stratum_label),
                 when(r.joined_at),
                 r.source,
                 "" if r.cohort is None else str(r.cohort),
@@ -93,12 +94,12 @@ class MembersScreen(Screen):
             )
         number = len(self.cursors)
         text = Text()
-        text.append(f"Members of {page.campaign}", style="bold")
+        text.append(literal(f"Members of {page.campaign}", style="bold"))
         if page.matching is not None:
             text.append(f" · {page.matching:,} match")
         text.append(f" · page {number}")
         if page.rows:
-            text.append(f": {page.rows[0].external_id} … {page.rows[-1].external_id}")
+            text.append(literal(f": {page.rows[0].external_id} … {page.rows[-1].external_id}"))
         else:
             text.append(": no members match")
         if page.next_after is not None:

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static
 
 from console.keymap import PROFILE_BINDINGS
-from console.literal import literal_lines
+from console.literal import literal_cells, literal_lines
 from console.live import LiveScreen
 from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import when
@@ -127,16 +127,18 @@ class ProfileScreen(LiveScreen):
             [
                 (
                     str(i),
-                    (
-                        m.campaign,
-                        m.group,
-                        # the explanation belongs to the campaign's latest interval
-                        why.by_campaign[m.campaign].summary
-                        if m.campaign in why.by_campaign and i == last[m.campaign]
-                        else "",
-                        when(m.joined_at),
-                        when(m.left_at),
-                        m.source or "",
+                    literal_cells(
+                        (
+                            m.campaign,
+                            m.group,
+                            # the explanation belongs to the campaign's latest interval
+                            why.by_campaign[m.campaign].summary
+                            if m.campaign in why.by_campaign and i == last[m.campaign]
+                            else "",
+                            when(m.joined_at),
+                            when(m.left_at),
+                            m.source or "",
+                        )
                     ),
                 )
                 for i, m in enumerate(card.memberships)
@@ -177,13 +179,13 @@ class ProfileScreen(LiveScreen):
             )
             return
         text = Text()
-        text.append(f"{e.campaign}: {e.state}", style="bold")
+        text.append(printable(f"{e.campaign}: {e.state}"), style="bold")
         if e.group:
             text.append(f", group {e.group}")
         text.append(f"\n{e.reason}", style="bold yellow")
         details = " · ".join(f"{k} {v}" for k, v in e.detail.items() if v is not None)
         if details:
-            text.append(f"  {details}")
+            text.append(printable(f"  {details}"))
         set_text(panel, text)
 
     def action_back(self) -> None:

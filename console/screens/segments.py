@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from console.actions import run_store_operation
 from console.keymap import SEGMENTS_BINDINGS, WRITE_ACTIONS
+from console.literal import literal
 from console.live import LiveScreen
 from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import when
@@ -38,16 +39,16 @@ def cells(s: SegmentOverview) -> tuple[Text | str, ...]:
         else f"+{s.last_refresh_entered:,}/−{s.last_refresh_left:,}"
     )
     return (
-        Text(s.name),
+        literal(s.name),
         s.kind,
-        Text(s.database or "(any)"),
+        literal(s.database or "(any)"),
         f"{s.members:,}",
-        Text(s.schedule),
+        literal(s.schedule),
         when(s.last_refreshed_at) if s.kind == "dynamic" else "",
         changes,
         when(s.next_refresh_at) if s.next_refresh_at else "",
-        Text(", ".join(s.campaigns)),
-        Text(s.rule or ""),
+        literal(", ".join(s.campaigns)),
+        literal(s.rule or ""),
     )
 
 
