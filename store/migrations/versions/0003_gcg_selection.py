@@ -7,7 +7,7 @@ memberships (`in_gcg`, set by release 1's demo or data) are kept as they are and
 as operator choices, so a later `gcg set` never drops them silently.
 
 Revision ID: 0003_gcg_selection
-Revises: 0001_release1_baseline
+Revises: 0002_state_checks
 """
 
 from collections.abc import Sequence
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_gcg_selection"
-down_revision: str | Sequence[str] | None = "0001_release1_baseline"
+down_revision: str | Sequence[str] | None = "0002_state_checks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
