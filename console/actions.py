@@ -94,6 +94,14 @@ class CampaignActions:
     def campaign_ref(self) -> CampaignRef | None:  # pragma: no cover - screens override
         raise NotImplementedError
 
+    def action_members(self) -> None:
+        """Issue 13 §1: the campaign's members, a page at a time."""
+        ref = self.campaign_ref()
+        if ref is None:
+            self.app.notify("no campaign selected", severity="warning")
+        else:
+            self.app.open_members(ref.name)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # k9s --readonly habit: dangerous actions are removed, not failed late. The store
         # refuses a read-only actor anyway (Actor.require_write).

@@ -235,6 +235,20 @@ class CampaignConsole(App):
         self.push_screen(CampaignScreen(name))
         self.poller.poll_now()
 
+    def open_members(self, campaign: str) -> None:
+        from console.screens.members import MembersScreen
+
+        self.push_screen(MembersScreen(campaign))
+
+    def open_profile(self, database: str, external_id: str) -> None:
+        from console.screens.profile import ProfileScreen
+
+        if not self.databases:
+            with read_session(self.engine) as session:
+                self.databases = database_names(session)
+        self.push_screen(ProfileScreen(self.databases, database, external_id=external_id))
+        self.poller.poll_now()
+
     def action_show_builds(self) -> None:
         from console.screens.builds import BuildsScreen
 
@@ -247,6 +261,13 @@ class CampaignConsole(App):
 
         if not isinstance(self.screen, AuditScreen):
             self.push_screen(AuditScreen())
+            self.poller.poll_now()
+
+    def action_show_segments(self) -> None:
+        from console.screens.segments import SegmentsScreen
+
+        if not isinstance(self.screen, SegmentsScreen):
+            self.push_screen(SegmentsScreen())
             self.poller.poll_now()
 
     def action_find_profile(self) -> None:
@@ -298,6 +319,7 @@ class CampaignConsole(App):
         yield SystemCommand("Builds monitor", "Builds across campaigns", self.action_show_builds)
         yield SystemCommand("Find profile", "Open a profile card", self.action_find_profile)
         yield SystemCommand("Audit log", "A: recent audit entries", self.action_show_audit)
+        yield SystemCommand("Segments", "Every segment and its refreshes", self.action_show_segments)
         yield SystemCommand("Keys", "Every key binding of this screen", self.action_help)
         if isinstance(screen, CampaignActions) and not self.actor.read_only:
             yield SystemCommand("Activate campaign", "a", screen.action_activate)
@@ -311,6 +333,7 @@ class CampaignConsole(App):
             yield SystemCommand("Pause/resume mailing", "p", screen.action_pause_mailing)
         if isinstance(screen, CampaignActions):
             yield SystemCommand("Copy campaign name", "y: OSC 52", screen.action_copy_id)
+            yield SystemCommand("Campaign members", "m: who is in it", screen.action_members)
 
 
 def run_console(settings: Settings, actor: Actor) -> int:

@@ -22,6 +22,7 @@ APP_BINDINGS = [
     Binding("b", "show_builds", "Builds", id="builds"),
     Binding("f", "find_profile", "Profile", id="profile"),
     Binding("A", "show_audit", "Audit log", id="audit", show=False),
+    Binding("g", "show_segments", "Segments", id="segments"),
 ]
 
 CAMPAIGN_ACTION_BINDINGS = [
@@ -60,6 +61,24 @@ PROFILE_BINDINGS = [
     Binding("y", "copy_id", "Copy id", id="copy_id", show=False),
 ]
 
+# Inspection (issue 13): from a campaign to its people.
+INSPECT_BINDINGS = [Binding("m", "members", "Members", id="members")]
+MEMBERS_BINDINGS = [
+    HELP,
+    Binding("escape", "back", "Back", id="back"),
+    # priority: the table's own (hidden) enter binding would otherwise hide it from the footer
+    Binding("enter", "open_profile", "Profile card", id="open_profile", priority=True),
+    Binding("n", "next_page", "Next page", id="next_page"),
+    Binding("N", "previous_page", "Prev. page", id="previous_page"),
+    Binding("slash", "filter", "Filter", id="filter"),
+]
+
+SEGMENTS_BINDINGS = [
+    HELP,
+    Binding("escape", "back", "Back", id="back"),
+    Binding("r", "refresh_segment", "Refresh", id="refresh_segment"),
+]
+
 SWALLOWED_KEYS = ("ctrl+a", "ctrl+d")  # tmux prefix, EOF on many terminals
 SWALLOWED_MODIFIERS = ("super+", "cmd+", "meta+", "alt+", "option+")
 
@@ -77,6 +96,9 @@ def binding_ids() -> set[str]:
         DETAIL_BINDINGS,
         BUILDS_BINDINGS,
         PROFILE_BINDINGS,
+        INSPECT_BINDINGS,
+        MEMBERS_BINDINGS,
+        SEGMENTS_BINDINGS,
     ):
         ids.update(b.id for b in group if b.id)
     return ids

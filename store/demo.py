@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from store import builds, campaigns, mailings, profiles, segments
+from store import builds, campaigns, gcg, mailings, profiles, segments
 from store.actors import Actor
 from store.db import keep_statistics_fresh, transaction
 from store.errors import DomainError, InvalidStateError
@@ -259,6 +259,9 @@ def build_demo(engine: Engine, actor: Actor, n_profiles: int = DEFAULT_PROFILES)
                 lcg_strata=strata,
                 seed=sum(map(ord, name)) * 7919,  # fixed so the demo splits the same way
             )
+    with transaction(engine) as session:
+        # R11a: the demo's GCG (about 2 % of profiles, set above) has one excepted campaign.
+        gcg.set_exception(session, actor, "Moscow Youth", True)
     for name, *_rest, status in plans:
         if status in ("active", "completed"):
             with transaction(engine) as session:

@@ -293,7 +293,10 @@ def _upsert_profiles(
         ).rowcount
     slots = "".join(f", {f.slot}" for f in fields)
     values = "".join(f", s.{f.slot}" for f in fields)
-    in_gcg = "false" if pg else "0"
+    # R11a: a new profile's GCG membership is decided when it is created.
+    from store.gcg import new_profile_sql
+
+    in_gcg, gcg_params = new_profile_sql(database, "s.external_id")
     inserted = conn.execute(
         sa.text(
             f"INSERT INTO profile (database_id, external_id, in_gcg, created_at{slots}) "
@@ -301,7 +304,7 @@ def _upsert_profiles(
             "WHERE NOT EXISTS (SELECT 1 FROM profile p "
             "WHERE p.database_id = :db AND p.external_id = s.external_id)"
         ).bindparams(sa.bindparam("now", type_=UTCDateTime())),
-        {"db": database.id, "now": utcnow()},
+        {"db": database.id, "now": utcnow(), **gcg_params},
     ).rowcount
     return inserted, updated
 

@@ -99,6 +99,10 @@ class ProfileDatabase(SQLModel, table=True):
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
     )
     profile_count: int = 0  # counter, kept by imports and the demo
+    # R11a: the GCG percent (basis points; 0 = no percent selection) and its seed, chosen
+    # at the first `gcg set`; a profile's selection is store.gcg.selected(seed, percent).
+    gcg_percent_bp: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    gcg_seed: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class ProfileField(SQLModel, table=True):
@@ -126,6 +130,7 @@ class Profile(SQLModel, table=True):
     database_id: int = Field(foreign_key="profile_database.id")
     external_id: str
     in_gcg: bool = Field(default=False)  # R1: held out of every campaign of the database
+    gcg_override: bool | None = None  # R11a: an operator's gcg add/remove; beats the percent
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
     )
@@ -315,6 +320,8 @@ PROFILE_EVENT_KINDS = (
     "left_campaign",
     "moved_to_test",
     "delivered",
+    "entered_gcg",  # R11a: gcg add (no campaign)
+    "left_gcg",  # R11a: gcg remove
 )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -37,6 +37,9 @@ from store.models import (
 from store.monitor import BuildProgress, progress_row
 from store.states import OPEN_BUILD_STATUSES, BuildStatus, MailingKind, MailingStatus
 from store.validity import StratumValidity, campaign_validity
+
+if TYPE_CHECKING:
+    from store.audience_scope import AudienceScope
 
 
 def by_name(session: Session, column: Any) -> Any:
@@ -268,6 +271,8 @@ class CampaignDetail:
     mailings: list[MailingRow] = field(default_factory=list)
     builds: list[BuildProgress] = field(default_factory=list)  # open first, then latest
     audit: list[AuditRow] = field(default_factory=list)
+    # Issue 13 (R1, R3, R11a): GCG / other-database exclusions and a draft's pending split.
+    scope: AudienceScope | None = None
 
     @property
     def lcg_percent(self) -> str | None:
@@ -351,7 +356,16 @@ def campaign_detail(
         mailings=mailings,
         builds=builds(session, campaign=campaign.name, limit=build_limit),
         audit=audit,
+        scope=_scope(session, campaign),
     )
+
+
+def _scope(session: Session, campaign: Campaign) -> AudienceScope:
+    # Imported here: audience_scope brings the campaign write side, which list commands
+    # never need (CLI start-up, issue 14).
+    from store.audience_scope import audience_scope
+
+    return audience_scope(session, campaign)
 
 
 def require_campaign_detail(session: Session, name: str) -> CampaignDetail:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from console.cli import builds, campaign, database, mailing, profile, segment, workspace
+from console.cli import builds, campaign, database, gcg, mailing, profile, segment, workspace
 from console.cli import gateway as gateway_command
 from console.cli.args import Builder
 from console.cli.context import (
@@ -42,6 +42,7 @@ REGISTER: tuple[Callable[[Any, Builder], None], ...] = (
     campaign.register,  # campaign ...
     mailing.register,  # mailing ...
     profile.register,  # profile show
+    gcg.register,  # gcg ... (R11a)
     builds.register,  # status, builds
     gateway_command.register,  # gateway, audit
 )

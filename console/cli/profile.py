@@ -25,6 +25,16 @@ def register(sub: Any, cli: Builder) -> None:
     p = cli.leaf(profile, "show", cmd_profile_show, [cli.as_json], help="a profile's card")
     p.add_argument("external_id", metavar="EXTERNAL_ID")
     p.add_argument("--database", required=True)
+    p = cli.leaf(
+        profile,
+        "explain",
+        cmd_profile_explain,
+        [cli.as_json],
+        help="why a profile is (or is not) in a campaign's group",
+    )
+    p.add_argument("external_id", metavar="EXTERNAL_ID")
+    p.add_argument("--database", required=True)
+    p.add_argument("--campaign", required=True)
 
 
 def cmd_import_profiles(args: argparse.Namespace, ctx: Context) -> int:
@@ -52,4 +62,25 @@ def cmd_profile_show(args: argparse.Namespace, ctx: Context) -> int:
         card = profile_json(profile_card(session, args.database, args.external_id))
 
     ctx.emit(card, lambda: profile_text(card))
+    return EXIT_OK
+
+
+def cmd_profile_explain(args: argparse.Namespace, ctx: Context) -> int:
+    """Issue 13 §2: state, group, reason code and its figures (store.explain)."""
+    from store.explain import explain
+
+    with ctx.session() as session:
+        why = explain(session, args.database, args.external_id, args.campaign)
+    payload = why.as_dict()
+
+    def human() -> str:
+        lines = [
+            f"{why.external_id} in {why.campaign}: {why.state}"
+            + (f", group {why.group}" if why.group else ""),
+            f"reason    {why.reason}",
+        ]
+        lines += [f"  {k:<18} {'' if v is None else v}" for k, v in why.detail.items()]
+        return "\n".join(lines)
+
+    ctx.emit(payload, human)
     return EXIT_OK

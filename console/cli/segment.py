@@ -40,6 +40,10 @@ def register(sub: Any, cli: Builder) -> None:
     )
     p.add_argument("name")
     cli.leaf(segment, "list", cmd_segment_list, [cli.as_json], help="list segments")
+    p = cli.leaf(
+        segment, "show", cmd_segment_show, [cli.as_json], help="a segment and its last refresh"
+    )
+    p.add_argument("name")
 
 
 def cmd_segment_create(args: argparse.Namespace, ctx: Context) -> int:
@@ -142,3 +146,33 @@ def cmd_segment_refresh(args: argparse.Namespace, ctx: Context) -> int:
         ),
     )
     return code
+
+
+def cmd_segment_show(args: argparse.Namespace, ctx: Context) -> int:
+    """Issue 13 §6: the segments screen's row as JSON or text (store.segment_views)."""
+    from store.segment_views import segment_overview
+
+    with ctx.session() as session:
+        overview = segment_overview(session, args.name)
+    payload = overview.as_dict()
+
+    def human() -> str:
+        last = payload["last_refresh"]
+        lines = [
+            f"Segment   {overview.name} ({overview.kind})",
+            f"Database  {overview.database or '(any)'}",
+            f"Members   {overview.members:,}",
+            f"Schedule  {overview.schedule}",
+        ]
+        if overview.rule:
+            lines.append(f"Rule      {overview.rule}")
+        if last:
+            lines.append(f"Refreshed {last['at']}: {last['entered']:,} entered, {last['left']:,} left")
+        if overview.next_refresh_at:
+            lines.append(f"Next      {payload['next_refresh_at']}")
+        if overview.campaigns:
+            lines.append("Campaigns " + ", ".join(overview.campaigns))
+        return "\n".join(lines)
+
+    ctx.emit(payload, human)
+    return EXIT_OK

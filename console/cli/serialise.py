@@ -119,6 +119,8 @@ def campaign_detail_json(d: Any) -> dict[str, Any]:
         "srm": {"p_value": d.srm_p_value, "flagged": bool(d.srm_flagged)},
         "mailings": [mailing_json(m) for m in d.mailings],
         "builds": [build_json(b) for b in d.builds],
+        # issue 13: excluded_gcg, other_database, and a draft's `pending` split (R3, R11a)
+        **(d.scope.as_dict() if d.scope is not None else {}),
     }
 
 

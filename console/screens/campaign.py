@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,7 +11,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Label, Static
 
 from console.actions import CampaignActions, CampaignRef, run_store_operation
-from console.keymap import CAMPAIGN_ACTION_BINDINGS, DETAIL_BINDINGS
+from console.keymap import CAMPAIGN_ACTION_BINDINGS, DETAIL_BINDINGS, INSPECT_BINDINGS
 from console.literal import literal, literal_cells, literal_lines
 from console.live import LiveScreen
 from console.widgets.progress import build_progress, eta_text, rate_text, when
@@ -58,13 +58,14 @@ def set_text(widget: Static, content: Text | str) -> None:
 
 
 class CampaignScreen(CampaignActions, LiveScreen):
-    BINDINGS = DETAIL_BINDINGS + CAMPAIGN_ACTION_BINDINGS
+    BINDINGS = DETAIL_BINDINGS + CAMPAIGN_ACTION_BINDINGS + INSPECT_BINDINGS
     AUTO_FOCUS = "#detail"
 
     def __init__(self, name: str) -> None:
         super().__init__(id="campaign-screen")
         self.campaign_name = name
         self.detail: CampaignDetail | None = None
+        self.scope = None  # store.audience_scope.AudienceScope of the last poll
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
@@ -96,17 +97,20 @@ class CampaignScreen(CampaignActions, LiveScreen):
         self.query_one("#dynamic-note").display = False
 
     # ------------------------------------------------------------------ live data
-    def read_snapshot(self, session: Session) -> CampaignDetail | None:
-        return campaign_detail(session, self.campaign_name)
+    def read_snapshot(self, session: Session) -> tuple[CampaignDetail | None, Any]:
+        detail = campaign_detail(session, self.campaign_name)
+        return detail, detail.scope if detail is not None else None
 
-    def apply_snapshot(self, detail: CampaignDetail | None) -> None:
+    def apply_snapshot(self, snapshot: tuple[CampaignDetail | None, Any]) -> None:
+        detail, scope = snapshot
+        self.scope = scope
         if detail is None:
             set_text(
                 self.query_one("#overview", Static), f"campaign {self.campaign_name} not found"
             )
             return
         self.detail = detail
-        set_text(self.query_one("#overview", Static), self.overview_text(detail))
+        set_text(self.query_one("#overview", Static), self.overview_text(detail, scope))
         note = self.query_one("#dynamic-note", Static)
         note.display = detail.segment_kind == "dynamic"
         if note.display:
@@ -115,7 +119,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
                 f"⚠ Segment {detail.segment} is dynamic ({detail.segment_rule}): every refresh "
                 "changes the audience (R2c, R4). A static segment is recommended.",
             )
-        set_text(self.query_one("#lcg-panel", Static), self.lcg_text(detail))
+        set_text(self.query_one("#lcg-panel", Static), self.lcg_text(detail, scope))
         split = self.query_one("#split", SplitBar)
         split_line = SplitBar.render_split(
             detail.test, detail.control, detail.target or None, max(40, split.size.width - 1)
@@ -136,7 +140,8 @@ class CampaignScreen(CampaignActions, LiveScreen):
                     ),
                 )
                 for s in detail.strata
-            ],
+            ]
+            or self.preview_rows(scope),
         )
         sync_table(
             self.query_one("#mailings", DataTable),
@@ -185,7 +190,29 @@ class CampaignScreen(CampaignActions, LiveScreen):
         )
 
     @staticmethod
-    def overview_text(d: CampaignDetail) -> Text:
+    def preview_rows(scope: Any) -> list[tuple[str, tuple[str, ...]]]:
+        """Issue 13 §5: a draft's strata as activation would split them now."""
+        if scope is None or scope.preview is None:
+            return []
+        return [
+            (
+                r.label,
+                literal_cells(
+                    (
+                        r.label,
+                        f"{r.members:,}",
+                        f"{r.cohort:,}",
+                        "–",
+                        f"{r.quota:,}",
+                        f"{r.ideal:.2f}",
+                    )
+                ),
+            )
+            for r in scope.preview.rows
+        ]
+
+    @staticmethod
+    def overview_text(d: CampaignDetail, scope: Any = None) -> Text:
         text = Text()
         text.append(printable(d.name), style="bold")
         text.append(f"  [{d.status}]", style="bold yellow" if d.status == "draft" else "bold")
@@ -201,11 +228,28 @@ class CampaignScreen(CampaignActions, LiveScreen):
             text.append(f" · activated {when(d.activated_at)}")
         if d.completed_at:
             text.append(f" · completed {when(d.completed_at)}")
+        if scope is not None and scope.excluded_gcg:
+            text.append(f"\nGCG holds out {scope.excluded_gcg:,} segment profiles (R1)")
         return text
 
     @staticmethod
-    def lcg_text(d: CampaignDetail) -> Text:
+    def lcg_text(d: CampaignDetail, scope: Any = None) -> Text:
         text = Text()
+        if scope is not None and scope.pending is not None:
+            # R3: a draft has no members yet; show what activation would do now.
+            text.append(f"Pending audience {scope.pending:,}", style="bold")
+            p = scope.preview
+            if p is not None:
+                text.append(
+                    f" · activation now: control target {p.target:,} in {len(p.rows)} strata"
+                )
+                for warning in p.warnings:
+                    short = printable(warning["message"])
+                    short = short if len(short) <= 230 else short[:229] + "…"
+                    text.append(f"\n⚠ {short}", style="bold yellow")
+            else:
+                text.append(" · activation now: everyone to test (LCG off)")
+            text.append("\n")
         text.append("LCG ", style="bold")
         if not d.lcg_enabled:
             text.append("off", style="bold")

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Input
 
 from console.actions import CampaignActions, CampaignRef
-from console.keymap import CAMPAIGN_ACTION_BINDINGS, LIST_BINDINGS
+from console.keymap import CAMPAIGN_ACTION_BINDINGS, INSPECT_BINDINGS, LIST_BINDINGS
 from console.literal import literal_cells
 from console.live import LiveScreen
 from console.widgets.status_header import StatusHeader
@@ -65,7 +65,7 @@ def matches(row: CampaignRow, needle: str) -> bool:
 
 
 class CampaignsScreen(CampaignActions, LiveScreen):
-    BINDINGS = LIST_BINDINGS + CAMPAIGN_ACTION_BINDINGS
+    BINDINGS = LIST_BINDINGS + CAMPAIGN_ACTION_BINDINGS + INSPECT_BINDINGS
     AUTO_FOCUS = "#campaigns"
 
     def __init__(self) -> None:

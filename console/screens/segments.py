@@ -1,0 +1,121 @@
+"""Segments at a glance (issue 13 §6): kind, database, members, rule, schedule, the last
+refresh (when, entered, left), the next one; `r` refreshes the selected dynamic segment."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable, Footer, Static
+
+from console.actions import run_store_operation
+from console.keymap import SEGMENTS_BINDINGS, WRITE_ACTIONS
+from console.literal import literal
+from console.live import LiveScreen
+from console.screens.campaign import set_text, sync_table
+from console.widgets.progress import when
+from console.widgets.status_header import StatusHeader
+from store.segment_views import SegmentOverview, segment_overviews
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+COLUMNS = (
+    "Segment",
+    "Kind",
+    "Database",
+    "Members",
+    "Schedule",
+    "Last refresh",
+    "+in/−out",
+    "Next refresh",
+    "Campaigns",
+    "Rule",
+)
+
+
+def cells(s: SegmentOverview) -> tuple[Text | str, ...]:
+    changes = (
+        ""
+        if s.last_refresh_entered is None
+        else f"+{s.last_refresh_entered:,}/−{s.last_refresh_left:,}"
+    )
+    return (
+        literal(s.name),
+        s.kind,
+        literal(s.database or "(any)"),
+        f"{s.members:,}",
+        literal(s.schedule),
+        when(s.last_refreshed_at) if s.kind == "dynamic" else "",
+        changes,
+        when(s.next_refresh_at) if s.next_refresh_at else "",
+        literal(", ".join(s.campaigns)),
+        literal(s.rule or ""),
+    )
+
+
+class SegmentsScreen(LiveScreen):
+    BINDINGS = SEGMENTS_BINDINGS
+    AUTO_FOCUS = "#segments"
+
+    def __init__(self) -> None:
+        super().__init__(id="segments-screen")
+        self.segments: list[SegmentOverview] = []
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
+        yield Static("Segments", id="segments-title", classes="section")
+        yield DataTable(id="segments", cursor_type="row", zebra_stripes=True)
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#segments", DataTable)
+        for label in COLUMNS:
+            table.add_column(label, key=label)
+
+    def read_snapshot(self, session: Session) -> list[SegmentOverview]:
+        return segment_overviews(session)
+
+    def apply_snapshot(self, segments: list[SegmentOverview]) -> None:
+        self.segments = segments
+        dynamic = sum(1 for s in segments if s.kind == "dynamic")
+        set_text(
+            self.query_one("#segments-title", Static),
+            f"Segments: {len(segments)} ({dynamic} dynamic)",
+        )
+        sync_table(self.query_one("#segments", DataTable), [(s.name, cells(s)) for s in segments])
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in WRITE_ACTIONS and self.app.actor.read_only)
+
+    def selected(self) -> SegmentOverview | None:
+        table = self.query_one("#segments", DataTable)
+        if not self.segments or table.row_count == 0:
+            return None
+        row_key, _column = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
+        return next((s for s in self.segments if s.name == row_key.value), None)
+
+    def action_refresh_segment(self) -> None:
+        segment = self.selected()
+        if segment is None:
+            self.app.notify("no segment selected", severity="warning")
+            return
+        if segment.kind != "dynamic":
+            self.app.notify(
+                f"segment {segment.name} is static: nothing to refresh", severity="warning"
+            )
+            return
+        name = segment.name
+
+        def operation(session: Session) -> str:
+            from store import segments
+
+            result = segments.refresh(session, self.app.actor, segments.get_segment(session, name))
+            return f"segment {name} refreshed: {result.entered:,} entered, {result.left:,} left"
+
+        run_store_operation(self.app, "Refresh segment", operation)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

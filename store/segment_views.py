@@ -1,0 +1,145 @@
+"""Segments at a glance (issue 13 §6): one read model for the segments screen (`g`) and
+`segment show` / `segment list`.
+
+The last refresh's entered and left counts are derived from the membership intervals
+(R12: a refresh stamps all its newcomers' `entered_at` and all its leavers' `left_at`
+with the one refresh time), through the (segment, entered_at) and (segment, left_at)
+indexes: no member scan. The next refresh of an interval schedule is the last refresh
+plus the interval (due now when it never ran); a cron schedule's next time is the
+scheduler's business and shown as its expression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from store.errors import NotFoundError
+from store.models import Campaign, ProfileDatabase, Segment, SegmentMember
+
+
+@dataclass(frozen=True)
+class SegmentOverview:
+    name: str
+    kind: str  # static | dynamic
+    database: str | None
+    members: int
+    rule: str | None
+    every_seconds: int | None
+    cron: str | None
+    last_refreshed_at: datetime | None
+    last_refresh_entered: int | None  # None: never refreshed
+    last_refresh_left: int | None
+    next_refresh_at: datetime | None  # interval schedules only
+    campaigns: list[str] = field(default_factory=list)  # campaigns built on it
+
+    @property
+    def schedule(self) -> str:
+        if self.kind != "dynamic":
+            return "static"
+        if self.every_seconds:
+            return f"every {_duration(self.every_seconds)}"
+        if self.cron:
+            return f"cron {self.cron}"
+        return "manual"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "database": self.database,
+            "rule": self.rule,
+            "every_seconds": self.every_seconds,
+            "cron": self.cron,
+            "schedule": self.schedule,
+            "members": self.members,
+            "last_refreshed_at": _iso(self.last_refreshed_at),
+            "last_refresh": None
+            if self.last_refreshed_at is None
+            else {
+                "at": _iso(self.last_refreshed_at),
+                "entered": self.last_refresh_entered,
+                "left": self.last_refresh_left,
+            },
+            "next_refresh_at": _iso(self.next_refresh_at),
+            "campaigns": list(self.campaigns),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _overview(
+    session: Session, segment: Segment, databases: dict[int, str], campaigns: list[str]
+) -> SegmentOverview:
+    entered = left = None
+    at = segment.last_refreshed_at
+    if at is not None:
+        entered = session.scalar(
+            sa.select(sa.func.count()).where(
+                SegmentMember.segment_id == segment.id, SegmentMember.entered_at == at
+            )
+        )
+        left = session.scalar(
+            sa.select(sa.func.count()).where(
+                SegmentMember.segment_id == segment.id, SegmentMember.left_at == at
+            )
+        )
+    next_at = None
+    if segment.kind == "dynamic" and segment.refresh_every_seconds:
+        base = at or segment.created_at
+        next_at = base + timedelta(seconds=segment.refresh_every_seconds)
+    return SegmentOverview(
+        name=segment.name,
+        kind=segment.kind,
+        database=databases.get(segment.database_id) if segment.database_id else None,
+        members=segment.member_count,
+        rule=segment.rule,
+        every_seconds=segment.refresh_every_seconds,
+        cron=segment.refresh_cron,
+        last_refreshed_at=at,
+        last_refresh_entered=entered,
+        last_refresh_left=left,
+        next_refresh_at=next_at,
+        campaigns=campaigns,
+    )
+
+
+def segment_overviews(session: Session) -> list[SegmentOverview]:
+    """Every segment, by name."""
+    databases = dict(session.execute(sa.select(ProfileDatabase.id, ProfileDatabase.name)).all())
+    on_segment: dict[int, list[str]] = {}
+    for segment_id, name in session.execute(
+        sa.select(Campaign.segment_id, Campaign.name).order_by(Campaign.name)
+    ):
+        on_segment.setdefault(segment_id, []).append(name)
+    segments = session.scalars(sa.select(Segment).order_by(Segment.name)).all()
+    return [_overview(session, s, databases, on_segment.get(s.id, [])) for s in segments]
+
+
+def segment_overview(session: Session, name: str) -> SegmentOverview:
+    """One segment; NotFoundError when there is none of that name."""
+    segment = session.scalar(sa.select(Segment).where(Segment.name == name))
+    if segment is None:
+        raise NotFoundError(f"no segment named {name!r}")
+    databases = dict(session.execute(sa.select(ProfileDatabase.id, ProfileDatabase.name)).all())
+    campaigns = list(
+        session.scalars(
+            sa.select(Campaign.name)
+            .where(Campaign.segment_id == segment.id)
+            .order_by(Campaign.name)
+        )
+    )
+    return _overview(session, segment, databases, campaigns)
