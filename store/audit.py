@@ -53,8 +53,7 @@ def record(
     An SSH gateway actor's key fingerprint goes into `details["key_fingerprint"]` of
     every row it writes (the actor column holds its key-id, `origin` the client address).
     """
-    if actor.key_fingerprint:
-        details = {"key_fingerprint": actor.key_fingerprint, **details}
+    details = _with_identity(actor, details)
     session.add(
         AuditEntry(
             at=utcnow(),
@@ -137,8 +136,15 @@ def _entry(
         "target_id": target_id,
         "target_name": target_name,
         "outcome": "refused",
-        "details": {"reason": reason},
+        "details": _with_identity(actor, {"reason": reason}),
     }
+
+
+def _with_identity(actor: Actor, details: dict[str, Any]) -> dict[str, Any]:
+    """An SSH gateway actor's key fingerprint goes into every row it causes, ok or refused."""
+    if actor.key_fingerprint:
+        return {"key_fingerprint": actor.key_fingerprint, **details}
+    return details
 
 
 @event.listens_for(OrmSession, "after_transaction_end")
