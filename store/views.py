@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from store import lcg, validity
+from store.errors import ValidationError
 from store.models import (
     AudienceBuild,
     Campaign,
@@ -23,6 +24,7 @@ from store.models import (
     Segment,
 )
 
+MAX_LIST_ROWS = 10_000  # docs/cli.md: ranges of numeric arguments
 ACTIVE_BUILD_STATUSES = ("queued", "running")
 
 
@@ -181,6 +183,8 @@ def builds(
     session: Session, *, campaign: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Queued and running builds first (oldest first), then the latest finished ones."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_ROWS:
+        raise ValidationError(f"--limit must be a whole number from 1 to {MAX_LIST_ROWS:,}")
     base = sa.select(AudienceBuild, Campaign.name).join(
         Campaign, Campaign.id == AudienceBuild.campaign_id
     )

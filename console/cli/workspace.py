@@ -27,6 +27,8 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     from store.db import describe_url
 
     url = db_url(args)
+    if args.profiles is not None:
+        demo.check_profile_count(args.profiles)  # before --reset or anything else
     engine = ctx.engine
     if args.reset:
         demo.reset(engine, ctx.actor)
