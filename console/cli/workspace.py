@@ -56,4 +56,7 @@ def cmd_console(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_scheduler(args: argparse.Namespace, ctx: Context) -> int:
     from scheduler.daemon import run_daemon
 
+    # Issue 15.5: the scheduler takes the lease and runs builds and mailings: it acts.
+    ctx.actor.require_write("run the scheduler (it takes the lease, runs builds and mailings)")
+
     return run_daemon(db_url(args), pool_size=args.pool_size)
