@@ -21,6 +21,9 @@ READING = {
     ("profile", "show"),
     ("status",),
     ("builds",),
+    ("audit",),
+    # Serves consoles over SSH; each session's role comes from its key (gateway helper's).
+    ("gateway",),
 }
 
 
