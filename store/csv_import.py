@@ -29,6 +29,9 @@ from sqlalchemy.engine import Connection
 from store.errors import ValidationError
 
 MAX_PROBLEMS = 50
+MAX_FIELD_CHARS = csv.field_size_limit()  # 131,072 characters per value (docs/cli.md)
+SHOWN_NAME_CHARS = 40  # a column name quoted in a problem is cut here (no 20 KB headers)
+BINARY_PROBE = 8192
 BATCH_SIZE = 10_000
 # Records parsed at once: large enough that the per-batch work is negligible, small
 # enough that the batch's row lists do not pile up for the garbage collector to scan.
@@ -52,7 +55,7 @@ class Problem:
     def __str__(self) -> str:
         where = f"line {self.line}" if self.line else "file"
         if self.column:
-            where += f", column {self.column}"
+            where += f", column {shown_name(self.column)}"
         return f"{where}: {self.reason}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,6 +77,15 @@ class ImportRejected(ValidationError):
             f"{source}: rejected, nothing imported ({total} problem{'s' if total != 1 else ''}):\n  "
             + "\n  ".join(lines)
         )
+
+
+def shown_name(name: str) -> str:
+    """A header cell as quoted in a message: printable and at most SHOWN_NAME_CHARS long."""
+    from store.names import printable
+
+    if len(name) > SHOWN_NAME_CHARS:
+        name = name[: SHOWN_NAME_CHARS - 1] + "…"
+    return printable(name)
 
 
 @dataclass
@@ -124,6 +136,21 @@ def _decoded_lines(binary: IO[bytes], problems: Problems) -> Iterator[str]:
             yield raw.decode("utf-8", "replace")
 
 
+def _csv_error(exc: csv.Error) -> str:
+    text = str(exc)
+    if "field larger than field limit" in text:
+        return (
+            f"a value is longer than {MAX_FIELD_CHARS:,} characters (the per-value limit); "
+            "reading stopped here"
+        )
+    if "new-line character seen in unquoted field" in text:
+        return (
+            "a carriage return inside an unquoted value: not a CSV file, or quote the value; "
+            "reading stopped here"
+        )
+    return f"malformed CSV ({text}); reading stopped here"
+
+
 def universal_breaks(cell: str) -> int:
     """Line breaks in a cell as the text reader splits lines (\\n, \\r\\n or a lone \\r)."""
     return cell.count("\n") + cell.count("\r") - cell.count("\r\n")
@@ -149,11 +176,31 @@ class Records:
     def __init__(
         self, lines: Iterable[str], problems: Problems, breaks: Callable[[str], int]
     ) -> None:
-        self._reader = csv.reader(lines, strict=True)
+        self._reader = csv.reader(self._watch_nul(lines), strict=True)
         self._problems = problems
         self._breaks = breaks
         self._end = 0  # physical lines consumed so far
         self._stopped = False
+        self._nul_seen = False
+        self._header: list[str] | None = None
+
+    def _watch_nul(self, lines: Iterable[str]) -> Iterator[str]:
+        for line in lines:
+            if "\x00" in line:
+                self._nul_seen = True
+            yield line
+
+    def _refuse_nul(self, lines: Sequence[int], rows: list[list[str]]) -> None:
+        """A NUL byte is a problem of its line and column on both backends (SQLite would
+        store it, never to be found again; PostgreSQL cannot store it). It is removed from
+        what is staged: the file is rejected anyway (issue 15.9)."""
+        header = self._header or []
+        for line, row in zip(lines, rows, strict=True):
+            for index, cell in enumerate(row):
+                if "\x00" in cell:
+                    column = header[index] if index < len(header) else f"#{index + 1}"
+                    self._problems.add(line, column, "a NUL byte (\\x00) in the value")
+                    row[index] = cell.replace("\x00", "")
 
     def __iter__(self) -> Iterator[tuple[int, list[str]]]:
         return self
@@ -180,10 +227,14 @@ class Records:
             else:
                 lines, rows = self._count_lines(rows, end if error is None else None)
             self._end = end
+            if rows and self._nul_seen:
+                self._refuse_nul(lines, rows)
+            if rows and self._header is None:
+                self._header = [cell.strip() for cell in rows[0]]
             if rows:
                 yield lines, rows
             if error is not None:
-                self._problems.add(end, None, f"malformed CSV ({error}); reading stopped here")
+                self._problems.add(end, None, _csv_error(error))
                 self._stopped = True
 
     def _count_lines(
@@ -201,6 +252,21 @@ class Records:
         return lines, kept
 
 
+def _looks_binary(binary: IO[bytes]) -> bool:
+    """A NUL byte and bytes that are not UTF-8 in the first 8 KB: an image, an archive,
+    a spreadsheet, not a CSV file (a stray NUL in a text file is reported by line)."""
+    start = binary.tell()
+    probe = binary.read(BINARY_PROBE)
+    binary.seek(start)
+    if b"\x00" not in probe:
+        return False
+    try:
+        probe.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(probe) - 4  # not just a character cut at the probe's end
+    return False
+
+
 def scan_records(
     binary: IO[bytes],
     max_problems: int,
@@ -215,6 +281,9 @@ def scan_records(
     if binary.seekable():
         start = binary.tell()
         problems = Problems(cap=max_problems)
+        if _looks_binary(binary):
+            problems.add(0, None, "not a CSV file (binary data); export the data as UTF-8 CSV")
+            return scan(iter(()), problems), problems
         text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
         try:
             return scan(Records(text, problems, universal_breaks), problems), problems
@@ -460,7 +529,8 @@ def check_header_names(header: list[str], problems: Problems, source: str) -> No
             1,
             None,
             "missing header: the first line must name the columns, including external_id "
-            f"(found {', '.join(repr(h) for h in header[:5])}{' ...' if len(header) > 5 else ''})",
+            f"(found {', '.join(repr(shown_name(h)) for h in header[:5])}"
+            f"{' ...' if len(header) > 5 else ''})",
         )
         problems.raise_if_any(source)
     seen: set[str] = set()

@@ -19,7 +19,7 @@ from sqlmodel import Session
 from store import builds, campaigns, gcg, mailings, profiles, segments
 from store.actors import Actor
 from store.db import keep_statistics_fresh, transaction
-from store.errors import DomainError, InvalidStateError
+from store.errors import DomainError, InvalidStateError, ValidationError
 from store.models import (
     Campaign,
     ProfileDatabase,
@@ -30,6 +30,7 @@ from store.models import (
 )
 
 DEFAULT_PROFILES = 200_000
+MIN_PROFILES, MAX_PROFILES = 100, 50_000_000  # docs/cli.md: ranges of numeric arguments
 DEMO_DATABASE = "retail"
 DEMO_FIELDS = [
     ("region", "text"),
@@ -128,6 +129,13 @@ def is_demo_workspace(engine: Engine) -> bool:
     return True
 
 
+def check_profile_count(n_profiles: int) -> None:
+    if isinstance(n_profiles, bool) or not MIN_PROFILES <= n_profiles <= MAX_PROFILES:
+        raise ValidationError(
+            f"the demo takes from {MIN_PROFILES:,} to {MAX_PROFILES:,} profiles, not {n_profiles}"
+        )
+
+
 def reset(engine: Engine, actor: Actor) -> None:
     """Drop and recreate every table (the --reset of `campaign-console demo`).
 
@@ -172,8 +180,7 @@ def has_workspace(engine: Engine) -> bool:
 def build_demo(engine: Engine, actor: Actor, n_profiles: int = DEFAULT_PROFILES) -> DemoSummary:
     """Generate the demo workspace into an empty database."""
     actor.require_write("build the demo workspace")
-    if n_profiles < 100:
-        raise ValueError("the demo needs at least 100 profiles")
+    check_profile_count(n_profiles)
     if has_workspace(engine):
         raise ValueError("the database already holds a workspace; use --reset to rebuild it")
     dialect = engine.dialect.name

@@ -37,3 +37,14 @@ class ConfigError(StoreError):
     """A setting (config file, environment, flag) has a value that is not allowed."""
 
     exit_code = 2
+
+
+def public_reason(exc: BaseException) -> str:
+    """An unexpected error in one line, for a user: never the SQL statement, its parameters
+    (a campaign seed among them) or a link to SQLAlchemy's documentation (issue 15.8, 15.10)."""
+    original = getattr(exc, "orig", None)
+    if original is not None and hasattr(exc, "statement"):  # SQLAlchemy wraps DB-API errors
+        lines = str(original).strip().splitlines()
+        return f"database error: {type(original).__name__}: {lines[0] if lines else ''}"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -45,17 +45,21 @@ def format_percent(bp: int) -> str:
     return f"{Decimal(bp) / 100:f}".rstrip("0").rstrip(".") if bp % 100 else str(bp // 100)
 
 
+MAX_LCG_LIMIT = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL (docs/cli.md)
+
+
 def parse_limit(value: Any) -> int | None:
     if value is None:
         return None
+    wrong = f"LCG limit must be a whole number from 1 to {MAX_LCG_LIMIT:,}, not {value!r}"
     if isinstance(value, bool):
-        raise ValidationError(f"LCG limit must be a whole number >= 1, not {value!r}")
+        raise ValidationError(wrong)
     try:
         dec = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
-        raise ValidationError(f"LCG limit must be a whole number >= 1, not {value!r}") from None
-    if not dec.is_finite() or dec != dec.to_integral_value() or dec < 1:
-        raise ValidationError(f"LCG limit must be a whole number >= 1, not {value!r}")
+        raise ValidationError(wrong) from None
+    if not dec.is_finite() or dec != dec.to_integral_value() or not 1 <= dec <= MAX_LCG_LIMIT:
+        raise ValidationError(wrong)
     return int(dec)
 
 

@@ -108,6 +108,7 @@ def try_acquire(engine: Engine, holder: str, ttl: float) -> bool:
                 session.rollback()  # another scheduler inserted the row first
                 return False
         if taken:
+            resumed = _requeue_builds_of(session, previous, holder)
             audit.record(
                 session,
                 system_actor(),
@@ -118,9 +119,37 @@ def try_acquire(engine: Engine, holder: str, ttl: float) -> bool:
                 previous_heartbeat=previous.heartbeat_at.isoformat()
                 if previous is not None
                 else None,
+                requeued_builds=resumed,
             )
             session.commit()
         return bool(taken)
+
+
+def _requeue_builds_of(
+    session: Session, previous: SchedulerLease | None, holder: str
+) -> list[int]:
+    """A new holder knows the previous one is gone (its lease expired): the builds it left
+    `running` go back to the queue at once, to resume from their checkpoints, instead of
+    waiting for their heartbeats to go stale (issue 15.11). Safe even if the old holder
+    still finishes a chunk: every step checks that its worker still owns the build."""
+    if previous is None or previous.holder == holder:
+        return []
+    from store.models import AudienceBuild
+
+    ids = list(
+        session.scalars(
+            sa.select(AudienceBuild.id).where(
+                AudienceBuild.status == "running", AudienceBuild.worker == previous.holder
+            )
+        )
+    )
+    if ids:
+        session.execute(
+            sa.update(AudienceBuild)
+            .where(AudienceBuild.id.in_(ids), AudienceBuild.status == "running")
+            .values(status="queued", worker=None)
+        )
+    return ids
 
 
 def heartbeat(engine: Engine, holder: str, ttl: float) -> bool:

@@ -45,6 +45,7 @@ from store.models import (
 from store.names import check_name
 from store.profiles import database_fields
 
+MAX_REFRESH_SECONDS = 366 * 24 * 3600  # docs/cli.md: ranges of numeric arguments
 ID_CHUNK = 5_000  # profile ids per statement (SQLite caps bound parameters)
 
 profile_table = Profile.__table__
@@ -156,10 +157,13 @@ def _validate_schedule(kind: str, every_seconds: int | None, cron: str | None) -
     if every_seconds is not None and cron is not None:
         raise ValidationError("give either a refresh interval in seconds or a cron, not both")
     if every_seconds is not None and (
-        isinstance(every_seconds, bool) or not isinstance(every_seconds, int) or every_seconds < 1
+        isinstance(every_seconds, bool)
+        or not isinstance(every_seconds, int)
+        or not 1 <= every_seconds <= MAX_REFRESH_SECONDS
     ):
         raise ValidationError(
-            f"refresh interval must be a whole number of seconds >= 1, not {every_seconds!r}"
+            "refresh interval must be a whole number of seconds from 1 to "
+            f"{MAX_REFRESH_SECONDS:,} (366 days), not {every_seconds!r}"
         )
     if cron is not None:
         from store.mailings import validate_cron

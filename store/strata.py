@@ -60,17 +60,37 @@ def key_sql(fields: Sequence[ProfileField], alias: str = "p") -> str:
     return f" || '{SEP}' || ".join(parts)
 
 
-def decode(key: str, names: Sequence[str]) -> dict[str, str | None]:
+def decode(
+    key: str, names: Sequence[str], types: dict[str, str] | None = None
+) -> dict[str, str | None]:
+    """{field: value} of a key written under strata `names`. A key written under older
+    strata settings (a recalculation re-keys the counters only when its rekey phase ends)
+    comes back as {"key": key}: when its number of values differs, or, given the fields'
+    `types`, when a value cannot be one of its field (issue 15.4: 'Kazan' is no tier)."""
     if not names:
         return {}
     values = key.split(SEP)
     if len(values) != len(names):  # keys of older strata settings
         return {"key": key}
+    if types and not all(
+        v == "" or _fits(v, types.get(n, "text")) for n, v in zip(names, values, strict=True)
+    ):
+        return {"key": key}
     return {n: (v if v != "" else None) for n, v in zip(names, values, strict=True)}
 
 
-def label(key: str, names: Sequence[str]) -> str:
+def _fits(value: str, field_type: str) -> bool:
+    if field_type == "int":
+        return value.lstrip("-").isdigit()
+    if field_type == "date":
+        return len(value) == 10 and value[4] == "-" and value[7] == "-"
+    return True
+
+
+def label(key: str, names: Sequence[str], types: dict[str, str] | None = None) -> str:
     """Human text for a stratum: 'int_field=20, region=Moscow' or 'all'."""
     if not names:
         return "all"
-    return ", ".join(f"{k}={'∅' if v is None else v}" for k, v in decode(key, names).items())
+    return ", ".join(
+        f"{k}={'∅' if v is None else v}" for k, v in decode(key, names, types).items()
+    )

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from store import lcg, strata
-from store.models import Campaign, CampaignStratum
+from store.models import Campaign, CampaignStratum, ProfileField
 from store.states import CampaignStatus
 
 
@@ -67,6 +67,13 @@ def campaign_validity(session: Session, campaign: Campaign) -> Validity:
         if r.members > 0
     ]
     names = list(campaign.lcg_strata or [])
+    types = dict(  # keys are read with the types of their fields (issue 15.4)
+        session.execute(
+            sa.select(ProfileField.name, ProfileField.type).where(
+                ProfileField.database_id == campaign.database_id
+            )
+        ).all()
+    )
     enabled = campaign.lcg_enabled and campaign.status == CampaignStatus.ACTIVE
     sizes = {r.stratum_key: r.cohort for r in rows if r.cohort > 0} if enabled else {}
     n = sum(sizes.values())
@@ -99,8 +106,8 @@ def campaign_validity(session: Session, campaign: Campaign) -> Validity:
         strata=[
             StratumValidity(
                 key=r.stratum_key,
-                values=strata.decode(r.stratum_key, names),
-                label=strata.label(r.stratum_key, names),
+                values=strata.decode(r.stratum_key, names, types),
+                label=strata.label(r.stratum_key, names, types),
                 members=r.members,
                 cohort=r.cohort,
                 control=r.control,

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from store import lcg
+from store.errors import ValidationError
 from store.models import (
     STRATIFIABLE_TYPES,
     AudienceBuild,
@@ -40,6 +41,8 @@ from store.validity import StratumValidity, campaign_validity
 
 if TYPE_CHECKING:
     from store.audience_scope import AudienceScope
+
+MAX_LIST_ROWS = 10_000  # docs/cli.md: ranges of numeric arguments
 
 
 def by_name(session: Session, column: Any) -> Any:
@@ -399,6 +402,8 @@ def builds(
     session: Session, *, campaign: str | None = None, limit: int = 50
 ) -> list[BuildProgress]:
     """Queued and running builds first (oldest first), then the latest finished ones."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_ROWS:
+        raise ValidationError(f"--limit must be a whole number from 1 to {MAX_LIST_ROWS:,}")
     base = sa.select(AudienceBuild, Campaign.name).join(
         Campaign, Campaign.id == AudienceBuild.campaign_id
     )

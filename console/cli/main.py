@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(handler: Callable, args: argparse.Namespace, ctx: Context) -> int:
-    from store.errors import DomainError, NotFoundError, StoreError
+    from store.errors import DomainError, NotFoundError, StoreError, public_reason
     from store.names import printable_lines  # messages may quote names and imported data
 
     try:
@@ -109,6 +109,5 @@ def _run(handler: Callable, args: argparse.Namespace, ctx: Context) -> int:
     except Exception as exc:  # the contract: anything unexpected is exit 1, with a reason
         if os.environ.get("CAMPAIGN_CONSOLE_DEBUG"):
             raise
-        reason = printable_lines(str(exc))
-        print(f"unexpected error: {type(exc).__name__}: {reason}", file=sys.stderr)
+        print(f"unexpected error: {printable_lines(public_reason(exc))}", file=sys.stderr)
         return EXIT_UNEXPECTED

@@ -27,6 +27,8 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     from store.db import describe_url
 
     url = ctx.settings.db
+    if args.profiles is not None:
+        demo.check_profile_count(args.profiles)  # before --reset or anything else
     engine = ctx.engine
     if args.reset:
         demo.reset(engine, ctx.actor)
@@ -53,5 +55,8 @@ def cmd_console(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_scheduler(args: argparse.Namespace, ctx: Context) -> int:
     from scheduler.daemon import run_daemon
+
+    # Issue 15.5: the scheduler takes the lease and runs builds and mailings: it acts.
+    ctx.actor.require_write("run the scheduler (it takes the lease, runs builds and mailings)")
 
     return run_daemon(ctx.settings.db, ctx.settings.scheduler)

@@ -33,7 +33,7 @@ from e2e.scheduler_world import (
 )
 from store import builds, campaigns, lease, mailings, profiles, segments
 from store.db import open_store, transaction
-from store.models import Campaign, CampaignMember, CampaignStratum, utcnow
+from store.models import AuditEntry, Campaign, CampaignMember, CampaignStratum, utcnow
 
 pytestmark = pytest.mark.e2e
 
@@ -190,7 +190,12 @@ def test_sigkill_mid_build_then_resume_equals_an_uninterrupted_build(tmp_path, p
 
     successor = spawn(processes, url, tmp_path, "successor", **slow)
     poll(lambda: build(engine, build_id).status == "done", timeout=30, what="build resumed")
-    assert "requeued abandoned builds" in successor.log()
+    # Issue 15.11: taking the lease, the successor requeued the dead holder's build at once.
+    with Session(engine) as session:
+        takeovers = session.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "scheduler.lease_acquired")
+        ).all()
+    assert any(build_id in (e.details.get("requeued_builds") or []) for e in takeovers)
     assert [b.status for b in builds_of(engine, "Spring")] == ["done"]
     assert _snapshot(engine) == _snapshot(reference)
     # The mailing the killed build paused is resumed once the build ends.
