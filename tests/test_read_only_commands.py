@@ -22,6 +22,10 @@ READING = {
     ("status",),
     ("builds",),
     ("audit",),
+    ("campaign", "members"),
+    ("profile", "explain"),
+    ("segment", "show"),
+    ("gcg", "show"),
     # Serves consoles over SSH; each session's role comes from its key (gateway helper's).
     ("gateway",),
 }
@@ -47,6 +51,11 @@ def mutating_argv(cli: Cli) -> dict[tuple[str, ...], list[str]]:
         ("mailing", "create"): ["mailing", "create", "m2", "--campaign", "r10", "--kind", "trigger"],
         ("mailing", "pause"): ["mailing", "pause", "m1"],
         ("mailing", "resume"): ["mailing", "resume", "m1"],
+        ("gcg", "set"): ["gcg", "set", "main", "--percent", "5"],
+        ("gcg", "add"): ["gcg", "add", "main", ids],
+        ("gcg", "remove"): ["gcg", "remove", "main", ids],
+        ("gcg", "except"): ["gcg", "except", "r10"],
+        ("gcg", "unexcept"): ["gcg", "unexcept", "r10"],
     }  # fmt: skip
 
 

@@ -125,8 +125,12 @@ async def test_g_opens_segments_with_refresh_figures_and_r_refreshes_a_dynamic_o
         assert young.kind == "dynamic" and young.rule == "age < 30"
         assert young.last_refresh_entered == young.members and young.last_refresh_left == 0
         assert "Young Drop" in young.campaigns
-        text = screen_text(app)
-        assert "age < 30" in text and f"+{young.members:,}/−0" in text
+        shown = f"+{young.members:,}/−0"
+        await wait_for(  # the table is drawn after the snapshot arrives
+            pilot,
+            lambda: "age < 30" in screen_text(app) and shown in screen_text(app),
+            what="the segments table",
+        )
         table = screen.query_one("#segments", DataTable)
         table.move_cursor(row=2)
         await pilot.pause()
