@@ -36,13 +36,28 @@ from store.models import (
     utcnow,
 )
 from store.monitor import BuildProgress, progress_row
-from store.states import OPEN_BUILD_STATUSES, BuildStatus, MailingKind, MailingStatus
+from store.states import (
+    OPEN_BUILD_STATUSES,
+    BuildStatus,
+    CampaignStatus,
+    MailingKind,
+    MailingStatus,
+)
 from store.validity import StratumValidity, campaign_validity
 
 if TYPE_CHECKING:
     from store.audience_scope import AudienceScope
 
 MAX_LIST_ROWS = 10_000  # docs/cli.md: ranges of numeric arguments
+
+
+def live_warnings(campaign: Campaign) -> tuple[dict[str, Any], ...]:
+    """The campaign's current stratification warnings (R10). A completed campaign has none
+    (R8, issue 11): `complete` clears them, and one completed by release 1 may still store
+    its last build's; that build keeps them in its own record."""
+    if campaign.status == CampaignStatus.COMPLETED:
+        return ()
+    return tuple(campaign.warnings or ())
 
 
 def by_name(session: Session, column: Any) -> Any:
@@ -168,7 +183,7 @@ def campaign_rows(session: Session) -> list[CampaignRow]:
             lcg_limit=c.lcg_limit,
             lcg_strata=tuple(c.lcg_strata or ()),
             lcg_summary=lcg_summary(c),
-            warnings=tuple(c.warnings or ()),
+            warnings=live_warnings(c),
             paused_mailings=paused_count or 0,
             build=current.get(c.id),
         )
@@ -348,7 +363,7 @@ def campaign_detail(
         lcg_summary=lcg_summary(campaign),
         target=validity.target,
         deficit=validity.deficit,
-        warnings=tuple(campaign.warnings or ()),
+        warnings=live_warnings(campaign),
         srm_p_value=validity.srm_p_value,
         srm_flagged=bool(validity.srm_flagged),
         created_at=campaign.created_at,

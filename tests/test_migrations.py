@@ -298,6 +298,31 @@ def test_release1_workspace_upgrades_on_first_open_keeping_groups_and_history(tm
     assert len(list(tmp_path.glob("workspace.backup-*.db"))) == 1
 
 
+def test_a_campaign_completed_by_release1_with_a_warning_shows_none(tmp_path, capsys):
+    """R8 / issue 11 defect 5: release 1 kept a completed campaign's last warning on the
+    campaign row; the upgraded workspace neither shows nor counts it (the row is kept)."""
+    path = release1_copy(tmp_path)
+    warning = [{"code": "stratification_violation", "message": "1 stratum below one profile"}]
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE campaign SET warnings = ? WHERE name = 'Winter Clearance'",
+            (json.dumps(warning),),
+        )
+    url = f"sqlite:///{path}"
+    code, out, err = run_cli(capsys, "--db", url, "campaign", "show", "Winter Clearance", "--json")
+    assert code == 0, err
+    assert json.loads(out)["warnings"] == []
+    code, out, err = run_cli(capsys, "--db", url, "campaign", "list", "--json")
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["Winter Clearance"]["warnings"] == []
+    with sqlite3.connect(path) as conn:  # nothing was rewritten
+        stored = conn.execute(
+            "SELECT warnings FROM campaign WHERE name = 'Winter Clearance'"
+        ).fetchone()[0]
+    assert json.loads(stored) == warning
+
+
 def test_upgrade_command_upgrades_a_release1_workspace_and_reports_it(tmp_path, capsys):
     path = release1_copy(tmp_path)
     url = f"sqlite:///{path}"
