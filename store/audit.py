@@ -247,10 +247,14 @@ def audit_log(
     limit: int = 50,
     action_prefix: str | None = None,
     actor: str | None = None,
+    target: tuple[str, int] | None = None,
 ) -> list[AuditLine]:
     """The newest entries first, optionally only actions starting with `action_prefix`
-    (e.g. `gateway.` or `campaign.activate`) and of one actor (a user or key-id)."""
+    (e.g. `gateway.` or `campaign.activate`), of one actor (a user or key-id) and about
+    one `target` (type, id), e.g. ("campaign", 3) for the campaign screen."""
     query = sa.select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+    if target is not None:
+        query = query.where(AuditEntry.target_type == target[0], AuditEntry.target_id == target[1])
     if action_prefix:
         query = query.where(AuditEntry.action.startswith(action_prefix, autoescape=True))
     if actor:

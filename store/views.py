@@ -23,11 +23,11 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from store import lcg
+from store.audit import AuditLine, audit_log
 from store.errors import ValidationError
 from store.models import (
     STRATIFIABLE_TYPES,
     AudienceBuild,
-    AuditEntry,
     Campaign,
     Mailing,
     ProfileDatabase,
@@ -240,20 +240,6 @@ def _schedule(mailing: Mailing) -> str:
 
 
 @dataclass(frozen=True)
-class AuditRow:
-    at: datetime
-    actor: str
-    origin: str
-    action: str
-    outcome: str
-    details: str
-
-
-def _audit_details(details: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in details.items() if v not in (None, "", [], {}))
-
-
-@dataclass(frozen=True)
 class CampaignDetail:
     """One campaign (`campaign show`, the console's campaign screen)."""
 
@@ -288,7 +274,7 @@ class CampaignDetail:
     strata: list[StratumValidity] = field(default_factory=list)
     mailings: list[MailingRow] = field(default_factory=list)
     builds: list[BuildProgress] = field(default_factory=list)  # open first, then latest
-    audit: list[AuditRow] = field(default_factory=list)
+    audit: list[AuditLine] = field(default_factory=list)  # about this campaign, newest first
     # Issue 13 (R1, R3, R11a): GCG / other-database exclusions and a draft's pending split.
     scope: AudienceScope | None = None
 
@@ -325,22 +311,7 @@ def campaign_detail(
             .order_by(by_name(session, Mailing.name))
         )
     ]
-    audit = [
-        AuditRow(
-            at=a.at,
-            actor=a.actor,
-            origin=a.origin,
-            action=a.action,
-            outcome=a.outcome,
-            details=_audit_details(a.details or {}),
-        )
-        for a in session.scalars(
-            sa.select(AuditEntry)
-            .where(AuditEntry.target_type == "campaign", AuditEntry.target_id == campaign.id)
-            .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
-            .limit(audit_limit)
-        )
-    ]
+    audit = audit_log(session, limit=audit_limit, target=("campaign", campaign.id))
     return CampaignDetail(
         id=campaign.id,
         name=campaign.name,

@@ -183,7 +183,7 @@ class CampaignScreen(CampaignActions, LiveScreen):
             [
                 (
                     f"{i}",
-                    (when(a.at), a.actor, a.origin, a.action, a.outcome, a.details[:60]),
+                    (when(a.at), a.actor, a.origin, a.action, a.outcome, a.details_text[:60]),
                 )
                 for i, a in enumerate(detail.audit)
             ],
