@@ -472,39 +472,6 @@ def stratifiable_fields(session: Session, database_id: int) -> list[str]:
     )
 
 
-@dataclass(frozen=True)
-class SegmentRow:
-    name: str
-    kind: str
-    database: str | None
-    rule: str | None
-    every_seconds: int | None
-    cron: str | None
-    members: int
-    last_refreshed_at: datetime | None
-
-
-def segment_row(session: Session, segment: Segment) -> SegmentRow:
-    database = session.get(ProfileDatabase, segment.database_id) if segment.database_id else None
-    return SegmentRow(
-        name=segment.name,
-        kind=segment.kind,
-        database=database.name if database else None,
-        rule=segment.rule,
-        every_seconds=segment.refresh_every_seconds,
-        cron=segment.refresh_cron,
-        members=segment.member_count,
-        last_refreshed_at=segment.last_refreshed_at,
-    )
-
-
-def segment_rows(session: Session) -> list[SegmentRow]:
-    return [
-        segment_row(session, s)
-        for s in session.scalars(sa.select(Segment).order_by(by_name(session, Segment.name)))
-    ]
-
-
 def read_session(engine: Any) -> Session:
     """A session for reading read models (the console's polls, the CLI's lists): clients
     open sessions through the store, never through SQLAlchemy themselves."""

@@ -47,7 +47,8 @@ def register(sub: Any, cli: Builder) -> None:
 
 
 def cmd_segment_create(args: argparse.Namespace, ctx: Context) -> int:
-    from store import profiles, segments, views
+    from store import profiles, segments
+    from store.segment_views import segment_overview
 
     if (args.every or args.cron) and not args.rule:
         raise UsageError("--every and --cron schedule the refresh of a dynamic segment: add --rule")
@@ -62,16 +63,17 @@ def cmd_segment_create(args: argparse.Namespace, ctx: Context) -> int:
             every_seconds=args.every,
             cron=args.cron,
         )
-        payload = segment_json(views.segment_row(session, segment))
+        session.flush()
+        payload = segment_json(segment_overview(session, segment.name))
     ctx.emit(payload, lambda: f"created {payload['kind']} segment {payload['name']!r}")
     return EXIT_OK
 
 
 def cmd_segment_list(args: argparse.Namespace, ctx: Context) -> int:
-    from store import views
+    from store.segment_views import segment_overviews
 
     with ctx.session() as session:
-        rows = [segment_json(row) for row in views.segment_rows(session)]
+        rows = [segment_json(row) for row in segment_overviews(session)]
     ctx.emit(
         rows,
         lambda: table(
