@@ -1,7 +1,9 @@
 """Read models: one typed read model per concept, shared by the console and the CLI.
 
 * `CampaignRow` (campaign list), `CampaignDetail` (one campaign: LCG, validity, strata,
-  mailings, builds, audit), `MailingRow`, `DatabaseRow`, `SegmentRow`, here;
+  mailings, builds, audit), `MailingRow`, `DatabaseRow`, here;
+* segments (`SegmentOverview`) in store/segment_views.py, campaign members (`MemberRow`)
+  in store/members.py, audit entries (`AuditLine`) in store/audit.py;
 * build progress (`BuildProgress`) and scheduler health (`SchedulerHealth`) in
   store/monitor.py; the profile card (`ProfileCard`, R12) in store/history.py; target,
   quotas, deficit and SRM (`StratumValidity`) in store/validity.py.
