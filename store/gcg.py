@@ -43,9 +43,9 @@ from store.csv_import import (
     report_duplicates,
     scan_records,
 )
-from store.errors import InvalidStateError
 from store.models import Campaign, GcgException, Profile, ProfileDatabase, UTCDateTime, utcnow
 from store.profiles import get_database
+from store.states import check_not_completed
 
 GCG_STAGE = "cc_import_gcg_stage"
 GCG_ACTIONS = ("add", "remove")
@@ -310,11 +310,7 @@ def set_exception(session: Session, actor: Actor, campaign_name: str, excepted: 
     verb = "except a campaign from" if excepted else "un-except a campaign from"
     actor.require_write(f"{verb} the GCG")
     campaign = get_campaign(session, campaign_name)
-    if campaign.status == "completed":
-        raise InvalidStateError(
-            f"campaign {campaign.name!r} is completed and read-only (R8); its GCG exception "
-            "cannot change"
-        )
+    check_not_completed(campaign, "change its GCG exception")
     key = (campaign.database_id, campaign.id)
     row = session.get(GcgException, key)
     if excepted and row is None:
