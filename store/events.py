@@ -24,6 +24,7 @@ record an effect twice.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -213,7 +214,9 @@ def import_events(
             conn,
             EVENT_STAGE,
             [
-                ("line", "BIGINT"),
+                # SQLite: the line is the rowid, so the insert reads the stage in file
+                # order without sorting it
+                ("line", "BIGINT" if pg else "INTEGER PRIMARY KEY"),
                 ("external_id", "TEXT"),
                 ("event", "TEXT"),
                 ("at", "TIMESTAMP" if pg else "TEXT"),
@@ -238,26 +241,21 @@ def import_events(
 
     try:
         rows, problems = scan_records(binary, max_problems, scan)
-        resolve_profiles(conn, EVENT_STAGE, problems, database=database)
-        problems.raise_if_any(name)
-        now = utcnow()
-        first_id = session.scalar(sa.select(sa.func.max(_event.c.id))) or 0
-        conn.execute(
-            sa.text(
-                "INSERT INTO event_inbox "
-                "(database_id, profile_id, event, at, received_at, received_by) "
-                f"SELECT :db, s.profile_id, s.event, COALESCE(s.at, :now), :now, :actor "
-                f"FROM {EVENT_STAGE} s ORDER BY s.line"
-            ).bindparams(sa.bindparam("now", type_=UTCDateTime())),
-            {"db": database.id, "now": now, "actor": actor.user},
-        )
+        before = session.scalar(sa.select(sa.func.max(_event.c.id))) or 0
+        if not problems.total:
+            inserted = _insert_events(conn, database, actor)
+            if inserted != rows:  # some external id is not a profile of the database
+                resolve_profiles(conn, EVENT_STAGE, problems, database=database)
+        else:  # rejected anyway: report the unknown external ids too
+            resolve_profiles(conn, EVENT_STAGE, problems, database=database)
+        problems.raise_if_any(name)  # the caller's rollback undoes any insert
         drop_stage(conn, EVENT_STAGE)
         keep_statistics_fresh(conn, "event_inbox", rows)
         last_id = session.scalar(sa.select(sa.func.max(_event.c.id)))
     finally:
         if owned:
             binary.close()
-    first = session.scalar(sa.select(sa.func.min(_event.c.id)).where(_event.c.id > first_id))
+    first = session.scalar(sa.select(sa.func.min(_event.c.id)).where(_event.c.id > before))
     audit.record(
         session,
         actor,
@@ -274,11 +272,35 @@ def import_events(
     return EventImportResult(database.name, rows, first, last_id, time.perf_counter() - started)
 
 
+def _insert_events(conn: Connection, database: ProfileDatabase, actor: Actor) -> int:
+    """The staged events into the inbox in file order, each with its profile (a join, no
+    per-row lookups); returns how many were inserted (fewer: an unknown external id)."""
+    if is_postgres(conn):  # temp tables are never auto-analysed: plan the join on figures
+        conn.exec_driver_sql(f"ANALYZE {EVENT_STAGE}")
+    now = utcnow()
+    before = conn.scalar(sa.select(sa.func.max(_event.c.id))) or 0
+    conn.execute(
+        sa.text(
+            "INSERT INTO event_inbox "
+            "(database_id, profile_id, event, at, received_at, received_by) "
+            "SELECT :db, p.id, s.event, COALESCE(s.at, :now), :now, :actor "
+            f"FROM {EVENT_STAGE} s JOIN profile p "
+            "ON p.database_id = :db AND p.external_id = s.external_id ORDER BY s.line"
+        ).bindparams(sa.bindparam("now", type_=UTCDateTime())),
+        {"db": database.id, "now": now, "actor": actor.user},
+    )
+    return conn.scalar(sa.select(sa.func.count()).where(_event.c.id > before)) or 0
+
+
+def _PASS_THROUGH(value: Any) -> Any:
+    return value
+
+
 def _datetime_writer(conn: Connection) -> Any:
     """naive UTC datetime -> what the stage column holds (SQLite: DateTime's text)."""
     dialect = conn.dialect
     process = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
-    return process or (lambda value: value)
+    return process or _PASS_THROUGH
 
 
 def parse_at(text: str) -> datetime:
@@ -316,13 +338,40 @@ def _event_columns(
     if any(name != name.strip() for name in distinct):
         events = [name.strip() for name in events]
     if at_index is None:
-        times: Sequence[Any] = [None] * len(batch)
+        times: Sequence[Any] | None = [None] * len(batch)
     else:
-        try:
-            times = [None if cell == "" else to_db(parse_at(cell)) for cell in cells[at_index]]
-        except ValueError:
-            return None
+        times = _utc_times(cells[at_index], to_db)
+        if times is None:
+            try:
+                times = [None if cell == "" else to_db(parse_at(cell)) for cell in cells[at_index]]
+            except ValueError:
+                return None
     return [external_ids, events, times]
+
+
+# A time in UTC as event files usually give it: 2026-03-01T09:30:00[.123456][Z|+00:00].
+UTC_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?(?:Z|\+00:00)?")
+
+
+def _utc_times(cells: Sequence[str], to_db: Any) -> Sequence[Any] | None:
+    """The stored form of a column of UTC times without a Python datetime per cell (the
+    import's fast path), or None when some cell is in another form (then `parse_at`
+    converts each one, or reports it). PostgreSQL's TIMESTAMP column takes the ISO text
+    itself; SQLite stores DateTime's text, `YYYY-MM-DD HH:MM:SS.ffffff`."""
+    if "" in cells:
+        if all(cell == "" for cell in cells):
+            return [None] * len(cells)
+        return None
+    matches = list(map(UTC_TIME.fullmatch, cells))
+    if not all(matches):
+        return None
+    try:
+        all(map(datetime.fromisoformat, cells))  # a real day and time (C, fast)
+    except ValueError:
+        return None
+    if to_db is _PASS_THROUGH:
+        return cells
+    return [f"{m[1]} {m[2]}.{(m[3] or '').ljust(6, '0')}" for m in matches]
 
 
 def _stage_event_rows(

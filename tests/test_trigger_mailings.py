@@ -352,3 +352,31 @@ def test_a_trigger_mailing_of_release1_without_an_event_never_fires(engine):
         from store import views
 
         assert views.mailing_detail(s, "legacy").mailing.schedule == "on event (none named)"
+
+
+def test_event_times_in_every_form_are_stored_as_the_same_utc_instant(cli, world, db_url):
+    """The import's fast path (UTC text, no datetime per cell) and the general one (any
+    offset) store the same instants on both backends."""
+    from datetime import UTC, datetime
+
+    forms = [
+        ("2026-03-01T09:30:00Z", datetime(2026, 3, 1, 9, 30, tzinfo=UTC)),
+        ("2026-03-01T09:30:00.5+00:00", datetime(2026, 3, 1, 9, 30, 0, 500000, tzinfo=UTC)),
+        ("2026-03-01 09:30:00.123456", datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)),
+        ("2026-03-01T12:30:00+03:00", datetime(2026, 3, 1, 9, 30, tzinfo=UTC)),
+    ]
+    for mixed in (False, True):  # one batch all in UTC form (fast), or with an offset
+        chosen = forms[:3] if not mixed else forms
+        text = "external_id,event,at\n" + "".join(f"P001,browse,{cell}\n" for cell, _ in chosen)
+        result = cli.ok("events", "import", "--database", "main", cli.file("t.csv", text), "--json")
+        engine = make_engine(db_url)
+        with Session(engine) as s:
+            stored = list(
+                s.scalars(
+                    sa.select(TriggerEvent.at)
+                    .where(TriggerEvent.id >= result.json["first_id"])
+                    .order_by(TriggerEvent.id)
+                )
+            )
+        engine.dispose()
+        assert stored == [instant for _, instant in chosen], mixed

@@ -41,10 +41,8 @@ def upgrade() -> None:
     op.create_table(
         "event_inbox",
         sa.Column("id", EVENT_ID, primary_key=True),
-        sa.Column(
-            "database_id", sa.Integer(), sa.ForeignKey("profile_database.id"), nullable=False
-        ),
-        sa.Column("profile_id", sa.Integer(), sa.ForeignKey("profile.id"), nullable=False),
+        sa.Column("database_id", sa.Integer(), nullable=False),  # no FKs: see the model
+        sa.Column("profile_id", sa.Integer(), nullable=False),
         sa.Column("event", sa.String(200), nullable=False),
         sa.Column("at", sa.DateTime(), nullable=False),
         sa.Column("received_at", sa.DateTime(), nullable=False),
@@ -58,7 +56,6 @@ def upgrade() -> None:
         sqlite_where=sa.text(PENDING),
         postgresql_where=sa.text(PENDING),
     )
-    op.create_index("ix_event_inbox_profile", "event_inbox", ["profile_id"])
 
     with op.batch_alter_table("mailing") as batch:
         batch.add_column(sa.Column("trigger_event", sa.String(200), nullable=True))
