@@ -53,11 +53,13 @@ class CampaignConsole(App):
         db_label: str | None = None,
         scheduler_settings: SchedulerSettings | None = None,
         scheduler_options: dict | None = None,
+        store_options: dict | None = None,
     ) -> None:
         super().__init__()
         self.db_url = db_url
         self.actor = actor
-        self.engine = open_store(db_url)
+        # An existing workspace only (issue 15.7); timeouts from the settings (15.6).
+        self.engine = open_store(db_url, **(store_options or {}))
         self.db_label = db_label or describe_url(db_url)
         # A read-only console only looks: by default it never embeds a scheduler that
         # would run builds and send mailings on the viewer's behalf (header: NOT RUNNING).
@@ -343,6 +345,10 @@ def run_console(settings: Settings, actor: Actor) -> int:
         poll_interval=settings.poll_interval,
         keys=settings.keys,
         scheduler_settings=settings.scheduler,
+        store_options={
+            "connect_timeout": settings.connect_timeout,
+            "statement_timeout": settings.statement_timeout,
+        },
     )
     app.run()
     return app.return_code or 0

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import ast
 import functools
+import math
 import re
+import shlex
+import sqlite3
+import urllib.parse
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -21,11 +27,12 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
 from store import hashing
-from store.errors import StoreError
+from store.errors import ConnectionProblem, StoreError, WorkspaceMissingError
 from store.settings import DB_ENV as ENV_VAR  # noqa: F401  (kept for callers)
 from store.settings import default_db_url, load_settings, normalize_db_url  # noqa: F401
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds; `connect_timeout` under [postgres] (settings.py)
 
 
 def resolve_db_url(cli_value: str | None = None) -> str:
@@ -43,43 +50,159 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def _sqlite_on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL (None for PostgreSQL or an in-memory database)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def where(url: str) -> str:
+    """The workspace as a person knows it: the SQLite file, or the URL without password."""
+    path = sqlite_path(url)
+    return str(path) if path is not None else describe_url(url)
+
+
+def missing_workspace(url: str, detail: str = "") -> WorkspaceMissingError:
+    """Issue 15.7: a typo in --db must never create a workspace. Only `init` and `demo` do."""
+    place = where(url)
+    arg = shlex.quote(place)
+    return WorkspaceMissingError(
+        f"no campaign-console workspace at {place}{detail}. Check --db (or "
+        f"CAMPAIGN_CONSOLE_DB, `db` in the config file); to create one, run "
+        f"`campaign-console init --db {arg}` (an empty workspace) or "
+        f"`campaign-console demo --db {arg}` (the demo)"
+    )
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How a client opens the store (issue 15.5, 15.6), remembered per engine."""
+
+    read_only: bool = False  # SQLite: the file is opened with mode=ro
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    statement_timeout: float | None = None  # PostgreSQL interactive reads (read_session)
+
+
+_OPTIONS: weakref.WeakKeyDictionary[Engine, EngineOptions] = weakref.WeakKeyDictionary()
+
+
+def engine_options(engine: Engine) -> EngineOptions:
+    return _OPTIONS.get(engine, EngineOptions())
+
+
+def _sqlite_on_connect(dbapi_connection, _record, *, read_only: bool = False) -> None:  # noqa: ANN001
     dbapi_connection.create_function(
         hashing.SQL_FUNCTION, 2, hashing.assignment_hash, deterministic=True
     )
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    if not read_only:  # a read-only connection cannot switch the journal; the file is WAL
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the pragmas and functions the store relies on. Creates no tables."""
+def make_engine(
+    url: str,
+    *,
+    read_only: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    statement_timeout: float | None = None,
+) -> Engine:
+    """An engine with the pragmas and functions the store relies on. Creates no tables
+    and no directory; connecting to a missing SQLite file would create it, so callers that
+    must not create a workspace check first (`open_store`)."""
     parsed = make_url(url)
+    options = EngineOptions(read_only, connect_timeout, statement_timeout)
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        path = sqlite_path(url)
+        kwargs: dict = {
+            "connect_args": {
+                "check_same_thread": False,
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            }
+        }
+        if read_only and path is not None:
+            # Issue 15.5: a read-only actor opens the file read-only, so no code path can
+            # write it. WAL readers need the -shm file: SQLite creates it when the
+            # directory is writable, else it must exist (docs/security.md).
+            uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+            kwargs["connect_args"]["uri"] = True
+            kwargs["creator"] = lambda: sqlite3.connect(
+                uri, uri=True, check_same_thread=False, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
+            )
+        engine = sa.create_engine(url, **kwargs)
+        sa.event.listen(
+            engine, "connect", functools.partial(_sqlite_on_connect, read_only=read_only)
         )
-        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        _OPTIONS[engine] = options
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        # Issue 15.6: a server that accepts connections and never answers must not hang
+        # a client: libpq's connect_timeout (whole seconds, at least 2) bounds the wait.
+        seconds = max(2, math.ceil(connect_timeout))
+        engine = sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=10,
+            connect_args={"connect_timeout": seconds},
+        )
+        _OPTIONS[engine] = options
+        return engine
     raise StoreError(
         f"unsupported database URL {describe_url(url)!r}: use sqlite:///PATH "
         "or postgresql+psycopg://USER@HOST/DB"
     )
 
 
-def init_schema(engine: Engine) -> None:
+def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
+    """A failure to reach or open the database, said for a person: which file or server,
+    and what to change. Never SQLAlchemy's text, SQL or links (issue 15.6, 15.10)."""
+    url = engine.url.render_as_string(hide_password=False)
+    original = getattr(exc, "orig", None) or exc
+    text = (str(original).strip().splitlines() or [""])[0]
+    if is_sqlite(engine):
+        place = where(url)
+        if "file is not a database" in text or "file is encrypted" in text:
+            return ConnectionProblem(
+                f"{place} is not an SQLite database, so not a campaign-console workspace: "
+                "check --db (a typo, or another file?). `campaign-console init --db NEW.db` "
+                "creates a new workspace"
+            )
+        return ConnectionProblem(f"cannot open {place}: {text}")
+    host = f"{engine.url.host or 'localhost'}:{engine.url.port or 5432}"
+    if "timeout" in text.lower():
+        seconds = max(2, math.ceil(engine_options(engine).connect_timeout))
+        return ConnectionProblem(
+            f"the PostgreSQL server at {host} did not answer within {seconds} s: check that "
+            "it is up and reachable, or raise connect_timeout under [postgres] in the "
+            "config file (default 10 s)"
+        )
+    if "does not exist" in text and "database" in text:
+        return missing_workspace(url, f" (the database {engine.url.database!r} does not exist)")
+    return ConnectionProblem(f"cannot connect to the PostgreSQL server at {host}: {text}")
+
+
+def check_connection(engine: Engine) -> None:
+    """Open one connection now, so an unreachable server or a file that is not a database
+    is reported plainly before anything else happens."""
+    try:
+        with engine.connect() as conn:
+            if is_sqlite(engine):
+                conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+    except (sa.exc.DBAPIError, sqlite3.Error) as exc:
+        raise connection_problem(engine, exc) from None
+
+
+def init_schema(engine: Engine, *, create: bool = False) -> None:
     """Bring the schema to head, or refuse: see store/migrate.py.
 
-    An empty database gets every revision; an SQLite workspace of an older revision is
+    An empty database gets every revision only with `create` (`init`, `demo`: issue
+    15.7); otherwise it is a missing workspace. An SQLite workspace of an older revision is
     backed up beside itself and upgraded; a PostgreSQL database of an older revision is
     refused with the command that upgrades it; a newer one is always refused.
     """
@@ -87,7 +210,7 @@ def init_schema(engine: Engine) -> None:
         return
     from store import migrate  # Alembic is imported only when there is work to do
 
-    migrate.ensure_current(engine)
+    migrate.ensure_current(engine, create=create)
 
 
 REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(.*)$", re.MULTILINE)
@@ -131,10 +254,74 @@ def _at_head(engine: Engine) -> bool:
     return versions == [(head,)]
 
 
-def open_store(url: str | None = None) -> Engine:
-    """Resolve the URL, make the engine and make sure the schema is at head."""
-    engine = make_engine(resolve_db_url(url))
-    init_schema(engine)
+def open_store(
+    url: str | None = None,
+    *,
+    read_only: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    statement_timeout: float | None = None,
+) -> Engine:
+    """Resolve the URL and open an existing workspace at the schema head.
+
+    A missing workspace (no SQLite file, or a database without our tables) is refused with
+    `WorkspaceMissingError`: nothing is created (issue 15.7, `create_workspace` does that).
+    """
+    url = resolve_db_url(url)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise missing_workspace(url, " (a directory)" if path.is_dir() else "")
+    engine = make_engine(
+        url,
+        read_only=read_only,
+        connect_timeout=connect_timeout,
+        statement_timeout=statement_timeout,
+    )
+    try:
+        check_connection(engine)
+        init_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def workspace_exists(url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> bool:
+    """True when `url` names a workspace (tables of ours, at any revision). Creates nothing."""
+    from store import migrate
+
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return False
+    engine = make_engine(url, read_only=path is not None, connect_timeout=connect_timeout)
+    try:
+        check_connection(engine)
+        with engine.connect() as conn:
+            return migrate.current_revision(conn) is not None
+    except WorkspaceMissingError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def create_workspace(
+    url: str,
+    *,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    statement_timeout: float | None = None,
+) -> Engine:
+    """Open the workspace at `url`, creating it empty at the schema head when missing (the
+    SQLite file and its directory; on PostgreSQL the tables). Only `init` and `demo`
+    (store/workspace.py) and test fixtures call this (issue 15.7)."""
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url, connect_timeout=connect_timeout, statement_timeout=statement_timeout)
+    try:
+        check_connection(engine)
+        init_schema(engine, create=True)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 

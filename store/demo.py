@@ -167,7 +167,7 @@ def reset(engine: Engine, actor: Actor) -> None:
             for name in names:
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
             conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-    init_schema(engine)
+    init_schema(engine, create=True)  # the demo is one of the two creators (issue 15.7)
     with transaction(engine) as session:
         record(session, actor, "demo.reset", "workspace")
 

@@ -34,6 +34,7 @@ READING = {
 def mutating_argv(cli: Cli) -> dict[tuple[str, ...], list[str]]:
     ids = cli.file("ids.csv", "external_id\nP001\n")
     return {
+        ("init",): ["init"],  # issue 15.7: creates an empty workspace
         ("demo",): ["demo", "--reset", "--profiles", "200"],
         ("scheduler",): ["scheduler"],
         ("database", "create"): ["database", "create", "d2", "--fields", "a:int"],

@@ -33,8 +33,20 @@ class Context:
         if self._engine is None:
             from store.db import open_store
 
-            self._engine = open_store(self.settings.db)
+            # An existing workspace only: a missing one is refused (issue 15.7).
+            self._engine = open_store(self.settings.db, **self.store_options())
         return self._engine
+
+    def store_options(self) -> dict[str, Any]:
+        """How this client opens the store: timeouts from the settings (issue 15.6)."""
+        return {
+            "connect_timeout": self.settings.connect_timeout,
+            "statement_timeout": self.settings.statement_timeout,
+        }
+
+    def adopt_engine(self, engine: Any) -> None:
+        """Use an engine a store operation opened (e.g. the demo's, which may create it)."""
+        self._engine = engine
 
     @property
     def settings(self):

@@ -65,10 +65,13 @@ def cmd_database_list(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_database_upgrade(args: argparse.Namespace, ctx: Context) -> int:
     """Schema upgrade (store/migrate.py): the one command that opens an older database."""
     from store import migrate
-    from store.db import describe_url, make_engine
+    from store.db import describe_url, make_engine, missing_workspace, sqlite_path
 
     url = ctx.settings.db
-    engine = make_engine(url)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():  # connecting would create it (issue 15.7)
+        raise missing_workspace(url)
+    engine = make_engine(url, connect_timeout=ctx.settings.connect_timeout)
     try:
         if args.sql and engine.dialect.name == "sqlite":
             # Batch mode copies SQLite tables, which needs the live file, not a script.
@@ -82,7 +85,7 @@ def cmd_database_upgrade(args: argparse.Namespace, ctx: Context) -> int:
         if ctx.actor.role == "read_only":
             print("refused: a read-only user cannot upgrade the database", file=ctx.err)
             return EXIT_REFUSED
-        result = migrate.upgrade(engine)
+        result = migrate.upgrade(engine, create=False)  # only init and demo create
     finally:
         engine.dispose()
     payload = {"database": describe_url(url), **result.as_dict()}
