@@ -151,12 +151,39 @@ def make_engine(
             max_overflow=10,
             connect_args={"connect_timeout": seconds},
         )
+        sa.event.listen(engine, "handle_error", _on_postgres_error)
         _OPTIONS[engine] = options
         return engine
     raise StoreError(
         f"unsupported database URL {describe_url(url)!r}: use sqlite:///PATH "
         "or postgresql+psycopg://USER@HOST/DB"
     )
+
+
+def statement_timeout_ms(engine: Engine) -> int | None:
+    """PostgreSQL: the interactive-read statement timeout of this engine in ms, else None."""
+    seconds = engine_options(engine).statement_timeout
+    if engine.dialect.name != "postgresql" or not seconds:
+        return None
+    return max(1, round(seconds * 1000))
+
+
+def _postgres_host(engine: Engine) -> str:
+    return f"{engine.url.host or 'localhost'}:{engine.url.port or 5432}"
+
+
+def _on_postgres_error(context: sa.engine.ExceptionContext) -> None:
+    """A cancelled interactive read says which server and which setting (issue 15.6)."""
+    original = context.original_exception
+    if type(original).__name__ == "QueryCanceled" and "statement timeout" in str(original):
+        engine = context.engine
+        seconds = engine_options(engine).statement_timeout if engine is not None else None
+        host = _postgres_host(engine) if engine is not None else "the server"
+        raise ConnectionProblem(
+            f"the PostgreSQL server at {host} did not answer a read within {seconds:g} s: it "
+            "may be overloaded or a lock holds the table; retry, or raise statement_timeout "
+            "under [postgres] in the config file (0: no limit)"
+        ) from None
 
 
 def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
@@ -174,7 +201,7 @@ def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
                 "creates a new workspace"
             )
         return ConnectionProblem(f"cannot open {place}: {text}")
-    host = f"{engine.url.host or 'localhost'}:{engine.url.port or 5432}"
+    host = _postgres_host(engine)
     if "timeout" in text.lower():
         seconds = max(2, math.ceil(engine_options(engine).connect_timeout))
         return ConnectionProblem(
