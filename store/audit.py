@@ -162,9 +162,10 @@ def _write_pending(session: OrmSession) -> None:
         bind = session.get_bind()
         if isinstance(bind, Connection):
             bind.execute(sa.insert(AuditEntry), rows)
-        else:
-            with bind.begin() as conn:
-                conn.execute(sa.insert(AuditEntry), rows)
+        else:  # also from a connection that may only read (store/db.py, issue 15.5)
+            from store.db import write_audit_rows
+
+            write_audit_rows(bind, AuditEntry.__table__, rows)
     except Exception:  # the refusal stands even if it cannot be logged
         log.exception("could not audit %d refusal(s)", len(rows))
 

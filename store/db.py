@@ -10,7 +10,9 @@ WAL the console's poller starves while a build writes).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
+import json
 import math
 import re
 import shlex
@@ -200,6 +202,18 @@ def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
                 "check --db (a typo, or another file?). `campaign-console init --db NEW.db` "
                 "creates a new workspace"
             )
+        path = sqlite_path(url)
+        if engine_options(engine).read_only and path is not None and (
+            "unable to open" in text or "readonly database" in text
+        ):
+            # A WAL reader needs the shared-memory index beside the file: SQLite creates
+            # `-shm` when it may write the directory; otherwise it must already exist.
+            return ConnectionProblem(
+                f"cannot read {place} read-only: it is a WAL database and its index "
+                f"{path.name}-shm is missing and cannot be created in {path.parent} by this "
+                "user. Open it while an operator's console or the scheduler has it open "
+                "(they keep the index), or let this user write that directory"
+            )
         return ConnectionProblem(f"cannot open {place}: {text}")
     host = _postgres_host(engine)
     if "timeout" in text.lower():
@@ -306,10 +320,94 @@ def open_store(
     try:
         check_connection(engine)
         init_schema(engine)
+        _detect_read_only_role(engine)
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+# ------------------------------------------------------------------ read-only connections
+# Issue 15.5. On PostgreSQL the database role is the boundary: a role that may not write
+# the workspace's tables (`database grant-read-only`, store/grants.py) makes every actor
+# of that connection read-only, whatever its flags, so refusals are the store's usual
+# exit 3 instead of permission errors. On SQLite a read-only actor opens the file with
+# mode=ro. Either way refusals are still audited: see `write_audit_rows`.
+
+_READ_ONLY_ROLE: weakref.WeakKeyDictionary[Engine, str | None] = weakref.WeakKeyDictionary()
+_AUDIT_WRITERS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+AUDIT_REFUSAL_FUNCTION = "cc_audit_refusal"  # store/grants.py defines it
+
+
+def _detect_read_only_role(engine: Engine) -> None:
+    role = None
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            user, may_write = conn.execute(
+                sa.text(
+                    "SELECT current_user, CASE WHEN to_regclass('campaign') IS NULL THEN true "
+                    "ELSE has_table_privilege('campaign', 'INSERT, UPDATE, DELETE') END"
+                )
+            ).one()
+        role = None if may_write else user
+    _READ_ONLY_ROLE[engine] = role
+
+
+def read_only_role(engine: Engine) -> str | None:
+    """The PostgreSQL role this engine connects as, when it may not write the workspace
+    (found at connect by `open_store`; other engines are asked on first use)."""
+    if engine not in _READ_ONLY_ROLE:
+        _detect_read_only_role(engine)
+    return _READ_ONLY_ROLE[engine]
+
+
+def as_connected(engine: Engine, actor):  # noqa: ANN001, ANN201  (store.actors.Actor)
+    """`actor` as this connection allows it: read-only when the database role is (15.5)."""
+    role = read_only_role(engine)
+    if role is None:
+        return actor
+    return dataclasses.replace(actor, role="read_only", db_role=role)
+
+
+def write_audit_rows(engine: Engine, table: sa.Table, rows: list[dict]) -> None:
+    """Append audit rows for `engine`'s clients, also when that engine cannot write:
+
+    * a PostgreSQL role that may only read appends refusals through the SECURITY DEFINER
+      function `cc_audit_refusal` (store/grants.py): it can add refusal rows of its own
+      role and nothing else;
+    * an SQLite file opened read-only (mode=ro) gets its refusals through a separate
+      read-write connection, which works when the OS user may write the file (the
+      `--read-only` flag); a user who may not write the file cannot audit (the refusal is
+      still refused, and logged to stderr).
+    """
+    if read_only_role(engine) is not None:
+        with engine.begin() as conn:
+            for row in rows:
+                conn.execute(
+                    sa.text(
+                        f"SELECT {AUDIT_REFUSAL_FUNCTION}(:actor, :origin, :action, "
+                        ":target_type, :target_id, :target_name, :details)"
+                    ),
+                    {
+                        "actor": row["actor"],
+                        "origin": row["origin"],
+                        "action": row["action"],
+                        "target_type": row["target_type"],
+                        "target_id": row["target_id"],
+                        "target_name": row["target_name"],
+                        "details": json.dumps(row["details"], default=str),
+                    },
+                )
+        return
+    writer = engine
+    if engine_options(engine).read_only and is_sqlite(engine):
+        writer = _AUDIT_WRITERS.get(engine)
+        if writer is None:
+            writer = make_engine(engine.url.render_as_string(hide_password=False))
+            _AUDIT_WRITERS[engine] = writer
+            sa.event.listen(engine, "engine_disposed", lambda _e, w=writer: w.dispose())
+    with writer.begin() as conn:
+        conn.execute(sa.insert(table), rows)
 
 
 def workspace_exists(url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> bool:

@@ -18,6 +18,7 @@ from sqlmodel import SQLModel
 from store.actors import Actor
 from store.db import (
     DEFAULT_CONNECT_TIMEOUT,
+    as_connected,
     check_connection,
     create_workspace,
     make_engine,
@@ -90,6 +91,8 @@ def init(
     if exists or (path is not None and path.is_file()):
         engine = make_engine(url, read_only=not exists, connect_timeout=connect_timeout)
     try:
+        if exists:
+            actor = as_connected(engine, actor)  # a read-only database role (issue 15.5)
         actor.require_write(f"create a workspace at {where(url)}")
         if exists:
             used = data_tables_in_use(engine)
@@ -144,4 +147,9 @@ def open_or_create(
         return create_workspace(
             url, connect_timeout=connect_timeout, statement_timeout=statement_timeout
         )
-    return open_store(url, connect_timeout=connect_timeout, statement_timeout=statement_timeout)
+    return open_store(
+        url,
+        read_only=actor.read_only,
+        connect_timeout=connect_timeout,
+        statement_timeout=statement_timeout,
+    )

@@ -39,6 +39,7 @@ def mutating_argv(cli: Cli) -> dict[tuple[str, ...], list[str]]:
         ("scheduler",): ["scheduler"],
         ("database", "create"): ["database", "create", "d2", "--fields", "a:int"],
         ("database", "upgrade"): ["database", "upgrade"],
+        ("database", "grant-read-only"): ["database", "grant-read-only", "cc_viewer"],
         ("import", "profiles"): ["import", "profiles", "--database", "main", ids],
         ("segment", "create"): ["segment", "create", "s2"],
         ("segment", "add"): ["segment", "add", "everyone", ids],

@@ -28,7 +28,7 @@ def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
     from store import workspace
 
     result = workspace.init(
-        ctx.settings.db, ctx.actor, connect_timeout=ctx.settings.connect_timeout
+        ctx.settings.db, ctx.flagged_actor, connect_timeout=ctx.settings.connect_timeout
     )
     payload = result.as_dict()
     ctx.emit(
@@ -50,9 +50,9 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     if args.profiles is not None:
         demo.check_profile_count(args.profiles)  # before --reset or anything else
     engine = workspace.open_or_create(
-        url, ctx.actor, "build the demo workspace", **ctx.store_options()
+        url, ctx.flagged_actor, "build the demo workspace", **ctx.store_options()
     )
-    ctx.adopt_engine(engine)
+    ctx.adopt_engine(engine)  # ctx.actor now sees the database role (issue 15.5)
     if args.reset:
         demo.reset(engine, ctx.actor)
     if demo.has_workspace(engine) and not args.reset:
