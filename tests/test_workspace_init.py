@@ -11,7 +11,6 @@ import uuid
 import pytest
 import sqlalchemy as sa
 from cli_helpers import Cli
-from conftest import POSTGRES_ADMIN_URL, require_postgres
 from sqlalchemy.engine import make_url
 from table_state import table_checksums
 from test_read_only_commands import READING, leaf_commands, mutating_argv
@@ -161,11 +160,18 @@ def test_demo_creates_its_workspace(tmp_path, capsys):
     assert Cli(url, capsys, tmp_path).ok("campaign", "list", "--json").json
 
 
+def maintenance_url(schema_url: str) -> str:
+    """The test server's URL without the fixture's search_path: the database's own schema."""
+    return make_url(schema_url).difference_update_query(["options"]).render_as_string(
+        hide_password=False
+    )
+
+
 @pytest.mark.postgres
-def test_a_missing_postgres_database_is_named_and_not_created(capsys):
-    require_postgres()
+def test_a_missing_postgres_database_is_named_and_not_created(empty_postgres_url, capsys):
     name = f"cc_typo_{uuid.uuid4().hex[:8]}"
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    url = make_url(maintenance_url(empty_postgres_url)).set(database=name)
+    url = url.render_as_string(hide_password=False)
     assert main(["--db", url, "campaign", "list"]) == 1
     err = capsys.readouterr().err
     assert_names_the_workspace_and_both_commands(err, url)
@@ -173,12 +179,14 @@ def test_a_missing_postgres_database_is_named_and_not_created(capsys):
 
 
 @pytest.mark.postgres
-def test_a_read_command_creates_nothing_in_the_postgres_maintenance_database(capsys):
-    require_postgres()
-    before = our_tables(POSTGRES_ADMIN_URL)
+def test_a_read_command_creates_nothing_in_the_postgres_maintenance_database(
+    empty_postgres_url, capsys
+):
+    admin = maintenance_url(empty_postgres_url)  # e.g. the `postgres` database
+    before = our_tables(admin)
     if "campaign" in before:
         pytest.skip("the maintenance database already holds a workspace")
     for argv in (["campaign", "list", "--json"], ["status"], ["--read-only", "builds"]):
-        assert main(["--db", POSTGRES_ADMIN_URL, *argv]) == 1
-        assert_names_the_workspace_and_both_commands(capsys.readouterr().err, POSTGRES_ADMIN_URL)
-    assert our_tables(POSTGRES_ADMIN_URL) == before
+        assert main(["--db", admin, *argv]) == 1
+        assert_names_the_workspace_and_both_commands(capsys.readouterr().err, admin)
+    assert our_tables(admin) == before
