@@ -202,7 +202,9 @@ def write_entry(
 ) -> None:
     """One audit entry in its own transaction (events with no store change, e.g. an SSH
     gateway login or a refused forwarding request)."""
-    with Session(engine) as session:
+    from store.db import audit_writer
+
+    with Session(audit_writer(engine)) as session:  # also from a read-only SQLite engine
         record(session, actor, action, target_type, target_name=target_name, outcome=outcome,
                **details)
         session.commit()

@@ -399,15 +399,21 @@ def write_audit_rows(engine: Engine, table: sa.Table, rows: list[dict]) -> None:
                     },
                 )
         return
-    writer = engine
-    if engine_options(engine).read_only and is_sqlite(engine):
-        writer = _AUDIT_WRITERS.get(engine)
-        if writer is None:
-            writer = make_engine(engine.url.render_as_string(hide_password=False))
-            _AUDIT_WRITERS[engine] = writer
-            sa.event.listen(engine, "engine_disposed", lambda _e, w=writer: w.dispose())
-    with writer.begin() as conn:
+    with audit_writer(engine).begin() as conn:
         conn.execute(sa.insert(table), rows)
+
+
+def audit_writer(engine: Engine) -> Engine:
+    """The engine audit rows of `engine`'s clients are written with: itself, or for an
+    SQLite file opened read-only a read-write engine on the same file (kept with it)."""
+    if not (engine_options(engine).read_only and is_sqlite(engine)):
+        return engine
+    writer = _AUDIT_WRITERS.get(engine)
+    if writer is None:
+        writer = make_engine(engine.url.render_as_string(hide_password=False))
+        _AUDIT_WRITERS[engine] = writer
+        sa.event.listen(engine, "engine_disposed", lambda _e, w=writer: w.dispose())
+    return writer
 
 
 def workspace_exists(url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> bool:
