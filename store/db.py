@@ -15,13 +15,11 @@ import functools
 import json
 import math
 import re
-import shlex
 import sqlite3
 import urllib.parse
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -30,68 +28,27 @@ from sqlmodel import Session
 
 from store import hashing
 from store.errors import ConnectionProblem, StoreError, WorkspaceMissingError
+from store.locations import (  # noqa: F401  (re-exported: callers import them from here)
+    _OPTIONS,
+    DEFAULT_CONNECT_TIMEOUT,
+    EngineOptions,
+    describe_url,
+    engine_options,
+    is_sqlite,
+    missing_workspace,
+    sqlite_path,
+    where,
+)
 from store.settings import DB_ENV as ENV_VAR  # noqa: F401  (kept for callers)
 from store.settings import default_db_url, load_settings, normalize_db_url  # noqa: F401
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds; `connect_timeout` under [postgres] (settings.py)
 
 
 def resolve_db_url(cli_value: str | None = None) -> str:
     """`--db` beats the environment variable, which beats the config file and the default
     file (store/settings.py); a bare path means an SQLite file."""
     return normalize_db_url(cli_value) if cli_value else load_settings().db
-
-
-def describe_url(url: str) -> str:
-    """The URL without a password, for headers and logs."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of an SQLite URL (None for PostgreSQL or an in-memory database)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
-
-
-def where(url: str) -> str:
-    """The workspace as a person knows it: the SQLite file, or the URL without password."""
-    path = sqlite_path(url)
-    return str(path) if path is not None else describe_url(url)
-
-
-def missing_workspace(url: str, detail: str = "") -> WorkspaceMissingError:
-    """Issue 15.7: a typo in --db must never create a workspace. Only `init` and `demo` do."""
-    place = where(url)
-    arg = shlex.quote(place)
-    return WorkspaceMissingError(
-        f"no campaign-console workspace at {place}{detail}. Check --db (or "
-        f"CAMPAIGN_CONSOLE_DB, `db` in the config file); to create one, run "
-        f"`campaign-console init --db {arg}` (an empty workspace) or "
-        f"`campaign-console demo --db {arg}` (the demo)"
-    )
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How a client opens the store (issue 15.5, 15.6), remembered per engine."""
-
-    read_only: bool = False  # SQLite: the file is opened with mode=ro
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    statement_timeout: float | None = None  # PostgreSQL interactive reads (read_session)
-
-
-_OPTIONS: weakref.WeakKeyDictionary[Engine, EngineOptions] = weakref.WeakKeyDictionary()
-
-
-def engine_options(engine: Engine) -> EngineOptions:
-    return _OPTIONS.get(engine, EngineOptions())
 
 
 def _sqlite_on_connect(dbapi_connection, _record, *, read_only: bool = False) -> None:  # noqa: ANN001

@@ -113,7 +113,7 @@ class Upgrade:
 def ensure_current(engine: Engine, *, create: bool = False) -> None:
     """Make sure the database is at head (see the module docstring for each state). An
     empty database is a missing workspace unless `create` (`init`, `demo`: issue 15.7)."""
-    from store.db import engine_options, missing_workspace
+    from store.locations import engine_options, missing_workspace
 
     with engine.connect() as conn:
         current = current_revision(conn)
@@ -161,7 +161,7 @@ def upgrade(engine: Engine, *, backup: bool = True, create: bool = True) -> Upgr
             conn.rollback()
             return Upgrade(before, before)
         if before is None and not create:
-            from store.db import missing_workspace
+            from store.locations import missing_workspace
 
             conn.rollback()
             raise missing_workspace(engine.url.render_as_string(hide_password=False))
