@@ -47,8 +47,10 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     from store.db import describe_url
 
     url = ctx.settings.db
-    if args.profiles is not None:
-        demo.check_profile_count(args.profiles)  # before --reset or anything else
+    if args.profiles is not None:  # before --reset or anything else; audited (15.8)
+        demo.check_profile_count_audited(
+            url, ctx.flagged_actor, args.profiles, connect_timeout=ctx.settings.connect_timeout
+        )
     engine = workspace.open_or_create(
         url, ctx.flagged_actor, "build the demo workspace", **ctx.store_options()
     )
