@@ -38,7 +38,7 @@ def no_user_config(monkeypatch, tmp_path):
 def populated(cli: Cli) -> None:
     r10_workspace(cli)
     cli.ok("campaign", "create", "r10", "--database", "main", "--segment", "everyone")
-    cli.ok("mailing", "create", "m1", "--campaign", "r10", "--kind", "trigger")
+    cli.ok("mailing", "create", "m1", "--campaign", "r10", "--kind", "trigger", "--on", "buy")
 
 
 @pytest.fixture
