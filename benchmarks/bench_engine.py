@@ -60,10 +60,11 @@ def gen_profiles(engine, db_id, slots, lo, hi):
     with transaction(engine) as s:
         s.execute(
             sa.text(
-                f"""INSERT INTO profile (database_id, external_id, in_gcg, created_at,
+                f"""INSERT INTO profile (database_id, external_id, hash_key, in_gcg, created_at,
                         {slots["region"]}, {slots["tier"]})
                     WITH RECURSIVE {series(dialect)}
-                    SELECT :db, {ext}, false, :now, {region}, 1 + (x / 7) % 3 FROM n"""
+                    SELECT :db, {ext}, cc_profile_key({ext}), false, :now, {region},
+                           1 + (x / 7) % 3 FROM n"""
             ).bindparams(sa.bindparam("now", type_=UTCDateTime())),
             {"db": db_id, "lo": lo, "hi": hi, "now": utcnow()},
         )

@@ -12,7 +12,6 @@ from typing import Any
 
 from store.build_checkpoint import ACTIVATION_SOURCE, DELTA_SOURCE, Source
 from store.build_sql import (
-    ASSIGNMENT_HASH,
     ENTRY_SOURCE,
     HAS_CLOSED_MEMBERSHIP,
     MEMBER_INSERT,
@@ -84,7 +83,7 @@ def _insert_fresh(ctx: StepContext, query: CandidateQuery, params: dict) -> None
     ctx.execute(
         f"""{MEMBER_INSERT}
             SELECT :cid, p.id, 'test', 'test', {ENTRY_SOURCE}, {query.key_sql},
-                   {ASSIGNMENT_HASH}, CAST(:cur AS INTEGER), :now, :b, :actor,
+                   {query.hash_sql}, CAST(:cur AS INTEGER), :now, :b, :actor,
                    sm.left_at, sm.left_by
             {query.from_where}""",
         params,
