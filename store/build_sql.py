@@ -97,6 +97,12 @@ class StepContext:
         """:cid (campaign), :db (its profile database), :b (this build)."""
         return {"cid": self.campaign.id, "db": self.campaign.database_id, "b": self.build.id}
 
+    @property
+    def fence(self) -> str:
+        """Ends a subquery in FROM that must not be merged into the outer query, so its
+        columns (the R9 hash) are computed once per row, not once per use."""
+        return "OFFSET 0" if self.is_postgres else "LIMIT -1 OFFSET 0"
+
     def collate(self, expr: str) -> str:
         """Bytewise text order on both backends (R9 ties on external_id)."""
         return f'{expr} COLLATE "C"' if self.is_postgres else expr
@@ -186,9 +192,13 @@ def source_chunk_end(ctx: StepContext, source: Source, lo: int, chunk: int) -> A
     if source.kind == DELTA_SOURCE:
         sql = "SELECT id FROM segment_member WHERE id > :lo AND id <= :mx ORDER BY id"
     elif source.kind == ACTIVATION_SOURCE:
+        # Counted over the rows open now: an ordered range of the partial index
+        # ux_segment_member_open. Counting the rows open at activation (OPEN_AT_ACTIVATION,
+        # an OR) sorted the rest of the segment for every chunk: quadratic in its size.
+        # Any increasing bound is right: the chunk takes every candidate in (lo, hi].
         sql = (
             "SELECT sm.profile_id FROM segment_member sm WHERE sm.segment_id = :seg "
-            f"AND sm.id <= :mx AND {OPEN_AT_ACTIVATION} AND sm.profile_id > :lo "
+            "AND sm.left_at IS NULL AND sm.id <= :mx AND sm.profile_id > :lo "
             "ORDER BY sm.profile_id"
         )
     else:

@@ -309,7 +309,11 @@ class CampaignMember(SQLModel, table=True):
             postgresql_where=sa.text("left_at IS NULL"),
         ),
         Index("ix_campaign_member_profile", "profile_id"),
-        Index("ix_campaign_member_group", "campaign_id", "group", "stratum_key", "assignment_hash"),
+        # (campaign, group, stratum) without the hash: rows with equal keys are kept in
+        # insertion order, so a build appends to the end of a few dozen runs instead of
+        # inserting at random places (issue 14: the hash order made index upkeep most of a
+        # build's time). Hash ranges (trims, cut-offs) scan one stratum's control members.
+        Index("ix_campaign_member_group", "campaign_id", "group", "stratum_key"),
         one_of("campaign_member", "group", Group),
         one_of("campaign_member", "joined_group", Group),
         one_of("campaign_member", "source", MemberSource),

@@ -6,6 +6,7 @@ filled for every existing profile. campaign gains hash_version: campaigns that a
 assigned groups (active or completed) keep version 1, release 1's MD5 of
 "seed:external_id", so their recalculations and newcomers rank profiles exactly as their
 first builds did; drafts, which assigned nobody yet, and every new campaign use version 2.
+ix_campaign_member_group loses its hash column (random-order index upkeep dominated builds).
 
 Revision ID: 0005_keyed_assignment_hash
 Revises: 0003_gcg_selection
@@ -42,9 +43,20 @@ def upgrade() -> None:
             sa.Column("hash_version", sa.Integer(), nullable=False, server_default="2")
         )
     op.execute("UPDATE campaign SET hash_version = 1 WHERE status <> 'draft'")
+    # Members indexed by (campaign, group, stratum) without the hash (store/models.py).
+    op.drop_index("ix_campaign_member_group", table_name="campaign_member")
+    op.create_index(
+        "ix_campaign_member_group", "campaign_member", ["campaign_id", "group", "stratum_key"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_campaign_member_group", table_name="campaign_member")
+    op.create_index(
+        "ix_campaign_member_group",
+        "campaign_member",
+        ["campaign_id", "group", "stratum_key", "assignment_hash"],
+    )
     with op.batch_alter_table("campaign") as batch:
         batch.drop_column("hash_version")
     with op.batch_alter_table("profile") as batch:
