@@ -10,7 +10,7 @@ on it built by the real engine: "bench" (5 % LCG by region and tier: 50,000 cont
 1. pages (store.members.member_page, 100 rows): the first page and the next 20 pages,
    unfiltered and with each filter (group, stratum, group+stratum, prefix, the limited
    campaign's 20 control members); prints the slowest page of each (target ≤ 200 ms);
-2. export (store.members.iter_members + the CSV writer of `campaign members`) of every
+2. export (store.members.iter_member_batches + the CSV writer of `campaign members`) of every
    member to a file, rows/s (target ≥ 200,000 rows/s), against a floor measured in the
    same run: the same SELECT through the raw DBAPI cursor written with csv.writer, no
    types, no decoding; and peak RSS.
@@ -39,7 +39,7 @@ from console.cli.export import write_members_csv  # noqa: E402
 from store import builds, campaigns, profiles, segments  # noqa: E402
 from store.actors import Actor  # noqa: E402
 from store.db import open_store, transaction  # noqa: E402
-from store.members import MemberFilter, iter_members, member_page  # noqa: E402
+from store.members import MemberFilter, iter_member_batches, member_page  # noqa: E402
 from store.models import SQLModel  # noqa: E402
 
 
@@ -150,7 +150,7 @@ def main() -> None:
         out = Path(tmp) / "members.csv"
         t = time.perf_counter()
         with Session(engine) as s, out.open("w", newline="") as f:
-            count = write_members_csv(iter_members(s, "bench"), f)
+            count = write_members_csv(iter_member_batches(s, "bench"), f)
         export = time.perf_counter() - t
         # Floor: the same rows through the raw DBAPI cursor, written as they come.
         floor_out = Path(tmp) / "floor.csv"

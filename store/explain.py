@@ -47,6 +47,7 @@ from store.models import (
     SegmentMember,
 )
 from store.profiles import database_fields, get_database
+from store.states import CampaignStatus, Group
 
 
 class State(StrEnum):
@@ -146,7 +147,7 @@ def explain(
         other = session.get(ProfileDatabase, campaign.database_id)
         return answer(State.NOT_MEMBER, None, Reason.OTHER_DATABASE, campaign_database=other.name)
     latest = ctx.latest_membership()
-    if campaign.status == "completed":
+    if campaign.status == CampaignStatus.COMPLETED:
         if latest is None:
             return answer(
                 State.NOT_MEMBER, None, Reason.CAMPAIGN_COMPLETED, at=_iso(campaign.completed_at)
@@ -173,7 +174,7 @@ def explain(
                 state, group, Reason.LEFT_SEGMENT, segment=ctx.segment_name(), at=_iso(left)
             )
         return answer(state, group, Reason.NOT_IN_SEGMENT, segment=ctx.segment_name())
-    if campaign.status == "draft":
+    if campaign.status == CampaignStatus.DRAFT:
         return _draft(ctx, answer)
     build = ctx.pending_build()
     return answer(
@@ -301,7 +302,7 @@ def _stratum_label(campaign: Campaign, key: str) -> str:
 def _member(ctx: _Facts, m: CampaignMember, answer: Any) -> Explanation:
     c = ctx.c
     label = _stratum_label(c, m.stratum_key)
-    if m.group == "control":
+    if m.group == Group.CONTROL:
         row = ctx.stratum(m.stratum_key)
         return answer(
             State.MEMBER,

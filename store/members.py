@@ -11,7 +11,7 @@ source (activation / segment / expansion) and LCG cohort (R9; None when the LCG 
   each one's open membership (cheap when the filter keeps many members), or take the
   matching members from the group index and sort them (cheap when it keeps few, e.g. the
   20 control members of a limited LCG).
-* `iter_members` streams every current member in ONE statement (one snapshot on both
+* `iter_member_batches` streams every current member in ONE statement (one snapshot on both
   backends: SQLite's read transaction, PostgreSQL's statement snapshot), so an export
   taken while a build runs is exact: nobody is missed or counted twice.
 """
@@ -264,10 +264,11 @@ def member_page(
     return MemberPage(campaign.name, database.name, rows, next_after, matching)
 
 
-def iter_members(
+def iter_member_batches(
     session: Session, campaign_name: str, flt: MemberFilter = MemberFilter()
-) -> Iterator[MemberRow]:
-    """Every current member matching `flt`, streamed from one statement (constant memory).
+) -> Iterator[list[MemberRow]]:
+    """Every current member matching `flt`, streamed from one statement in batches of
+    `STREAM_BATCH` rows (constant memory; an export writes a batch at a time).
 
     Ordered by profile id (the open-membership index), not by external id: the export is
     about being exact and fast; sort the file if you need an order.
@@ -289,9 +290,24 @@ def iter_members(
         sa.column("source"),
         sa.column("cohort"),
     )
-    decode = _Strata(session, campaign)
-    times = _Times()
+    decode, times = _Strata(session, campaign), _Times()
+    # The decoders' caches are read inline: a million rows share a few hundred stratum
+    # keys and join instants, and a call per row would double the export's time.
+    strata_seen, times_seen = decode.seen, times.seen
     result = session.execute(stmt, params, execution_options={"yield_per": STREAM_BATCH})
+    make = tuple.__new__  # MemberRow(...) without namedtuple's Python-level __new__
     for batch in result.partitions():
-        for r in batch:
-            yield _row(decode, times, r)
+        rows = []
+        for ext, group, key, joined, source, cohort in batch:
+            values, label = strata_seen.get(key) or decode(key)
+            at = times_seen.get(joined) or times(joined)
+            rows.append(make(MemberRow, (ext, group, values, label, at, source, cohort)))
+        yield rows
+
+
+def iter_members(
+    session: Session, campaign_name: str, flt: MemberFilter = MemberFilter()
+) -> Iterator[MemberRow]:
+    """Every current member matching `flt`, one at a time (see `iter_member_batches`)."""
+    for batch in iter_member_batches(session, campaign_name, flt):
+        yield from batch

@@ -203,14 +203,14 @@ def cmd_campaign_members(args: argparse.Namespace, ctx: Context) -> int:
     import os
 
     from console.cli.export import write_members_csv, write_members_json
-    from store.members import MemberFilter, iter_members, parse_stratum
+    from store.members import MemberFilter, iter_member_batches, parse_stratum
 
     flt = MemberFilter(group=args.group, stratum=parse_stratum(args.stratum))
     write = write_members_json if args.format == "json" else write_members_csv
     with ctx.session() as session:
-        rows = iter_members(session, args.name, flt)
-        first = next(rows, None)  # unknown campaign or strata field: refused before writing
-        rows = itertools.chain([] if first is None else [first], rows)
+        batches = iter_member_batches(session, args.name, flt)
+        first = next(batches, None)  # unknown campaign or strata field: refused before writing
+        rows = itertools.chain([] if first is None else [first], batches)
         if args.output is None:
             count = write(rows, ctx.out)
         else:

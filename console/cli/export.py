@@ -1,6 +1,7 @@
 """Writers for `campaign members` (issue 13 §1): CSV with a header, or JSON as one array.
 
-Both stream: one row is formatted and written at a time, so memory stays constant
+Both stream: one batch of rows (store.members.iter_member_batches) is formatted and
+written at a time, so memory stays constant
 whatever the campaign's size. Column order is the contract of docs/cli.md:
 external_id, group, stratum, joined_at, source, cohort. In CSV the stratum is its label
 ('region=North, tier=2'; 'all' when the campaign is not stratified) and an empty cohort
@@ -21,35 +22,37 @@ if TYPE_CHECKING:
 MEMBER_COLUMNS = ("external_id", "group", "stratum", "joined_at", "source", "cohort")
 
 
-def write_members_csv(rows: Iterable[MemberRow], out: TextIO) -> int:
+def write_members_csv(batches: Iterable[list[MemberRow]], out: TextIO) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(MEMBER_COLUMNS)
     count = 0
     iso: dict = {}  # members share a few join instants: format each once
-    for r in rows:
-        at = iso.get(r.joined_at)
-        if at is None:
-            at = iso[r.joined_at] = r.joined_at.isoformat()
-        writer.writerow(
+    for batch in batches:
+        for r in batch:
+            if r.joined_at not in iso:
+                iso[r.joined_at] = r.joined_at.isoformat()
+        writer.writerows(
             (
                 r.external_id,
                 r.group,
                 r.stratum_label,
-                at,
+                iso[r.joined_at],
                 r.source,
                 "" if r.cohort is None else r.cohort,
             )
+            for r in batch
         )
-        count += 1
+        count += len(batch)
     return count
 
 
-def write_members_json(rows: Iterable[MemberRow], out: TextIO) -> int:
+def write_members_json(batches: Iterable[list[MemberRow]], out: TextIO) -> int:
     count = 0
     out.write("[")
-    for r in rows:
-        out.write(",\n" if count else "\n")
-        out.write(json.dumps(r.as_dict(), ensure_ascii=False))
-        count += 1
+    for batch in batches:
+        for r in batch:
+            out.write(",\n" if count else "\n")
+            out.write(json.dumps(r.as_dict(), ensure_ascii=False))
+            count += 1
     out.write("\n]\n" if count else "]\n")
     return count
