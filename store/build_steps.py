@@ -106,8 +106,8 @@ def _claimed_build(session: Session, build_id: int, worker: str) -> AudienceBuil
     if dialect == "postgresql":
         query = query.with_for_update()
     if dialect == "sqlite":
-        # Member indexes are keyed by random hashes: a larger page cache keeps a million
-        # random index inserts in memory (per connection; ~64 MB at most).
+        # A larger page cache keeps the member indexes' hot pages and the candidate scans
+        # in memory (per connection; ~64 MB at most).
         session.execute(sa.text(f"PRAGMA cache_size = -{SQLITE_CACHE_KB}"))
     build = session.scalar(query)
     if build is None or build.status != BuildStatus.RUNNING or build.worker != worker:
