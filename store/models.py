@@ -314,6 +314,14 @@ class CampaignMember(SQLModel, table=True):
         # inserting at random places (issue 14: the hash order made index upkeep most of a
         # build's time). Hash ranges (trims, cut-offs) scan one stratum's control members.
         Index("ix_campaign_member_group", "campaign_id", "group", "stratum_key"),
+        # Open control members by cohort: what R7 and a new cohort demote (build_steps).
+        Index(
+            "ix_campaign_member_open_control",
+            "campaign_id",
+            "cohort",
+            sqlite_where=sa.text("\"group\" = 'control' AND left_at IS NULL"),
+            postgresql_where=sa.text("\"group\" = 'control' AND left_at IS NULL"),
+        ),
         one_of("campaign_member", "group", Group),
         one_of("campaign_member", "joined_group", Group),
         one_of("campaign_member", "source", MemberSource),

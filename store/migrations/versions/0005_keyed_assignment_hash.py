@@ -6,7 +6,8 @@ filled for every existing profile. campaign gains hash_version: campaigns that a
 assigned groups (active or completed) keep version 1, release 1's MD5 of
 "seed:external_id", so their recalculations and newcomers rank profiles exactly as their
 first builds did; drafts, which assigned nobody yet, and every new campaign use version 2.
-ix_campaign_member_group loses its hash column (random-order index upkeep dominated builds).
+ix_campaign_member_group loses its hash column (random-order index upkeep dominated builds);
+ix_campaign_member_open_control (open control members by cohort) keeps demotions cheap.
 
 Revision ID: 0005_keyed_assignment_hash
 Revises: 0003_gcg_selection
@@ -48,9 +49,17 @@ def upgrade() -> None:
     op.create_index(
         "ix_campaign_member_group", "campaign_member", ["campaign_id", "group", "stratum_key"]
     )
+    op.create_index(
+        "ix_campaign_member_open_control",
+        "campaign_member",
+        ["campaign_id", "cohort"],
+        sqlite_where=sa.text("\"group\" = 'control' AND left_at IS NULL"),
+        postgresql_where=sa.text("\"group\" = 'control' AND left_at IS NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_campaign_member_open_control", table_name="campaign_member")
     op.drop_index("ix_campaign_member_group", table_name="campaign_member")
     op.create_index(
         "ix_campaign_member_group",
