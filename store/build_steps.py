@@ -45,7 +45,7 @@ from store.states import (
 
 __all__ = ["LostClaim", "end_build", "run_step"]
 
-SQLITE_CACHE_KB = 65_536
+SQLITE_CACHE_KB = 16_384
 MOVE_CHUNK = 20_000  # members moved to test per transaction (events are batched inserts)
 
 
@@ -107,7 +107,7 @@ def _claimed_build(session: Session, build_id: int, worker: str) -> AudienceBuil
         query = query.with_for_update()
     if dialect == "sqlite":
         # A larger page cache keeps the member indexes' hot pages and the candidate scans
-        # in memory (per connection; ~64 MB at most).
+        # in memory (per connection; ~16 MB at most: the indexes fill nearly in order).
         session.execute(sa.text(f"PRAGMA cache_size = -{SQLITE_CACHE_KB}"))
     build = session.scalar(query)
     if build is None or build.status != BuildStatus.RUNNING or build.worker != worker:
