@@ -41,9 +41,15 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
         # the segment row FOR UPDATE): a profile leaving while this chunk inserts it would
         # otherwise miss the R4 close that on_segment_left applies.
         ctx.execute("SELECT id FROM segment WHERE id = :seg FOR SHARE", {"seg": source.segment_id})
+    if source.kind == DELTA_SOURCE:
+        ctx.prefer_index_joins()
     hi = source_chunk_end(ctx, source, lo, chunk)
     query = candidates(ctx, source)
     query = query.where(key_range(query.keyset_column, hi))
+    if query.keyset_column == "sm.profile_id":
+        # The same range on the profile side (p.id = sm.profile_id): PostgreSQL then reads
+        # only the chunk's profiles, not all of them for every chunk (quadratic).
+        query = query.where(key_range("p.id", hi))
     activation = cp.reason == BuildReason.ACTIVATION
     params = {
         **query.params,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from store import lcg, strata
-from store.build_checkpoint import Cutoff, Plan, Trim
+from store.build_checkpoint import DELTA_SOURCE, Cutoff, Plan, Trim
 from store.build_sql import StepContext, candidates
 from store.models import CampaignStratum
 from store.states import RECALCULATING_REASONS
@@ -52,6 +52,8 @@ class Newcomers:
 
 def phase_plan(ctx: StepContext, chunk: int) -> bool:
     cp = ctx.checkpoint
+    if cp.sources and cp.sources[0].kind == DELTA_SOURCE:
+        ctx.prefer_index_joins()  # newcomers of an active campaign: delta-sized
     existing = {
         r.stratum_key: r
         for r in ctx.session.scalars(

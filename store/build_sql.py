@@ -103,6 +103,15 @@ class StepContext:
         columns (the R9 hash) are computed once per row, not once per use."""
         return "OFFSET 0" if self.is_postgres else "LIMIT -1 OFFSET 0"
 
+    def prefer_index_joins(self) -> None:
+        """PostgreSQL: join candidates to profiles by index lookups for the rest of this
+        step's transaction. A delta's candidates are few, but misjudged (fresh segment
+        rows, stale statistics) the planner hash-joins them with a scan of every profile of
+        the database: a 10,000-newcomer build then grows with the database."""
+        if self.is_postgres:
+            self.execute("SET LOCAL enable_hashjoin = off")
+            self.execute("SET LOCAL enable_mergejoin = off")
+
     def collate(self, expr: str) -> str:
         """Bytewise text order on both backends (R9 ties on external_id)."""
         return f'{expr} COLLATE "C"' if self.is_postgres else expr
