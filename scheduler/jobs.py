@@ -237,3 +237,30 @@ def finish_unfinished_runs(ctx: JobContext) -> None:
             )
         except Exception:
             log.exception("mailing run #%s could not be finished", run_id)
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def drain_events(ctx: JobContext) -> None:
+    """R11b: process the event inbox in arrival order, batch by batch, while acting.
+
+    Each batch's deliveries, suppressions and processed marks are one transaction
+    (store.events.drain_batch), so a scheduler killed mid-drain leaves the batch
+    unprocessed and the next holder processes it once: never twice.
+    """
+    if not ctx.acting():
+        return
+    from store import events
+
+    try:
+        result = events.drain(ctx.engine, ctx.actor, should_stop=lambda: not ctx.acting())
+        if result.events:
+            log.info(
+                "processed %s events: %s delivered, %s suppressed",
+                result.events,
+                result.delivered,
+                result.suppressed,
+            )
+    except Exception:
+        log.exception("event drain failed; retrying on its next tick")

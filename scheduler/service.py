@@ -14,6 +14,8 @@ that polls for it. On acquiring the lease a *term* begins: abandoned builds are 
   (scheduler/reconcile.py);
 * `dispatch` every half second: claims queued builds, one per campaign, up to
   `pool_size` at a time, each run as a job on the `builds` executor;
+* `events` every half second (the dispatch interval): drains the event inbox, firing
+  trigger mailings (R11b, store/events.py);
 * a one-off `recover` job finishing mailing runs a dead scheduler left claimed.
 
 The lease thread renews the lease every ttl/3. A term ends when the lease is taken by
@@ -284,6 +286,15 @@ class SchedulerService:
             args=(ctx,),
             id="dispatch",
             name="dispatch audience builds",
+            next_run_time=now,
+        )
+        scheduler.add_job(
+            jobs.drain_events,
+            "interval",
+            seconds=s.dispatch_interval,
+            args=(ctx,),
+            id="events",
+            name="process trigger events (R11b)",
             next_run_time=now,
         )
         scheduler.add_job(

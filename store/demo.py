@@ -9,6 +9,7 @@ Campaign activation goes through the real store operations and builds.
 from __future__ import annotations
 
 import contextlib
+import io
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,14 +17,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from store import builds, campaigns, gcg, mailings, profiles, segments
+from store import builds, campaigns, events, gcg, mailings, profiles, segments
 from store.actors import Actor
 from store.db import keep_statistics_fresh, transaction
 from store.errors import DomainError, InvalidStateError, ValidationError
 from store.models import (
     Campaign,
+    CampaignMember,
+    Profile,
     ProfileDatabase,
     Segment,
+    SegmentMember,
     SQLModel,
     StoreMeta,
     utcnow,
@@ -302,7 +306,40 @@ def build_demo(engine: Engine, actor: Actor, n_profiles: int = DEFAULT_PROFILES)
             cron="30 9 * * *",
         )
         mailings.create_mailing(
-            session, actor, "loyalty-welcome", campaign("Loyalty Boost"), "trigger"
+            session,
+            actor,
+            "loyalty-welcome",
+            campaign("Loyalty Boost"),
+            "trigger",
+            event=DEMO_EVENT,
+        )
+        # R11b: more trigger mailings on the same event, so the demo's events show every
+        # outcome: a segment of its own (vip), a paused one, one of the draft campaign.
+        mailings.create_mailing(
+            session,
+            actor,
+            "spring-thank-you",
+            campaign("Spring Promo"),
+            "trigger",
+            event=DEMO_EVENT,
+            segment=segments.get_segment(session, "vip"),
+        )
+        review = mailings.create_mailing(
+            session,
+            actor,
+            "spring-review-ask",
+            campaign("Spring Promo"),
+            "trigger",
+            event=DEMO_EVENT,
+        )
+        mailings.set_manual_pause(session, actor, review, True)
+        mailings.create_mailing(
+            session,
+            actor,
+            "winback-purchase",
+            campaign("Win-back Lapsed"),
+            "trigger",
+            event=DEMO_EVENT,
         )
         mailings.create_mailing(
             session,
@@ -327,10 +364,72 @@ def build_demo(engine: Engine, actor: Actor, n_profiles: int = DEFAULT_PROFILES)
         mailings.set_manual_pause(session, actor, paused, True)
         session.merge(StoreMeta(key="demo_profiles", value=str(n_profiles)))
 
+    _demo_events(engine, actor, n_profiles)
+
     with Session(engine) as session:
         return DemoSummary(
             profiles=n_profiles,
             segments=6,
             campaigns=len(plans),
-            mailings=7,
+            mailings=10,
         )
+
+
+DEMO_EVENT = "purchase"
+DEMO_EVENTS = 300  # spread over the database, plus a few picked to show every outcome
+
+
+def _demo_events(engine: Engine, actor: Actor, n_profiles: int) -> None:
+    """R11b: a few hundred `purchase` events, imported and processed (deliveries and
+    suppressions of every reason: control, gcg, not_member, not_in_mailing_segment,
+    campaign_not_active, mailing_paused), stamped over the last week."""
+    step = max(1, n_profiles // DEMO_EVENTS)
+    with Session(engine) as session:
+        database = profiles.get_database(session, DEMO_DATABASE)
+        spread = sa.select(Profile.external_id).where(
+            Profile.database_id == database.id, Profile.id % step == 0
+        )
+
+        def picked(query: sa.Select, n: int = 10) -> list[str]:
+            return list(session.scalars(query.order_by(Profile.id).limit(n)))
+
+        def members(campaign: str, group: str) -> sa.Select:
+            return (
+                sa.select(Profile.external_id)
+                .join(CampaignMember, CampaignMember.profile_id == Profile.id)
+                .join(Campaign, Campaign.id == CampaignMember.campaign_id)
+                .where(
+                    Campaign.name == campaign,
+                    CampaignMember.group == group,
+                    CampaignMember.left_at.is_(None),
+                )
+            )
+
+        vip = segments.get_segment(session, "vip")
+        in_vip = sa.exists().where(
+            SegmentMember.segment_id == vip.id,
+            SegmentMember.profile_id == Profile.id,
+            SegmentMember.left_at.is_(None),
+        )
+        chosen = (
+            picked(spread, DEMO_EVENTS)
+            + picked(members("Loyalty Boost", "control"))  # control
+            + picked(members("Loyalty Boost", "test"))  # delivered
+            + picked(members("Spring Promo", "test").where(in_vip))  # delivered (vip)
+            + picked(
+                sa.select(Profile.external_id).where(  # gcg
+                    Profile.database_id == database.id, Profile.in_gcg.is_(True)
+                )
+            )
+        )
+    now = utcnow()
+    lines = ["external_id,event,at"] + [
+        f"{external_id},{DEMO_EVENT},{(now - timedelta(minutes=37 * k)).isoformat()}"
+        for k, external_id in enumerate(reversed(chosen))
+    ]
+    with transaction(engine) as session:
+        database = profiles.get_database(session, DEMO_DATABASE)
+        events.import_events(
+            session, actor, database, io.BytesIO(("\n".join(lines) + "\n").encode())
+        )
+    events.drain(engine, actor)

@@ -10,7 +10,10 @@ Most events are *derived* from membership intervals instead of being stored twic
   left_by);
 * `profile_event` rows add what intervals cannot carry: `moved_to_test` (R6, R7) and the
   `left_campaign` of a profile that was only in a draft's pending audience (R3);
-* `delivery` rows give `delivered` (with the mailing's name).
+* `delivery` rows give `delivered` (with the mailing's name; a trigger mailing's also
+  with the event that fired it);
+* `suppression` rows give `suppressed` (R11b: a trigger mailing sent nothing; the mailing,
+  the event and the reason).
 
 Events are ordered by time; equal times fall back to a fixed order of kinds (a profile
 enters a segment before the campaign built from it, and leaves the segment before the
@@ -38,6 +41,8 @@ from store.models import (
     ProfileEvent,
     Segment,
     SegmentMember,
+    Suppression,
+    TriggerEvent,
 )
 from store.profiles import database_fields, get_database
 
@@ -47,6 +52,7 @@ KIND_ORDER = {
     "entered_campaign": 1,
     "moved_to_test": 2,
     "delivered": 3,
+    "suppressed": 3,  # R11b outcomes of one event keep the event's order (see _key)
     "left_segment": 4,
     "left_campaign": 5,
 }
@@ -78,7 +84,9 @@ class CardEvent:
     group: str | None = None
     build: int | None = None  # id of the audience build that caused it
     actor: str | None = None
-    mailing: str | None = None  # for `delivered`
+    mailing: str | None = None  # for `delivered` and `suppressed`
+    reason: str | None = None  # for `suppressed`: a SuppressionReason (R11b)
+    event: str | None = None  # the event that fired a trigger mailing (R11b)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +98,8 @@ class CardEvent:
             "build": self.build,
             "actor": self.actor,
             "mailing": self.mailing,
+            "reason": self.reason,
+            "event": self.event,
         }
 
 
@@ -128,6 +138,7 @@ def profile_card(
         + campaign_events
         + _logged_events(session, profile.id)
         + _deliveries(session, profile.id)
+        + _suppressions(session, profile.id)
     )
     events.sort(key=lambda pair: pair[0])
     return ProfileCard(
@@ -241,15 +252,48 @@ def _logged_events(session: Session, profile_id: int) -> list[_Keyed]:
     return events
 
 
+def _trigger_key(event: CardEvent, event_id: int, mailing_id: int) -> tuple[Any, ...]:
+    """R11b outcomes: in the order of their events, then of the mailings they fired."""
+    return (event.at, KIND_ORDER[event.kind], "", 4, event_id, mailing_id)
+
+
 def _deliveries(session: Session, profile_id: int) -> list[_Keyed]:
     rows = session.execute(
-        sa.select(Delivery, Campaign.name, Mailing.name)
+        sa.select(Delivery, Campaign.name, Mailing.name, TriggerEvent.event)
         .join(Campaign, Campaign.id == Delivery.campaign_id)
         .join(Mailing, Mailing.id == Delivery.mailing_id)
+        .outerjoin(TriggerEvent, TriggerEvent.id == Delivery.event_id)
         .where(Delivery.profile_id == profile_id)
     ).all()
     events: list[_Keyed] = []
-    for delivery, campaign, mailing in rows:
-        event = CardEvent(at=delivery.sent_at, kind="delivered", campaign=campaign, mailing=mailing)
-        events.append((_key(event, 3, delivery.id), event))
+    for delivery, campaign, mailing, trigger in rows:
+        event = CardEvent(
+            at=delivery.sent_at, kind="delivered", campaign=campaign, mailing=mailing, event=trigger
+        )
+        if delivery.event_id is None:
+            events.append((_key(event, 3, delivery.id), event))
+        else:
+            events.append((_trigger_key(event, delivery.event_id, delivery.mailing_id), event))
+    return events
+
+
+def _suppressions(session: Session, profile_id: int) -> list[_Keyed]:
+    rows = session.execute(
+        sa.select(Suppression, Campaign.name, Mailing.name, TriggerEvent.event)
+        .join(Campaign, Campaign.id == Suppression.campaign_id)
+        .join(Mailing, Mailing.id == Suppression.mailing_id)
+        .join(TriggerEvent, TriggerEvent.id == Suppression.event_id)
+        .where(Suppression.profile_id == profile_id)
+    ).all()
+    events: list[_Keyed] = []
+    for row, campaign, mailing, trigger in rows:
+        event = CardEvent(
+            at=row.at,
+            kind="suppressed",
+            campaign=campaign,
+            mailing=mailing,
+            reason=row.reason,
+            event=trigger,
+        )
+        events.append((_trigger_key(event, row.event_id, row.mailing_id), event))
     return events

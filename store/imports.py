@@ -415,7 +415,7 @@ def apply_segment_file(
     try:
         rows, problems = scan_records(binary, max_problems, scan)
         report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
-        _resolve_profiles(conn, problems)
+        resolve_profiles(conn, SEGMENT_STAGE, problems)
         problems.raise_if_any(name)
         matched = sa.text(f"id IN (SELECT profile_id FROM {SEGMENT_STAGE})")
         change = segments.change_members_where(session, actor, segment, action, matched)
@@ -492,32 +492,56 @@ def _default_database(
     return None
 
 
-def _resolve_profiles(conn: Connection, problems: Problems) -> None:
-    """Set-based: external ids -> profile ids; every unknown one is a problem."""
+def resolve_profiles(
+    conn: Connection,
+    stage: str,
+    problems: Problems,
+    *,
+    database: ProfileDatabase | None = None,
+) -> None:
+    """Set-based: the staged external ids -> `profile_id`; every unknown one is a problem.
+
+    The stage has `line`, `external_id` and `profile_id`, and either `database_name` (each
+    row names its database: segment files) or one `database` for the whole file (events).
+    """
     pg = is_postgres(conn)
     if pg:  # temp tables are never auto-analysed: the join below plans on these figures
-        conn.exec_driver_sql(f"ANALYZE {SEGMENT_STAGE}")
+        conn.exec_driver_sql(f"ANALYZE {stage}")
     # UPDATE … FROM (both backends): one join the planner can hash, where a correlated
     # subquery per staged row made PostgreSQL probe the index a million times.
-    conn.exec_driver_sql(
-        f"""UPDATE {SEGMENT_STAGE} SET profile_id = p.id
-            FROM profile p JOIN profile_database d ON d.id = p.database_id
-            WHERE d.name = {SEGMENT_STAGE}.database_name
-              AND p.external_id = {SEGMENT_STAGE}.external_id"""
-    )
+    if database is None:
+        conn.exec_driver_sql(
+            f"""UPDATE {stage} SET profile_id = p.id
+                FROM profile p JOIN profile_database d ON d.id = p.database_id
+                WHERE d.name = {stage}.database_name
+                  AND p.external_id = {stage}.external_id"""
+        )
+    else:
+        conn.execute(
+            sa.text(
+                f"""UPDATE {stage} SET profile_id = p.id FROM profile p
+                    WHERE p.database_id = :db AND p.external_id = {stage}.external_id"""
+            ),
+            {"db": database.id},
+        )
     if pg:  # again: the joins that follow read profile_id, which was NULL until now
-        conn.exec_driver_sql(f"ANALYZE {SEGMENT_STAGE}")
-    missing = f"""FROM {SEGMENT_STAGE} s
-        LEFT JOIN profile_database d ON d.name = s.database_name
-        WHERE s.profile_id IS NULL"""
+        conn.exec_driver_sql(f"ANALYZE {stage}")
+    if database is None:
+        missing = f"""FROM {stage} s
+            LEFT JOIN profile_database d ON d.name = s.database_name
+            WHERE s.profile_id IS NULL"""
+        columns = "s.line, s.database_name, s.external_id, d.id"
+    else:
+        missing = f"FROM {stage} s WHERE s.profile_id IS NULL"
+        columns = "s.line, NULL, s.external_id, 0"
     count = conn.exec_driver_sql(f"SELECT COUNT(*) {missing}").scalar_one()
     if not count:
         return
     rows = conn.exec_driver_sql(
-        f"SELECT s.line, s.database_name, s.external_id, d.id {missing} "
-        f"ORDER BY s.line LIMIT {problems.cap}"
+        f"SELECT {columns} {missing} ORDER BY s.line LIMIT {problems.cap}"
     ).all()
     for line, db_name, external_id, db_id in rows:
+        db_name = db_name if database is None else database.name
         if db_id is None:
             problems.add(line, "database", f"unknown profile database {db_name!r}")
         else:

@@ -57,7 +57,9 @@ def create_mailing(
     cron: str | None = None,
     segment: Segment | None = None,
     expand_audience: bool = False,
+    event: str | None = None,
 ) -> Mailing:
+    """A mailing of `campaign`. A trigger mailing names the event it fires on (R11b)."""
     actor.require_write("create a mailing")
     name = check_name("mailing", name)
     check_not_completed(campaign)
@@ -69,8 +71,14 @@ def create_mailing(
         if not cron or send_at is not None:
             raise ValidationError("a regular mailing needs --cron EXPR and no --at")
         validate_cron(cron)
-    if kind == MailingKind.TRIGGER and (send_at is not None or cron):
-        raise ValidationError("a trigger mailing is event-driven: give neither --at nor --cron")
+    if kind == MailingKind.TRIGGER:
+        if send_at is not None or cron:
+            raise ValidationError("a trigger mailing is event-driven: give neither --at nor --cron")
+        if event is None:
+            raise ValidationError("a trigger mailing needs --on EVENT: the event it fires on")
+        event = check_name("trigger event", event)
+    elif event is not None:
+        raise ValidationError(f"only a trigger mailing fires on an event, not a {kind} mailing")
     if session.scalar(sa.select(Mailing.id).where(Mailing.name == name)):
         raise ValidationError(f"mailing {name!r} already exists")
     mailing = Mailing(
@@ -81,6 +89,7 @@ def create_mailing(
         cron=cron,
         segment_id=segment.id if segment else None,
         expand_audience=expand_audience,
+        trigger_event=event,
     )
     # A mailing created while an LCG build runs starts paused like its siblings (R5).
     running = running_pausing_build(session, campaign.id)
@@ -99,6 +108,7 @@ def create_mailing(
         kind=kind,
         cron=cron,
         send_at=send_at.isoformat() if send_at else None,
+        event=event,
     )
     return mailing
 

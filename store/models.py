@@ -44,6 +44,7 @@ from store.states import (
     MailingStatus,
     MemberSource,
     SegmentKind,
+    SuppressionReason,
 )
 
 
@@ -200,6 +201,7 @@ class Segment(SQLModel, table=True):
     last_refreshed_at: datetime | None = Field(
         default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
     )
+    last_refresh_seconds: float | None = None  # how long the last refresh took (issue 13 §6)
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
     )
@@ -353,6 +355,7 @@ PROFILE_EVENT_KINDS = (
     "delivered",
     "entered_gcg",  # R11a: gcg add (no campaign)
     "left_gcg",  # R11a: gcg remove
+    "suppressed",  # R11b: a trigger mailing sent nothing (derived from `suppression`)
 )
 
 
@@ -444,6 +447,9 @@ class Mailing(SQLModel, table=True):
     send_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     cron: str | None = None
     segment_id: int | None = Field(default=None, foreign_key="segment.id")
+    # R11b: the event a trigger mailing fires on (None for broadcast and regular mailings,
+    # and for trigger mailings of release 1, which named none and so never fire).
+    trigger_event: str | None = Field(default=None, sa_column=sa.Column(sa.String(200)))
     expand_audience: bool = False  # R11
     status: str = MailingStatus.ACTIVE
     manual_paused: bool = False  # an operator's pause; a build never undoes it
@@ -488,21 +494,96 @@ class MailingRun(SQLModel, table=True):
     status: str = MailingRunStatus.RUNNING
 
 
+# SQLite gives a rowid (auto-increment) only to an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
+EVENT_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class TriggerEvent(SQLModel, table=True):
+    """R11b: the event inbox. One row per event received (`event send`, `events import`);
+    the scheduler's drain marks it processed in the transaction that records its effects
+    (deliveries, suppressions), so an event's effect happens exactly once."""
+
+    __tablename__ = "event_inbox"
+    __table_args__ = (
+        # The drain's queue: unprocessed events in arrival order.
+        Index(
+            "ix_event_inbox_pending",
+            "id",
+            sqlite_where=sa.text("processed_at IS NULL"),
+            postgresql_where=sa.text("processed_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(EVENT_ID, primary_key=True))
+    # No foreign keys here, on purpose: the import resolves both in the same transaction
+    # and profiles are never deleted (R12); per-row FK checks cost PostgreSQL twice the
+    # insert itself (BENCHMARKS.md, events).
+    database_id: int
+    profile_id: int
+    event: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))  # when it happened
+    received_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    received_by: str = ""
+    processed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
 class Delivery(SQLModel, table=True):
-    """One message recorded by the default sender; shown as `delivered` on the card."""
+    """One message recorded by the default sender; shown as `delivered` on the card.
+
+    A scheduled mailing's delivery belongs to its run (`run_id`); a trigger mailing's to
+    the event that fired it (`event_id`, R11b), at most once per (event, mailing)."""
 
     __tablename__ = "delivery"
     __table_args__ = (
         UniqueConstraint("run_id", "profile_id"),
         Index("ix_delivery_profile", "profile_id"),
+        Index("ix_delivery_mailing", "mailing_id"),
+        Index("ux_delivery_event", "event_id", "mailing_id", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="mailing_run.id")
+    run_id: int | None = Field(default=None, foreign_key="mailing_run.id")
+    event_id: int | None = Field(
+        default=None, sa_column=sa.Column(EVENT_ID, sa.ForeignKey("event_inbox.id"))
+    )
     mailing_id: int = Field(foreign_key="mailing.id")
     campaign_id: int = Field(foreign_key="campaign.id")
     profile_id: int = Field(foreign_key="profile.id")
     sent_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class Suppression(SQLModel, table=True):
+    """R11b: a trigger mailing fired for a profile's event and sent nothing, with why.
+    Append-only; at most one per (event, mailing), like a trigger delivery."""
+
+    __tablename__ = "suppression"
+    __table_args__ = (
+        Index("ux_suppression_event", "event_id", "mailing_id", unique=True),
+        Index("ix_suppression_profile", "profile_id"),
+        Index("ix_suppression_mailing", "mailing_id", "reason"),
+        one_of("suppression", "reason", SuppressionReason),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(
+        sa_column=sa.Column(EVENT_ID, sa.ForeignKey("event_inbox.id"), nullable=False)
+    )
+    mailing_id: int = Field(foreign_key="mailing.id")
+    campaign_id: int = Field(foreign_key="campaign.id")
+    profile_id: int = Field(foreign_key="profile.id")
+    reason: str  # a SuppressionReason
+    at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class MailingOutcome(SQLModel, table=True):
+    """Counters of a trigger mailing's outcomes (R11b): `delivered`, or a suppression
+    reason, kept by the drain in the transaction that records them (`mailing show`)."""
+
+    __tablename__ = "mailing_outcome"
+
+    mailing_id: int = Field(foreign_key="mailing.id", primary_key=True)
+    outcome: str = Field(primary_key=True)  # "delivered" or a SuppressionReason
+    count: int = Field(default=0, sa_type=BigInteger)
 
 
 # --------------------------------------------------------------------------- operations

@@ -64,6 +64,17 @@ class MailingStatus(StrEnum):
     STOPPED = "stopped"  # its campaign completed (R8) or it was stopped for good
 
 
+class SuppressionReason(StrEnum):
+    """R11b: why a trigger mailing sent nothing to a profile for one event."""
+
+    CONTROL = "control"  # a control member of the campaign never receives anything
+    GCG = "gcg"  # not a member, held out by the database's GCG (R1, R11a)
+    NOT_MEMBER = "not_member"  # not in the campaign audience (never, or no longer)
+    NOT_IN_MAILING_SEGMENT = "not_in_mailing_segment"  # a test member outside its segment
+    CAMPAIGN_NOT_ACTIVE = "campaign_not_active"  # a draft, or completed (R8)
+    MAILING_PAUSED = "mailing_paused"  # paused by an operator, or stopped
+
+
 class MailingRunStatus(StrEnum):
     RUNNING = "running"  # claimed; a crash leaves it for the next scheduler to finish
     DONE = "done"

@@ -32,6 +32,8 @@ from store.models import (
     AudienceBuild,
     Campaign,
     Mailing,
+    MailingOutcome,
+    MailingRun,
     ProfileDatabase,
     ProfileField,
     Segment,
@@ -43,7 +45,9 @@ from store.states import (
     BuildStatus,
     CampaignStatus,
     MailingKind,
+    MailingRunStatus,
     MailingStatus,
+    SuppressionReason,
 )
 from store.validity import StratumValidity, campaign_validity
 
@@ -212,6 +216,7 @@ class MailingRow:
     manual_paused: bool
     paused_reason: str | None
     version: int
+    event: str | None = None  # R11b: what a trigger mailing fires on
 
 
 def mailing_row(mailing: Mailing) -> MailingRow:
@@ -230,6 +235,7 @@ def mailing_row(mailing: Mailing) -> MailingRow:
         manual_paused=bool(mailing.manual_paused),
         paused_reason=mailing.paused_reason,
         version=mailing.version,
+        event=mailing.trigger_event,
     )
 
 
@@ -238,7 +244,56 @@ def _schedule(mailing: Mailing) -> str:
         return f"cron {mailing.cron}"
     if mailing.kind == MailingKind.BROADCAST and mailing.send_at is not None:
         return f"at {mailing.send_at:%Y-%m-%d %H:%M}"
-    return "on event"
+    return f"on {mailing.trigger_event}" if mailing.trigger_event else "on event (none named)"
+
+
+@dataclass(frozen=True)
+class MailingDetail:
+    """One mailing (`mailing show`): its row, and what it sent (R11b). `sent` counts the
+    deliveries of its runs and of its events; `suppressed` every suppression reason (0
+    when none), in the order of SuppressionReason."""
+
+    mailing: MailingRow
+    campaign: str
+    campaign_status: str
+    segment: str | None
+    sent: int
+    suppressed: dict[str, int]
+
+    @property
+    def suppressed_total(self) -> int:
+        return sum(self.suppressed.values())
+
+
+def mailing_detail(session: Session, name: str) -> MailingDetail:
+    """The mailing named `name`, from counters (`mailing_run.recipients`,
+    `mailing_outcome`); NotFoundError when there is none."""
+    from store.events import DELIVERED
+    from store.mailings import get_mailing
+
+    mailing = get_mailing(session, name)
+    campaign = session.get(Campaign, mailing.campaign_id)
+    segment = session.get(Segment, mailing.segment_id) if mailing.segment_id else None
+    outcomes = dict(
+        session.execute(
+            sa.select(MailingOutcome.outcome, MailingOutcome.count).where(
+                MailingOutcome.mailing_id == mailing.id
+            )
+        ).all()
+    )
+    run_recipients = session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(MailingRun.recipients), 0)).where(
+            MailingRun.mailing_id == mailing.id, MailingRun.status == MailingRunStatus.DONE
+        )
+    )
+    return MailingDetail(
+        mailing=mailing_row(mailing),
+        campaign=campaign.name,
+        campaign_status=campaign.status,
+        segment=segment.name if segment else None,
+        sent=int(run_recipients or 0) + int(outcomes.get(DELIVERED, 0)),
+        suppressed={reason.value: int(outcomes.get(reason, 0)) for reason in SuppressionReason},
+    )
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,9 @@ OPERATIONS = [
     (
         "mailing.create",
         "mailing",
-        lambda s, a: mailings.create_mailing(s, a, "t2", _campaign("active")(s), "trigger"),
+        lambda s, a: mailings.create_mailing(
+            s, a, "t2", _campaign("active")(s), "trigger", event="buy"
+        ),
     ),
     (
         "mailing.pause",

@@ -152,7 +152,7 @@ def cli_cases() -> list[tuple[str, list[str], int, str]]:
             "database": ["--fields", "region:text"],
             "segment": [],
             "campaign": ["--database", "main", "--segment", "everyone"],
-            "mailing": ["--campaign", "Spring", "--kind", "trigger"],
+            "mailing": ["--campaign", "Spring", "--kind", "trigger", "--on", "buy"],
         }[kind]
         for label, name, message in [
             ("empty", "", "needs a name"),

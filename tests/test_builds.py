@@ -431,7 +431,7 @@ def test_r5_enable_on_active_only_newcomers_become_control(engine):
     with transaction(engine) as s:
         c = campaigns.get_campaign(s, "c")
         m = mailings.create_mailing(s, ACTOR, "weekly", c, "regular", cron="0 10 * * 1")
-        trig = mailings.create_mailing(s, ACTOR, "trig", c, "trigger")
+        trig = mailings.create_mailing(s, ACTOR, "trig", c, "trigger", event="buy")
         mailing_ids = (m.id, trig.id)
     build = edit(engine, enabled=True, percent="10")
     assert build.pauses_mailings and build.reason == "recalculation"

@@ -443,7 +443,7 @@ def test_read_only_refuses_every_write_and_changes_nothing(both_cli):
         ["segment", "create", "s", "--read-only"],
         ["database", "create", "d", "--fields", "a:int", "--read-only"],
         ["import", "profiles", "--database", "main", cli.file("a.csv", "external_id\nZ\n"), "--read-only"],
-        ["mailing", "create", "m", "--campaign", "r10", "--kind", "trigger", "--read-only"],
+        ["mailing", "create", "m", "--campaign", "r10", "--kind", "trigger", "--on", "buy", "--read-only"],
     ):  # fmt: skip
         result = cli(*argv)
         assert result.code == 3 and "read-only" in result.err, argv
@@ -487,7 +487,7 @@ def test_mailing_usage_refusals_and_not_found(cli):
     assert cli("mailing", "create", "m", "--campaign", "r10", "--kind", "broadcast", "--at", "soon").code == 2  # fmt: skip
     assert cli("mailing", "create", "m", "--campaign", "r10", "--kind", "broadcast").code == 3
     assert cli("mailing", "create", "m", "--campaign", "r10", "--kind", "regular", "--cron", "bad").code == 3  # fmt: skip
-    assert cli("mailing", "create", "m", "--campaign", "nope", "--kind", "trigger").code == 4
+    assert cli("mailing", "create", "m", "--campaign", "nope", "--kind", "trigger", "--on", "buy").code == 4
     assert cli("mailing", "pause", "nope").code == 4
     assert count(cli.db_url, Mailing) == 0
 

@@ -49,7 +49,7 @@ def test_demo_has_static_and_dynamic_segments_and_every_mailing_kind(workspace):
         dynamic = session.scalar(sa.select(Segment).where(Segment.name == "moscow-under-30"))
     assert kinds == {"static", "dynamic"}
     assert mailing_kinds == {"broadcast", "regular", "trigger"}
-    assert [m.name for m in paused] == ["spring-sms"]
+    assert sorted(m.name for m in paused) == ["spring-review-ask", "spring-sms"]
     assert dynamic.member_count > 0 and dynamic.refresh_every_seconds == 900
 
 
@@ -60,3 +60,25 @@ def test_demo_refuses_to_overwrite_and_reset_rebuilds(workspace, operator):
     demo.build_demo(workspace, operator, n_profiles=500)
     with Session(workspace) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Profile)) == 500
+
+
+def test_demo_has_processed_trigger_events_with_every_outcome(workspace):
+    """R11b: a few hundred events already processed, deliveries and suppressions of every
+    reason, on the cards and in `mailing show` (same read models)."""
+    from store import views
+    from store.models import Delivery, Suppression, TriggerEvent
+    from store.states import SuppressionReason
+
+    with Session(workspace) as session:
+        events = session.scalar(sa.select(sa.func.count()).select_from(TriggerEvent))
+        pending = session.scalar(
+            sa.select(sa.func.count()).where(TriggerEvent.processed_at.is_(None))
+        )
+        reasons = set(session.scalars(sa.select(Suppression.reason).distinct()))
+        delivered = session.scalar(
+            sa.select(sa.func.count()).where(Delivery.event_id.is_not(None))
+        )
+        welcome = views.mailing_detail(session, "loyalty-welcome")
+    assert events >= 300 and pending == 0
+    assert reasons == set(SuppressionReason)
+    assert delivered > 0 and welcome.sent > 0 and welcome.suppressed["control"] > 0

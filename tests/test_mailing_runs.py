@@ -251,7 +251,7 @@ def _external_id(session, profile_id):
 def test_reschedule_and_stop_are_audited_and_refusals_change_nothing(world, viewer):
     engine, *_ = world
     create(engine, "launch")
-    create(engine, "welcome", "trigger")
+    create(engine, "welcome", "trigger", event="signup")
     later = SEND_AT + timedelta(days=1)
     with transaction(engine) as session:
         launch = store_mailings.get_mailing(session, "launch")

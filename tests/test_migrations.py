@@ -124,7 +124,7 @@ def test_release1_schema_is_the_baseline_revision(db_url):
                 _run_release1_ddl(conn)
                 release1 = _schema(conn)
                 conn.exec_driver_sql(
-                    "DROP TABLE " + ", ".join(SQLModel.metadata.tables) + " CASCADE"
+                    "DROP TABLE IF EXISTS " + ", ".join(SQLModel.metadata.tables) + " CASCADE"
                 )
                 conn.exec_driver_sql("DROP FUNCTION cc_assignment_hash")
         with engine.connect() as conn:

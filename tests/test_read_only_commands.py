@@ -26,6 +26,7 @@ READING = {
     ("profile", "explain"),
     ("segment", "show"),
     ("gcg", "show"),
+    ("mailing", "show"),
     # Serves consoles over SSH; each session's role comes from its key (gateway helper's).
     ("gateway",),
 }
@@ -33,6 +34,7 @@ READING = {
 
 def mutating_argv(cli: Cli) -> dict[tuple[str, ...], list[str]]:
     ids = cli.file("ids.csv", "external_id\nP001\n")
+    events = cli.file("events.csv", "external_id,event,at\nP001,buy,\n")
     return {
         ("demo",): ["demo", "--reset", "--profiles", "200"],
         ("scheduler",): ["scheduler"],
@@ -48,7 +50,9 @@ def mutating_argv(cli: Cli) -> dict[tuple[str, ...], list[str]]:
         ("campaign", "activate"): ["campaign", "activate", "r10"],
         ("campaign", "lcg"): ["campaign", "lcg", "r10", "--percent", "7"],
         ("campaign", "complete"): ["campaign", "complete", "r10", "--yes"],
-        ("mailing", "create"): ["mailing", "create", "m2", "--campaign", "r10", "--kind", "trigger"],
+        ("mailing", "create"): ["mailing", "create", "m2", "--campaign", "r10", "--kind", "trigger", "--on", "buy"],
+        ("event", "send"): ["event", "send", "--database", "main", "P001", "buy"],
+        ("events", "import"): ["events", "import", "--database", "main", events],
         ("mailing", "pause"): ["mailing", "pause", "m1"],
         ("mailing", "resume"): ["mailing", "resume", "m1"],
         ("gcg", "set"): ["gcg", "set", "main", "--percent", "5"],
@@ -81,7 +85,7 @@ def test_every_mutating_command_is_refused_for_a_read_only_actor(db_url, capsys,
     cli = Cli(db_url, capsys, tmp_path)
     r10_workspace(cli)
     cli.ok("campaign", "create", "r10", "--database", "main", "--segment", "everyone")
-    cli.ok("mailing", "create", "m1", "--campaign", "r10", "--kind", "trigger")
+    cli.ok("mailing", "create", "m1", "--campaign", "r10", "--kind", "trigger", "--on", "buy")
     engine = make_engine(db_url)
     try:
         for command, argv in mutating_argv(cli).items():

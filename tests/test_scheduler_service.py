@@ -189,7 +189,7 @@ def test_mailing_jobs_follow_the_database_within_seconds(world, start_service):
     new_campaign(engine)
     service = start_service()
     add_mailing(engine, "weekly", "regular", cron="0 10 * * 1")
-    add_mailing(engine, "welcome", "trigger")
+    add_mailing(engine, "welcome", "trigger", event="signup")
     job = poll(lambda: job_of(service, "weekly", engine), what="job for a new mailing")
     assert isinstance(job.trigger, CronTrigger)
     assert job_of(service, "welcome", engine) is None  # trigger mailings: no time schedule

@@ -18,7 +18,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from console.cli import builds, campaign, database, gcg, mailing, profile, segment, workspace
+from console.cli import (
+    builds,
+    campaign,
+    database,
+    event,
+    gcg,
+    mailing,
+    profile,
+    segment,
+    workspace,
+)
 from console.cli import gateway as gateway_command
 from console.cli.args import Builder
 from console.cli.context import (
@@ -41,6 +51,7 @@ REGISTER: tuple[Callable[[Any, Builder], None], ...] = (
     segment.register,  # segment ...
     campaign.register,  # campaign ...
     mailing.register,  # mailing ...
+    event.register,  # event send, events import (R11b)
     profile.register,  # profile show
     gcg.register,  # gcg ... (R11a)
     builds.register,  # status, builds

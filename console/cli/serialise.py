@@ -57,6 +57,20 @@ def mailing_json(mailing: Any) -> dict[str, Any]:
         "expand_audience": bool(mailing.expand_audience),
         "last_run": iso(mailing.last_run_at),
         "next_run": iso(mailing.next_run_at),
+        "event": getattr(mailing, "event", None),
+    }
+
+
+def mailing_detail_json(detail: Any) -> dict[str, Any]:
+    """`mailing show --json`: the mailing, and its sent and suppressed counts (R11b)."""
+    return {
+        **mailing_json(detail.mailing),
+        "campaign": detail.campaign,
+        "campaign_status": detail.campaign_status,
+        "segment": detail.segment,
+        "sent": detail.sent,
+        "suppressed": dict(detail.suppressed),
+        "suppressed_total": detail.suppressed_total,
     }
 
 
@@ -181,6 +195,8 @@ def profile_json(card: Any) -> dict[str, Any]:
                 "build": e.build,
                 "actor": e.actor,
                 "mailing": getattr(e, "mailing", None),
+                "reason": getattr(e, "reason", None),  # `suppressed` (R11b)
+                "event": getattr(e, "event", None),  # the event that fired a trigger mailing
             }
             for e in card.events
         ],

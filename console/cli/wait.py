@@ -158,3 +158,37 @@ def wait_for_builds(
     for b in rows:
         err.write(f"build #{b.id} ({b.reason}): {b.status}{': ' + b.error if b.error else ''}\n")
     return EXIT_OK if all(b.status == BuildStatus.DONE for b in rows) else EXIT_UNEXPECTED
+
+
+def wait_for_events(
+    engine: Any, up_to: int, actor: Any, err: TextIO, *, settings: Any = None
+) -> int:
+    """Block until every event up to inbox id `up_to` is processed (R11b).
+
+    Like builds: a scheduler holding the lease drains them (polled); when nobody holds
+    it, this process takes the lease and drains the inbox itself, in order, up to `up_to`
+    (older events of others first, so the order holds), then releases it.
+    """
+    from store import events, lease, views
+    from store.settings import SchedulerSettings
+
+    settings = settings or SchedulerSettings()
+    holder = lease.make_holder(f"cli-wait-{uuid.uuid4().hex[:8]}")
+    announced = False
+    while True:
+        with views.read_session(engine) as session:
+            pending = events.pending_count(session, up_to)
+            holding = lease.live_lease(session)
+        if not pending:
+            return EXIT_OK
+        mine = holding is None or holding.holder == holder
+        if mine and lease.try_acquire(engine, holder, settings.lease_ttl):
+            with LeaseKeeper(engine, holder, settings.lease_ttl) as keeper:
+                events.drain(engine, actor, up_to=up_to, should_stop=keeper.lost.is_set)
+            continue
+        if not announced:
+            err.write(
+                f"a scheduler holds the lease: waiting for it to process {pending:,} events\n"
+            )
+            announced = True
+        time.sleep(POLL_SECONDS)

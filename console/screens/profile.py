@@ -153,8 +153,9 @@ class ProfileScreen(LiveScreen):
                     str(i),
                     (
                         when(e.at),
-                        e.kind,
-                        e.campaign or e.segment or "",
+                        # R11b: "suppressed: control", "delivered"
+                        f"{e.kind}: {e.reason}" if e.reason else e.kind,
+                        " / ".join(filter(None, (e.campaign or e.segment, e.mailing))),
                         e.group or "",
                         "" if e.build is None else f"#{e.build}",
                         e.actor or "",

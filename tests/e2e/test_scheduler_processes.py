@@ -219,3 +219,45 @@ def test_sigterm_mid_build_stops_cleanly_and_hands_the_build_back(tmp_path, proc
     log = daemon.log()
     assert "received SIGTERM" in log and "build #1 interrupted" in log
     engine.dispose()
+
+
+def test_sigkill_mid_drain_then_takeover_sends_every_event_exactly_once(tmp_path, processes):
+    """R11b, at-least-once input, exactly-once effect: a scheduler killed while it drains
+    the event inbox is replaced; every event ends with exactly one outcome per mailing."""
+    import io
+
+    from store import events
+    from store.models import Delivery, Suppression, TriggerEvent
+
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    engine, _ = workspace(url)
+    n = 60_000
+    with transaction(engine) as session:
+        spring = campaigns.get_campaign(session, "Spring")
+        mailings.create_mailing(session, ADMIN, "hello", spring, "trigger", event="purchase")
+        csv = "external_id,event\n" + "".join(f"P{1 + i % 300:05d},purchase\n" for i in range(n))
+        database = profiles.get_database(session, "shop")
+        events.import_events(session, ADMIN, database, io.BytesIO(csv.encode()))
+
+    def processed() -> int:
+        with Session(engine) as session:
+            return session.scalar(
+                sa.select(sa.func.count()).where(TriggerEvent.processed_at.is_not(None))
+            )
+
+    first = spawn(processes, url, tmp_path, "first")
+    poll(lambda: processed() > 0, timeout=30, what="the first scheduler drains")
+    first.kill()
+    assert processed() < n  # killed mid-drain
+    second = spawn(processes, url, tmp_path, "second")
+    poll(lambda: processed() == n, timeout=120, what="the second scheduler drains the rest")
+    with Session(engine) as session:
+        outcomes = (
+            session.execute(
+                sa.select(Delivery.event_id).where(Delivery.event_id.is_not(None))
+            ).all()
+            + session.execute(sa.select(Suppression.event_id)).all()
+        )
+    assert len(outcomes) == n and len(set(outcomes)) == n  # one per event, none twice
+    assert second.terminate() == 0
+    engine.dispose()
