@@ -10,7 +10,7 @@ ix_campaign_member_group loses its hash column (random-order index upkeep domina
 ix_campaign_member_open_control (open control members by cohort) keeps demotions cheap.
 
 Revision ID: 0005_keyed_assignment_hash
-Revises: 0003_gcg_selection
+Revises: 0004_trigger_events
 """
 
 from collections.abc import Sequence
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_keyed_assignment_hash"
-down_revision: str | Sequence[str] | None = "0003_gcg_selection"
+down_revision: str | Sequence[str] | None = "0004_trigger_events"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
