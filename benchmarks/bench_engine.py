@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from store import builds, campaigns, profiles, segments  # noqa: E402
 from store.actors import Actor  # noqa: E402
-from store.db import open_store, transaction  # noqa: E402
+from store.db import create_workspace, open_store, transaction  # noqa: E402
 from store.models import CampaignMember, SQLModel, UTCDateTime, utcnow  # noqa: E402
 
 REGIONS = ["Moscow", "Saint Petersburg", "Kazan", "Novosibirsk", "Yekaterinburg", "Samara", "Sochi"]
@@ -184,7 +184,7 @@ def same_rows_copy(engine, cid: int) -> float:
 
 
 def reset(url: str) -> None:
-    engine = open_store(url)
+    engine = create_workspace(url)
     with engine.begin() as conn:
         for table in ("raw_member", "raw_source", "floor_member"):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
@@ -217,7 +217,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = args.db or f"sqlite:///{Path(tmp) / 'engine.db'}"
         reset(url)
-        engine = open_store(url)
+        engine = create_workspace(url)
         dialect = engine.dialect.name
 
         t = time.perf_counter()
