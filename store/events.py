@@ -535,6 +535,14 @@ def drain_batch(
     their deliveries and suppressions and their `processed_at`, in one transaction.
 
     `crash_before_commit` is for tests: called after every write, before the commit."""
+    # A plain read first: with nothing to do, never take SQLite's write lock (the job runs
+    # every half second, next to builds and the lease heartbeat).
+    waiting = sa.select(_event.c.id).where(_event.c.processed_at.is_(None)).limit(1)
+    if up_to is not None:
+        waiting = waiting.where(_event.c.id <= up_to)
+    with engine.connect() as conn:
+        if conn.execute(waiting).first() is None:
+            return NOTHING
     with transaction(engine) as session:
         conn = session.connection()
         pending = (
