@@ -41,7 +41,7 @@ from workspace import DATABASE, FIELDS, insert_profiles  # noqa: E402
 
 from store import builds, campaigns, profiles, segments  # noqa: E402
 from store.actors import Actor  # noqa: E402
-from store.db import open_store, transaction  # noqa: E402
+from store.db import create_workspace, open_store, transaction  # noqa: E402
 from store.lease import live_lease  # noqa: E402
 from store.models import AudienceBuild, Campaign  # noqa: E402
 
@@ -54,7 +54,7 @@ PRESS_TIMEOUT = 5.0  # seconds; a press whose rows did not change by then is rep
 
 
 def build_bench_workspace(url: str) -> None:
-    engine = open_store(url)
+    engine = create_workspace(url)
     started = time.perf_counter()
     with transaction(engine) as session:
         database_id = profiles.create_database(session, BENCH, DATABASE, FIELDS).id

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from store import demo
 from store.actors import Actor, system_actor
-from store.db import open_store
+from store.db import create_workspace
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     for n in args.profiles:
         with tempfile.TemporaryDirectory() as tmp:
             url = args.db or f"sqlite:///{Path(tmp) / 'demo.db'}"
-            engine = open_store(url)
+            engine = create_workspace(url)
             demo.reset(engine, system_actor("benchmark"))
             started = time.perf_counter()
             demo.build_demo(engine, actor, n)

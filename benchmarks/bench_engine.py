@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from store import builds, campaigns, profiles, segments  # noqa: E402
 from store.actors import Actor  # noqa: E402
-from store.db import open_store, transaction  # noqa: E402
+from store.db import create_workspace, transaction  # noqa: E402
 from store.models import CampaignMember, SQLModel, UTCDateTime, utcnow  # noqa: E402
 
 REGIONS = ["Moscow", "Saint Petersburg", "Kazan", "Novosibirsk", "Yekaterinburg", "Samara", "Sochi"]
@@ -84,7 +84,7 @@ def main() -> None:
     n, k = args.profiles, args.newcomers
     with tempfile.TemporaryDirectory() as tmp:
         url = args.db or f"sqlite:///{Path(tmp) / 'engine.db'}"
-        engine = open_store(url)
+        engine = create_workspace(url)
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE IF EXISTS raw_member"))
             conn.execute(sa.text("DROP TABLE IF EXISTS raw_source"))
@@ -97,7 +97,7 @@ def main() -> None:
                 warnings.simplefilter("ignore")  # the same cycle: SQLite drops unsorted
                 SQLModel.metadata.drop_all(engine)
         engine.dispose()
-        engine = open_store(url)
+        engine = create_workspace(url)
         dialect = engine.dialect.name
 
         t = time.perf_counter()

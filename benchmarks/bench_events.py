@@ -34,7 +34,7 @@ from bench_import import fresh_workspace  # noqa: E402
 
 from store import builds, campaigns, events, imports, mailings, profiles, segments  # noqa: E402
 from store.actors import Actor  # noqa: E402
-from store.db import open_store, transaction  # noqa: E402
+from store.db import create_workspace, open_store, transaction  # noqa: E402
 from store.models import TriggerEvent  # noqa: E402
 
 ACTOR = Actor(user="bench", role="operator", origin="local")
@@ -54,7 +54,7 @@ def write_events(path: Path, rows: int, profiles_n: int) -> None:
 
 
 def setup(url: str, profiles_n: int) -> None:
-    engine = open_store(url)
+    engine = create_workspace(url)  # only init, demo (and this set-up) create one
     csv = "external_id,region\n" + "".join(
         f"P{i:08d},{'North' if i % 3 else 'South'}\n" for i in range(profiles_n)
     )

@@ -38,13 +38,13 @@ from bench_engine import gen_profiles  # noqa: E402
 from console.cli.export import write_members_csv  # noqa: E402
 from store import builds, campaigns, profiles, segments  # noqa: E402
 from store.actors import Actor  # noqa: E402
-from store.db import open_store, transaction  # noqa: E402
+from store.db import create_workspace, transaction  # noqa: E402
 from store.members import MemberFilter, iter_member_batches, member_page  # noqa: E402
 from store.models import SQLModel  # noqa: E402
 
 
 def fresh(url: str):
-    engine = open_store(url)
+    engine = create_workspace(url)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             for table in SQLModel.metadata.tables:
@@ -56,7 +56,7 @@ def fresh(url: str):
     with engine.begin() as conn:  # the migrations' bookkeeping goes too: a fresh schema
         conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
-    return open_store(url)
+    return create_workspace(url)
 
 
 def setup(engine, n: int, actor: Actor) -> None:

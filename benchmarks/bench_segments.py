@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from store import profiles, segments
 from store.actors import Actor
-from store.db import open_store, transaction
+from store.db import create_workspace, transaction
 from store.models import utcnow
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     actor = Actor("bench")
     n = args.profiles
     with tempfile.TemporaryDirectory() as tmp:
-        engine = open_store(args.db or f"sqlite:///{Path(tmp) / 'segments.db'}")
+        engine = create_workspace(args.db or f"sqlite:///{Path(tmp) / 'segments.db'}")
         started = time.perf_counter()
         db_id = _generate(engine, actor, n)
         print(

@@ -27,7 +27,7 @@ from console.live import LivePoller
 from console.screens.campaigns import CampaignsScreen  # the first screen; others load lazily
 from console.widgets.status_header import StatusHeader
 from store.actors import Actor
-from store.db import describe_url, open_store
+from store.db import as_connected, describe_url, open_store
 from store.monitor import SchedulerHealth
 from store.names import printable, printable_lines
 from store.settings import SchedulerSettings, Settings
@@ -53,11 +53,16 @@ class CampaignConsole(App):
         db_label: str | None = None,
         scheduler_settings: SchedulerSettings | None = None,
         scheduler_options: dict | None = None,
+        store_options: dict | None = None,
     ) -> None:
         super().__init__()
         self.db_url = db_url
+        # An existing workspace only (issue 15.7); timeouts from the settings (15.6); a
+        # read-only actor opens an SQLite file read-only, and a PostgreSQL role that may
+        # only read makes the actor read-only whatever it was given (15.5).
+        self.engine = open_store(db_url, read_only=actor.read_only, **(store_options or {}))
+        actor = as_connected(self.engine, actor)
         self.actor = actor
-        self.engine = open_store(db_url)
         self.db_label = db_label or describe_url(db_url)
         # A read-only console only looks: by default it never embeds a scheduler that
         # would run builds and send mailings on the viewer's behalf (header: NOT RUNNING).
@@ -343,6 +348,10 @@ def run_console(settings: Settings, actor: Actor) -> int:
         poll_interval=settings.poll_interval,
         keys=settings.keys,
         scheduler_settings=settings.scheduler,
+        store_options={
+            "connect_timeout": settings.connect_timeout,
+            "statement_timeout": settings.statement_timeout,
+        },
     )
     app.run()
     return app.return_code or 0

@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         embed_scheduler=False,
         poll_interval=settings.poll_interval,
         keys=settings.keys,
+        store_options={
+            "connect_timeout": settings.connect_timeout,
+            "statement_timeout": settings.statement_timeout,
+        },
     )
     app.run()
     return app.return_code or 0

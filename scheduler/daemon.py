@@ -44,8 +44,10 @@ def run_daemon(db_url: str, settings: SchedulerSettings) -> int:
         received.append(signum)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # Opened before the signal handlers: a missing workspace (issue 15.7) or an unreachable
+    # server ends the command here, leaving the process's handlers as they were.
     service = SchedulerService(db_url, settings=settings)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     log.info(
         "scheduler daemon for %s: holder %s, pool size %s, lease ttl %ss",
         describe_url(db_url),

@@ -23,6 +23,9 @@ class Actor:
     origin: str = "local"
     key_fingerprint: str | None = None
     via: str | None = None  # "ssh" for a gateway session
+    # PostgreSQL: the database role this actor is connected as, when that role may only
+    # read (store.db.as_connected, issue 15.5): read-only whatever the flags said.
+    db_role: str | None = None
 
     @property
     def label(self) -> str:
@@ -36,6 +39,11 @@ class Actor:
 
     def require_write(self, action: str) -> None:
         """Raise before anything changes when a read-only actor tries `action`."""
+        if self.read_only and self.db_role:
+            raise ReadOnlyError(
+                f"{self.user} is connected as the PostgreSQL role {self.db_role!r}, which is "
+                f"read-only (SELECT only), and cannot {action}; ask an operator"
+            )
         if self.read_only:
             raise ReadOnlyError(
                 f"{self.user} is read-only and cannot {action}; "

@@ -162,9 +162,10 @@ def _write_pending(session: OrmSession) -> None:
         bind = session.get_bind()
         if isinstance(bind, Connection):
             bind.execute(sa.insert(AuditEntry), rows)
-        else:
-            with bind.begin() as conn:
-                conn.execute(sa.insert(AuditEntry), rows)
+        else:  # also from a connection that may only read (store/db.py, issue 15.5)
+            from store.db import write_audit_rows
+
+            write_audit_rows(bind, AuditEntry.__table__, rows)
     except Exception:  # the refusal stands even if it cannot be logged
         log.exception("could not audit %d refusal(s)", len(rows))
 
@@ -201,7 +202,9 @@ def write_entry(
 ) -> None:
     """One audit entry in its own transaction (events with no store change, e.g. an SSH
     gateway login or a refused forwarding request)."""
-    with Session(engine) as session:
+    from store.db import audit_writer
+
+    with Session(audit_writer(engine)) as session:  # also from a read-only SQLite engine
         record(session, actor, action, target_type, target_name=target_name, outcome=outcome,
                **details)
         session.commit()

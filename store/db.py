@@ -10,8 +10,14 @@ WAL the console's poller starves while a build writes).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
+import json
+import math
 import re
+import sqlite3
+import urllib.parse
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +27,18 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
 from store import hashing
-from store.errors import StoreError
+from store.errors import ConnectionProblem, StoreError, WorkspaceMissingError
+from store.locations import (  # noqa: F401  (re-exported: callers import them from here)
+    _OPTIONS,
+    DEFAULT_CONNECT_TIMEOUT,
+    EngineOptions,
+    describe_url,
+    engine_options,
+    is_sqlite,
+    missing_workspace,
+    sqlite_path,
+    where,
+)
 from store.settings import DB_ENV as ENV_VAR  # noqa: F401  (kept for callers)
 from store.settings import default_db_url, load_settings, normalize_db_url  # noqa: F401
 
@@ -34,52 +51,156 @@ def resolve_db_url(cli_value: str | None = None) -> str:
     return normalize_db_url(cli_value) if cli_value else load_settings().db
 
 
-def describe_url(url: str) -> str:
-    """The URL without a password, for headers and logs."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
-def _sqlite_on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+def _sqlite_on_connect(dbapi_connection, _record, *, read_only: bool = False) -> None:  # noqa: ANN001
     dbapi_connection.create_function(
         hashing.SQL_FUNCTION, 2, hashing.assignment_hash, deterministic=True
     )
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    if not read_only:  # a read-only connection cannot switch the journal; the file is WAL
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the pragmas and functions the store relies on. Creates no tables."""
+def make_engine(
+    url: str,
+    *,
+    read_only: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    statement_timeout: float | None = None,
+) -> Engine:
+    """An engine with the pragmas and functions the store relies on. Creates no tables
+    and no directory; connecting to a missing SQLite file would create it, so callers that
+    must not create a workspace check first (`open_store`)."""
     parsed = make_url(url)
+    options = EngineOptions(read_only, connect_timeout, statement_timeout)
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        path = sqlite_path(url)
+        kwargs: dict = {
+            "connect_args": {
+                "check_same_thread": False,
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            }
+        }
+        if read_only and path is not None:
+            # Issue 15.5: a read-only actor opens the file read-only, so no code path can
+            # write it. WAL readers need the -shm file: SQLite creates it when the
+            # directory is writable, else it must exist (docs/security.md).
+            uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+            kwargs["connect_args"]["uri"] = True
+            kwargs["creator"] = lambda: sqlite3.connect(
+                uri, uri=True, check_same_thread=False, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
+            )
+        engine = sa.create_engine(url, **kwargs)
+        sa.event.listen(
+            engine, "connect", functools.partial(_sqlite_on_connect, read_only=read_only)
         )
-        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        _OPTIONS[engine] = options
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        # Issue 15.6: a server that accepts connections and never answers must not hang
+        # a client: libpq's connect_timeout (whole seconds, at least 2) bounds the wait.
+        seconds = max(2, math.ceil(connect_timeout))
+        engine = sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=10,
+            connect_args={"connect_timeout": seconds},
+        )
+        sa.event.listen(engine, "handle_error", _on_postgres_error)
+        _OPTIONS[engine] = options
+        return engine
     raise StoreError(
         f"unsupported database URL {describe_url(url)!r}: use sqlite:///PATH "
         "or postgresql+psycopg://USER@HOST/DB"
     )
 
 
-def init_schema(engine: Engine) -> None:
+def statement_timeout_ms(engine: Engine) -> int | None:
+    """PostgreSQL: the interactive-read statement timeout of this engine in ms, else None."""
+    seconds = engine_options(engine).statement_timeout
+    if engine.dialect.name != "postgresql" or not seconds:
+        return None
+    return max(1, round(seconds * 1000))
+
+
+def _postgres_host(engine: Engine) -> str:
+    return f"{engine.url.host or 'localhost'}:{engine.url.port or 5432}"
+
+
+def _on_postgres_error(context: sa.engine.ExceptionContext) -> None:
+    """A cancelled interactive read says which server and which setting (issue 15.6)."""
+    original = context.original_exception
+    if type(original).__name__ == "QueryCanceled" and "statement timeout" in str(original):
+        engine = context.engine
+        seconds = engine_options(engine).statement_timeout if engine is not None else None
+        host = _postgres_host(engine) if engine is not None else "the server"
+        raise ConnectionProblem(
+            f"the PostgreSQL server at {host} did not answer a read within {seconds:g} s: it "
+            "may be overloaded or a lock holds the table; retry, or raise statement_timeout "
+            "under [postgres] in the config file (0: no limit)"
+        ) from None
+
+
+def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
+    """A failure to reach or open the database, said for a person: which file or server,
+    and what to change. Never SQLAlchemy's text, SQL or links (issue 15.6, 15.10)."""
+    url = engine.url.render_as_string(hide_password=False)
+    original = getattr(exc, "orig", None) or exc
+    text = (str(original).strip().splitlines() or [""])[0]
+    if is_sqlite(engine):
+        place = where(url)
+        if "file is not a database" in text or "file is encrypted" in text:
+            return ConnectionProblem(
+                f"{place} is not an SQLite database, so not a campaign-console workspace: "
+                "check --db (a typo, or another file?). `campaign-console init --db NEW.db` "
+                "creates a new workspace"
+            )
+        path = sqlite_path(url)
+        if engine_options(engine).read_only and path is not None and (
+            "unable to open" in text or "readonly database" in text
+        ):
+            # A WAL reader needs the shared-memory index beside the file: SQLite creates
+            # `-shm` when it may write the directory; otherwise it must already exist.
+            return ConnectionProblem(
+                f"cannot read {place} read-only: it is a WAL database and its index "
+                f"{path.name}-shm is missing and cannot be created in {path.parent} by this "
+                "user. Open it while an operator's console or the scheduler has it open "
+                "(they keep the index), or let this user write that directory"
+            )
+        return ConnectionProblem(f"cannot open {place}: {text}")
+    host = _postgres_host(engine)
+    if "timeout" in text.lower():
+        seconds = max(2, math.ceil(engine_options(engine).connect_timeout))
+        return ConnectionProblem(
+            f"the PostgreSQL server at {host} did not answer within {seconds} s: check that "
+            "it is up and reachable, or raise connect_timeout under [postgres] in the "
+            "config file (default 10 s)"
+        )
+    if "does not exist" in text and "database" in text:
+        return missing_workspace(url, f" (the database {engine.url.database!r} does not exist)")
+    return ConnectionProblem(f"cannot connect to the PostgreSQL server at {host}: {text}")
+
+
+def check_connection(engine: Engine) -> None:
+    """Open one connection now, so an unreachable server or a file that is not a database
+    is reported plainly before anything else happens."""
+    try:
+        with engine.connect() as conn:
+            if is_sqlite(engine):
+                conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+    except (sa.exc.DBAPIError, sqlite3.Error) as exc:
+        raise connection_problem(engine, exc) from None
+
+
+def init_schema(engine: Engine, *, create: bool = False) -> None:
     """Bring the schema to head, or refuse: see store/migrate.py.
 
-    An empty database gets every revision; an SQLite workspace of an older revision is
+    An empty database gets every revision only with `create` (`init`, `demo`: issue
+    15.7); otherwise it is a missing workspace. An SQLite workspace of an older revision is
     backed up beside itself and upgraded; a PostgreSQL database of an older revision is
     refused with the command that upgrades it; a newer one is always refused.
     """
@@ -87,7 +208,7 @@ def init_schema(engine: Engine) -> None:
         return
     from store import migrate  # Alembic is imported only when there is work to do
 
-    migrate.ensure_current(engine)
+    migrate.ensure_current(engine, create=create)
 
 
 REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(.*)$", re.MULTILINE)
@@ -131,10 +252,164 @@ def _at_head(engine: Engine) -> bool:
     return versions == [(head,)]
 
 
-def open_store(url: str | None = None) -> Engine:
-    """Resolve the URL, make the engine and make sure the schema is at head."""
-    engine = make_engine(resolve_db_url(url))
-    init_schema(engine)
+def open_store(
+    url: str | None = None,
+    *,
+    read_only: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    statement_timeout: float | None = None,
+) -> Engine:
+    """Resolve the URL and open an existing workspace at the schema head.
+
+    A missing workspace (no SQLite file, or a database without our tables) is refused with
+    `WorkspaceMissingError`: nothing is created (issue 15.7, `create_workspace` does that).
+    """
+    url = resolve_db_url(url)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise missing_workspace(url, " (a directory)" if path.is_dir() else "")
+    engine = make_engine(
+        url,
+        read_only=read_only,
+        connect_timeout=connect_timeout,
+        statement_timeout=statement_timeout,
+    )
+    try:
+        check_connection(engine)
+        init_schema(engine)
+        _detect_read_only_role(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+# ------------------------------------------------------------------ read-only connections
+# Issue 15.5. On PostgreSQL the database role is the boundary: a role that may not write
+# the workspace's tables (`database grant-read-only`, store/grants.py) makes every actor
+# of that connection read-only, whatever its flags, so refusals are the store's usual
+# exit 3 instead of permission errors. On SQLite a read-only actor opens the file with
+# mode=ro. Either way refusals are still audited: see `write_audit_rows`.
+
+_READ_ONLY_ROLE: weakref.WeakKeyDictionary[Engine, str | None] = weakref.WeakKeyDictionary()
+_AUDIT_WRITERS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+AUDIT_REFUSAL_FUNCTION = "cc_audit_refusal"  # store/grants.py defines it
+
+
+def _detect_read_only_role(engine: Engine) -> None:
+    role = None
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            user, may_write = conn.execute(
+                sa.text(
+                    "SELECT current_user, CASE WHEN to_regclass('campaign') IS NULL THEN true "
+                    "ELSE has_table_privilege('campaign', 'INSERT, UPDATE, DELETE') END"
+                )
+            ).one()
+        role = None if may_write else user
+    _READ_ONLY_ROLE[engine] = role
+
+
+def read_only_role(engine: Engine) -> str | None:
+    """The PostgreSQL role this engine connects as, when it may not write the workspace
+    (found at connect by `open_store`; other engines are asked on first use)."""
+    if engine not in _READ_ONLY_ROLE:
+        _detect_read_only_role(engine)
+    return _READ_ONLY_ROLE[engine]
+
+
+def as_connected(engine: Engine, actor):  # noqa: ANN001, ANN201  (store.actors.Actor)
+    """`actor` as this connection allows it: read-only when the database role is (15.5)."""
+    role = read_only_role(engine)
+    if role is None:
+        return actor
+    return dataclasses.replace(actor, role="read_only", db_role=role)
+
+
+def write_audit_rows(engine: Engine, table: sa.Table, rows: list[dict]) -> None:
+    """Append audit rows for `engine`'s clients, also when that engine cannot write:
+
+    * a PostgreSQL role that may only read appends refusals through the SECURITY DEFINER
+      function `cc_audit_refusal` (store/grants.py): it can add refusal rows of its own
+      role and nothing else;
+    * an SQLite file opened read-only (mode=ro) gets its refusals through a separate
+      read-write connection, which works when the OS user may write the file (the
+      `--read-only` flag); a user who may not write the file cannot audit (the refusal is
+      still refused, and logged to stderr).
+    """
+    if read_only_role(engine) is not None:
+        with engine.begin() as conn:
+            for row in rows:
+                conn.execute(
+                    sa.text(
+                        f"SELECT {AUDIT_REFUSAL_FUNCTION}(:actor, :origin, :action, "
+                        ":target_type, :target_id, :target_name, :details)"
+                    ),
+                    {
+                        "actor": row["actor"],
+                        "origin": row["origin"],
+                        "action": row["action"],
+                        "target_type": row["target_type"],
+                        "target_id": row["target_id"],
+                        "target_name": row["target_name"],
+                        "details": json.dumps(row["details"], default=str),
+                    },
+                )
+        return
+    with audit_writer(engine).begin() as conn:
+        conn.execute(sa.insert(table), rows)
+
+
+def audit_writer(engine: Engine) -> Engine:
+    """The engine audit rows of `engine`'s clients are written with: itself, or for an
+    SQLite file opened read-only a read-write engine on the same file (kept with it)."""
+    if not (engine_options(engine).read_only and is_sqlite(engine)):
+        return engine
+    writer = _AUDIT_WRITERS.get(engine)
+    if writer is None:
+        writer = make_engine(engine.url.render_as_string(hide_password=False))
+        _AUDIT_WRITERS[engine] = writer
+        sa.event.listen(engine, "engine_disposed", lambda _e, w=writer: w.dispose())
+    return writer
+
+
+def workspace_exists(url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> bool:
+    """True when `url` names a workspace (tables of ours, at any revision). Creates nothing."""
+    from store import migrate
+
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return False
+    engine = make_engine(url, read_only=path is not None, connect_timeout=connect_timeout)
+    try:
+        check_connection(engine)
+        with engine.connect() as conn:
+            return migrate.current_revision(conn) is not None
+    except WorkspaceMissingError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def create_workspace(
+    url: str,
+    *,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    statement_timeout: float | None = None,
+) -> Engine:
+    """Open the workspace at `url`, creating it empty at the schema head when missing (the
+    SQLite file and its directory; on PostgreSQL the tables). Only `init` and `demo`
+    (store/workspace.py) and test fixtures call this (issue 15.7)."""
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url, connect_timeout=connect_timeout, statement_timeout=statement_timeout)
+    try:
+        check_connection(engine)
+        init_schema(engine, create=True)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 

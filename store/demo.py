@@ -140,6 +140,27 @@ def check_profile_count(n_profiles: int) -> None:
         )
 
 
+def check_profile_count_audited(
+    url: str, actor: Actor, n_profiles: int, *, connect_timeout: float = 10.0
+) -> None:
+    """`check_profile_count`, with the refusal audited in the workspace at `url` when there
+    is one (issue 15.8: out-of-range arguments are audited like every store refusal)."""
+    from store.audit import record_refusal
+    from store.db import make_engine, workspace_exists
+
+    try:
+        check_profile_count(n_profiles)
+    except ValidationError as exc:
+        with contextlib.suppress(Exception):  # no workspace yet: nothing to record into
+            if workspace_exists(url, connect_timeout=connect_timeout):
+                engine = make_engine(url, connect_timeout=connect_timeout)
+                try:
+                    record_refusal(engine, actor, "demo.build", "workspace", "--profiles", str(exc))
+                finally:
+                    engine.dispose()
+        raise
+
+
 def reset(engine: Engine, actor: Actor) -> None:
     """Drop and recreate every table (the --reset of `campaign-console demo`).
 
@@ -171,7 +192,7 @@ def reset(engine: Engine, actor: Actor) -> None:
             for name in names:
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
             conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-    init_schema(engine)
+    init_schema(engine, create=True)  # the demo is one of the two creators (issue 15.7)
     with transaction(engine) as session:
         record(session, actor, "demo.reset", "workspace")
 

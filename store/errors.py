@@ -33,6 +33,14 @@ class NotFoundError(StoreError):
     exit_code = 4
 
 
+class WorkspaceMissingError(StoreError):
+    """`--db` names no workspace: only `init` and `demo` create one (issue 15.7)."""
+
+
+class ConnectionProblem(StoreError):
+    """The database cannot be reached or opened: the message names it and what to change."""
+
+
 class ConfigError(StoreError):
     """A setting (config file, environment, flag) has a value that is not allowed."""
 

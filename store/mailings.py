@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -218,6 +218,66 @@ def validate_cron(expr: str) -> None:
             _check_cron_field(field, fields[field])
     except ValueError as exc:
         raise ValidationError(f"bad cron expression {expr!r}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- next fire time
+
+
+def _cron_values(field: str, value: str) -> frozenset[int]:
+    """The values one crontab field allows (the grammar `_check_cron_field` accepts)."""
+    low, high = CRON_RANGES[field]
+    allowed: set[int] = set()
+    for item in value.lower().split(","):
+        match = CRON_ITEM.match(item)
+        if match is None:
+            raise ValueError(f"bad {field} field {value!r}")
+        span, step = match.group(1), int(match.group(2) or 1)
+        if span == "*":
+            first, last = low, high
+        else:
+            first_text, _, last_text = span.partition("-")
+            first = _cron_value(field, first_text)
+            last = (
+                _cron_value(field, last_text) if last_text else (high if match.group(2) else first)
+            )
+        allowed.update(range(first, last + 1, step))
+    return frozenset(allowed)
+
+
+def next_cron_time(expr: str, after: datetime) -> datetime | None:
+    """The first time strictly after `after` (UTC, to the minute) that the crontab
+    expression fires, as the scheduler's CronTrigger (scheduler/mailings.py `cron_trigger`,
+    built from the same `crontab_fields`) would fire it; None when it never fires within
+    five years (e.g. "0 0 31 2 *"). Pure Python: the store does not import APScheduler."""
+    fields = crontab_fields(expr)
+    minutes = _cron_values("minute", fields["minute"])
+    hours = _cron_values("hour", fields["hour"])
+    days = _cron_values("day", fields["day"])
+    months = _cron_values("month", fields["month"])
+    weekdays = (
+        frozenset(range(7))
+        if fields["day_of_week"] == "*"
+        else frozenset(  # Python's weekday(): Monday is 0
+            (CRONTAB_WEEKDAYS.index(name) - 1) % 7 for name in fields["day_of_week"].split(",")
+        )
+    )
+    moment = after.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    limit = moment + timedelta(days=366 * 5)
+    while moment < limit:
+        if moment.month not in months:
+            year, month = divmod(moment.month, 12)  # the first day of the next month
+            moment = moment.replace(
+                year=moment.year + year, month=month + 1, day=1, hour=0, minute=0
+            )
+        elif moment.day not in days or moment.weekday() not in weekdays:
+            moment = (moment + timedelta(days=1)).replace(hour=0, minute=0)
+        elif moment.hour not in hours:
+            moment = (moment + timedelta(hours=1)).replace(minute=0)
+        elif moment.minute not in minutes:
+            moment += timedelta(minutes=1)
+        else:
+            return moment
+    return None
 
 
 def running_pausing_build(session: Session, campaign_id: int) -> AudienceBuild | None:

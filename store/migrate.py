@@ -110,13 +110,24 @@ class Upgrade:
         }
 
 
-def ensure_current(engine: Engine) -> None:
-    """Make sure the database is at head (see the module docstring for each state)."""
+def ensure_current(engine: Engine, *, create: bool = False) -> None:
+    """Make sure the database is at head (see the module docstring for each state). An
+    empty database is a missing workspace unless `create` (`init`, `demo`: issue 15.7)."""
+    from store.locations import engine_options, missing_workspace
+
     with engine.connect() as conn:
         current = current_revision(conn)
     if current == head():
         return
     _refuse_unknown(current)
+    if current is None and not create:
+        raise missing_workspace(engine.url.render_as_string(hide_password=False))
+    if engine_options(engine).read_only:
+        raise StoreError(
+            f"workspace {_describe(engine)} is at schema revision {current}; this "
+            f"campaign-console needs {head()}, and a read-only user opens it read-only: an "
+            f"operator runs `{UPGRADE_COMMAND}` (or opens it once), then open it again"
+        )
     if engine.dialect.name == "postgresql" and current is not None:
         raise StoreError(
             f"database {_describe(engine)} is at schema revision {current}; this "
@@ -134,8 +145,9 @@ def _refuse_unknown(current: str | None) -> None:
         )
 
 
-def upgrade(engine: Engine, *, backup: bool = True) -> Upgrade:
-    """Bring the database to head: an SQLite file is first copied beside itself.
+def upgrade(engine: Engine, *, backup: bool = True, create: bool = True) -> Upgrade:
+    """Bring the database to head: an SQLite file is first copied beside itself. Without
+    `create`, an empty database is a missing workspace (`database upgrade`: issue 15.7).
 
     Runs under an advisory lock on PostgreSQL, so two processes opening an empty or old
     database at once migrate it once; the second finds it at head.
@@ -148,6 +160,11 @@ def upgrade(engine: Engine, *, backup: bool = True) -> Upgrade:
         if before == head():
             conn.rollback()
             return Upgrade(before, before)
+        if before is None and not create:
+            from store.locations import missing_workspace
+
+            conn.rollback()
+            raise missing_workspace(engine.url.render_as_string(hide_password=False))
         sqlite = engine.dialect.name == "sqlite"
         saved = _backup_sqlite(engine) if sqlite and backup and before is not None else None
         if sqlite:

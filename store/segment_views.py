@@ -5,8 +5,10 @@ The last refresh's entered and left counts are derived from the membership inter
 (R12: a refresh stamps all its newcomers' `entered_at` and all its leavers' `left_at`
 with the one refresh time), through the (segment, entered_at) and (segment, left_at)
 indexes: no member scan. The next refresh of an interval schedule is the last refresh
-plus the interval (due now when it never ran); a cron schedule's next time is the
-scheduler's business and shown as its expression.
+plus the interval (due now when it never ran); of a cron schedule, the expression's first
+time after the last refresh (or the segment's creation), computed as the scheduler's
+CronTrigger fires it (store.mailings.next_cron_time). Either may lie in the past when no
+scheduler ran: the refresh is due. The last refresh's duration is stored by the refresh.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class SegmentOverview:
     last_refreshed_at: datetime | None
     last_refresh_entered: int | None  # None: never refreshed
     last_refresh_left: int | None
-    next_refresh_at: datetime | None  # interval schedules only
+    next_refresh_at: datetime | None
+    last_refresh_seconds: float | None = None  # how long the last refresh took
     campaigns: list[str] = field(default_factory=list)  # campaigns built on it
 
     @property
@@ -64,6 +67,7 @@ class SegmentOverview:
                 "at": _iso(self.last_refreshed_at),
                 "entered": self.last_refresh_entered,
                 "left": self.last_refresh_left,
+                "seconds": self.last_refresh_seconds,
             },
             "next_refresh_at": _iso(self.next_refresh_at),
             "campaigns": list(self.campaigns),
@@ -98,9 +102,11 @@ def _overview(
             )
         )
     next_at = None
+    base = at or segment.created_at
     if segment.kind == "dynamic" and segment.refresh_every_seconds:
-        base = at or segment.created_at
         next_at = base + timedelta(seconds=segment.refresh_every_seconds)
+    elif segment.kind == "dynamic" and segment.refresh_cron:
+        next_at = _next_cron(segment.refresh_cron, base)
     return SegmentOverview(
         name=segment.name,
         kind=segment.kind,
@@ -113,8 +119,18 @@ def _overview(
         last_refresh_entered=entered,
         last_refresh_left=left,
         next_refresh_at=next_at,
+        last_refresh_seconds=segment.last_refresh_seconds if at is not None else None,
         campaigns=campaigns,
     )
+
+
+def _next_cron(expr: str, after: datetime) -> datetime | None:
+    from store.mailings import next_cron_time  # the cron grammar of mailings and segments
+
+    try:
+        return next_cron_time(expr, after)
+    except ValueError:  # refused at creation; a stored one is never bad, but never crash
+        return None
 
 
 def segment_overviews(session: Session) -> list[SegmentOverview]:

@@ -21,6 +21,7 @@ interpolates text into SQL.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -290,6 +291,7 @@ def refresh(session: Session, actor: Actor, segment: Segment) -> RefreshResult:
     stamped with the same time. Only profiles of the segment's database are considered.
     """
     actor.require_write("refresh a segment")
+    started = time.perf_counter()
     if segment.kind != "dynamic":
         raise InvalidStateError(
             f"segment {segment.name!r} is static: its members change only by import or "
@@ -307,6 +309,10 @@ def refresh(session: Session, actor: Actor, segment: Segment) -> RefreshResult:
     segment.last_refreshed_at = now
     session.add(segment)
     queued = _finish(session, actor, segment, "segment.refresh", now, added=entered, removed=left)
+    # Issue 13 §6: how long it took (the diff, the R4 leavers, the R2c builds queued).
+    segment.last_refresh_seconds = round(time.perf_counter() - started, 3)
+    session.add(segment)
+    session.flush()
     return RefreshResult(entered=entered, left=left, builds=tuple(queued))
 
 

@@ -12,9 +12,10 @@ Config file: $CAMPAIGN_CONSOLE_CONFIG, else `config.toml` in the user's config d
     listen = "0.0.0.0:2222"
     [scheduler]                   # the same tunables as the CC_SCHEDULER_* variables
     pool_size = 2
-    [postgres]                    # read and checked here; not yet applied by store/db.py
-    connect_timeout = 10          # seconds to wait for the server
-    statement_timeout = 30        # seconds an interactive read may take (0: no limit)
+    [postgres]                    # applied by store/db.py (issue 15.6)
+    connect_timeout = 10          # seconds to wait for the server (libpq: whole, at least 2)
+    statement_timeout = 30        # seconds an interactive read may take (0: no limit);
+                                  # the CLI's and console's reads only, never builds/imports
 
 A value the file or the environment gets wrong raises `ConfigError` (exit 2) naming the
 key, the value and what is allowed, before anything is opened.

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from store import lcg, strata
-from store.models import Campaign, CampaignStratum, ProfileField
-from store.states import CampaignStatus
+from store.build_checkpoint import Checkpoint
+from store.models import AudienceBuild, Campaign, CampaignStratum, ProfileField
+from store.states import RECALCULATING_REASONS, BuildStatus, CampaignStatus
 
 
 @dataclass
@@ -66,8 +67,10 @@ def campaign_validity(session: Session, campaign: Campaign) -> Validity:
         )
         if r.members > 0
     ]
-    names = list(campaign.lcg_strata or [])
-    types = dict(  # keys are read with the types of their fields (issue 15.4)
+    # Issue 15.4: the counters are read with the strata (and field types) they were keyed
+    # with, which during a re-key are not yet the campaign's new settings.
+    names = counter_strata(session, campaign)
+    types = dict(
         session.execute(
             sa.select(ProfileField.name, ProfileField.type).where(
                 ProfileField.database_id == campaign.database_id
@@ -117,3 +120,34 @@ def campaign_validity(session: Session, campaign: Campaign) -> Validity:
             for r in rows
         ],
     )
+
+
+def counter_strata(session: Session, campaign: Campaign) -> list[str]:
+    """The strata fields the campaign's counters (campaign_stratum) are keyed with.
+
+    An LCG edit stores the new strata at once, but the counters are re-keyed only when the
+    recalculation's rekey phase ends (store/build_steps.py `_recount`, in the same commit
+    as the phase change). Until then they are keyed with the strata of the latest build
+    whose keys took effect: a recalculation past its rekey phase, or any other build that
+    started (it keys newcomers with the strata frozen in its checkpoint). Read from the
+    builds' checkpoints, so no key is ever read with the wrong fields or types (15.4)."""
+    rows = session.execute(
+        sa.select(AudienceBuild.reason, AudienceBuild.status, AudienceBuild.checkpoint)
+        .where(AudienceBuild.campaign_id == campaign.id, AudienceBuild.checkpoint.is_not(None))
+        .order_by(AudienceBuild.id.desc())
+    )
+    for reason, status, data in rows:
+        if not isinstance(data, dict):  # JSON null: never started
+            continue
+        try:
+            checkpoint = Checkpoint.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if reason in RECALCULATING_REASONS and "rekey" in checkpoint.phases:
+            rekeyed = status == BuildStatus.DONE or (
+                checkpoint.phase_index > checkpoint.phases.index("rekey")
+            )
+            if not rekeyed:
+                continue  # its re-key has not taken effect: older keys still count
+        return list(checkpoint.lcg.strata)
+    return list(campaign.lcg_strata or [])

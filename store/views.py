@@ -531,5 +531,20 @@ def stratifiable_fields(session: Session, database_id: int) -> list[str]:
 
 def read_session(engine: Any) -> Session:
     """A session for reading read models (the console's polls, the CLI's lists): clients
-    open sessions through the store, never through SQLAlchemy themselves."""
-    return Session(engine, expire_on_commit=False)
+    open sessions through the store, never through SQLAlchemy themselves.
+
+    On PostgreSQL an engine opened with a statement timeout (the CLI and the console:
+    `statement_timeout` under [postgres], issue 15.6) bounds every statement of these
+    interactive reads, so a stuck server or a lock cannot freeze a screen for good; builds
+    and imports (transactions, the scheduler's engine) are not limited."""
+    from store.db import statement_timeout_ms
+
+    session = Session(engine, expire_on_commit=False)
+    limit = statement_timeout_ms(engine)
+    if limit:
+
+        @sa.event.listens_for(session, "after_begin")
+        def _bound_reads(_session: Any, _transaction: Any, connection: Any) -> None:
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {limit}")
+
+    return session

@@ -5,6 +5,11 @@ PostgreSQL server (CC_TEST_POSTGRES_URL, default postgresql+psycopg://postgres@1
 Without a reachable server the PostgreSQL half is skipped with the reason; in CI (CI=true)
 that is a failure instead, so CI can never pass on SQLite alone.
 Use `sqlite_url` / `sqlite_engine` for tests that are about SQLite or about the UI.
+
+Only `init` and `demo` create a workspace (issue 15.7), so these fixtures hand out
+workspaces made by the store's own creation path (`store.db.create_workspace`, what `init`
+runs). `empty_db_url` / `empty_postgres_url` are places with no workspace yet (migration
+tests, `init` itself).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from store.actors import Actor
-from store.db import open_store
+from store.db import create_workspace, open_store
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -78,12 +83,24 @@ def postgres_schema_url() -> Iterator[str]:
         admin.dispose()
 
 
+def initialised(url: str) -> str:
+    """`url` after the store's creation path made an empty workspace there (as `init`)."""
+    create_workspace(url).dispose()
+    return url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+def empty_db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A place with no workspace yet: a path with no file, or an empty PostgreSQL schema."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
     else:
         yield from postgres_schema_url()
+
+
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    return initialised(empty_db_url)
 
 
 @pytest.fixture
@@ -94,13 +111,18 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def empty_postgres_url() -> Iterator[str]:
     yield from postgres_schema_url()
 
 
 @pytest.fixture
+def postgres_url(empty_postgres_url: str) -> str:
+    return initialised(empty_postgres_url)
+
+
+@pytest.fixture
 def sqlite_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
+    return initialised(f"sqlite:///{tmp_path / 'store.db'}")
 
 
 @pytest.fixture

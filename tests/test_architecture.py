@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from store import migrate
-from store.db import head_revision, open_store
+from store.db import create_workspace, head_revision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_campaign_list_imports_neither_the_console_nor_the_write_side(tmp_path):
     no Textual, no APScheduler, not the build engine, campaign operations or imports, and
     no Alembic when the database is already at head."""
     db = tmp_path / "w.db"
-    engine = open_store(f"sqlite:///{db}")  # created and migrated to head beforehand
+    engine = create_workspace(f"sqlite:///{db}")  # created and migrated to head beforehand
     engine.dispose()
     code = f"""
 import contextlib, io, json, sys

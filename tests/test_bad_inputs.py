@@ -6,7 +6,12 @@ which records refusals, is left out). Runs on SQLite and PostgreSQL; in-process 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import sqlalchemy as sa
 from cli_helpers import Cli
 from table_state import table_checksums
 
@@ -169,6 +174,8 @@ def cli_cases() -> list[tuple[str, list[str], int, str]]:
         ("builds-limit-big", ["builds", "--limit", BIG], 3, "--limit"),
         ("builds-limit-neg", ["builds", "--limit", "-5"], 3, "--limit"),
         ("builds-limit-text", ["builds", "--limit", "ten"], 2, "invalid int"),
+        ("audit-limit-0", ["audit", "--limit", "0"], 3, "--limit"),
+        ("audit-limit-big", ["audit", "--limit", BIG], 3, "--limit"),
         (
             "every-huge",
             [
@@ -280,6 +287,13 @@ def workspace(db_url, capsys, tmp_path) -> Cli:
     return cli
 
 
+def refusals(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.outcome == "refused")
+        ).scalar_one()
+
+
 def test_the_corpus_has_at_least_100_bad_inputs():
     assert len(CASES) >= 100
 
@@ -297,6 +311,7 @@ def test_every_bad_input_is_refused_specifically_and_changes_nothing(workspace, 
                 path.write_bytes(csv_files[case_id.split("csv-", 1)[1]])
                 argv = [str(path) if a == "{csv}" else a for a in argv]
             before = table_checksums(engine, skip=(AUDIT,))
+            refused_before = refusals(engine)
             result = cli(*argv)
             problems = []
             if result.code != code:
@@ -309,6 +324,8 @@ def test_every_bad_input_is_refused_specifically_and_changes_nothing(workspace, 
                 problems.append(f"{len(result.err)} characters on stderr")
             if table_checksums(engine, skip=(AUDIT,)) != before:
                 problems.append("a table changed")
+            if code == 3 and refusals(engine) != refused_before + 1:
+                problems.append("the refusal was not audited once")  # issue 15.8
             if problems:
                 failures.append(
                     f"{case_id}: {'; '.join(problems)}\n    stderr: {result.err[:300]!r}"
@@ -316,3 +333,53 @@ def test_every_bad_input_is_refused_specifically_and_changes_nothing(workspace, 
     finally:
         engine.dispose()
     assert not failures, f"{len(failures)} of {len(CASES)} cases:\n" + "\n".join(failures)
+
+
+# ---------------------------------------------------------------- through the real process
+
+SCRIPT = Path(sys.executable).parent / "campaign-console"
+PROCESS_CASES: list[tuple[str, list[str], int, str]] = [
+    ("percent-text", ["campaign", "lcg", "Spring", "--percent", "abc"], 3, "LCG percent"),
+    ("limit-2^63", ["campaign", "lcg", "Spring", "--limit", BIG], 3, "LCG limit"),
+    ("name-esc", ["segment", "create", "a\x1b[2Jb"], 3, "U+001B"),
+    ("rule-injection", ["segment", "create", "dyn", "--database", "main", "--rule",
+                        "tier = 1; DROP TABLE profile"], 3, "unexpected character ';'"),
+    ("builds-limit-2^63", ["builds", "--limit", BIG], 3, "--limit"),
+    ("demo-profiles-2^63", ["demo", "--profiles", BIG], 3, "profiles"),
+    ("csv-nul", ["import", "profiles", "--database", "main", "{nul.csv}"], 3,
+     "line 2, column region: a NUL byte"),
+    ("csv-binary", ["segment", "add", "everyone", "{binary.csv}"], 3, "not a CSV file"),
+]  # fmt: skip
+
+
+def test_bad_inputs_through_the_real_cli_process(workspace, tmp_path, monkeypatch):
+    """A few of the cases above through .venv/bin/campaign-console: exit code, message on
+    stderr (no SQL, links or control characters), nothing changed, the refusal audited."""
+    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
+    files = {
+        "nul.csv": b'external_id,region\nP1,"No\x00rth"\n',
+        "binary.csv": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe" * 20,
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    engine = make_engine(workspace.db_url)
+    try:
+        for case_id, argv, code, message in PROCESS_CASES:
+            argv = [str(tmp_path / a[1:-1]) if a[1:-1] in files else a for a in argv]
+            before, refused_before = table_checksums(engine, skip=(AUDIT,)), refusals(engine)
+            done = subprocess.run(
+                [str(SCRIPT), "--db", workspace.db_url, *argv],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == code, (case_id, done.returncode, done.stderr)
+            assert message in done.stderr, (case_id, done.stderr)
+            assert done.stdout == "", case_id
+            for internal in ("[SQL:", "sqlalche.me", "Traceback", "\x1b"):
+                assert internal not in done.stderr, (case_id, done.stderr)
+            assert table_checksums(engine, skip=(AUDIT,)) == before, case_id
+            assert refusals(engine) == refused_before + 1, f"{case_id}: refusal not audited"
+    finally:
+        engine.dispose()

@@ -69,9 +69,13 @@ def test_console_script_exit_codes_and_streams(sqlite_url, tmp_path):
 
     garbage = tmp_path / "not-a-database.db"
     garbage.write_bytes(b"this is not an SQLite file" * 100)
-    unexpected = run(f"sqlite:///{garbage}", "campaign", "list")
-    assert unexpected.returncode == 1 and unexpected.stdout == ""
-    assert "unexpected error" in unexpected.stderr and "Traceback" not in unexpected.stderr
+    # Issue 15.10: which file, and what to do; no SQLAlchemy text, SQL or links.
+    not_sqlite = run(f"sqlite:///{garbage}", "campaign", "list")
+    assert not_sqlite.returncode == 1 and not_sqlite.stdout == ""
+    assert f"{garbage} is not an SQLite database" in not_sqlite.stderr
+    assert "check --db" in not_sqlite.stderr and "campaign-console init" in not_sqlite.stderr
+    for internal in ("Traceback", "sqlalche.me", "[SQL:", "(sqlite3.", "unexpected error"):
+        assert internal not in not_sqlite.stderr
 
 
 def _workspace_with_draft(sqlite_url: str, capsys, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from gateway.keys import AuthorizedKeysError, AuthorizedKeysFile, parse_authoriz
 from store import campaigns, profiles, segments
 from store.actors import gateway_actor
 from store.audit import audit_log
-from store.db import transaction
+from store.db import create_workspace, transaction
 from store.errors import ReadOnlyError, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +124,7 @@ def test_read_only_key_is_refused_by_the_store_and_audited_with_key_id_and_finge
 
 
 def test_plain_cli_commands_do_not_import_the_gateway(tmp_path):
+    create_workspace(f"sqlite:///{tmp_path / 'w.db'}").dispose()  # what `init` runs
     code = (
         "import sys\n"
         "from console.cli.main import main\n"

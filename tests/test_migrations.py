@@ -25,7 +25,7 @@ from sqlmodel import SQLModel
 
 from console.cli import main
 from store import migrate
-from store.db import make_engine, open_store
+from store.db import create_workspace, make_engine, open_store
 from store.errors import StoreError
 from store.states import CampaignStatus
 
@@ -108,11 +108,11 @@ def test_migrated_schema_is_exactly_the_models(engine):
         assert migrate.current_revision(conn) == migrate.head()
 
 
-def test_release1_schema_is_the_baseline_revision(db_url):
+def test_release1_schema_is_the_baseline_revision(empty_db_url):
     """The baseline revision builds exactly what release 1's create_all built: on SQLite
     the very same CREATE statements, on PostgreSQL the same tables, columns, indexes,
     constraints and the hash function."""
-    engine = make_engine(db_url)
+    engine = make_engine(empty_db_url)
     try:
         with engine.begin() as conn:
             if engine.dialect.name == "sqlite":
@@ -349,7 +349,7 @@ def test_upgrade_sql_is_for_postgresql_and_changes_no_sqlite_workspace(tmp_path,
 
 
 def test_empty_sqlite_workspace_is_created_at_head_without_a_backup(tmp_path):
-    engine = open_store(f"sqlite:///{tmp_path / 'new.db'}")
+    engine = create_workspace(f"sqlite:///{tmp_path / 'new.db'}")  # what init runs
     with engine.connect() as conn:
         assert migrate.current_revision(conn) == migrate.head()
     engine.dispose()
@@ -376,10 +376,16 @@ def test_unknown_schema_version_marker_is_refused(tmp_path):
 
 
 def load_release1_into_postgres(url: str) -> None:
-    """Release 1's PostgreSQL DDL, then every row of the release-1 SQLite workspace."""
+    """Release 1's PostgreSQL DDL, then every row of the release-1 SQLite workspace. A
+    workspace already at `url` (the `postgres_url` fixture makes one) is dropped first."""
     target = sa.create_engine(url)
     source = sa.create_engine(f"sqlite:///{RELEASE1_DB}")
     with target.begin() as conn:
+        present = set(sa.inspect(conn).get_table_names())
+        ours = [t for t in [*SQLModel.metadata.tables, "alembic_version"] if t in present]
+        if ours:
+            conn.exec_driver_sql("DROP TABLE " + ", ".join(ours) + " CASCADE")
+            conn.exec_driver_sql("DROP FUNCTION IF EXISTS cc_assignment_hash")
         _run_release1_ddl(conn)
         conn.exec_driver_sql("DELETE FROM store_meta")
         conn.exec_driver_sql("SET LOCAL session_replication_role = replica")  # FK order
@@ -448,22 +454,22 @@ def test_read_only_user_cannot_upgrade_a_database(postgres_url, capsys):
 
 
 @pytest.mark.postgres
-def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(postgres_url, capsys):
-    engine = make_engine(postgres_url)
+def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(empty_postgres_url, capsys):
+    engine = make_engine(empty_postgres_url)
     with engine.connect() as conn:
         config = migrate.alembic_config()
         config.attributes["connection"] = conn
         command.upgrade(config, migrate.BASELINE)  # a database another release left behind
         conn.commit()
     with pytest.raises(StoreError, match=f"at schema revision {migrate.BASELINE}"):
-        open_store(postgres_url)
-    code, out, err = run_cli(capsys, "--db", postgres_url, "database", "upgrade", "--sql")
+        open_store(empty_postgres_url)
+    code, out, err = run_cli(capsys, "--db", empty_postgres_url, "database", "upgrade", "--sql")
     assert code == 0, err
     assert f"UPDATE alembic_version SET version_num='{migrate.head()}'" in out
-    code, out, err = run_cli(capsys, "--db", postgres_url, "database", "upgrade", "--json")
+    code, out, err = run_cli(capsys, "--db", empty_postgres_url, "database", "upgrade", "--json")
     assert code == 0, err
     assert json.loads(out)["before"] == migrate.BASELINE
     with engine.connect() as conn:
         assert migrate.current_revision(conn) == migrate.head()
     engine.dispose()
-    open_store(postgres_url).dispose()
+    open_store(empty_postgres_url).dispose()

@@ -36,10 +36,12 @@ def mutating_argv(cli: Cli) -> dict[tuple[str, ...], list[str]]:
     ids = cli.file("ids.csv", "external_id\nP001\n")
     events = cli.file("events.csv", "external_id,event,at\nP001,buy,\n")
     return {
+        ("init",): ["init"],  # issue 15.7: creates an empty workspace
         ("demo",): ["demo", "--reset", "--profiles", "200"],
         ("scheduler",): ["scheduler"],
         ("database", "create"): ["database", "create", "d2", "--fields", "a:int"],
         ("database", "upgrade"): ["database", "upgrade"],
+        ("database", "grant-read-only"): ["database", "grant-read-only", "cc_viewer"],
         ("import", "profiles"): ["import", "profiles", "--database", "main", ids],
         ("segment", "create"): ["segment", "create", "s2"],
         ("segment", "add"): ["segment", "add", "everyone", ids],

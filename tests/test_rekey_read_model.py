@@ -46,3 +46,32 @@ def test_re_keying_strata_to_another_type_exits_0_and_show_works_throughout(
         engine.dispose()
     after = cli.ok("campaign", "show", "c", "--json").json
     assert sorted(s["key"]["int_field"] for s in after["strata"]) == [20, 80]
+
+
+def test_until_the_rekey_the_counters_are_read_with_the_strata_they_were_keyed_with(
+    db_url, capsys, tmp_path
+):
+    """The other direction of 15.4 (int keys under a text field): the read model parses the
+    counters with the strata and types they were keyed with, not with the new settings, so
+    `20` is never shown as a region, and the new strata show once the rekey has run."""
+    cli = Cli(db_url, capsys, tmp_path)
+    r10_workspace(cli)  # fields int_field:int, region:text
+    cli.ok("campaign", "create", "c", "--database", "main", "--segment", "everyone",
+           "--lcg", "15", "--strata", "int_field", "--seed", "7")  # fmt: skip
+    cli.ok("campaign", "activate", "c", "--wait")
+    assert cli("campaign", "lcg", "c", "--strata", "region").code == 0  # queued, not yet run
+    during = cli.ok("campaign", "show", "c", "--json").json
+    assert during["lcg"]["strata"] == ["region"]  # the settings, as edited
+    assert sorted(s["key"]["int_field"] for s in during["strata"]) == [20, 80]  # the counters
+    assert all("region" not in s["key"] for s in during["strata"])
+    assert "region=20" not in cli.ok("campaign", "show", "c").out
+    from store import builds
+    from store.db import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        builds.run_pending(engine, worker="test")
+    finally:
+        engine.dispose()
+    after = cli.ok("campaign", "show", "c", "--json").json
+    assert sorted(s["key"]["region"] for s in after["strata"]) == ["Kazan", "Moscow", "SPb"]

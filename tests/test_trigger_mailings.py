@@ -380,3 +380,46 @@ def test_event_times_in_every_form_are_stored_as_the_same_utc_instant(cli, world
             )
         engine.dispose()
         assert stored == [instant for _, instant in chosen], mixed
+
+
+# --------------------------------------------------------------------------- revision 0004
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])  # fmt: skip
+def test_release1_workspace_upgrades_to_trigger_events(backend, tmp_path, capsys, request):
+    """Revision 0004 (event inbox, trigger events, suppressions, refresh duration) on
+    release 1's workspace: groups and history unchanged; release 1's trigger mailing
+    names no event and never fires; events work on the upgraded database."""
+    from test_migrations import (
+        assert_release1_answers_unchanged,
+        load_release1_into_postgres,
+        release1_copy,
+    )
+
+    from store import migrate
+    from store.db import open_store
+
+    if backend == "sqlite":
+        url = f"sqlite:///{release1_copy(tmp_path)}"
+        engine = open_store(url)  # backs it up and upgrades it
+    else:
+        url = request.getfixturevalue("postgres_url")
+        load_release1_into_postgres(url)
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+    try:
+        assert_release1_answers_unchanged(capsys, url)
+        with Session(engine) as s:
+            legacy = mailings.get_mailing(s, "Spring Purchase")
+            assert legacy.kind == "trigger" and legacy.trigger_event is None
+            assert events.pending_count(s) == 0
+        cli = Cli(url, capsys, tmp_path)
+        database = cli.ok("campaign", "show", "Spring Promo", "--json").json["database"]
+        card = cli.ok("campaign", "members", "Spring Promo", "--format", "json").json
+        external_id = card[0]["external_id"]
+        sent = cli.ok("event", "send", "--database", database, external_id, "purchase", "--wait", "--json")  # fmt: skip
+        assert sent.json["processed"] is True and sent.json["outcomes"] == []  # no event named
+        shown = cli.ok("mailing", "show", "Spring Purchase", "--json").json
+        assert shown["sent"] == 0 and shown["suppressed_total"] == 0
+    finally:
+        engine.dispose()

@@ -31,9 +31,13 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_builds(args: argparse.Namespace, ctx: Context) -> int:
-    from store import views
+    from store import ranges, views
 
     with ctx.session() as session:
+        # Issue 15.8: out of range is a store refusal, exit 3 and audited.
+        ranges.check_whole_number(
+            session, ctx.actor, "builds.list", "--limit", args.limit, *ranges.LIST_ROWS
+        )
         rows = [
             build_json(b) for b in views.builds(session, campaign=args.campaign, limit=args.limit)
         ]

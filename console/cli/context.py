@@ -33,8 +33,23 @@ class Context:
         if self._engine is None:
             from store.db import open_store
 
-            self._engine = open_store(self.settings.db)
+            # An existing workspace only: a missing one is refused (issue 15.7). A read-only
+            # actor opens an SQLite file read-only (mode=ro, issue 15.5).
+            self._engine = open_store(
+                self.settings.db, read_only=self.settings.read_only, **self.store_options()
+            )
         return self._engine
+
+    def store_options(self) -> dict[str, Any]:
+        """How this client opens the store: timeouts from the settings (issue 15.6)."""
+        return {
+            "connect_timeout": self.settings.connect_timeout,
+            "statement_timeout": self.settings.statement_timeout,
+        }
+
+    def adopt_engine(self, engine: Any) -> None:
+        """Use an engine a store operation opened (e.g. the demo's, which may create it)."""
+        self._engine = engine
 
     @property
     def settings(self):
@@ -50,11 +65,21 @@ class Context:
         return self._settings
 
     @property
-    def actor(self):
-        if self._actor is None:
-            from store.actors import current_actor
+    def flagged_actor(self):
+        """Who acts, as the flags and the config file say (before any store is opened):
+        for the commands that create a workspace (`init`, `demo`)."""
+        from store.actors import current_actor
 
-            self._actor = current_actor("read_only" if self.settings.read_only else "operator")
+        return current_actor("read_only" if self.settings.read_only else "operator")
+
+    @property
+    def actor(self):
+        """Who acts, as the store allows it: read-only when the database role may only
+        read, whatever the flags (issue 15.5). Opens the store."""
+        if self._actor is None:
+            from store.db import as_connected
+
+            self._actor = as_connected(self.engine, self.flagged_actor)
         return self._actor
 
     def transaction(self):

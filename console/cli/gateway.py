@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from console.cli.args import Builder
-from console.cli.context import EXIT_OK, Context, UsageError
+from console.cli.context import EXIT_OK, Context
 
 
 def register(sub: Any, cli: Builder) -> None:
@@ -55,11 +55,14 @@ def audit_table(lines: list) -> str:
 
 
 def cmd_audit(args: argparse.Namespace, ctx: Context) -> int:
+    from store import ranges
     from store.audit import audit_log
 
-    if args.limit <= 0:
-        raise UsageError(f"--limit must be a positive number, not {args.limit}")
     with ctx.session() as session:
+        # Issue 15.8: out of range is a store refusal, exit 3 and audited.
+        ranges.check_whole_number(
+            session, ctx.actor, "audit.list", "--limit", args.limit, *ranges.LIST_ROWS
+        )
         lines = audit_log(session, limit=args.limit, action_prefix=args.action, actor=args.actor)
     ctx.emit(
         [line.to_dict() for line in lines],

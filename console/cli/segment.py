@@ -169,7 +169,10 @@ def cmd_segment_show(args: argparse.Namespace, ctx: Context) -> int:
         if overview.rule:
             lines.append(f"Rule      {overview.rule}")
         if last:
-            lines.append(f"Refreshed {last['at']}: {last['entered']:,} entered, {last['left']:,} left")
+            took = f" in {last['seconds']:.3f}s" if last["seconds"] is not None else ""
+            lines.append(
+                f"Refreshed {last['at']}{took}: {last['entered']:,} entered, {last['left']:,} left"
+            )
         if overview.next_refresh_at:
             lines.append(f"Next      {payload['next_refresh_at']}")
         if overview.campaigns:

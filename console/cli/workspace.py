@@ -1,4 +1,4 @@
-"""`campaign-console` with no command (the console), `demo` and `scheduler`."""
+"""`campaign-console` with no command (the console), `init`, `demo` and `scheduler`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from console.cli.context import EXIT_OK, Context
 
 
 def register(sub: Any, cli: Builder) -> None:
+    cli.leaf(sub, "init", cmd_init, [cli.as_json], help="create an empty workspace")
     demo = cli.leaf(sub, "demo", cmd_demo, help="build the demo workspace")
     demo.add_argument(
         "--profiles", type=int, default=None, help="number of profiles (default 200000)"
@@ -22,14 +23,38 @@ def register(sub: Any, cli: Builder) -> None:
     sched.add_argument("--pool-size", type=int, default=None, help="builds run in parallel")
 
 
+def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
+    """Issue 15.7: with `demo`, the only command that creates a workspace."""
+    from store import workspace
+
+    result = workspace.init(
+        ctx.settings.db, ctx.flagged_actor, connect_timeout=ctx.settings.connect_timeout
+    )
+    payload = result.as_dict()
+    ctx.emit(
+        payload,
+        lambda: (
+            f"created an empty workspace at {result.database} (schema {result.revision})"
+            if result.created
+            else f"{result.database} is already an empty workspace (schema {result.revision})"
+        ),
+    )
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
-    from store import demo
+    from store import demo, workspace
     from store.db import describe_url
 
     url = ctx.settings.db
-    if args.profiles is not None:
-        demo.check_profile_count(args.profiles)  # before --reset or anything else
-    engine = ctx.engine
+    if args.profiles is not None:  # before --reset or anything else; audited (15.8)
+        demo.check_profile_count_audited(
+            url, ctx.flagged_actor, args.profiles, connect_timeout=ctx.settings.connect_timeout
+        )
+    engine = workspace.open_or_create(
+        url, ctx.flagged_actor, "build the demo workspace", **ctx.store_options()
+    )
+    ctx.adopt_engine(engine)  # ctx.actor now sees the database role (issue 15.5)
     if args.reset:
         demo.reset(engine, ctx.actor)
     if demo.has_workspace(engine) and not args.reset:

@@ -48,12 +48,26 @@ def cells(s: SegmentOverview) -> tuple[Text | str, ...]:
         literal(s.database or "(any)"),
         f"{s.members:,}",
         literal(s.schedule),
-        when(s.last_refreshed_at) if s.kind == "dynamic" else "",
+        (
+            when(s.last_refreshed_at)
+            + (
+                f" ({_seconds(s.last_refresh_seconds)})"
+                if s.last_refresh_seconds is not None
+                else ""
+            )
+            if s.kind == "dynamic"
+            else ""
+        ),
         changes,
         when(s.next_refresh_at) if s.next_refresh_at else "",
         literal(", ".join(s.campaigns)),
         literal(s.rule or ""),
     )
+
+
+def _seconds(value: float) -> str:
+    """A refresh's duration: 0.042 -> "42 ms", 3.25 -> "3.2 s"."""
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
 class SegmentsScreen(LiveScreen):

@@ -107,7 +107,7 @@ async def test_profile_card_explains_each_membership_and_a_chosen_campaign(make_
 
 
 async def test_g_opens_segments_with_refresh_figures_and_r_refreshes_a_dynamic_one(make_app):
-    from console.screens.segments import SegmentsScreen
+    from console.screens.segments import SegmentsScreen, _seconds
 
     app = make_app()
     async with app.run_test(size=(160, 30)) as pilot:
@@ -142,6 +142,11 @@ async def test_g_opens_segments_with_refresh_figures_and_r_refreshes_a_dynamic_o
             what="a new refresh time",
         )
         assert screen.segments[2].last_refresh_entered == 0  # nothing changed since
+        took = screen.segments[2].last_refresh_seconds
+        assert took is not None  # the refresh's duration, shown after its time
+        await wait_for(
+            pilot, lambda: _seconds(took) in screen_text(app), what="the refresh's duration"
+        )
         table.move_cursor(row=0)
         await pilot.pause()
         await pilot.press("r")

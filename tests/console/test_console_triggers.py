@@ -11,13 +11,13 @@ from textual.widgets import Input
 from console.app import CampaignConsole
 from console.screens.profile import ProfileScreen
 from store import demo
-from store.db import open_store
+from store.db import create_workspace
 from store.models import Delivery, Profile, Suppression
 
 
 async def test_the_card_shows_delivered_and_suppressed_with_the_reason(tmp_path):
     url = f"sqlite:///{tmp_path / 'demo.db'}"
-    engine = open_store(url)
+    engine = create_workspace(url)  # what `demo` runs (issue 15.7)
     demo.build_demo(engine, OPERATOR, n_profiles=500)
     with Session(engine) as session:
         # a profile whose events were both delivered and suppressed as a control member

@@ -69,9 +69,9 @@ def insert_profiles(engine: Engine, database_id: int, count: int) -> None:
 def build_workspace(url: str, *, n_profiles: int = 1200, actor: Actor = ADMIN) -> Workspace:
     """Database `shop`; segments; four campaigns in every status; mailings; frozen clock."""
     from store import builds, campaigns, mailings
-    from store.db import open_store
+    from store.db import create_workspace
 
-    engine = open_store(url)
+    engine = create_workspace(url)  # what `init` runs (issue 15.7)
     with transaction(engine) as session:
         database = profiles.create_database(session, actor, DATABASE, FIELDS)
         database_id = database.id

@@ -32,7 +32,7 @@ from e2e.scheduler_world import (
     poll,
 )
 from store import builds, campaigns, lease, mailings, profiles, segments
-from store.db import open_store, transaction
+from store.db import create_workspace, transaction
 from store.models import AuditEntry, Campaign, CampaignMember, CampaignStratum, utcnow
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +62,7 @@ def holder_pid(engine) -> int | None:
 
 def workspace(url: str, n: int = 300, activate_inline: bool = True):
     """`shop`, campaign Spring (LCG 10 % by region, fixed seed), a weekly mailing."""
-    engine = open_store(url)
+    engine = create_workspace(url)  # what `init` runs (issue 15.7)
     make_world(engine, n=n)
     with transaction(engine) as session:
         spring = campaigns.create_campaign(
