@@ -37,9 +37,9 @@ def _generate(engine, actor, n: int) -> int:
         )
         session.execute(
             sa.text(
-                f"""INSERT INTO profile (database_id, external_id, in_gcg, created_at, i0)
+                f"""INSERT INTO profile (database_id, external_id, hash_key, in_gcg, created_at, i0)
                     WITH RECURSIVE {series}
-                    SELECT :db, 'B' || x, false, :now, x % 100 FROM n"""
+                    SELECT :db, 'B' || x, cc_profile_key('B' || x), false, :now, x % 100 FROM n"""
             ).bindparams(sa.bindparam("now", type_=sa.DateTime())),
             {"db": database.id, "n": n, "now": utcnow().replace(tzinfo=None)},
         )

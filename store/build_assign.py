@@ -1,19 +1,14 @@
 """Phase 5 of an audience build, assign: one chunk of newcomers of one source per
 transaction (R2c, R3, R4, R9, R11), never visible half-done. Fresh newcomers are inserted
-as test with their hash computed once in SQL, the ones at or below their stratum's
-cut-off (frozen by the plan) are flipped to control in the same transaction, re-entering
-profiles get their former group (R4), and the counters follow from a GROUP BY over the
-chunk's rows.
+with their hash computed once in SQL and their group decided on the way in (control at or
+below their stratum's cut-off, frozen by the plan), re-entering profiles get their former
+group (R4), and the counters follow from a GROUP BY over the chunk's rows.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from store.build_checkpoint import ACTIVATION_SOURCE, DELTA_SOURCE, Source
+from store.build_checkpoint import ACTIVATION_SOURCE, DELTA_SOURCE
 from store.build_sql import (
-    ASSIGNMENT_HASH,
-    ENTRY_SOURCE,
     HAS_CLOSED_MEMBERSHIP,
     MEMBER_INSERT,
     CandidateQuery,
@@ -27,17 +22,13 @@ from store.states import BuildReason, MemberSource
 
 # This chunk's new member rows: ids above the largest id before the chunk's inserts.
 CHUNK_ROWS = "id > :before AND +campaign_id = :cid AND joined_build_id = :b"
-# At or below a stratum's cut-off in (hash, external_id) order (R9), for the member row.
-_MEMBER_EXTERNAL_ID = (
-    "(SELECT p.external_id FROM profile p WHERE p.id = campaign_member.profile_id)"
-)
 
 
 def phase_assign(ctx: StepContext, chunk: int) -> bool:
     """One chunk of newcomers of the current source, in one transaction, never visible
-    half-done: fresh newcomers inserted as test, the ones at or below their stratum's
-    cut-off flipped to control, re-entering profiles inserted with their former group
-    (R4), then the counters from a GROUP BY over the chunk's rows."""
+    half-done: fresh newcomers inserted in their group (control at or below their
+    stratum's cut-off), re-entering profiles with their former group (R4), then the
+    counters from a GROUP BY over the chunk's rows."""
     cp = ctx.checkpoint
     if cp.source_index >= len(cp.sources):
         return True
@@ -50,9 +41,15 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
         # the segment row FOR UPDATE): a profile leaving while this chunk inserts it would
         # otherwise miss the R4 close that on_segment_left applies.
         ctx.execute("SELECT id FROM segment WHERE id = :seg FOR SHARE", {"seg": source.segment_id})
+    if source.kind == DELTA_SOURCE:
+        ctx.prefer_index_joins()
     hi = source_chunk_end(ctx, source, lo, chunk)
     query = candidates(ctx, source)
     query = query.where(key_range(query.keyset_column, hi))
+    if query.keyset_column == "sm.profile_id":
+        # The same range on the profile side (p.id = sm.profile_id): PostgreSQL then reads
+        # only the chunk's profiles, not all of them for every chunk (quadratic).
+        query = query.where(key_range("p.id", hi))
     activation = cp.reason == BuildReason.ACTIVATION
     params = {
         **query.params,
@@ -65,7 +62,6 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
     }
     before = ctx.execute("SELECT COALESCE(MAX(id), 0) FROM campaign_member").scalar()
     _insert_fresh(ctx, query, params)
-    _flip_to_control(ctx, source, before)
     if source.kind != ACTIVATION_SOURCE:
         _insert_reentering(ctx, query, params)
     cp.processed += _count_chunk(ctx, before)
@@ -78,55 +74,41 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
 
 
 def _insert_fresh(ctx: StepContext, query: CandidateQuery, params: dict) -> None:
-    """Fresh newcomers (no earlier membership) as test, hash computed once per row."""
+    """Fresh newcomers (no earlier membership), each with its group decided as it is
+    inserted: control at or below its stratum's cut-off in (hash, external_id) order (R9,
+    frozen by the plan), else test. The hash is computed once per row, in a fenced
+    subquery (StepContext.fence)."""
     if query.source.kind != ACTIVATION_SOURCE:
         query = query.where(f"NOT {HAS_CLOSED_MEMBERSHIP}")
+    cutoffs = sorted(ctx.checkpoint.plan.cutoffs.items())
+    params = dict(params)
+    group = "'test'"
+    if cutoffs:
+        # Most rows hash above every cut-off and are test after one comparison; only the
+        # few below the largest look up their stratum's cut-off (a join or a lookup for
+        # every row cost more than the rest of the row).
+        ext = ctx.collate("c.ext")
+        at_or_below = " ".join(
+            f"WHEN :tk{i} THEN (c.h < :th{i} OR (c.h = :th{i} AND {ext} <= :te{i}))"
+            for i in range(len(cutoffs))
+        )
+        for i, (key, cut) in enumerate(cutoffs):
+            params.update({f"tk{i}": key, f"th{i}": cut.hash, f"te{i}": cut.external_id})
+        params["top"] = max(cut.hash for _key, cut in cutoffs)
+        group = f"""CASE WHEN c.h > :top THEN 'test'
+                         WHEN (CASE c.k {at_or_below} ELSE (1 = 0) END) THEN 'control'
+                         ELSE 'test' END"""
     ctx.execute(
         f"""{MEMBER_INSERT}
-            SELECT :cid, p.id, 'test', 'test', {ENTRY_SOURCE}, {query.key_sql},
-                   {ASSIGNMENT_HASH}, CAST(:cur AS INTEGER), :now, :b, :actor,
-                   sm.left_at, sm.left_by
-            {query.from_where}""",
+            SELECT :cid, c.pid, {group}, {group},
+                   CASE WHEN c.segid = :cseg THEN :segsrc ELSE 'expansion' END, c.k, c.h,
+                   CAST(:cur AS INTEGER), :now, :b, :actor, c.left_at, c.left_by
+            FROM (SELECT p.id AS pid, p.external_id AS ext, sm.segment_id AS segid,
+                         sm.left_at AS left_at, sm.left_by AS left_by,
+                         {query.key_sql} AS k, {query.hash_sql} AS h
+                  {query.from_where} {ctx.fence}) c""",
         params,
         times=("now",),
-    )
-
-
-def _flip_to_control(ctx: StepContext, source: Source, before: int) -> None:
-    """This chunk's fresh rows at or below their stratum's cut-off become control (the
-    joined group too): they were never visible as test."""
-    cutoffs = sorted(ctx.checkpoint.plan.cutoffs.items())
-    if not cutoffs:
-        return
-    external_id = ctx.collate(_MEMBER_EXTERNAL_ID)
-    if source.kind == ACTIVATION_SOURCE:
-        # Per stratum, an index range on (campaign, 'test', stratum, hash) that only meets
-        # this chunk's picks (earlier chunks' picks are control already).
-        for key, cut in cutoffs:
-            ctx.execute(
-                f"""UPDATE campaign_member SET "group" = 'control', joined_group = 'control'
-                    WHERE campaign_id = :cid AND "group" = 'test' AND stratum_key = :k
-                      AND assignment_hash <= :h AND id > :before AND joined_build_id = :b
-                      AND (assignment_hash < :h OR {external_id} <= :e)""",
-                {**ctx.ids, "k": key, "h": cut.hash, "e": cut.external_id, "before": before},
-            )
-        return
-    # Newcomers of an active campaign: scan only this chunk's rows (id range).
-    values = ", ".join(
-        f"(CAST(:tk{i} AS TEXT), CAST(:th{i} AS BIGINT), CAST(:te{i} AS TEXT))"
-        for i in range(len(cutoffs))
-    )
-    params: dict[str, Any] = {**ctx.ids, "before": before}
-    for i, (key, cut) in enumerate(cutoffs):
-        params.update({f"tk{i}": key, f"th{i}": cut.hash, f"te{i}": cut.external_id})
-    ctx.execute(
-        f"""WITH t(tk, th, te) AS (VALUES {values})
-            UPDATE campaign_member SET "group" = 'control', joined_group = 'control'
-            WHERE {CHUNK_ROWS}
-              AND EXISTS (SELECT 1 FROM t WHERE t.tk = campaign_member.stratum_key
-                  AND campaign_member.assignment_hash <= t.th
-                  AND (campaign_member.assignment_hash < t.th OR {external_id} <= t.te))""",
-        params,
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from store import lcg, strata
-from store.build_checkpoint import Cutoff, Plan, Trim
+from store.build_checkpoint import DELTA_SOURCE, Cutoff, Plan, Trim
 from store.build_sql import StepContext, candidates
 from store.models import CampaignStratum
 from store.states import RECALCULATING_REASONS
@@ -52,6 +52,8 @@ class Newcomers:
 
 def phase_plan(ctx: StepContext, chunk: int) -> bool:
     cp = ctx.checkpoint
+    if cp.sources and cp.sources[0].kind == DELTA_SOURCE:
+        ctx.prefer_index_joins()  # newcomers of an active campaign: delta-sized
     existing = {
         r.stratum_key: r
         for r in ctx.session.scalars(
@@ -205,34 +207,36 @@ def _plan_picks(
 def _cutoffs(ctx: StepContext, picks: dict[str, int], fresh: dict[str, int]) -> dict[str, Cutoff]:
     """Per stratum the picks-th smallest (hash, external_id) among its fresh newcomers.
 
-    Exact, without sorting everyone: fetch only newcomers whose hash is below a cut that
-    should hold enough of them (the hash is uniform over 64 bits); a stratum that comes
-    up short is fetched again with a doubled cut, up to the whole range.
+    Exact, without sorting everyone: rank only newcomers whose hash is below a cut that
+    should hold enough of them (the hash is uniform over 64 bits), in SQL, so memory does
+    not grow with the audience; a stratum that comes up short is ranked again with a
+    doubled cut, up to the whole range.
     """
     out: dict[str, Cutoff] = {}
     todo = dict(picks)
     frac = max((k / fresh[key] for key, k in todo.items()), default=0.0)
     frac = min(1.0, frac * 1.25 + 0.002)
     while todo:
-        found = _fresh_hashes_below(ctx, frac, todo, every_stratum=len(todo) == len(picks))
-        for key in list(todo):
-            values = sorted(found[key])
-            if len(values) >= todo[key]:
-                out[key] = Cutoff(*values[todo[key] - 1])
-                del todo[key]
+        found = _ranked_fresh(ctx, frac, todo, every_stratum=len(todo) == len(picks))
+        out.update(found)
+        todo = {key: k for key, k in todo.items() if key not in found}
         if frac >= 1.0 and todo:
             raise RuntimeError(f"not enough newcomers for strata {sorted(todo)}")
         frac = min(1.0, frac * 2)
     return out
 
 
-def _fresh_hashes_below(
+def _ranked_fresh(
     ctx: StepContext, frac: float, todo: dict[str, int], *, every_stratum: bool
-) -> dict[str, list[tuple[int, str]]]:
-    """(hash, external_id) of the fresh newcomers of the strata in `todo` whose hash lies
-    in the lowest `frac` of the hash range."""
-    found: dict[str, list[tuple[int, str]]] = {key: [] for key in todo}
-    for source in ctx.checkpoint.sources:
+) -> dict[str, Cutoff]:
+    """The todo[k]-th smallest (hash, external_id) of stratum k's fresh newcomers, for the
+    strata with that many in the lowest `frac` of the hash range. Ranked in SQL: one row
+    per stratum from a single source; from several, each source's todo[k] smallest,
+    merged here."""
+    sources = ctx.checkpoint.sources
+    keys = sorted(todo)
+    found: dict[str, list[tuple[int, str]]] = {key: [] for key in keys}
+    for source in sources:
         query = candidates(ctx, source)
         params = dict(query.params)
         conditions = ["fg IS NULL"]
@@ -240,15 +244,27 @@ def _fresh_hashes_below(
             conditions.append("h < :cut")
             params["cut"] = HASH_MIN + int(frac * HASH_SPAN)
         if not every_stratum:
-            keys = sorted(todo)
             conditions.append(f"k IN ({', '.join(f':k{i}' for i in range(len(keys)))})")
-            params.update({f"k{i}": k for i, k in enumerate(keys)})
+        params.update({f"k{i}": k for i, k in enumerate(keys)})
+        params.update({f"n{i}": todo[k] for i, k in enumerate(keys)})
+        wanted = " ".join(f"WHEN :k{i} THEN :n{i}" for i in range(len(keys)))
+        rank = "=" if len(sources) == 1 else "<="
         rows = ctx.execute(
-            f"SELECT k, h, ext FROM ({query.select(with_hash=True)}) cand "
-            f"WHERE {' AND '.join(conditions)}",
+            f"""SELECT k, h, ext FROM (
+                    SELECT k, h, ext, ROW_NUMBER() OVER (
+                        PARTITION BY k ORDER BY h, {ctx.collate("ext")}) AS rn
+                    FROM ({query.select(with_hash=True)}) cand
+                    WHERE {" AND ".join(conditions)}) ranked
+                WHERE rn {rank} (CASE k {wanted} ELSE 0 END)""",
             params,
         ).all()
         for k, h, ext in rows:
             if k in found:
                 found[k].append((int(h), ext))
-    return found
+    if len(sources) == 1:
+        return {key: Cutoff(*values[0]) for key, values in found.items() if values}
+    return {
+        key: Cutoff(*sorted(values)[todo[key] - 1])
+        for key, values in found.items()
+        if len(values) >= todo[key]
+    }

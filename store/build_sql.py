@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from store import hashing
 from store.build_checkpoint import (
     ACTIVATION_SOURCE,
     DELTA_SOURCE,
@@ -34,8 +35,6 @@ OPEN_AT_ACTIVATION = (
 )
 # How a member entered: through the campaign's segment (activation or segment) or R11.
 ENTRY_SOURCE = "CASE WHEN sm.segment_id = :cseg THEN :segsrc ELSE 'expansion' END"
-# The R9 hash, computed in SQL (store/hashing.py registers it on SQLite).
-ASSIGNMENT_HASH = "cc_assignment_hash(:seed, p.external_id)"
 HAS_OPEN_MEMBERSHIP = (
     "EXISTS (SELECT 1 FROM campaign_member o WHERE o.campaign_id = :cid "
     "AND o.profile_id = p.id AND o.left_at IS NULL)"
@@ -88,9 +87,30 @@ class StepContext:
         self._checkpoint = value
 
     @property
+    def assignment_hash(self) -> str:
+        """The campaign's R9 hash over profile alias p, in SQL (store/hashing.py: the
+        version the campaign was created with)."""
+        return hashing.assignment_sql(self.campaign.hash_version, self.checkpoint.lcg.seed)
+
+    @property
     def ids(self) -> dict[str, Any]:
         """:cid (campaign), :db (its profile database), :b (this build)."""
         return {"cid": self.campaign.id, "db": self.campaign.database_id, "b": self.build.id}
+
+    @property
+    def fence(self) -> str:
+        """Ends a subquery in FROM that must not be merged into the outer query, so its
+        columns (the R9 hash) are computed once per row, not once per use."""
+        return "OFFSET 0" if self.is_postgres else "LIMIT -1 OFFSET 0"
+
+    def prefer_index_joins(self) -> None:
+        """PostgreSQL: join candidates to profiles by index lookups for the rest of this
+        step's transaction. A delta's candidates are few, but misjudged (fresh segment
+        rows, stale statistics) the planner hash-joins them with a scan of every profile of
+        the database: a 10,000-newcomer build then grows with the database."""
+        if self.is_postgres:
+            self.execute("SET LOCAL enable_hashjoin = off")
+            self.execute("SET LOCAL enable_mergejoin = off")
 
     def collate(self, expr: str) -> str:
         """Bytewise text order on both backends (R9 ties on external_id)."""
@@ -127,6 +147,7 @@ class CandidateQuery:
     former: str
     conditions: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)
+    hash_sql: str = "NULL"  # the campaign's R9 hash over alias p (StepContext.assignment_hash)
 
     @property
     def keyset_column(self) -> str:
@@ -143,7 +164,7 @@ class CandidateQuery:
         return replace(self, conditions=self.conditions + conditions)
 
     def select(self, *, with_hash: bool = False) -> str:
-        hash_col = f", {ASSIGNMENT_HASH} AS h" if with_hash else ""
+        hash_col = f", {self.hash_sql} AS h" if with_hash else ""
         return (
             f"SELECT p.id AS pid, sm.id AS smid, p.external_id AS ext, {self.key_sql} AS k"
             f"{hash_col}, {self.former}, sm.segment_id AS segid {self.from_where}"
@@ -169,9 +190,10 @@ def candidates(ctx: StepContext, source: Source) -> CandidateQuery:
         "cseg": ctx.campaign.segment_id,
         "mx": cp.segment_bound,
         "wm": cp.watermark,
-        "seed": cp.lcg.seed,
     }
-    return CandidateQuery(source, cp.lcg.key_sql, former, tuple(conditions), params)
+    return CandidateQuery(
+        source, cp.lcg.key_sql, former, tuple(conditions), params, ctx.assignment_hash
+    )
 
 
 def source_chunk_end(ctx: StepContext, source: Source, lo: int, chunk: int) -> Any:
@@ -179,9 +201,13 @@ def source_chunk_end(ctx: StepContext, source: Source, lo: int, chunk: int) -> A
     if source.kind == DELTA_SOURCE:
         sql = "SELECT id FROM segment_member WHERE id > :lo AND id <= :mx ORDER BY id"
     elif source.kind == ACTIVATION_SOURCE:
+        # Counted over the rows open now: an ordered range of the partial index
+        # ux_segment_member_open. Counting the rows open at activation (OPEN_AT_ACTIVATION,
+        # an OR) sorted the rest of the segment for every chunk: quadratic in its size.
+        # Any increasing bound is right: the chunk takes every candidate in (lo, hi].
         sql = (
             "SELECT sm.profile_id FROM segment_member sm WHERE sm.segment_id = :seg "
-            f"AND sm.id <= :mx AND {OPEN_AT_ACTIVATION} AND sm.profile_id > :lo "
+            "AND sm.left_at IS NULL AND sm.id <= :mx AND sm.profile_id > :lo "
             "ORDER BY sm.profile_id"
         )
     else:

@@ -55,6 +55,9 @@ def _sqlite_on_connect(dbapi_connection, _record, *, read_only: bool = False) ->
     dbapi_connection.create_function(
         hashing.SQL_FUNCTION, 2, hashing.assignment_hash, deterministic=True
     )
+    dbapi_connection.create_function(
+        hashing.PROFILE_KEY_FUNCTION, 1, hashing.profile_key, deterministic=True
+    )
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     if not read_only:  # a read-only connection cannot switch the journal; the file is WAL

@@ -88,12 +88,12 @@ def _profile_insert(dialect: str, slots: dict[str, str]) -> str:
         ltv = "((h / 13) % 100000) / 100.0"
         in_gcg = "(((h / 60000) % 50) = 0)"
     return f"""
-        INSERT INTO profile (database_id, external_id, in_gcg, created_at,
+        INSERT INTO profile (database_id, external_id, hash_key, in_gcg, created_at,
                              {slots["region"]}, {slots["tier"]}, {slots["age"]},
                              {slots["int_field"]}, {slots["signup"]}, {slots["ltv"]})
         WITH RECURSIVE {_series(dialect)},
              hashed(x, h) AS (SELECT x, (x * 2654435761) % 4294967296 FROM n)
-        SELECT :database_id, {external_id}, {in_gcg}, :now,
+        SELECT :database_id, {external_id}, cc_profile_key({external_id}), {in_gcg}, :now,
                {region},
                CASE WHEN (h / 100) % 10 < 6 THEN 1 WHEN (h / 100) % 10 < 9 THEN 2 ELSE 3 END,
                18 + (h / 1000) % 60,

@@ -14,8 +14,9 @@ and the same rules as the audience engine, never from a second implementation of
   `store.campaigns.preview_lcg` (the LCG form's preview: `lcg.target_total` and
   `lcg.apportion` over the pending audience's strata, as the activation build's plan
   does) and the profile's rank in its stratum by the R9 order, (assignment hash,
-  external id), computed with the same `cc_assignment_hash` SQL function. The activation
-  build puts exactly the `quota` smallest of that order into control.
+  external id), computed with the builds' SQL (`store.hashing.assignment_sql` of the
+  campaign's hash version). The activation build puts exactly the `quota` smallest of
+  that order into control.
 
 tests/test_explain.py checks, on random workspaces and on both backends, that explain's
 group equals the stored group for every profile, and that a draft's prediction equals
@@ -31,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from store import lcg, strata
+from store import hashing, lcg, strata
 from store.audience import r1_scope_sql
 from store.campaigns import get_campaign, preview_lcg
 from store.errors import NotFoundError
@@ -387,23 +388,21 @@ def _draft(ctx: _Facts, answer: Any) -> Explanation:
     pg = ctx.s.get_bind().dialect.name == "postgresql"
     ext = 'q.ext COLLATE "C"' if pg else "q.ext"
     mine = 'CAST(:ext AS TEXT) COLLATE "C"' if pg else ":ext"
+    assignment_hash = hashing.assignment_sql(c.hash_version, c.seed)
     key, h = ctx.s.execute(
-        sa.text(
-            f"SELECT {key_sql}, cc_assignment_hash(:seed, p.external_id) FROM profile p WHERE p.id = :pid"
-        ),
-        {"pid": ctx.p.id, "seed": c.seed},
+        sa.text(f"SELECT {key_sql}, {assignment_hash} FROM profile p WHERE p.id = :pid"),
+        {"pid": ctx.p.id},
     ).one()
     before = ctx.s.scalar(
         sa.text(
             f"""SELECT COUNT(*) FROM (
-                    SELECT p.external_id AS ext, cc_assignment_hash(:seed, p.external_id) AS h
+                    SELECT p.external_id AS ext, {assignment_hash} AS h
                     FROM segment_member sm JOIN profile p ON p.id = sm.profile_id
                     WHERE sm.segment_id = :seg AND sm.left_at IS NULL AND {r1_scope_sql("p")}
                       AND {key_sql} = :k) q
                 WHERE q.h < :h OR (q.h = :h AND {ext} < {mine})"""
         ),
         {
-            "seed": c.seed,
             "seg": c.segment_id,
             "db": c.database_id,
             "cid": c.id,

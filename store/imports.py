@@ -299,8 +299,9 @@ def _upsert_profiles(
     in_gcg, gcg_params = new_profile_sql(database, "s.external_id")
     inserted = conn.execute(
         sa.text(
-            f"INSERT INTO profile (database_id, external_id, in_gcg, created_at{slots}) "
-            f"SELECT :db, s.external_id, {in_gcg}, :now{values} FROM {PROFILE_STAGE} s "
+            f"INSERT INTO profile (database_id, external_id, hash_key, in_gcg, created_at{slots}) "
+            f"SELECT :db, s.external_id, cc_profile_key(s.external_id), {in_gcg}, :now{values} "
+            f"FROM {PROFILE_STAGE} s "
             "WHERE NOT EXISTS (SELECT 1 FROM profile p "
             "WHERE p.database_id = :db AND p.external_id = s.external_id)"
         ).bindparams(sa.bindparam("now", type_=UTCDateTime())),

@@ -33,6 +33,7 @@ from sqlalchemy import JSON, BigInteger, Index, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from store import hashing
 from store.states import (
     BuildReason,
     BuildStatus,
@@ -123,6 +124,11 @@ class ProfileField(SQLModel, table=True):
     position: int = 0
 
 
+def _profile_key_default(context: Any) -> int:
+    """hash_key for ORM and Core inserts that do not give one (raw SQL must)."""
+    return hashing.profile_key(context.get_current_parameters()["external_id"])
+
+
 class Profile(SQLModel, table=True):
     __tablename__ = "profile"
     __table_args__ = (UniqueConstraint("database_id", "external_id"),)
@@ -130,6 +136,12 @@ class Profile(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     database_id: int = Field(foreign_key="profile_database.id")
     external_id: str
+    # R9: the profile's 64-bit key, store.hashing.profile_key(external_id), computed once
+    # when the profile is created; hash version 2 mixes it with a campaign's seed in SQL.
+    hash_key: int | None = Field(
+        default=None,
+        sa_column=sa.Column(BigInteger, nullable=False, default=_profile_key_default),
+    )
     in_gcg: bool = Field(default=False)  # R1: held out of every campaign of the database
     gcg_override: bool | None = None  # R11a: an operator's gcg add/remove; beats the percent
     created_at: datetime = Field(
@@ -237,6 +249,13 @@ class Campaign(SQLModel, table=True):
     segment_id: int = Field(foreign_key="segment.id")  # fixed at creation
     status: str = Field(default=CampaignStatus.DRAFT, index=True)
     seed: int = Field(sa_type=BigInteger)  # R9: random per campaign, 0 <= seed < 2**63
+    # R9: the assignment hash function (store/hashing.py) this campaign ranks profiles by;
+    # fixed at creation, so its recalculations and newcomers stay consistent with its
+    # members. Campaigns that existed before revision 0005 keep version 1.
+    hash_version: int = Field(
+        default=hashing.CURRENT_VERSION,
+        sa_column_kwargs={"server_default": str(hashing.CURRENT_VERSION)},
+    )
     lcg_enabled: bool = False
     lcg_percent_bp: int = 0  # basis points: 5.25 % is 525
     lcg_limit: int | None = None
@@ -292,7 +311,19 @@ class CampaignMember(SQLModel, table=True):
             postgresql_where=sa.text("left_at IS NULL"),
         ),
         Index("ix_campaign_member_profile", "profile_id"),
-        Index("ix_campaign_member_group", "campaign_id", "group", "stratum_key", "assignment_hash"),
+        # (campaign, group, stratum) without the hash: rows with equal keys are kept in
+        # insertion order, so a build appends to the end of a few dozen runs instead of
+        # inserting at random places (issue 14: the hash order made index upkeep most of a
+        # build's time). Hash ranges (trims, cut-offs) scan one stratum's control members.
+        Index("ix_campaign_member_group", "campaign_id", "group", "stratum_key"),
+        # Open control members by cohort: what R7 and a new cohort demote (build_steps).
+        Index(
+            "ix_campaign_member_open_control",
+            "campaign_id",
+            "cohort",
+            sqlite_where=sa.text("\"group\" = 'control' AND left_at IS NULL"),
+            postgresql_where=sa.text("\"group\" = 'control' AND left_at IS NULL"),
+        ),
         one_of("campaign_member", "group", Group),
         one_of("campaign_member", "joined_group", Group),
         one_of("campaign_member", "source", MemberSource),

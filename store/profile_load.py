@@ -37,6 +37,7 @@ from store.csv_import import (
     read_header,
     universal_breaks,
 )
+from store.hashing import profile_key
 from store.models import ProfileDatabase, ProfileField, UTCDateTime, utcnow
 
 # header, problems -> [(column index, field)] of the fields the file sets (adds problems).
@@ -143,12 +144,14 @@ class _ProfileWriter:
         to_db = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
         self.created_at = to_db(created_at) if to_db else created_at
         self.in_gcg = False if self.postgres else 0
-        names = ", ".join(["database_id", "external_id", "in_gcg", "created_at", *slots])
+        names = ", ".join(
+            ["database_id", "external_id", "hash_key", "in_gcg", "created_at", *slots]
+        )
         if self.postgres:
             cursor = conn.connection.driver_connection.cursor()
             self._copy_context = cursor.copy(f"COPY profile ({names}) FROM STDIN")
         else:
-            marks = ", ".join("?" * (4 + len(slots)))
+            marks = ", ".join("?" * (5 + len(slots)))
             self.insert = f"INSERT INTO profile ({names}) VALUES ({marks})"
 
     def __enter__(self) -> _ProfileWriter:
@@ -171,6 +174,7 @@ class _ProfileWriter:
         rows = zip(
             repeat(self.database_id, n),
             external_ids,
+            map(profile_key, external_ids),  # R9: the profile's key, once, at creation
             repeat(self.in_gcg, n),
             repeat(self.created_at, n),
             *values,

@@ -13,7 +13,7 @@ from sqlmodel import Session
 from store import builds, campaigns, lcg, mailings, profiles, segments, validity
 from store.actors import Actor
 from store.db import transaction
-from store.hashing import assignment_hash
+from store.hashing import CURRENT_VERSION, campaign_hash
 from store.models import (
     AudienceBuild,
     Campaign,
@@ -221,7 +221,7 @@ def expected_control(seed, strata_members, quotas):
     """R9 in plain Python: per stratum the q_s smallest (hash, external_id)."""
     out = set()
     for key, exts in strata_members.items():
-        ranked = sorted(exts, key=lambda e: (assignment_hash(seed, e), e.encode()))
+        ranked = sorted(exts, key=lambda e: (campaign_hash(CURRENT_VERSION, seed, e), e.encode()))
         out.update(ranked[: quotas.get(key, 0)])
     return out
 
@@ -462,7 +462,7 @@ def test_r6_surplus_moves_largest_hashes_deficit_waits_for_newcomers(engine):
     new_campaign(engine, lcg_percent="20", seed=99)
     control_before = sorted(
         (e for e, g in members(engine).items() if g == "control"),
-        key=lambda e: (assignment_hash(99, e), e),
+        key=lambda e: (campaign_hash(CURRENT_VERSION, 99, e), e),
     )
     assert len(control_before) == 20
     build = edit(engine, percent="10")

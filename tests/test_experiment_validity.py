@@ -30,7 +30,7 @@ from test_builds import (
 from store import builds, campaigns, history, lcg, mailings, segments, views
 from store.db import transaction
 from store.errors import InvalidStateError
-from store.hashing import assignment_hash
+from store.hashing import CURRENT_VERSION, campaign_hash
 from store.models import AudienceBuild, CampaignMember, Mailing, Profile, utcnow
 
 
@@ -82,7 +82,9 @@ def test_r4_returning_control_members_share_the_room_left_by_smallest_hash(engin
     assert get(engine).control_count == 9
     seg_add(engine, control[:2])
     builds.run_pending(engine)
-    first, second = sorted(control[:2], key=lambda e: (assignment_hash(31, e), e.encode()))
+    first, second = sorted(
+        control[:2], key=lambda e: (campaign_hash(CURRENT_VERSION, 31, e), e.encode())
+    )
     now = members(engine)
     assert (now[first], now[second]) == ("control", "test")
     assert get(engine).control_count == 10

@@ -241,3 +241,41 @@ def test_a_wal_workspace_read_only_without_its_index_is_explained_and_works_whil
                 subprocess.run(["chattr", "-i", str(directory)], check=True)
     finally:
         operator.dispose()
+
+
+@pytest.mark.postgres
+def test_the_console_connected_as_a_read_only_role_is_read_only_whatever_it_was_given(
+    postgres_url, viewer_role, capsys, tmp_path
+):
+    from console.app import CampaignConsole
+    from store.actors import Actor
+    from store.db import engine_options
+
+    owner = Cli(postgres_url, capsys, tmp_path)
+    populated(owner)
+    owner.ok("database", "grant-read-only", viewer_role)
+    app = CampaignConsole(as_role(postgres_url, viewer_role), Actor("alice", "operator"))
+    try:
+        assert app.actor.read_only and app.actor.db_role == viewer_role
+        assert app.embed_scheduler is False  # a read-only console never runs builds
+        assert "read_only" in app.sub_title
+        assert engine_options(app.engine).read_only is False  # PostgreSQL: the role decides
+    finally:
+        app.engine.dispose()
+
+
+def test_a_read_only_console_opens_the_sqlite_file_read_only(sqlite_url):
+    from console.app import CampaignConsole
+    from store.actors import Actor
+    from store.db import engine_options
+
+    app = CampaignConsole(sqlite_url, Actor("bob", "read_only"))
+    try:
+        assert engine_options(app.engine).read_only is True
+        with (
+            pytest.raises(sa.exc.OperationalError, match="readonly database"),
+            app.engine.begin() as conn,
+        ):
+            conn.exec_driver_sql("DELETE FROM audit_log")
+    finally:
+        app.engine.dispose()

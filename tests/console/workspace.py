@@ -48,10 +48,10 @@ def insert_profiles(engine: Engine, database_id: int, count: int) -> None:
         session.execute(
             sa.text(
                 f"""
-                INSERT INTO profile (database_id, external_id, in_gcg, created_at,
+                INSERT INTO profile (database_id, external_id, hash_key, in_gcg, created_at,
                     {slots["region"]}, {slots["tier"]}, {slots["age"]}, {slots["score"]})
                 WITH RECURSIVE {_series(dialect)}
-                SELECT :db, {ext}, false, :now,
+                SELECT :db, {ext}, cc_profile_key({ext}), false, :now,
                        CASE x % 3 WHEN 0 THEN 'North' WHEN 1 THEN 'South' ELSE 'West' END,
                        CASE WHEN x % 4 = 0 THEN 2 ELSE 1 END,
                        18 + (x * 7) % 50,

@@ -75,10 +75,10 @@ def make_world(engine: Engine, n: int = 60, actor: Actor = ADMIN) -> int:
         session.execute(
             sa.text(
                 f"""
-                INSERT INTO profile (database_id, external_id, in_gcg, created_at,
+                INSERT INTO profile (database_id, external_id, hash_key, in_gcg, created_at,
                     {slots["region"]}, {slots["tier"]}, {slots["score"]})
                 WITH RECURSIVE {_series(dialect)}
-                SELECT :db, {ext}, false, :now,
+                SELECT :db, {ext}, cc_profile_key({ext}), false, :now,
                        CASE x % 3 WHEN 0 THEN 'North' WHEN 1 THEN 'South' ELSE 'West' END,
                        CASE WHEN x % 4 = 0 THEN 2 ELSE 1 END,
                        x % 10
