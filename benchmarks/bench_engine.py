@@ -44,7 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from store import builds, campaigns, profiles, segments  # noqa: E402
 from store.actors import Actor  # noqa: E402
-from store.db import create_workspace, open_store, transaction  # noqa: E402
+from store.db import open_store, transaction  # noqa: E402
+
+try:
+    from store.db import create_workspace  # noqa: E402
+except ImportError:  # the code before issue 15.7 created workspaces on open
+    create_workspace = open_store
 from store.models import CampaignMember, SQLModel, UTCDateTime, utcnow  # noqa: E402
 
 REGIONS = ["Moscow", "Saint Petersburg", "Kazan", "Novosibirsk", "Yekaterinburg", "Samara", "Sochi"]

@@ -27,7 +27,7 @@ from console.live import LivePoller
 from console.screens.campaigns import CampaignsScreen  # the first screen; others load lazily
 from console.widgets.status_header import StatusHeader
 from store.actors import Actor
-from store.db import as_connected, describe_url, open_store
+from store.db import as_connected, describe_url, engine_options, open_store
 from store.monitor import SchedulerHealth
 from store.names import printable, printable_lines
 from store.settings import SchedulerSettings, Settings
@@ -129,6 +129,7 @@ class CampaignConsole(App):
                 self.db_url,
                 holder=holder,
                 settings=self.scheduler_settings,
+                connect_timeout=engine_options(self.engine).connect_timeout,
                 **self.scheduler_options,
             )
             service.start()

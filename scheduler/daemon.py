@@ -32,7 +32,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-def run_daemon(db_url: str, settings: SchedulerSettings) -> int:
+def run_daemon(
+    db_url: str, settings: SchedulerSettings, *, connect_timeout: float | None = None
+) -> int:
     """Run the scheduler in the foreground until SIGTERM or SIGINT; returns the exit code."""
     from scheduler.service import SchedulerService
 
@@ -46,7 +48,8 @@ def run_daemon(db_url: str, settings: SchedulerSettings) -> int:
 
     # Opened before the signal handlers: a missing workspace (issue 15.7) or an unreachable
     # server ends the command here, leaving the process's handlers as they were.
-    service = SchedulerService(db_url, settings=settings)
+    options = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
+    service = SchedulerService(db_url, settings=settings, **options)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     log.info(
         "scheduler daemon for %s: holder %s, pool size %s, lease ttl %ss",

@@ -46,7 +46,7 @@ from scheduler.mailings import DatabaseSender, Sender
 from scheduler.reconcile import Reconciler
 from store import lease
 from store.actors import system_actor
-from store.db import open_store, resolve_db_url
+from store.db import DEFAULT_CONNECT_TIMEOUT, open_store, resolve_db_url
 from store.settings import SchedulerSettings
 
 log = logging.getLogger("scheduler.service")
@@ -96,6 +96,7 @@ class SchedulerService:
         holder: str | None = None,
         settings: SchedulerSettings | None = None,
         sender: Sender | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         **overrides,
     ) -> None:
         self.db_url = resolve_db_url(db_url)
@@ -111,7 +112,8 @@ class SchedulerService:
         self.holder = holder or lease.make_holder(uuid.uuid4().hex[:8])
         self.sender = sender or DatabaseSender()
         self.actor = system_actor("scheduler")
-        self.engine = open_store(self.db_url)
+        # No statement timeout: builds and imports take as long as they take (issue 15.6).
+        self.engine = open_store(self.db_url, connect_timeout=connect_timeout)
         self._stopping = threading.Event()
         self._lock = threading.RLock()
         self._term: _Term | None = None

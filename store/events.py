@@ -73,7 +73,7 @@ from store.models import (
     UTCDateTime,
     utcnow,
 )
-from store.names import check_name, is_unsafe
+from store.names import check_name
 from store.states import (
     CampaignStatus,
     Group,
@@ -312,8 +312,11 @@ def parse_at(text: str) -> datetime:
 
 
 def _valid_event_name(name: str) -> bool:
-    cleaned = name.strip()
-    return bool(cleaned) and len(cleaned) <= 200 and not any(map(is_unsafe, cleaned))
+    try:
+        check_event_name(name)
+    except ValidationError:
+        return False
+    return True
 
 
 def _event_columns(

@@ -75,7 +75,8 @@ def test_a_server_that_never_answers_ends_the_command_with_the_host_and_the_sett
     config = tmp_path / "config.toml"
     config.write_text("[postgres]\nconnect_timeout = 2\n", encoding="utf-8")
     url = f"postgresql+psycopg://cc@127.0.0.1:{silent_server.port}/campaigns"
-    for argv in (["campaign", "list", "--json"], ["--read-only", "status"], ["init"]):
+    # `scheduler` too: the daemon opens its own engine with the configured timeout.
+    for argv in (["campaign", "list", "--json"], ["--read-only", "status"], ["init"], ["scheduler"]):
         result = run(url, *argv, config=config)
         assert result.returncode == 1, (argv, result.stderr)
         assert result.stdout == ""
@@ -128,3 +129,16 @@ def test_the_scheduler_engine_has_no_statement_timeout(sqlite_url):
         assert engine_options(service.engine).statement_timeout is None
     finally:
         service.engine.dispose()
+
+
+def test_the_scheduler_service_connects_with_the_configured_timeout(silent_server):
+    """The daemon and the console's embedded scheduler open their own engine: it gets the
+    `[postgres] connect_timeout` of the settings, not the default (issue 15.6)."""
+    from scheduler.service import SchedulerService
+    from store.errors import ConnectionProblem
+
+    url = f"postgresql+psycopg://cc@127.0.0.1:{silent_server.port}/campaigns"
+    with pytest.raises(ConnectionProblem) as raised:
+        SchedulerService(url, connect_timeout=3)
+    assert "did not answer within 3 s" in str(raised.value)
+    assert "connect_timeout under [postgres]" in str(raised.value)

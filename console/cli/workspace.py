@@ -84,4 +84,6 @@ def cmd_scheduler(args: argparse.Namespace, ctx: Context) -> int:
     # Issue 15.5: the scheduler takes the lease and runs builds and mailings: it acts.
     ctx.actor.require_write("run the scheduler (it takes the lease, runs builds and mailings)")
 
-    return run_daemon(ctx.settings.db, ctx.settings.scheduler)
+    return run_daemon(
+        ctx.settings.db, ctx.settings.scheduler, connect_timeout=ctx.settings.connect_timeout
+    )
