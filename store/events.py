@@ -532,12 +532,9 @@ def drain_batch(
     *,
     limit: int = DRAIN_BATCH,
     up_to: int | None = None,
-    crash_before_commit: Any = None,
 ) -> DrainResult:
     """Process the oldest unprocessed events (at most `limit`, none newer than `up_to`):
-    their deliveries and suppressions and their `processed_at`, in one transaction.
-
-    `crash_before_commit` is for tests: called after every write, before the commit."""
+    their deliveries and suppressions and their `processed_at`, in one transaction."""
     # A plain read first: with nothing to do, never take SQLite's write lock (the job runs
     # every half second, next to builds and the lease heartbeat).
     waiting = sa.select(_event.c.id).where(_event.c.processed_at.is_(None)).limit(1)
@@ -613,8 +610,6 @@ def drain_batch(
             delivered=len(delivered),
             suppressed=len(suppressed),
         )
-        if crash_before_commit is not None:
-            crash_before_commit()
     return DrainResult(len(ids), len(delivered), len(suppressed), ids[-1])
 
 

@@ -216,17 +216,21 @@ class Crash(Exception):
     pass
 
 
-def test_a_drain_killed_before_its_commit_leaves_nothing_and_the_rerun_sends_once(cli, world, db_url):  # fmt: skip
+def test_a_drain_killed_before_its_commit_leaves_nothing_and_the_rerun_sends_once(cli, world, db_url, monkeypatch):  # fmt: skip
     _import(cli, 250)
     engine = make_engine(db_url)
     try:
         before = table_checksums(engine)
+        record = events.audit.record
 
-        def crash() -> None:
+        def record_then_crash(*args, **kwargs) -> None:
+            record(*args, **kwargs)  # the batch's last write (its audit row), then the crash
             raise Crash
 
-        with pytest.raises(Crash):
-            events.drain_batch(engine, ACTOR, limit=100, crash_before_commit=crash)
+        with monkeypatch.context() as patch:
+            patch.setattr(events.audit, "record", record_then_crash)
+            with pytest.raises(Crash):
+                events.drain_batch(engine, ACTOR, limit=100)
         assert table_checksums(engine) == before  # the whole batch rolled back
         first = events.drain_batch(engine, ACTOR, limit=100)
         assert first.events == 100
