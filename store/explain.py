@@ -195,25 +195,14 @@ class _Facts:
         self.c = campaign
         self.p = profile
 
-    def latest_membership(self) -> CampaignMember | None:
-        return self.s.scalar(
-            sa.select(CampaignMember)
-            .where(CampaignMember.campaign_id == self.c.id, CampaignMember.profile_id == self.p.id)
-            .order_by(CampaignMember.id.desc())
-            .limit(1)
+    def latest_membership(self, before: CampaignMember | None = None) -> CampaignMember | None:
+        """The profile's newest membership of the campaign (older than `before`, if given)."""
+        query = sa.select(CampaignMember).where(
+            CampaignMember.campaign_id == self.c.id, CampaignMember.profile_id == self.p.id
         )
-
-    def earlier_membership(self, member: CampaignMember) -> CampaignMember | None:
-        return self.s.scalar(
-            sa.select(CampaignMember)
-            .where(
-                CampaignMember.campaign_id == self.c.id,
-                CampaignMember.profile_id == self.p.id,
-                CampaignMember.id < member.id,
-            )
-            .order_by(CampaignMember.id.desc())
-            .limit(1)
-        )
+        if before is not None:
+            query = query.where(CampaignMember.id < before.id)
+        return self.s.scalar(query.order_by(CampaignMember.id.desc()).limit(1))
 
     def moved_to_test(self, member: CampaignMember) -> ProfileEvent | None:
         return self.s.scalar(
@@ -324,7 +313,7 @@ def _member(ctx: _Facts, m: CampaignMember, answer: Any) -> Explanation:
             build=moved.build_id,
             rule="R7" if not c.lcg_enabled else "R6",
         )
-    former = ctx.earlier_membership(m)
+    former = ctx.latest_membership(before=m)
     if former is not None:
         return answer(
             State.MEMBER,
