@@ -57,7 +57,7 @@ def mailing_json(mailing: Any) -> dict[str, Any]:
         "expand_audience": bool(mailing.expand_audience),
         "last_run": iso(mailing.last_run_at),
         "next_run": iso(mailing.next_run_at),
-        "event": getattr(mailing, "event", None),
+        "event": mailing.event,
     }
 
 
