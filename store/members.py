@@ -13,7 +13,10 @@ source (activation / segment / expansion) and LCG cohort (R9; None when the LCG 
   20 control members of a limited LCG).
 * `MemberStream` streams every current member from ONE statement (one snapshot on both
   backends: SQLite's read transaction, PostgreSQL's cursor snapshot), so an export taken
-  while a build runs is exact: nobody is missed or counted twice.
+  while a build runs is exact: nobody is missed or counted twice. It gives `MemberRow`s,
+  or the rows as stored plus the two decoders every `MemberRow` is made with (stratum key,
+  join instant), for the CSV export of a million members that cannot afford an object
+  per member.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ _CURSOR_NUMBERS = itertools.count(1)  # PostgreSQL cursor names, unique per proc
 
 
 class MemberRow(NamedTuple):
-    """One current member (a NamedTuple: an export builds a million of them)."""
+    """One current member (a NamedTuple: a JSON export builds one per member)."""
 
     external_id: str
     group: str
