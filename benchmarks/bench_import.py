@@ -160,8 +160,7 @@ def main() -> int:
                 url, cleanup = fresh_workspace(given, tmp, label)
                 cleanups.append(cleanup)
                 cli = Cli(label, url, source)
-                if source is None:  # this checkout: only init and demo create a workspace
-                    cli.run("init")
+                cli.run("init")  # only init and demo create a workspace
                 cli.run("database", "create", "bench", "--fields", FIELDS)
                 cli.run("segment", "create", "everyone")
                 clis.append(cli)
