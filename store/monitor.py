@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from store.catalog import AudienceBuild, Campaign, utcnow
 from store.lease import current_lease
-from store.models import AudienceBuild, Campaign, utcnow
 from store.states import ENDED_BUILD_STATUSES, OPEN_BUILD_STATUSES, BuildStatus
 
 

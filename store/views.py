@@ -26,8 +26,7 @@ from sqlmodel import Session
 
 from store import lcg
 from store.audit import AuditLine, audit_log
-from store.errors import ValidationError
-from store.models import (
+from store.catalog import (
     STRATIFIABLE_TYPES,
     AudienceBuild,
     Campaign,
@@ -39,6 +38,7 @@ from store.models import (
     Segment,
     utcnow,
 )
+from store.errors import ValidationError
 from store.monitor import BuildProgress, progress_row
 from store.states import (
     OPEN_BUILD_STATUSES,
