@@ -28,7 +28,7 @@ whatever needs the whole schema (Alembic's env.py, store/migrate.py, creating ta
 read models that only show the catalogue import store.catalog.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: see store/catalog.py.
 
 from datetime import date, datetime
 from typing import Any
