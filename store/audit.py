@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
 from store.actors import Actor
-from store.catalog import AuditEntry, utcnow
 from store.errors import DomainError
+from store.models import AuditEntry, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
-"""The catalogue: the tables of the things an operator names, configures and watches
-(profile databases and their fields, segments, campaigns and their strata counters,
-audience builds, mailings, their runs and outcomes, the audit log, the scheduler lease),
-one row per thing, plus the column types every table shares.
+"""The catalogue: one row per thing an operator lists and names (profile databases and
+their declared fields, segments, campaigns, audience builds, mailings with their runs
+and outcome counters), plus the column types every table shares.
 
-store/models.py is the whole schema: it re-exports these and declares the tables that
-hold a row per profile (profiles, memberships, events, deliveries, suppressions).
-Read models that only show the catalogue (`campaign list`, build progress, the audit log)
-import from here, so a read-only command does not build the twenty-odd table classes of
-the whole schema (issue 14 target 6: SQLModel table classes cost milliseconds each).
+store/models.py is the whole schema: it re-exports these and declares the rest (the
+tables with a row per profile, strata counters, GCG exceptions, the audit log, the
+scheduler lease). The read models of the lists (`campaign list`, build progress) import
+from here, so a read-only command builds 8 table classes instead of the whole schema's
+20 and configures 8 mappers: each SQLModel table class costs milliseconds to build
+and map, most of `campaign list`'s start-up over `import sqlmodel` (issue 14 target 6).
 
 Foreign keys of these tables point only at tables of this module, so the catalogue is
 complete on its own (tests/test_architecture.py holds it). Nothing here may carry a
@@ -127,15 +127,6 @@ class ProfileField(TableModel, table=True):
     position: int = 0
 
 
-class GcgException(TableModel, table=True):
-    """R1: campaigns of a database that may reach its global control group."""
-
-    __tablename__ = "gcg_exception"
-
-    database_id: int = Field(foreign_key="profile_database.id", primary_key=True)
-    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
-
-
 # --------------------------------------------------------------------------- segments
 
 
@@ -209,19 +200,6 @@ class Campaign(TableModel, table=True):
     warnings: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=sa.Column(JSON, nullable=False)
     )
-
-
-class CampaignStratum(TableModel, table=True):
-    """Per-stratum counters of a campaign (R9, R10): what the strata table shows."""
-
-    __tablename__ = "campaign_stratum"
-
-    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
-    stratum_key: str = Field(primary_key=True)  # see store.strata for the encoding
-    members: int = 0  # open members in the stratum
-    cohort: int = 0  # n_s: open members of the current LCG cohort
-    control: int = 0  # c_s
-    quota: int = 0  # q_s after the latest build
 
 
 # --------------------------------------------------------------------------- builds
@@ -333,44 +311,3 @@ class MailingOutcome(TableModel, table=True):
     mailing_id: int = Field(foreign_key="mailing.id", primary_key=True)
     outcome: str = Field(primary_key=True)  # "delivered" or a SuppressionReason
     count: int = Field(default=0, sa_type=BigInteger)
-
-
-# --------------------------------------------------------------------------- operations
-
-
-class AuditEntry(TableModel, table=True):
-    __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_target", "target_type", "target_id", "at"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
-    actor: str
-    role: str
-    origin: str  # "local" or "ssh 203.0.113.9:52144"
-    action: str  # e.g. "campaign.activate"
-    target_type: str
-    target_id: int | None = None
-    target_name: str | None = None
-    outcome: str = "ok"  # "ok" | "refused"
-    details: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSON, nullable=False))
-
-
-class SchedulerLease(TableModel, table=True):
-    """Exactly one scheduler acts on a database: whoever holds the unexpired lease."""
-
-    __tablename__ = "scheduler_lease"
-
-    name: str = Field(default="scheduler", primary_key=True)
-    holder: str  # "host:pid:nonce"
-    host: str
-    pid: int
-    acquired_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    heartbeat_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-
-
-class StoreMeta(TableModel, table=True):
-    __tablename__ = "store_meta"
-
-    key: str = Field(primary_key=True)
-    value: str

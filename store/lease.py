@@ -26,7 +26,7 @@ from sqlmodel import Session
 
 from store import audit
 from store.actors import system_actor
-from store.catalog import SchedulerLease, utcnow
+from store.models import SchedulerLease, utcnow
 
 LEASE_NAME = "scheduler"
 _table = SchedulerLease.__table__
@@ -134,7 +134,7 @@ def _requeue_builds_of(
     still finishes a chunk: every step checks that its worker still owns the build."""
     if previous is None or previous.holder == holder:
         return []
-    from store.catalog import AudienceBuild
+    from store.models import AudienceBuild
 
     ids = list(
         session.scalars(

@@ -21,11 +21,11 @@ Design notes that every module relies on:
 * LCG percent is stored exactly as basis points (5.25 % -> 525); never a float.
 * All times are UTC and come back timezone-aware (`UTCDateTime`).
 
-The catalogue tables (one row per database, field, segment, campaign, build, mailing, ...)
-and the column types are declared in store/catalog.py and re-exported here; this module
-adds the tables with a row per profile and the partial indexes. Import from here
-whatever needs the whole schema (Alembic's env.py, store/migrate.py, creating tables);
-read models that only show the catalogue import store.catalog.
+The catalogue tables (one row per database, field, segment, campaign, build, mailing)
+and the column types are declared in store/catalog.py and re-exported here, so this
+module is the whole schema: import from here whatever needs it (Alembic's env.py,
+store/migrate.py, anything that writes). The read models of the lists import
+store.catalog only, to start fast (issue 14 target 6).
 """
 
 # No `from __future__ import annotations`: see store/catalog.py.
@@ -34,7 +34,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import BigInteger, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from store import hashing
@@ -43,18 +43,13 @@ from store.catalog import (  # re-exported: the whole schema is importable from 
     SLOTS,
     STRATIFIABLE_TYPES,
     AudienceBuild,
-    AuditEntry,
     Campaign,
-    CampaignStratum,
-    GcgException,
     Mailing,
     MailingOutcome,
     MailingRun,
     ProfileDatabase,
     ProfileField,
-    SchedulerLease,
     Segment,
-    StoreMeta,
     TableModel,
     UTCDateTime,
     one_of,
@@ -178,6 +173,28 @@ class SegmentMember(TableModel, table=True):
 
 
 # --------------------------------------------------------------------------- campaigns
+
+
+class CampaignStratum(TableModel, table=True):
+    """Per-stratum counters of a campaign (R9, R10): what the strata table shows."""
+
+    __tablename__ = "campaign_stratum"
+
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
+    stratum_key: str = Field(primary_key=True)  # see store.strata for the encoding
+    members: int = 0  # open members in the stratum
+    cohort: int = 0  # n_s: open members of the current LCG cohort
+    control: int = 0  # c_s
+    quota: int = 0  # q_s after the latest build
+
+
+class GcgException(TableModel, table=True):
+    """R1: campaigns of a database that may reach its global control group."""
+
+    __tablename__ = "gcg_exception"
+
+    database_id: int = Field(foreign_key="profile_database.id", primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
 
 
 class CampaignMember(TableModel, table=True):
@@ -350,6 +367,47 @@ class Suppression(TableModel, table=True):
     profile_id: int = Field(foreign_key="profile.id")
     reason: str  # a SuppressionReason
     at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+# --------------------------------------------------------------------------- operations
+
+
+class AuditEntry(TableModel, table=True):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_target", "target_type", "target_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    actor: str
+    role: str
+    origin: str  # "local" or "ssh 203.0.113.9:52144"
+    action: str  # e.g. "campaign.activate"
+    target_type: str
+    target_id: int | None = None
+    target_name: str | None = None
+    outcome: str = "ok"  # "ok" | "refused"
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSON, nullable=False))
+
+
+class SchedulerLease(TableModel, table=True):
+    """Exactly one scheduler acts on a database: whoever holds the unexpired lease."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: str = Field(default="scheduler", primary_key=True)
+    holder: str  # "host:pid:nonce"
+    host: str
+    pid: int
+    acquired_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    heartbeat_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class StoreMeta(TableModel, table=True):
+    __tablename__ = "store_meta"
+
+    key: str = Field(primary_key=True)
+    value: str
 
 
 # R2: at most one running build per campaign, enforced by the database itself. Declared

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from store import lcg, strata
 from store.build_checkpoint import Checkpoint
-from store.catalog import AudienceBuild, Campaign, CampaignStratum, ProfileField
+from store.models import AudienceBuild, Campaign, CampaignStratum, ProfileField
 from store.states import RECALCULATING_REASONS, BuildStatus, CampaignStatus
 
 

@@ -79,7 +79,7 @@ def test_campaign_list_imports_neither_the_console_nor_the_write_side(tmp_path):
     """Issue 14 target 6: a read-only command loads what it reads with, nothing more:
     no Textual, no APScheduler, not the build engine, campaign operations or imports, no
     Alembic when the database is already at head, only the catalogue tables (not the
-    per-profile ones of store.models), not SQLAlchemy's PostgreSQL dialect on SQLite, not
+    rest of store.models), not SQLAlchemy's PostgreSQL dialect on SQLite, not
     the validity arithmetic, audit log or lease that only `campaign show` needs, and no
     TOML parser or platformdirs when there is no config file and --db is given."""
     db = tmp_path / "w.db"
@@ -136,7 +136,7 @@ print(len(tables))
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout) >= 10
+    assert int(done.stdout) >= 5
 
 
 def test_the_whole_schema_is_the_catalogue_and_the_per_profile_tables():
