@@ -92,7 +92,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    workspace = Path(args.workspace)
+    workspace = Path(args.workspace).resolve()
     if not workspace.exists():
         workspace.parent.mkdir(parents=True, exist_ok=True)
         print(f"building the demo workspace in {workspace} …", file=sys.stderr)
@@ -109,6 +109,16 @@ def main() -> int:
             [str(PYTHON), "-m", "console", *cli_args],
             {**CLEAN_ENV, "PYTHONPATH": str(source)},
         )
+    # Run from a directory without a checkout: `python -m` and `-c` put the current
+    # directory first on sys.path, so from this checkout's root the baseline would import
+    # this checkout's code instead of --baseline-source's.
+    os.chdir(workspace.parent)
+    if args.baseline_source is not None:
+        probe = [str(PYTHON), "-c", "import store; print(store.__file__)"]
+        where = subprocess.run(
+            probe, env=commands["baseline"][1], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert where.startswith(str(source)), where
     for command, env in commands.values():  # warm-up: bytecode compiled, files cached
         timed(command, env)
 
