@@ -193,6 +193,10 @@ def _schema(conn: sa.Connection) -> dict[str, Any]:
             "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
             "WHERE proname = 'cc_assignment_hash' AND pronamespace = current_schema()::regnamespace"
         ).all()
+        schema["statistics"] = conn.exec_driver_sql(  # revision 0006
+            "SELECT stxname, pg_get_statisticsobjdef(oid) FROM pg_statistic_ext "
+            "WHERE stxnamespace = current_schema()::regnamespace ORDER BY stxname"
+        ).all()
     return schema
 
 

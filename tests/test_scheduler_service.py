@@ -448,8 +448,10 @@ def test_a_scheduler_that_loses_its_lease_stops_acting(world, start_service):
     new_campaign(engine, activate=False)
     with transaction(engine) as session:
         build_id = campaigns.activate(session, ADMIN, campaigns.get_campaign(session, "Spring")).id
-    service = start_service(lease_ttl=1.0, build_chunk_size=10, build_chunk_pause=0.2)
-    poll(lambda: build(engine, build_id).processed > 0, what="build under way")
+    # 30 chunks 0.5 s apart: the build cannot end before the step-down even on a loaded
+    # machine, and the test does not wait for it (the service stops it between chunks).
+    service = start_service(lease_ttl=1.0, build_chunk_size=10, build_chunk_pause=0.5)
+    poll(lambda: build(engine, build_id).processed > 0, what="build under way", timeout=30)
     with transaction(engine) as session:  # the lease now belongs to someone else
         session.execute(
             sa.update(SchedulerLease).values(
@@ -459,9 +461,9 @@ def test_a_scheduler_that_loses_its_lease_stops_acting(world, start_service):
                 expires_at=utcnow() + timedelta(minutes=5),
             )
         )
-    poll(lambda: service.state == "standby", what="stepped down")
+    poll(lambda: service.state == "standby", what="stepped down", timeout=30)
     assert service.jobs() == []
-    poll(lambda: build(engine, build_id).status == "queued", what="build handed back")
+    poll(lambda: build(engine, build_id).status == "queued", what="build handed back", timeout=30)
     assert build(engine, build_id).checkpoint  # the next holder resumes it
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -13,6 +14,15 @@ from workspace import build_workspace
 
 from console.app import CampaignConsole
 from store.actors import Actor
+
+
+@pytest.fixture(autouse=True)
+def unfreeze_after_the_test():
+    """The console freezes its start-up objects out of the garbage collector's reach
+    (console.app.freeze_startup_objects); in the test process that would keep every earlier
+    test's garbage alive, so each test gives them back."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ polling pauses behind modals, the embedded scheduler runs builds and leaves on e
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import sqlalchemy as sa
@@ -84,6 +85,30 @@ async def test_polling_pauses_behind_a_modal(make_app):
         assert app.poller.polls == polls
         await pilot.press("n")
         await wait_for(pilot, lambda: app.poller.polls > polls, what="polling again")
+
+
+async def test_start_up_objects_are_frozen_out_of_the_collector_once_campaigns_show(make_app):
+    """Issue 14 target 5: a full collection walking every module and widget held the event
+    loop for 150-350 ms during a 1M build; after the first frame (and again once the
+    embedded scheduler has started) those long-lived objects are frozen."""
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    app = make_app(embed_scheduler=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen) and app.screen.shown)
+        frozen_at_first_frame = await wait_for(
+            pilot, lambda: gc.get_freeze_count(), what="the first frame's freeze"
+        )
+        await wait_for(
+            pilot, lambda: "embedded, heard" in screen_text(app), what="embedded scheduler"
+        )
+        # APScheduler's modules and the service, created after the first frame, are frozen
+        # too once the scheduler has started.
+        await wait_for(
+            pilot,
+            lambda: gc.get_freeze_count() > frozen_at_first_frame,
+            what="the scheduler's freeze",
+        )
 
 
 async def test_embedded_scheduler_runs_a_build_and_leaves_on_exit(make_app):

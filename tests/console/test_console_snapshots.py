@@ -58,7 +58,7 @@ async def _builds(pilot) -> None:
             isinstance(app.screen, BuildsScreen) and app.screen.query("#builds").first().row_count
         ),
     )
-    await pilot.pause()
+    await settled(pilot)  # focus placed and more polls applied, as for every other screen
 
 
 async def _profile(pilot) -> None:
