@@ -10,7 +10,7 @@ on it built by the real engine: "bench" (5 % LCG by region and tier: 50,000 cont
 1. pages (store.members.member_page, 100 rows): the first page and the next 20 pages,
    unfiltered and with each filter (group, stratum, group+stratum, prefix, the limited
    campaign's 20 control members); prints the slowest page of each (target ≤ 200 ms);
-2. export (store.members.iter_member_batches + the CSV writer of `campaign members`) of every
+2. export (store.members.MemberStream + the CSV writer of `campaign members`) of every
    member to a file, rows/s (target ≥ 200,000 rows/s), against a floor measured in the
    same run: the same SELECT through the raw DBAPI cursor written with csv.writer, no
    types, no decoding; and peak RSS.
@@ -39,7 +39,7 @@ from console.cli.export import write_members_csv  # noqa: E402
 from store import builds, campaigns, profiles, segments  # noqa: E402
 from store.actors import Actor  # noqa: E402
 from store.db import create_workspace, transaction  # noqa: E402
-from store.members import MemberFilter, iter_member_batches, member_page  # noqa: E402
+from store.members import MemberFilter, MemberStream, member_page  # noqa: E402
 from store.models import SQLModel  # noqa: E402
 
 
@@ -111,7 +111,7 @@ def export_members(engine, out: Path) -> tuple[float, int]:
     """(seconds, rows): `campaign members bench` as the CLI writes it."""
     t = time.perf_counter()
     with Session(engine) as s, out.open("w", newline="") as f:
-        count = write_members_csv(iter_member_batches(s, "bench"), f)
+        count = write_members_csv(MemberStream(s, "bench"), f)
     return time.perf_counter() - t, count
 
 

@@ -134,18 +134,29 @@ def _postgres_host(engine: Engine) -> str:
     return f"{engine.url.host or 'localhost'}:{engine.url.port or 5432}"
 
 
+def statement_timeout_problem(
+    engine: Engine | None, original: BaseException
+) -> ConnectionProblem | None:
+    """A read cancelled by the statement timeout, said for a person: which server and which
+    setting (issue 15.6); None for any other error. Statements run through SQLAlchemy get
+    this from `_on_postgres_error`; a reader of a raw DBAPI cursor (the members export)
+    asks for it itself."""
+    if type(original).__name__ != "QueryCanceled" or "statement timeout" not in str(original):
+        return None
+    seconds = engine_options(engine).statement_timeout if engine is not None else None
+    host = _postgres_host(engine) if engine is not None else "the server"
+    return ConnectionProblem(
+        f"the PostgreSQL server at {host} did not answer a read within {seconds:g} s: it "
+        "may be overloaded or a lock holds the table; retry, or raise statement_timeout "
+        "under [postgres] in the config file (0: no limit)"
+    )
+
+
 def _on_postgres_error(context: sa.engine.ExceptionContext) -> None:
     """A cancelled interactive read says which server and which setting (issue 15.6)."""
-    original = context.original_exception
-    if type(original).__name__ == "QueryCanceled" and "statement timeout" in str(original):
-        engine = context.engine
-        seconds = engine_options(engine).statement_timeout if engine is not None else None
-        host = _postgres_host(engine) if engine is not None else "the server"
-        raise ConnectionProblem(
-            f"the PostgreSQL server at {host} did not answer a read within {seconds:g} s: it "
-            "may be overloaded or a lock holds the table; retry, or raise statement_timeout "
-            "under [postgres] in the config file (0: no limit)"
-        ) from None
+    problem = statement_timeout_problem(context.engine, context.original_exception)
+    if problem is not None:
+        raise problem from None
 
 
 def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
@@ -163,8 +174,10 @@ def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
                 "creates a new workspace"
             )
         path = sqlite_path(url)
-        if engine_options(engine).read_only and path is not None and (
-            "unable to open" in text or "readonly database" in text
+        if (
+            engine_options(engine).read_only
+            and path is not None
+            and ("unable to open" in text or "readonly database" in text)
         ):
             # A WAL reader needs the shared-memory index beside the file: SQLite creates
             # `-shm` when it may write the directory; otherwise it must already exist.

@@ -11,13 +11,17 @@ source (activation / segment / expansion) and LCG cohort (R9; None when the LCG 
   each one's open membership (cheap when the filter keeps many members), or take the
   matching members from the group index and sort them (cheap when it keeps few, e.g. the
   20 control members of a limited LCG).
-* `iter_member_batches` streams every current member in ONE statement (one snapshot on both
-  backends: SQLite's read transaction, PostgreSQL's statement snapshot), so an export
-  taken while a build runs is exact: nobody is missed or counted twice.
+* `MemberStream` streams every current member from ONE statement (one snapshot on both
+  backends: SQLite's read transaction, PostgreSQL's cursor snapshot), so an export taken
+  while a build runs is exact: nobody is missed or counted twice. It gives `MemberRow`s,
+  or the rows as stored plus the two decoders every `MemberRow` is made with (stratum key,
+  join instant), for the CSV export of a million members that cannot afford an object
+  per member.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +32,7 @@ from sqlmodel import Session
 
 from store import strata
 from store.campaigns import get_campaign
+from store.db import statement_timeout_problem
 from store.errors import ValidationError
 from store.models import Campaign, CampaignStratum, ProfileDatabase, UTCDateTime
 from store.profiles import database_fields
@@ -35,10 +40,11 @@ from store.profiles import database_fields
 GROUPS = ("test", "control")
 PAGE_SIZE = 100
 STREAM_BATCH = 10_000
+_CURSOR_NUMBERS = itertools.count(1)  # PostgreSQL cursor names, unique per process
 
 
 class MemberRow(NamedTuple):
-    """One current member (a NamedTuple: an export builds a million of them)."""
+    """One current member (a NamedTuple: a JSON export builds one per member)."""
 
     external_id: str
     group: str
@@ -264,50 +270,88 @@ def member_page(
     return MemberPage(campaign.name, database.name, rows, next_after, matching)
 
 
-def iter_member_batches(
-    session: Session, campaign_name: str, flt: MemberFilter = MemberFilter()
-) -> Iterator[list[MemberRow]]:
-    """Every current member matching `flt`, streamed from one statement in batches of
-    `STREAM_BATCH` rows (constant memory; an export writes a batch at a time).
+class MemberStream:
+    """Every current member matching `flt`, streamed from ONE statement in batches of
+    `STREAM_BATCH` rows: constant memory, and one snapshot, so an export taken while a
+    build runs misses nobody and counts nobody twice.
 
-    Ordered by profile id (the open-membership index), not by external id: the export is
-    about being exact and fast; sort the file if you need an order.
+    Made eagerly: an unknown campaign, group or strata field is refused here, before a
+    client writes anything. Ordered by profile id (the open-membership index), not by
+    external id: the export is about being exact and fast; sort the file for an order.
+
+    Two views of the same rows, decoded by the same two functions:
+
+    * `batches()`: lists of `MemberRow`, the read model (the JSON export, tests);
+    * `stored_batches()`: the rows as stored, `(external_id, group, stratum_key,
+      joined_at, source, cohort)`, with `stratum(key)` and `joined_at(stored)` to decode
+      the two encoded columns. A million members share a few hundred stratum keys and
+      join instants, so a writer that renders each distinct value once (the CSV export)
+      builds no object per member; that object was most of the export's time.
     """
-    campaign = get_campaign(session, campaign_name)
-    check_group(flt.group)
-    keys = _stratum_keys(session, campaign, flt.stratum)
-    if keys == []:
-        return
-    where, params = _where(campaign, flt, keys, _code_point_order(session))
-    stmt = sa.text(
-        f"SELECT {COLUMNS} FROM campaign_member m CROSS JOIN profile p "
-        f"WHERE {' AND '.join(where)} ORDER BY m.profile_id"
-    ).columns(
-        sa.column("external_id"),
-        sa.column("group"),
-        sa.column("stratum_key"),
-        sa.column("joined_at"),
-        sa.column("source"),
-        sa.column("cohort"),
-    )
-    decode, times = _Strata(session, campaign), _Times()
-    # The decoders' caches are read inline: a million rows share a few hundred stratum
-    # keys and join instants, and a call per row would double the export's time.
-    strata_seen, times_seen = decode.seen, times.seen
-    result = session.execute(stmt, params, execution_options={"yield_per": STREAM_BATCH})
-    make = tuple.__new__  # MemberRow(...) without namedtuple's Python-level __new__
-    for batch in result.partitions():
-        rows = []
-        for ext, group, key, joined, source, cohort in batch:
-            values, label = strata_seen.get(key) or decode(key)
-            at = times_seen.get(joined) or times(joined)
-            rows.append(make(MemberRow, (ext, group, values, label, at, source, cohort)))
-        yield rows
 
+    def __init__(
+        self, session: Session, campaign_name: str, flt: MemberFilter = MemberFilter()
+    ) -> None:
+        campaign = get_campaign(session, campaign_name)
+        check_group(flt.group)
+        keys = _stratum_keys(session, campaign, flt.stratum)
+        self._session = session
+        self._statement: tuple[sa.TextClause, dict[str, Any]] | None = None
+        if keys != []:
+            where, params = _where(campaign, flt, keys, _code_point_order(session))
+            self._statement = (
+                sa.text(
+                    f"SELECT {COLUMNS} FROM campaign_member m CROSS JOIN profile p "
+                    f"WHERE {' AND '.join(where)} ORDER BY m.profile_id"
+                ),
+                params,
+            )
+        self.stratum = _Strata(session, campaign)  # stratum_key -> (values, label)
+        self.joined_at = _Times()  # joined_at as stored -> aware UTC datetime
 
-def iter_members(
-    session: Session, campaign_name: str, flt: MemberFilter = MemberFilter()
-) -> Iterator[MemberRow]:
-    """Every current member matching `flt`, one at a time (see `iter_member_batches`)."""
-    for batch in iter_member_batches(session, campaign_name, flt):
-        yield from batch
+    def stored_batches(self) -> Iterator[list[tuple[Any, ...]]]:
+        """The matching rows as stored, `STREAM_BATCH` at a time.
+
+        Read through a NEW DBAPI cursor of the session's connection (its transaction, its
+        snapshot), never through a SQLAlchemy Result (a Row per member) and never through
+        the cursor behind one (SQLAlchemy may already have buffered rows from it). The
+        statement is compiled by the connection's dialect, so it is the one SQL text above
+        with the driver's parameter style (sqlite3: ?, psycopg: %(name)s)."""
+        if self._statement is None:
+            return
+        stmt, params = self._statement
+        connection = self._session.connection()
+        compiled = stmt.compile(dialect=connection.dialect)
+        args = [params[n] for n in compiled.positiontup] if compiled.positional else params
+        dbapi_connection = connection.connection.dbapi_connection
+        if connection.dialect.name == "postgresql":
+            # A named (server-side) cursor: the server keeps the result and sends
+            # STREAM_BATCH rows per FETCH; a plain psycopg cursor would hold them all.
+            cursor = dbapi_connection.cursor(name=f"campaign_members_{next(_CURSOR_NUMBERS)}")
+        else:
+            cursor = dbapi_connection.cursor()  # sqlite3 steps the statement per fetch
+        try:
+            cursor.execute(str(compiled), args)
+            while batch := cursor.fetchmany(STREAM_BATCH):
+                yield batch
+        except Exception as exc:  # SQLAlchemy's error hooks do not see a raw cursor
+            problem = statement_timeout_problem(connection.engine, exc)
+            if problem is None:
+                raise
+            raise problem from None
+        finally:
+            cursor.close()
+
+    def batches(self) -> Iterator[list[MemberRow]]:
+        """The matching members as `MemberRow`s, `STREAM_BATCH` at a time."""
+        # The decoders' caches are read inline: a call per row would double the time.
+        decode, times = self.stratum, self.joined_at
+        strata_seen, times_seen = decode.seen, times.seen
+        make = tuple.__new__  # MemberRow(...) without namedtuple's Python-level __new__
+        for batch in self.stored_batches():
+            rows = []
+            for ext, group, key, joined, source, cohort in batch:
+                values, label = strata_seen.get(key) or decode(key)
+                at = times_seen.get(joined) or times(joined)
+                rows.append(make(MemberRow, (ext, group, values, label, at, source, cohort)))
+            yield rows

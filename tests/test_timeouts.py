@@ -59,7 +59,11 @@ def silent_server() -> Iterator[SilentServer]:
 
 
 def run(url: str, *argv: str, config: Path) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(config.parent), "CAMPAIGN_CONSOLE_CONFIG": str(config)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(config.parent),
+        "CAMPAIGN_CONSOLE_CONFIG": str(config),
+    }
     return subprocess.run(
         [str(SCRIPT), "--db", url, *argv],
         capture_output=True,
@@ -76,7 +80,12 @@ def test_a_server_that_never_answers_ends_the_command_with_the_host_and_the_sett
     config.write_text("[postgres]\nconnect_timeout = 2\n", encoding="utf-8")
     url = f"postgresql+psycopg://cc@127.0.0.1:{silent_server.port}/campaigns"
     # `scheduler` too: the daemon opens its own engine with the configured timeout.
-    for argv in (["campaign", "list", "--json"], ["--read-only", "status"], ["init"], ["scheduler"]):
+    for argv in (
+        ["campaign", "list", "--json"],
+        ["--read-only", "status"],
+        ["init"],
+        ["scheduler"],
+    ):
         result = run(url, *argv, config=config)
         assert result.returncode == 1, (argv, result.stderr)
         assert result.stdout == ""
@@ -112,13 +121,45 @@ def test_an_interactive_read_blocked_by_a_lock_ends_with_the_statement_timeout(
         engine.dispose()
     assert result.returncode == 1, result.stderr
     err = result.stderr
-    host = f"{sa.engine.make_url(postgres_url).host}:{sa.engine.make_url(postgres_url).port or 5432}"
+    host = (
+        f"{sa.engine.make_url(postgres_url).host}:{sa.engine.make_url(postgres_url).port or 5432}"
+    )
     assert f"the PostgreSQL server at {host} did not answer a read within 1 s" in err, err
     assert "statement_timeout under [postgres]" in err
     assert "[SQL:" not in err and "Traceback" not in err
     # The same command answers once the lock is gone.
     again = run(postgres_url, "campaign", "list", "--json", config=config)
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.postgres
+def test_a_members_export_blocked_by_a_lock_ends_with_the_statement_timeout(postgres_url, tmp_path):
+    """The export reads through its own DBAPI cursor (store.members.MemberStream), which
+    SQLAlchemy's error hook never sees: it says the same thing, and leaves no file."""
+    from test_builds import make_db, make_segment, new_campaign, r10_rows
+
+    config = tmp_path / "config.toml"
+    config.write_text("[postgres]\nstatement_timeout = 1\n", encoding="utf-8")
+    target = tmp_path / "members.csv"
+    engine = open_store(postgres_url)
+    try:
+        make_segment(engine, db_id=make_db(engine, r10_rows()))
+        new_campaign(engine)
+        with engine.connect() as holder:
+            holder.exec_driver_sql("LOCK TABLE campaign_member IN ACCESS EXCLUSIVE MODE")
+            result = run(
+                postgres_url, "campaign", "members", "c", "--output", str(target), config=config
+            )
+            holder.rollback()
+    finally:
+        engine.dispose()
+    assert result.returncode == 1, result.stderr
+    assert "did not answer a read within 1 s" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "[SQL:" not in result.stderr
+    assert list(tmp_path.glob("members.csv*")) == []
+    again = run(postgres_url, "campaign", "members", "c", "--output", str(target), config=config)
+    assert again.returncode == 0, again.stderr
+    assert len(target.read_text().splitlines()) == 101
 
 
 def test_the_scheduler_engine_has_no_statement_timeout(sqlite_url):

@@ -199,24 +199,26 @@ def cmd_campaign_show(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_campaign_members(args: argparse.Namespace, ctx: Context) -> int:
     """Issue 13 §1: every current member, streamed from one snapshot (store.members)."""
-    import itertools
     import os
 
     from console.cli.export import write_members_csv, write_members_json
-    from store.members import MemberFilter, iter_member_batches, parse_stratum
+    from store.members import MemberFilter, MemberStream, parse_stratum
 
     flt = MemberFilter(group=args.group, stratum=parse_stratum(args.stratum))
     write = write_members_json if args.format == "json" else write_members_csv
     with ctx.session() as session:
-        batches = iter_member_batches(session, args.name, flt)
-        first = next(batches, None)  # unknown campaign or strata field: refused before writing
-        rows = itertools.chain([] if first is None else [first], batches)
+        members = MemberStream(session, args.name, flt)  # refusals come before any output
         if args.output is None:
-            count = write(rows, ctx.out)
+            count = write(members, ctx.out)
         else:
             partial = f"{args.output}.partial"
-            with open(partial, "w", encoding="utf-8", newline="") as out:
-                count = write(rows, out)
+            try:
+                with open(partial, "w", encoding="utf-8", newline="") as out:
+                    count = write(members, out)
+            except BaseException:
+                if os.path.exists(partial):  # a failed export leaves no file behind
+                    os.remove(partial)
+                raise
             os.replace(partial, args.output)  # never a half-written file under the real name
     if args.output is not None:
         ctx.note(f"wrote {count:,} members of {args.name!r} to {args.output}")
