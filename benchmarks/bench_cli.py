@@ -3,7 +3,7 @@ workspace against `python -c "import sqlmodel"`, measured in the same run. A scr
 test.
 
     .venv/bin/python benchmarks/bench_cli.py [--rounds 15] [--workspace PATH]
-                                             [--baseline-source DIR]
+                                             [--baseline-source DIR] [--instructions]
 
 The demo workspace (`campaign-console demo`, 200,000 profiles) is built once in
 `--workspace` and reused. Each round runs the two commands back to back, in alternating
@@ -16,6 +16,9 @@ processes on a shared machine.
 (e.g. the commit before a change, made with `git worktree add DIR COMMIT`), run with this
 virtualenv's Python and `PYTHONPATH=DIR`, in the same rounds: before and after, on one
 machine, at one moment.
+
+`--instructions` also runs each command once under valgrind (cachegrind) and prints the
+instructions it executed: a ratio that other processes on a shared machine do not move.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ CLEAN_ENV = {
 }
 CLEAN_ENV.pop("CAMPAIGN_CONSOLE_DB", None)
 CLEAN_ENV.pop("PYTHONPATH", None)
+# The warm-up run writes bytecode, as an installed package has it; without it every run of
+# a checkout that was never compiled (a fresh `git worktree add`) compiles all its modules.
+CLEAN_ENV.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -49,6 +55,22 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
+
+
+def instructions(command: list[str], env: dict[str, str]) -> int:
+    """Instructions one run executes (valgrind's cachegrind): unlike time, the same on a
+    loaded machine as on a quiet one."""
+    done = subprocess.run(
+        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+        + command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    refs = [line for line in done.stderr.splitlines() if "I   refs:" in line or "I refs:" in line]
+    return int(refs[-1].split()[-1].replace(",", ""))
 
 
 def median_line(label: str, values: list[float], unit: str = "s") -> str:
@@ -63,9 +85,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--workspace", default="/tmp/cc-bench-cli/demo.db")
     parser.add_argument("--baseline-source", type=Path, default=None)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count the instructions of one run of each command (needs valgrind; slow)",
+    )
     args = parser.parse_args()
 
-    workspace = Path(args.workspace)
+    workspace = Path(args.workspace).resolve()
     if not workspace.exists():
         workspace.parent.mkdir(parents=True, exist_ok=True)
         print(f"building the demo workspace in {workspace} …", file=sys.stderr)
@@ -82,6 +109,16 @@ def main() -> int:
             [str(PYTHON), "-m", "console", *cli_args],
             {**CLEAN_ENV, "PYTHONPATH": str(source)},
         )
+    # Run from a directory without a checkout: `python -m` and `-c` put the current
+    # directory first on sys.path, so from this checkout's root the baseline would import
+    # this checkout's code instead of --baseline-source's.
+    os.chdir(workspace.parent)
+    if args.baseline_source is not None:
+        probe = [str(PYTHON), "-c", "import store; print(store.__file__)"]
+        where = subprocess.run(
+            probe, env=commands["baseline"][1], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert where.startswith(str(source)), where
     for command, env in commands.values():  # warm-up: bytecode compiled, files cached
         timed(command, env)
 
@@ -110,6 +147,11 @@ def main() -> int:
         print(median_line("ratio baseline / floor, wall", before, unit="×"))
         before_cpu = [a / b for a, b in zip(cpu["baseline"], cpu["floor"], strict=True)]
         print(median_line("ratio baseline / floor, CPU", before_cpu, unit="×"))
+    if args.instructions:
+        counts = {name: instructions(*commands[name]) for name in commands}
+        for name, count in counts.items():
+            ratio = count / counts["floor"]
+            print(f"| instructions, {name} | {count / 1e6:,.0f} M ({ratio:.3f} × the floor) |")
     return 0
 
 

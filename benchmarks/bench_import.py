@@ -15,7 +15,9 @@ fresh schema, dropped after), times whole processes of the real command line:
   (all unchanged).
 
 The rate is rows / wall seconds of the process (Python start-up, imports, the import,
-the commit and the exit). `--baseline-source DIR` runs the same steps with the command
+the commit and the exit); the process's own CPU time (user + system) and the 1-minute
+load average after the step are printed beside it (on PostgreSQL the server's work is
+not in that CPU time). `--baseline-source DIR` runs the same steps with the command
 line of another checkout (`git worktree add DIR COMMIT`, or `git archive`), run with this
 virtualenv's Python and `PYTHONPATH=DIR`, in its own fresh workspace, alternating with
 this checkout step by step: before and after at one moment, on one machine. The load
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -86,16 +89,20 @@ class Cli:
             self.command = [str(PYTHON), "-m", "console"]
             self.env["PYTHONPATH"] = str(source)
 
-    def run(self, *argv: str) -> float:
-        """Wall seconds of one whole process; it must succeed."""
+    def run(self, *argv: str) -> tuple[float, float]:
+        """(wall, CPU) seconds of one whole process (CPU: its user + system time, which
+        other processes on the machine disturb less); it must succeed."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run(
             [*self.command, "--db", self.url, *argv], env=self.env, capture_output=True, text=True
         )
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
             raise RuntimeError(f"{self.label}: {' '.join(argv)} failed:\n{done.stderr}")
-        return elapsed
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        return elapsed, cpu
 
 
 def fresh_workspace(given: str | None, tmp: Path, tag: str) -> tuple[str, Callable[[], None]]:
@@ -142,8 +149,8 @@ def main() -> int:
         steps = ["insert", "segment add"] + (["update", "same"] if args.twice else [])
 
         print(f"{args.rows:,} rows; load average {os.getloadavg()[0]:.1f} at the start\n")
-        print("| backend | step | checkout | seconds | rows/s |")
-        print("| --- | --- | --- | --- | --- |")
+        print("| backend | step | checkout | seconds | rows/s | client CPU s | load |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for given in databases:
             sources = [("this", None)]
             if args.baseline_source is not None:
@@ -153,8 +160,7 @@ def main() -> int:
                 url, cleanup = fresh_workspace(given, tmp, label)
                 cleanups.append(cleanup)
                 cli = Cli(label, url, source)
-                if source is None:  # this checkout: only init and demo create a workspace
-                    cli.run("init")
+                cli.run("init")  # only init and demo create a workspace
                 cli.run("database", "create", "bench", "--fields", FIELDS)
                 cli.run("segment", "create", "everyone")
                 clis.append(cli)
@@ -166,10 +172,10 @@ def main() -> int:
                             argv = ["segment", "add", "everyone", str(ids), "--database", "bench"]
                         else:
                             argv = ["import", "profiles", "--database", "bench", str(files[step])]
-                        seconds = cli.run(*argv)
+                        seconds, cpu = cli.run(*argv)
                         print(
                             f"| {backend} | {step} | {cli.label} | {seconds:.2f} | "
-                            f"{args.rows / seconds:,.0f} |",
+                            f"{args.rows / seconds:,.0f} | {cpu:.2f} | {os.getloadavg()[0]:.1f} |",
                             flush=True,
                         )
             finally:

@@ -27,6 +27,13 @@ from console.keymap import APP_BINDINGS, checked_keymap
 from console.live import LivePoller
 from console.screens.campaigns import CampaignsScreen  # the first screen; others load lazily
 from console.widgets.status_header import StatusHeader
+
+# The console shows every read model (campaign detail, builds, profiles): it loads the
+# whole schema and what the detail and builds screens read with before its first frame,
+# as it always did. store.views and store.monitor import these lazily so that the CLI's
+# list commands start fast (issue 14 target 6); the console should not import them in a
+# poll thread on its first campaign or builds screen.
+from store import audit, lease, models, validity  # noqa: F401
 from store.actors import Actor
 from store.db import as_connected, describe_url, engine_options, open_store
 from store.monitor import SchedulerHealth

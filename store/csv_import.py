@@ -438,6 +438,59 @@ def drop_stage(conn: Connection, name: str) -> None:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
 
 
+COPY_NULL = "\\N"
+# Characters COPY's text format escapes; a batch with one goes row by row (`write_row`).
+COPY_ESCAPED = ("\\", "\t", "\n", "\r")
+_COPY_FORMATS: dict[type, Callable[[Any], str] | None] = {
+    str: None,  # as it is
+    int: str,
+    float: repr,  # the shortest text that reads back as the same double
+    bool: lambda value: "t" if value else "f",
+}
+
+
+def copy_text(columns: Sequence[Sequence[Any]]) -> str | None:
+    """The rows given column by column, as the lines of a `COPY … FROM STDIN` in text
+    format; None when a value is of another type or needs escaping.
+
+    Built a column at a time with `map` and `join` (no Python code per value for the
+    usual columns): about half the CPU of `copy.write_row` per row, which formats and
+    escapes each value by itself.
+    """
+    cells: list[Iterable[str]] = []
+    for column in columns:
+        kinds = set(map(type, column))
+        nulls = type(None) in kinds
+        kinds.discard(type(None))
+        if len(kinds) > 1 or not kinds.issubset(_COPY_FORMATS):
+            return None
+        to_text = _COPY_FORMATS[kinds.pop()] if kinds else None
+        if to_text is None:  # text (or only NULLs): refuse what would need escaping
+            present = [v for v in column if v is not None] if nulls else column
+            joined = "".join(present)
+            if any(char in joined for char in COPY_ESCAPED):
+                return None
+        if nulls:
+            cells.append(
+                [COPY_NULL if v is None else v if to_text is None else to_text(v) for v in column]
+            )
+        else:
+            cells.append(column if to_text is None else map(to_text, column))
+    lines = "\n".join(map("\t".join, zip(*cells, strict=True)))
+    return lines + "\n" if lines else ""
+
+
+def write_copy_rows(copy: Any, columns: Sequence[Sequence[Any]]) -> None:
+    """Write the rows given column by column into a psycopg `Copy` (COPY … FROM STDIN)."""
+    text = copy_text(columns)
+    if text is not None:
+        copy.write(text)
+        return
+    write_row = copy.write_row
+    for row in zip(*columns, strict=True):
+        write_row(row)
+
+
 class StageWriter:
     """Batched writes into a staging table: COPY on PostgreSQL, executemany on SQLite."""
 
@@ -468,8 +521,7 @@ class StageWriter:
         if is_postgres(self.conn):
             cursor = self.conn.connection.driver_connection.cursor()
             with cursor.copy(f"COPY {self.table} ({', '.join(self.columns)}) FROM STDIN") as copy:
-                for row in self.batch:
-                    copy.write_row(row)
+                write_copy_rows(copy, list(zip(*self.batch, strict=True)))
         else:
             self.conn.exec_driver_sql(self.insert, self.batch)
         self.written += len(self.batch)

@@ -18,8 +18,8 @@ failed or killed import leaves nothing.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Sequence
-from itertools import repeat
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -36,9 +36,12 @@ from store.csv_import import (
     is_postgres,
     read_header,
     universal_breaks,
+    write_copy_rows,
 )
-from store.hashing import profile_key
+from store.hashing import assignment_hash, profile_keys
 from store.models import ProfileDatabase, ProfileField, UTCDateTime, utcnow
+
+_SQLITE_STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?")
 
 # header, problems -> [(column index, field)] of the fields the file sets (adds problems).
 Columns = Callable[[list[str], Problems], list[tuple[int, ProfileField]]]
@@ -115,7 +118,7 @@ def _load(
             raise NotAFirstLoad
         id_index = header.index("external_id")
         rows = 0
-        with _ProfileWriter(conn, database.id, [f.slot for _i, f in columns]) as writer:
+        with _ProfileWriter(conn, database, [f.slot for _i, f in columns]) as writer:
             for _lines, batch in records.batches(READ_BATCH):
                 converted = convert_columns(batch, len(header), id_index, columns)
                 if converted is None or problems.total:
@@ -132,27 +135,48 @@ def _load(
 
 
 class _ProfileWriter:
-    """New profile rows into `profile`: executemany on SQLite, one COPY on PostgreSQL."""
+    """New profile rows into `profile`: executemany on SQLite, one COPY on PostgreSQL.
 
-    def __init__(self, conn: Connection, database_id: int, slots: list[str]) -> None:
+    Per row only the external id, its key, the GCG decision (when the database has a GCG
+    percent) and the file's values are passed; the database id, the creation time and a
+    GCG decision that is the same for all rows are constants of the statement.
+    """
+
+    def __init__(self, conn: Connection, database: ProfileDatabase, slots: list[str]) -> None:
         self.conn = conn
-        self.database_id = database_id
         self.postgres = is_postgres(conn)
+        # R11a: a new profile's GCG membership is decided when it is created, as the
+        # general path's INSERT … SELECT does in SQL (store.gcg.new_profile_sql).
+        bp, seed = database.gcg_percent_bp, database.gcg_seed
+        self.gcg: tuple[int, int] | None = None
+        if bp and seed is not None:
+            from store.gcg import threshold  # here: store.gcg costs start-up time to import
+
+            self.gcg = (seed, threshold(bp))
         # created_at as the column stores it (what UTCDateTime and the dialect make of it)
-        dialect = conn.dialect
-        created_at: Any = UTCDateTime().process_bind_param(utcnow(), dialect)
-        to_db = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
-        self.created_at = to_db(created_at) if to_db else created_at
-        self.in_gcg = False if self.postgres else 0
-        names = ", ".join(
-            ["database_id", "external_id", "hash_key", "in_gcg", "created_at", *slots]
-        )
+        created_at: Any = UTCDateTime().process_bind_param(utcnow(), conn.dialect)
+        per_row = ["external_id", "hash_key", *(["in_gcg"] if self.gcg else []), *slots]
         if self.postgres:
+            # COPY has no constants: the same text in every row, after the per-row columns
+            constants = {"database_id": str(int(database.id or 0))}
+            constants["created_at"] = created_at.isoformat(sep=" ")
+            if not self.gcg:
+                constants["in_gcg"] = "f"
+            self.constants = list(constants.values())
+            names = ", ".join([*per_row, *constants])
             cursor = conn.connection.driver_connection.cursor()
             self._copy_context = cursor.copy(f"COPY profile ({names}) FROM STDIN")
         else:
-            marks = ", ".join("?" * (5 + len(slots)))
-            self.insert = f"INSERT INTO profile ({names}) VALUES ({marks})"
+            to_db = sa.DateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
+            stamp = to_db(created_at) if to_db else str(created_at)
+            if not _SQLITE_STAMP.fullmatch(stamp):  # it becomes a literal of the statement
+                raise AssertionError(f"unexpected timestamp text {stamp!r}")
+            names = ", ".join(["database_id", "created_at", *per_row])
+            values = [str(int(database.id or 0)), f"'{stamp}'", *("?" * len(per_row))]
+            if not self.gcg:
+                names += ", in_gcg"
+                values.append("0")
+            self.insert = f"INSERT INTO profile ({names}) VALUES ({', '.join(values)})"
 
     def __enter__(self) -> _ProfileWriter:
         if self.postgres:
@@ -170,22 +194,17 @@ class _ProfileWriter:
 
     def write(self, converted: list[Sequence[Any]]) -> None:
         external_ids, *values = converted
-        n = len(external_ids)
-        rows = zip(
-            repeat(self.database_id, n),
-            external_ids,
-            map(profile_key, external_ids),  # R9: the profile's key, once, at creation
-            repeat(self.in_gcg, n),
-            repeat(self.created_at, n),
-            *values,
-            strict=True,
-        )
+        columns: list[Sequence[Any]] = [external_ids, profile_keys(external_ids)]  # R9 key
+        if self.gcg:
+            seed, below = self.gcg
+            columns.append([assignment_hash(seed, e) < below for e in external_ids])
+        columns += values
         if self.postgres:
-            write_row = self.copy.write_row
-            for row in rows:
-                write_row(row)
+            n = len(external_ids)
+            columns += [[text] * n for text in self.constants]
+            write_copy_rows(self.copy, columns)
             return
         try:
-            self.conn.exec_driver_sql(self.insert, list(rows))
+            self.conn.exec_driver_sql(self.insert, list(zip(*columns, strict=True)))
         except sa.exc.IntegrityError:
             raise NotAFirstLoad from None

@@ -24,14 +24,11 @@ key, the value and what is allowed, before anything is opened.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-from platformdirs import user_config_dir, user_data_dir
 
 from store.errors import ConfigError, ValidationError
 
@@ -44,10 +41,14 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
     env = (os.environ if environ is None else environ).get(CONFIG_ENV)
     if env:
         return Path(env).expanduser()
+    from platformdirs import user_config_dir  # only when no path is given (start-up, issue 14)
+
     return Path(user_config_dir("campaign-console", appauthor=False)) / "config.toml"
 
 
 def default_db_url() -> str:
+    from platformdirs import user_data_dir
+
     path = Path(user_data_dir("campaign-console", appauthor=False)) / "workspace.db"
     return f"sqlite:///{path}"
 
@@ -175,6 +176,8 @@ def _table(where: str, raw: dict[str, Any], key: str) -> dict[str, Any]:
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
+    import tomllib  # only when there is a file to read (start-up, issue 14)
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:

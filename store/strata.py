@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from store.catalog import STRATIFIABLE_TYPES, ProfileField
 from store.errors import ValidationError
-from store.models import STRATIFIABLE_TYPES, ProfileField
 
 SEP = "\x1f"
 MAX_STRATA = 1000  # distinct value combinations a campaign may be stratified into

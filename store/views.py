@@ -25,9 +25,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from store import lcg
-from store.audit import AuditLine, audit_log
-from store.errors import ValidationError
-from store.models import (
+from store.catalog import (
     STRATIFIABLE_TYPES,
     AudienceBuild,
     Campaign,
@@ -39,6 +37,7 @@ from store.models import (
     Segment,
     utcnow,
 )
+from store.errors import ValidationError
 from store.monitor import BuildProgress, progress_row
 from store.states import (
     OPEN_BUILD_STATUSES,
@@ -49,10 +48,11 @@ from store.states import (
     MailingStatus,
     SuppressionReason,
 )
-from store.validity import StratumValidity, campaign_validity
 
 if TYPE_CHECKING:
     from store.audience_scope import AudienceScope
+    from store.audit import AuditLine
+    from store.validity import StratumValidity
 
 MAX_LIST_ROWS = 10_000  # docs/cli.md: ranges of numeric arguments
 
@@ -357,6 +357,12 @@ def campaign_detail(
     if row is None:
         return None
     campaign, database, segment = row
+    # Imported here, like store.campaigns below: the validity arithmetic (with
+    # the build checkpoint) and the audit log are not what `campaign list` needs to load
+    # (issue 14 target 6; tests/test_architecture.py).
+    from store.audit import audit_log
+    from store.validity import campaign_validity
+
     # Target, per-stratum quotas, deficit (R6) and SRM: the one computation the engine
     # uses too (store/validity.py, from counters).
     validity = campaign_validity(session, campaign)

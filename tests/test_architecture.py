@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from console.cli.main import REGISTER
 from store import migrate
 from store.db import create_workspace, head_revision
 
@@ -77,8 +78,12 @@ def test_store_has_no_import_cycles():
 
 def test_campaign_list_imports_neither_the_console_nor_the_write_side(tmp_path):
     """Issue 14 target 6: a read-only command loads what it reads with, nothing more:
-    no Textual, no APScheduler, not the build engine, campaign operations or imports, and
-    no Alembic when the database is already at head."""
+    no Textual, no APScheduler, not the build engine, campaign operations or imports, no
+    Alembic when the database is already at head, only the catalogue tables (not the
+    rest of store.models), not SQLAlchemy's PostgreSQL dialect on SQLite, not
+    the validity arithmetic, audit log or lease that only `campaign show` needs, and no
+    TOML parser or platformdirs when there is no config file and --db is given, and no
+    CLI module but the campaign commands'."""
     db = tmp_path / "w.db"
     engine = create_workspace(f"sqlite:///{db}")  # created and migrated to head beforehand
     engine.dispose()
@@ -100,8 +105,62 @@ print(json.dumps(sorted(sys.modules)))
     heavy = {"textual", "apscheduler", "scheduler", "console.app", "alembic"} | {
         f"store.{name}" for name in ("builds", "build_steps", "campaigns", "imports", "demo")
     }
+    lazy = {"store.models", "sqlalchemy.dialects.postgresql", "tomllib", "platformdirs"} | {
+        f"store.{name}" for name in ("validity", "build_checkpoint", "audit", "lease", "migrate")
+    }
+    lazy |= {  # the parser is built from console/cli/campaign.py alone
+        f"console.cli.{module}" for module, _, commands in REGISTER if "campaign" not in commands
+    }
     assert loaded & heavy == set()
+    assert loaded & lazy == set()
     assert "store.views" in loaded  # the read model was used, so the check means something
+    assert "store.catalog" in loaded
+
+
+def test_the_catalogue_stands_alone():
+    """store.catalog is complete without store.models: every foreign key of its tables
+    resolves among them (a command that loads only the catalogue can compile any query on
+    it), and declaring it loads no PostgreSQL dialect and builds no pydantic schema
+    (issue 14 target 6)."""
+    code = """
+import sys
+from sqlmodel import SQLModel
+from store import catalog
+tables = SQLModel.metadata.tables
+assert tables, "no table declared"
+for table in tables.values():
+    for fk in table.foreign_keys:
+        fk.column  # NoReferencedTableError when it points at a table outside the catalogue
+assert "store.models" not in sys.modules
+assert not [m for m in sys.modules if m.startswith("sqlalchemy.dialects.postgresql")]
+built = [c.__name__ for c in catalog.TableModel.__subclasses__() if c.__pydantic_complete__]
+assert built == [], built
+print(len(tables))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 5
+
+
+def test_the_whole_schema_is_the_catalogue_and_the_per_profile_tables():
+    """store.models re-exports every catalogue name, so `from store.models import X` keeps
+    meaning the whole schema, and adds the R2 partial index to audience_build."""
+    from store import catalog, models
+
+    for name in catalog.__dict__:
+        value = getattr(catalog, name)
+        if isinstance(value, type) and issubclass(value, catalog.TableModel):
+            assert getattr(models, name) is value
+            assert name in models.__all__
+    assert set(models.__all__) <= set(dir(models))
+    running = [
+        i for i in models.AudienceBuild.__table__.indexes if i.name == "ux_audience_build_running"
+    ]
+    assert len(running) == 1 and running[0].unique
+    assert str(running[0].dialect_options["postgresql"]["where"]) == "status = 'running'"
+    assert str(running[0].dialect_options["sqlite"]["where"]) == "status = 'running'"
 
 
 def test_the_head_read_from_the_revision_files_is_alembics_head():

@@ -90,3 +90,27 @@ def test_a_bad_cell_in_a_later_batch_of_a_first_load_leaves_nothing(engine, oper
         load(engine, operator, "retail", lines)
     assert [(p.line, p.column) for p in info.value.problems] == [(2 * READ_BATCH + 5, "int_field")]
     assert stored(engine, "retail") == {}
+
+
+def test_a_first_load_decides_the_gcg_of_each_new_profile_by_the_percent(engine, operator):
+    """R11a: a new profile's GCG membership is decided when it is created, also when it is
+    created by the first load of a database whose GCG percent was set while it was empty."""
+    from store import gcg
+
+    with transaction(engine) as session:
+        for name in ("first", "general"):
+            db = profiles.create_database(session, operator, name, FIELDS)
+            gcg.set_percent(session, operator, db, "20")
+    with transaction(engine) as session:  # the same seed, so the same choice of profiles
+        first, general = (profiles.get_database(session, n) for n in ("first", "general"))
+        general.gcg_seed = first.gcg_seed
+        session.add(general)
+    lines = make_file(READ_BATCH + 321)
+    load(engine, operator, "general", ["EXISTING,Sochi,1,,"])  # not empty: general path
+    load(engine, operator, "first", lines)
+    load(engine, operator, "general", lines)
+    loaded, reference = stored(engine, "first"), stored(engine, "general")
+    del reference["EXISTING"]
+    held = {k for k, v in loaded.items() if v[4]}
+    assert held == {k for k, v in reference.items() if v[4]}
+    assert 0.15 * len(lines) < len(held) < 0.25 * len(lines)

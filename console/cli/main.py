@@ -13,23 +13,12 @@ the commands and a `register(sub, cli)` that adds their parsers; REGISTER lists 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import NoReturn
 
-from console.cli import (
-    builds,
-    campaign,
-    database,
-    event,
-    gcg,
-    mailing,
-    profile,
-    segment,
-    workspace,
-)
-from console.cli import gateway as gateway_command
 from console.cli.args import Builder
 from console.cli.context import (
     EXIT_NOT_FOUND,
@@ -39,52 +28,93 @@ from console.cli.context import (
     Context,
     UsageError,
 )
-from console.cli.workspace import cmd_console
 
 # --------------------------------------------------------------------------- arguments
 
-# Each entry registers its commands on the top-level subparsers, in help order.
-REGISTER: tuple[Callable[[Any, Builder], None], ...] = (
-    workspace.register,  # demo, scheduler
-    database.register,  # database ...
-    profile.register_import,  # import profiles
-    segment.register,  # segment ...
-    campaign.register,  # campaign ...
-    mailing.register,  # mailing ...
-    event.register,  # event send, events import (R11b)
-    profile.register,  # profile show
-    gcg.register,  # gcg ... (R11a)
-    builds.register,  # status, builds
-    gateway_command.register,  # gateway, audit
+# Each entry: a module of console/cli/, its function that registers commands on the
+# top-level subparsers, and the commands it registers; in help order. A command line that
+# names one command gets a parser built from its entry alone, so it does not import the
+# other modules and build their parsers, a tenth of `campaign list`'s start-up (issue 14
+# target 6). tests/test_cli.py holds the command names equal to what each registers.
+REGISTER: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("workspace", "register", ("init", "demo", "scheduler")),
+    ("database", "register", ("database",)),
+    ("profile", "register_import", ("import",)),
+    ("segment", "register", ("segment",)),
+    ("campaign", "register", ("campaign",)),
+    ("mailing", "register", ("mailing",)),
+    ("event", "register", ("event", "events")),  # R11b
+    ("profile", "register", ("profile",)),
+    ("gcg", "register", ("gcg",)),  # R11a
+    ("builds", "register", ("status", "builds")),
+    ("gateway", "register", ("gateway", "audit")),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with `command` only of the entry of REGISTER that
+    defines it: a line naming that command parses exactly as with the full parser."""
     parser = argparse.ArgumentParser(
         prog="campaign-console",
         description="Operator console for marketing campaigns with local control groups. "
         "Without a command it opens the console.",
     )
-    parser.add_argument("--db", help="database URL or SQLite path (env CAMPAIGN_CONSOLE_DB)")
-    parser.add_argument("--read-only", action="store_true", help="look, never act")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     cli = Builder()
-    for register in REGISTER:
-        register(sub, cli)
+    for module, function, commands in REGISTER:
+        if command is None or command in commands:
+            register = getattr(importlib.import_module(f"console.cli.{module}"), function)
+            register(sub, cli)
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="database URL or SQLite path (env CAMPAIGN_CONSOLE_DB)")
+    parser.add_argument("--read-only", action="store_true", help="look, never act")
+
+
+class _Unusual(Exception):
+    """A command line the full parser should answer (help, an error, no command)."""
+
+
+class _CommandProbe(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # never print or exit: the full parser will
+        raise _Unusual(message)
+
+
+def named_command(argv: list[str]) -> str | None:
+    """The command a command line names, read as the full parser reads it (the global
+    options, then the first word); None when it names none, asks for help before it, or
+    is malformed: the full parser answers those."""
+    probe = _CommandProbe(prog="campaign-console", add_help=False)
+    _global_options(probe)
+    probe.add_argument("command", nargs="?")
+    probe.add_argument("rest", nargs=argparse.REMAINDER)
+    try:
+        found, unknown = probe.parse_known_args(argv)
+    except _Unusual:
+        return None
+    known = any(found.command in commands for _, _, commands in REGISTER)
+    return found.command if known and not unknown else None
 
 
 # --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(named_command(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.json = getattr(args, "json", False)
-    handler = getattr(args, "handler", cmd_console)  # no command: the console
+    handler = getattr(args, "handler", None)
+    if handler is None:  # no command: the console
+        from console.cli.workspace import cmd_console
+
+        handler = cmd_console
     ctx = Context(args)
     try:
         return _run(handler, args, ctx)
