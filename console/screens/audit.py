@@ -16,6 +16,7 @@ from console.keymap import AUDIT_BINDINGS
 from console.live import LiveScreen
 from console.screens.campaign import sync_table
 from console.widgets.status_header import StatusHeader
+from console.widgets.table import Table
 from store.audit import AuditLine, audit_log
 from store.names import printable
 
@@ -62,7 +63,7 @@ class AuditScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
         yield Input(placeholder="filter: actor, action, target, outcome, key…", id="filter")
-        yield DataTable(id="audit", cursor_type="row", zebra_stripes=True)
+        yield Table(id="audit", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:

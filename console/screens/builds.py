@@ -13,6 +13,7 @@ from console.live import LiveScreen
 from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.status_header import StatusHeader
+from console.widgets.table import Table
 from store.monitor import SchedulerMonitor, scheduler_monitor
 from store.names import printable
 
@@ -32,7 +33,7 @@ class BuildsScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
         yield Static("scheduler: checking…", id="health", classes="panel")
-        yield DataTable(id="builds", cursor_type="row", zebra_stripes=True)
+        yield Table(id="builds", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:

@@ -17,6 +17,7 @@ from console.live import LiveScreen
 from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.split_bar import SplitBar
 from console.widgets.status_header import StatusHeader
+from console.widgets.table import Table
 from store.names import printable
 from store.views import CampaignDetail, MailingRow, campaign_detail
 
@@ -75,13 +76,13 @@ class CampaignScreen(CampaignActions, LiveScreen):
             yield Static("", id="lcg-panel", classes="panel")
             yield SplitBar("", id="split")
             yield Label("Strata", classes="section")
-            yield DataTable(id="strata", cursor_type="row", show_cursor=False)
+            yield Table(id="strata", cursor_type="row", show_cursor=False)
             yield Label("Mailings (p pauses or resumes the selected one)", classes="section")
-            yield DataTable(id="mailings", cursor_type="row")
+            yield Table(id="mailings", cursor_type="row")
             yield Label("Audience builds", classes="section")
-            yield DataTable(id="builds", cursor_type="row", show_cursor=False)
+            yield Table(id="builds", cursor_type="row", show_cursor=False)
             yield Label("Recent audit entries", classes="section")
-            yield DataTable(id="audit", cursor_type="row", show_cursor=False)
+            yield Table(id="audit", cursor_type="row", show_cursor=False)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:

@@ -12,6 +12,7 @@ from console.keymap import CAMPAIGN_ACTION_BINDINGS, INSPECT_BINDINGS, LIST_BIND
 from console.literal import literal_cells
 from console.live import LiveScreen
 from console.widgets.status_header import StatusHeader
+from console.widgets.table import Table
 from store.views import CampaignRow, campaign_rows
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class CampaignsScreen(CampaignActions, LiveScreen):
         yield Input(
             placeholder="filter: name, status, segment, database…", id="filter", classes="-hidden"
         )
-        table = DataTable(id="campaigns", cursor_type="row", zebra_stripes=True)
+        table = Table(id="campaigns", cursor_type="row", zebra_stripes=True)
         for key, label, width, _cell in COLUMNS:
             table.add_column(label, key=key, width=width)
         yield table

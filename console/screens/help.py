@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
+from console.widgets.table import Table
+
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [
@@ -24,7 +26,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog help-dialog"):
             yield Label("Keys (escape closes)", classes="dialog-title")
-            table = DataTable(id="help-keys", cursor_type="row", show_cursor=False)
+            table = Table(id="help-keys", cursor_type="row", show_cursor=False)
             table.add_columns("Key", "Does", "Id (config keys)")
             for row in self.binding_rows:
                 table.add_row(*row)

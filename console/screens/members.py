@@ -20,6 +20,7 @@ from console.literal import literal, literal_lines
 from console.screens.campaign import set_text
 from console.widgets.progress import when
 from console.widgets.status_header import StatusHeader
+from console.widgets.table import Table
 from store.errors import StoreError
 from store.members import MemberFilter, MemberPage, member_page, parse_stratum
 from store.views import read_session
@@ -47,7 +48,7 @@ class MembersScreen(Screen):
             yield Input(placeholder="stratum: region=North", id="member-stratum")
             yield Input(placeholder="external id prefix", id="member-prefix")
         yield Static(f"Members of {self.campaign_name} – loading…", id="members-status")
-        yield DataTable(id="members", cursor_type="row", zebra_stripes=True)
+        yield Table(id="members", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:

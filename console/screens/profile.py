@@ -15,6 +15,7 @@ from console.live import LiveScreen
 from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import when
 from console.widgets.status_header import StatusHeader
+from console.widgets.table import Table
 from store.errors import StoreError
 from store.names import printable
 
@@ -55,13 +56,13 @@ class ProfileScreen(LiveScreen):
         with VerticalScroll(id="card"):
             yield Static("Type an external id and press enter.", id="fields", classes="panel")
             yield Label("Campaign memberships", classes="section")
-            yield DataTable(id="memberships", cursor_type="row", show_cursor=False)
+            yield Table(id="memberships", cursor_type="row", show_cursor=False)
             with Horizontal(id="explain-bar"):
                 yield Label("Why (not) in", classes="section")
                 yield Select([], prompt="choose a campaign", id="explain-campaign")
             yield Static("", id="explanation", classes="panel")
             yield Label("History (oldest first)", classes="section")
-            yield DataTable(id="events", cursor_type="row", show_cursor=False)
+            yield Table(id="events", cursor_type="row", show_cursor=False)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:

@@ -17,6 +17,7 @@ from console.live import LiveScreen
 from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import when
 from console.widgets.status_header import StatusHeader
+from console.widgets.table import Table
 from store.segment_views import SegmentOverview, segment_overviews
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class SegmentsScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
         yield Static("Segments", id="segments-title", classes="section")
-        yield DataTable(id="segments", cursor_type="row", zebra_stripes=True)
+        yield Table(id="segments", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
