@@ -14,33 +14,15 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from e2e.scheduler_world import ADMIN, make_world
+from e2e.scheduler_world import make_world, new_campaign
 from sqlmodel import Session
 
-from store import builds, campaigns, profiles, segments
-from store.db import open_store, transaction
+from store.db import open_store
 from store.members import MemberFilter, member_page
 
 pytestmark = pytest.mark.postgres
 
 PROFILES = 40_000
-
-
-def _campaign(engine, name: str, **lcg) -> None:
-    with transaction(engine) as session:
-        campaigns.create_campaign(
-            session,
-            ADMIN,
-            name,
-            profiles.get_database(session, "shop"),
-            segments.get_segment(session, "everyone"),
-            lcg_percent="5",
-            seed=99,
-            **lcg,
-        )
-    with transaction(engine) as session:
-        campaigns.activate(session, ADMIN, campaigns.get_campaign(session, name))
-    builds.run_pending(engine, worker="test")
 
 
 def _plan_of_page(engine, campaign: str, flt: MemberFilter) -> tuple[dict, int]:
@@ -77,8 +59,8 @@ def test_a_limited_control_group_is_read_from_its_members_not_by_walking_profile
 ):
     engine = open_store(postgres_url)
     make_world(engine, n=PROFILES)
-    _campaign(engine, "big")  # 2,000 control members
-    _campaign(engine, "limited", lcg_limit=20)  # 20 control members
+    new_campaign(engine, "big", percent="5")  # 2,000 control members
+    new_campaign(engine, "limited", percent="5", lcg_limit=20)  # 20 control members
 
     plan, rows = _plan_of_page(engine, "limited", MemberFilter(group="control"))
     assert rows == 20

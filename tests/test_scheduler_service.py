@@ -19,6 +19,7 @@ from e2e.scheduler_world import (
     delivered_ids,
     mailing,
     make_world,
+    new_campaign,
     poll,
     profile_ids,
     runs_of,
@@ -28,7 +29,7 @@ from sqlmodel import Session
 
 from scheduler.mailings import cron_trigger
 from scheduler.service import SchedulerService
-from store import builds, campaigns, lease, mailings, profiles, segments
+from store import campaigns, lease, mailings, profiles, segments
 from store.db import open_store, transaction
 from store.models import (
     CampaignMember,
@@ -65,23 +66,6 @@ def start_service(world):
     yield start
     for service in started:
         service.shutdown()
-
-
-def new_campaign(engine, name="Spring", segment="everyone", percent="10", activate=True):
-    with transaction(engine) as session:
-        campaigns.create_campaign(
-            session,
-            ADMIN,
-            name,
-            profiles.get_database(session, "shop"),
-            segments.get_segment(session, segment),
-            lcg_percent=percent,
-            seed=4242,
-        )
-    if activate:
-        with transaction(engine) as session:
-            campaigns.activate(session, ADMIN, campaigns.get_campaign(session, name))
-        builds.run_pending(engine, worker="test-setup")
 
 
 def add_mailing(engine, name, kind, campaign="Spring", **kwargs):

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from store import profiles, segments
+from store import builds, campaigns, profiles, segments
 from store.actors import Actor
 from store.db import transaction
 from store.models import (
@@ -97,6 +97,33 @@ def make_world(engine: Engine, n: int = 60, actor: Actor = ADMIN) -> int:
             session, actor, everyone, sa.text("database_id = :db").bindparams(db=database_id)
         )
     return database_id
+
+
+def new_campaign(
+    engine: Engine,
+    name: str = "Spring",
+    segment: str = "everyone",
+    percent: str = "10",
+    activate: bool = True,
+    **lcg,
+) -> None:
+    """A campaign of `shop` on `segment` (fixed seed); activated and built unless not
+    `activate`. `lcg`: more create_campaign options (lcg_limit=…, lcg_strata=…)."""
+    with transaction(engine) as session:
+        campaigns.create_campaign(
+            session,
+            ADMIN,
+            name,
+            profiles.get_database(session, DATABASE),
+            segments.get_segment(session, segment),
+            lcg_percent=percent,
+            seed=4242,
+            **lcg,
+        )
+    if activate:
+        with transaction(engine) as session:
+            campaigns.activate(session, ADMIN, campaigns.get_campaign(session, name))
+        builds.run_pending(engine, worker="test-setup")
 
 
 def slot(engine: Engine, field: str) -> str:
