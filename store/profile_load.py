@@ -32,6 +32,7 @@ from store.csv_import import (
     Problems,
     Records,
     check_header_names,
+    collector_paused,
     convert_columns,
     is_postgres,
     read_header,
@@ -89,10 +90,11 @@ def load_new_profiles(
         if is_postgres(conn):
             # A failed COPY aborts the transaction: work inside a savepoint (emitted when
             # the nested transaction first asks for the connection).
-            with session.begin_nested():
+            with session.begin_nested(), collector_paused():
                 return _load(session.connection(), database, binary, name, columns_of)
         try:
-            return _load(conn, database, binary, name, columns_of)
+            with collector_paused():
+                return _load(conn, database, binary, name, columns_of)
         except NotAFirstLoad:  # the database was empty: its rows are this file's
             conn.exec_driver_sql("DELETE FROM profile WHERE database_id = ?", (database.id,))
             raise
