@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import uuid
 from datetime import date
 from pathlib import Path
@@ -450,3 +451,85 @@ def test_any_well_formed_file_round_trips(sqlite_engine, operator, rows, bom, li
             "signup": day,
             "score": score,
         }
+
+
+# Segment files on SQLite collect the distinct profile ids in a keyed table, which stands
+# for both checks when the file is clean; any problem runs both checks as before.
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (  # duplicates only: every row names a profile
+            b"external_id,database\nB,retail\nA,wholesale\nB,retail\nA,retail\nA,wholesale\n",
+            [
+                (4, "external_id", "duplicate external_id 'B' (first on line 2)"),
+                (6, "external_id", "duplicate external_id 'A' (first on line 3)"),
+            ],
+        ),
+        (  # unknown ids only
+            b"external_id,database\nB,retail\nW,retail\nA,wholesale\n",
+            [(3, "external_id", "unknown external_id 'W' in 'retail'")],
+        ),
+        (  # an unknown id twice: both problems, as before
+            b"external_id,database\nZ,retail\nA,retail\nZ,retail\n",
+            [
+                (2, "external_id", "unknown external_id 'Z' in 'retail'"),
+                (4, "external_id", "duplicate external_id 'Z' (first on line 2)"),
+                (4, "external_id", "unknown external_id 'Z' in 'retail'"),
+            ],
+        ),
+        (  # a problem of the reading, and a duplicate the checks still report
+            b"external_id,database\nA,retail\nA,retail,x\nA,retail\n",
+            [
+                (3, None, "ragged row: 3 cells where the header has 2"),
+                (4, "external_id", "duplicate external_id 'A' (first on line 2)"),
+            ],
+        ),
+    ],
+)
+def test_each_problem_of_a_segment_file_is_reported_and_nothing_changes(
+    engine, operator, two_databases, data, expected
+):
+    apply(engine, operator, "add", b"external_id\nC\n", database="retail")
+    with pytest.raises(ImportRejected) as info:
+        apply(engine, operator, "replace", data)
+    assert [(p.line, p.column, p.reason) for p in info.value.problems] == expected
+    assert info.value.total == len(expected)
+    assert members(engine) == ["retail:C"]
+
+
+def test_a_segment_file_with_more_problems_than_shown_counts_them_all(
+    engine, operator, two_databases
+):
+    data = b"external_id\nA\nZ\nA\nY\nB\nB\n"  # unknown Z, Y; duplicate A, B
+    with pytest.raises(ImportRejected) as info, transaction(engine) as session:
+        seg = segments.get_segment(session, "vip")
+        db = profiles.get_database(session, "retail")
+        imports.apply_segment_file(
+            session, operator, seg, "add", io.BytesIO(data), database=db, max_problems=2
+        )
+    assert [(p.line, p.reason) for p in info.value.problems] == [  # the checks' order
+        (4, "duplicate external_id 'A' (first on line 2)"),
+        (7, "duplicate external_id 'B' (first on line 6)"),
+    ]
+    assert info.value.total == 4
+    assert members(engine) == []
+
+
+def test_a_segment_file_in_any_order_adds_only_the_newcomers(engine, operator, retail):
+    ids = [f"P{i:04d}" for i in range(300)]
+    do_import(engine, operator, io.BytesIO(("external_id\n" + "\n".join(ids) + "\n").encode()))
+    with transaction(engine) as session:
+        segments.create_segment(session, operator, "vip")
+    apply(engine, operator, "add", ("external_id\n" + "\n".join(ids[::3]) + "\n").encode())
+    shuffled = ids[::2]
+    random.Random(7).shuffle(shuffled)
+    result = apply(engine, operator, "add", ("external_id\n" + "\n".join(shuffled) + "\n").encode())
+    assert (result.rows, result.added) == (150, 100)  # 50 of them were members already
+    assert members(engine) == sorted(f"retail:{e}" for e in set(ids[::3]) | set(ids[::2]))
+    result = apply(
+        engine, operator, "remove", ("external_id\n" + "\n".join(shuffled) + "\n").encode()
+    )
+    assert (result.rows, result.removed) == (150, 150)
+    assert members(engine) == sorted(f"retail:{e}" for e in set(ids[::3]) - set(ids[::2]))
