@@ -2,7 +2,7 @@
 1,000,000-row file, process start-up included). A script, not a test.
 
     .venv/bin/python benchmarks/bench_import.py [--rows 1000000] [--db URL ...] [--twice]
-                                                [--baseline-source DIR]
+                                                [--baseline-source DIR] [--rounds N]
 
 Writes a profile CSV (external_id, region:text, tier:int, age:int, int_field:int,
 signup:date, ltv:float; 46 MB for 1M rows) and a segment file of the same external ids,
@@ -20,7 +20,9 @@ load average after the step are printed beside it (on PostgreSQL the server's wo
 not in that CPU time). `--baseline-source DIR` runs the same steps with the command
 line of another checkout (`git worktree add DIR COMMIT`, or `git archive`), run with this
 virtualenv's Python and `PYTHONPATH=DIR`, in its own fresh workspace, alternating with
-this checkout step by step: before and after at one moment, on one machine. The load
+this checkout step by step: before and after at one moment, on one machine (with
+`--rounds N`, N times on fresh workspaces, the first checkout alternating, then the
+median and minimum of each step). The load
 average is printed because the machine may be shared; compare ratios within a run.
 """
 
@@ -30,6 +32,7 @@ import argparse
 import csv
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,7 +111,13 @@ class Cli:
 def fresh_workspace(given: str | None, tmp: Path, tag: str) -> tuple[str, Callable[[], None]]:
     """A fresh SQLite file, or a fresh schema of the given PostgreSQL database."""
     if given is None:
-        return f"sqlite:///{tmp / f'{tag}.db'}", lambda: None
+        path = tmp / f"{tag}.db"
+
+        def remove() -> None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+        return f"sqlite:///{path}", remove
     schema = f"cc_bench_{tag}_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(given, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -134,6 +143,9 @@ def main() -> int:
     )
     parser.add_argument("--twice", action="store_true", help="then all-updates and unchanged")
     parser.add_argument("--baseline-source", type=Path, default=None)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat on fresh workspaces; print medians"
+    )
     args = parser.parse_args()
     databases = [None if db == "sqlite" else db for db in (args.db or ["sqlite"])]
 
@@ -151,13 +163,16 @@ def main() -> int:
         print(f"{args.rows:,} rows; load average {os.getloadavg()[0]:.1f} at the start\n")
         print("| backend | step | checkout | seconds | rows/s | client CPU s | load |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
-        for given in databases:
+        results: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        for given, round_ in [(g, r) for g in databases for r in range(args.rounds)]:
             sources = [("this", None)]
             if args.baseline_source is not None:
                 sources.insert(0, ("baseline", args.baseline_source.resolve()))
+                if round_ % 2:  # alternate which checkout goes first
+                    sources.reverse()
             clis, cleanups = [], []
             for label, source in sources:
-                url, cleanup = fresh_workspace(given, tmp, label)
+                url, cleanup = fresh_workspace(given, tmp, f"{label}{round_}")
                 cleanups.append(cleanup)
                 cli = Cli(label, url, source)
                 cli.run("init")  # only init and demo create a workspace
@@ -173,6 +188,7 @@ def main() -> int:
                         else:
                             argv = ["import", "profiles", "--database", "bench", str(files[step])]
                         seconds, cpu = cli.run(*argv)
+                        results.setdefault((backend, step, cli.label), []).append((seconds, cpu))
                         print(
                             f"| {backend} | {step} | {cli.label} | {seconds:.2f} | "
                             f"{args.rows / seconds:,.0f} | {cpu:.2f} | {os.getloadavg()[0]:.1f} |",
@@ -182,6 +198,18 @@ def main() -> int:
                 for cleanup in cleanups:
                     cleanup()
         print(f"\nload average {os.getloadavg()[0]:.1f} at the end (2 cores, shared)")
+        if args.rounds > 1:
+            print(f"\nmedian (min) of {args.rounds} rounds\n")
+            print("| backend | step | checkout | seconds | rows/s | client CPU s |")
+            print("| --- | --- | --- | --- | --- | --- |")
+            for (backend, step, label), runs in results.items():
+                walls, cpus = sorted(w for w, _c in runs), sorted(c for _w, c in runs)
+                wall, cpu = statistics.median(walls), statistics.median(cpus)
+                print(
+                    f"| {backend} | {step} | {label} | {wall:.2f} ({walls[0]:.2f}) | "
+                    f"{args.rows / wall:,.0f} ({args.rows / walls[0]:,.0f}) | "
+                    f"{cpu:.2f} ({cpus[0]:.2f}) |"
+                )
     return 0
 
 

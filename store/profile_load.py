@@ -18,8 +18,14 @@ failed or killed import leaves nothing.
 from __future__ import annotations
 
 import io
+import marshal
+import os
 import re
-from collections.abc import Callable, Sequence
+import struct
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, suppress
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -121,19 +127,100 @@ def _load(
         id_index = header.index("external_id")
         rows = 0
         with _ProfileWriter(conn, database, [f.slot for _i, f in columns]) as writer:
-            for _lines, batch in records.batches(READ_BATCH):
-                converted = convert_columns(batch, len(header), id_index, columns)
-                if converted is None or problems.total:
+
+            def prepared() -> Iterator[list[Sequence[Any]]]:
+                """The file's batches as the writer takes them (no database access)."""
+                for _lines, batch in records.batches(READ_BATCH):
+                    converted = convert_columns(batch, len(header), id_index, columns)
+                    if converted is None or problems.total:
+                        raise NotAFirstLoad
+                    yield writer.prepare(converted)
+                if problems.total:  # a malformed end
                     raise NotAFirstLoad
-                writer.write(converted)
-                rows += len(batch)
-            if problems.total or rows == 0:  # a malformed end, or no rows
+
+            pipelined = not writer.postgres and _worth_a_reader_process(binary)
+            batches = _from_reader_process(prepared()) if pipelined else prepared()
+            with closing(batches):  # now, not whenever the generator is collected
+                for batch_columns in batches:
+                    writer.write(batch_columns)
+                    rows += len(batch_columns[0])
+            if rows == 0:
                 raise NotAFirstLoad
+        if pipelined:  # the reader process read the file to its end, not this one
+            binary.seek(0, io.SEEK_END)
     except UnicodeDecodeError:
         raise NotAFirstLoad from None
     finally:
         text.detach()  # leave `binary` open: its owner closes it
     return rows
+
+
+# The reader process (SQLite first loads): a forked child reads, parses, checks and hashes
+# the file while this process inserts. The child touches no database connection and ends
+# with os._exit; any problem it meets makes the load NotAFirstLoad, so the general path
+# reads the file again, in this process, and reports every problem as before.
+PIPELINE_MIN_BYTES = 4 << 20  # smaller files: the fork is not worth it
+_FRAME = struct.Struct("<q")  # the length of each batch; -1: the file is done; -2: stop
+
+
+def _worth_a_reader_process(binary: IO[bytes]) -> bool:
+    """Fork only on Linux, from a process with no other thread (the CLI: a fork copies
+    only the calling thread, so a lock held elsewhere would stay held in the child), for
+    a file of at least PIPELINE_MIN_BYTES still to read."""
+    if sys.platform != "linux" or threading.active_count() != 1:
+        return False
+    here = binary.tell()
+    size = binary.seek(0, io.SEEK_END)
+    binary.seek(here)
+    return size - here >= PIPELINE_MIN_BYTES
+
+
+def _from_reader_process(batches: Iterator[Any]) -> Iterator[Any]:
+    """The items of `batches`, computed in a forked child and passed through a pipe
+    (marshal: both ends are this interpreter). Raises NotAFirstLoad when the child stops
+    on a problem, or ends without saying that the file is done."""
+    import fcntl  # Linux only (_worth_a_reader_process)
+    import signal
+
+    read_end, write_end = os.pipe()
+    with suppress(OSError):
+        fcntl.fcntl(write_end, 1031, 1 << 20)  # F_SETPIPE_SZ: let the child run ahead
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        status = 1
+        try:
+            with os.fdopen(write_end, "wb", buffering=1 << 16) as out:
+                try:
+                    for item in batches:
+                        data = marshal.dumps(item)
+                        out.write(_FRAME.pack(len(data)))
+                        out.write(data)
+                    out.write(_FRAME.pack(-1))
+                except Exception:  # NotAFirstLoad, a decoding error, anything
+                    out.write(_FRAME.pack(-2))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    done = False
+    try:
+        with os.fdopen(read_end, "rb", buffering=1 << 16) as source:
+            while True:
+                head = source.read(_FRAME.size)
+                length = _FRAME.unpack(head)[0] if len(head) == _FRAME.size else -2
+                if length == -1:
+                    done = True
+                    return
+                data = source.read(length) if length >= 0 else b""
+                if length < 0 or len(data) != length:  # a problem, or the child died
+                    raise NotAFirstLoad
+                yield marshal.loads(data)
+    finally:
+        if not done:  # this load ended early: the child need not finish
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 class _ProfileWriter:
@@ -194,17 +281,19 @@ class _ProfileWriter:
             except psycopg.IntegrityError:  # a duplicate, or a profile created meanwhile
                 raise NotAFirstLoad from None
 
-    def write(self, converted: list[Sequence[Any]]) -> None:
+    def prepare(self, converted: list[Sequence[Any]]) -> list[Sequence[Any]]:
+        """The per-row columns of a batch (no database access: a reader process may run it)."""
         external_ids, *values = converted
         columns: list[Sequence[Any]] = [external_ids, profile_keys(external_ids)]  # R9 key
         if self.gcg:
             seed, below = self.gcg
             columns.append([assignment_hash(seed, e) < below for e in external_ids])
-        columns += values
+        return columns + values
+
+    def write(self, columns: list[Sequence[Any]]) -> None:
         if self.postgres:
-            n = len(external_ids)
-            columns += [[text] * n for text in self.constants]
-            write_copy_rows(self.copy, columns)
+            n = len(columns[0])
+            write_copy_rows(self.copy, columns + [[text] * n for text in self.constants])
             return
         try:
             self.conn.exec_driver_sql(self.insert, list(zip(*columns, strict=True)))
