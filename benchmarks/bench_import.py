@@ -91,6 +91,20 @@ class Cli:
         else:
             self.command = [str(PYTHON), "-m", "console"]
             self.env["PYTHONPATH"] = str(source)
+        # `python -m` puts the working directory first on sys.path, before PYTHONPATH: run
+        # in the other checkout, or `-m console` imports this one's code from the current
+        # directory (the repository root) and the "baseline" measures this checkout.
+        self.cwd = source
+        if source is not None:
+            where = subprocess.run(
+                [str(PYTHON), "-c", "import store; print(store.__file__)"],
+                env=self.env,
+                cwd=source,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            assert where.startswith(str(source)), f"the baseline imports {where}"
 
     def run(self, *argv: str) -> tuple[float, float]:
         """(wall, CPU) seconds of one whole process (CPU: its user + system time, which
@@ -98,7 +112,11 @@ class Cli:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run(
-            [*self.command, "--db", self.url, *argv], env=self.env, capture_output=True, text=True
+            [*self.command, "--db", self.url, *argv],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
         )
         elapsed = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
