@@ -19,6 +19,7 @@ database, else the only database there is).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ __all__ = [
 PROFILE_STAGE = "cc_import_profile_stage"
 SEGMENT_STAGE = "cc_import_segment_stage"
 SEGMENT_IDS = "cc_import_segment_ids"  # SQLite: the file's distinct profile ids
+_SEGMENT_JSON_STAGE = (  # SQLite: (first line, database name, JSON array of external ids)
+    f"INSERT INTO {SEGMENT_STAGE} (line, database_name, external_id) "
+    "SELECT ? + key, ?, value FROM json_each(?)"
+)
 SEGMENT_ACTIONS = ("add", "remove", "replace")
 
 
@@ -366,6 +371,7 @@ def apply_segment_file(
     actor.require_write(f"{action} segment members")
     binary, name, owned = open_source(source)
     conn = session.connection()
+    pg = is_postgres(conn)
     use_large_cache(conn)
 
     def scan(records: Records, problems: Problems) -> int:
@@ -408,6 +414,14 @@ def apply_segment_file(
                     db_index,
                     default_name,
                 )
+            elif not pg and isinstance(lines, range) and len(set(staged[0])) == 1:
+                # SQLite, the usual batch (one database, one line per record): one
+                # statement, the ids as one JSON array that json_each reads in C (0.25
+                # CPU-s per million rows instead of 0.85 for executemany).
+                conn.exec_driver_sql(
+                    _SEGMENT_JSON_STAGE,
+                    (lines.start, staged[0][0], json.dumps(staged[1], ensure_ascii=False)),
+                )
             else:
                 writer.add_many(zip(lines, *staged, strict=True))
         writer.flush()
@@ -415,7 +429,7 @@ def apply_segment_file(
 
     try:
         rows, problems = scan_records(binary, max_problems, scan)
-        if is_postgres(conn):
+        if pg:
             report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
             resolve_profiles(conn, SEGMENT_STAGE, problems)
             matched = sa.text(f"id IN (SELECT profile_id FROM {SEGMENT_STAGE})")

@@ -533,3 +533,28 @@ def test_a_segment_file_in_any_order_adds_only_the_newcomers(engine, operator, r
     )
     assert (result.rows, result.removed) == (150, 150)
     assert members(engine) == sorted(f"retail:{e}" for e in set(ids[::3]) - set(ids[::2]))
+
+
+TRICKY_IDS = ['a"b', "back\\slash", "tab\there", "é", "😀", "line\u2028sep", "ctl\x01", " lead"]
+TRICKY_IDS += ["1", "1.0", "null", "true", "[1]", "{}", "-0", "x" * 300]
+
+
+def test_segment_file_ids_are_staged_exactly_as_read(engine, operator, retail):
+    """SQLite stages a clean batch as one JSON array: every external id arrives as the same
+    text (quotes, backslashes, control and non-BMP characters, ids that look like JSON)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([["external_id"], *[[e] for e in TRICKY_IDS]])
+    do_import(engine, operator, io.BytesIO(out.getvalue().encode()))
+    with transaction(engine) as session:
+        segments.create_segment(session, operator, "vip")
+    result = apply(engine, operator, "add", out.getvalue().encode(), database="retail")
+    assert (result.rows, result.added) == (len(TRICKY_IDS), len(TRICKY_IDS))
+    assert members(engine) == sorted(f"retail:{e}" for e in TRICKY_IDS)
+    unknown = io.StringIO()
+    csv.writer(unknown, lineterminator="\n").writerows([["external_id"], ["é"], ['a"b"'], ["1 "]])
+    with pytest.raises(ImportRejected) as info:
+        apply(engine, operator, "remove", unknown.getvalue().encode(), database="retail")
+    assert [(p.line, p.reason) for p in info.value.problems] == [
+        (3, "unknown external_id 'a\"b\"' in 'retail'"),
+        (4, "unknown external_id '1 ' in 'retail'"),
+    ]
