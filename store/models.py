@@ -13,8 +13,9 @@ Design notes that every module relies on:
   million-member activation writes one row per member, not two.
 * `ProfileEvent` is the append-only log of the events that membership rows cannot carry:
   `moved_to_test` (R6 surplus, R7), `left_campaign` for a profile that was only in a
-  draft's pending audience (R3). A unique index on (build, profile, kind, campaign) makes
-  a resumed build unable to write an event twice.
+  draft's pending audience (R3), `entered_gcg` / `left_gcg` (R11a): exactly
+  store.states.ProfileEventKind, which its CHECK enforces. A unique index on (build,
+  profile, kind, campaign) makes a resumed build unable to write an event twice.
 * Counters (`Campaign.members/test_count/control_count`, `CampaignStratum`,
   `Segment.member_count`, `AudienceBuild.processed/total`) are maintained by the
   transactions that change membership, so no screen ever scans members.
@@ -55,13 +56,12 @@ from store.catalog import (  # re-exported: the whole schema is importable from 
     one_of,
     utcnow,
 )
-from store.states import Group, MemberSource, SuppressionReason
+from store.states import Group, MemberSource, ProfileEventKind, SuppressionReason
 
 __all__ = [
     "FIELD_TYPES",
     "SLOTS",
     "STRATIFIABLE_TYPES",
-    "PROFILE_EVENT_KINDS",
     "EVENT_ID",
     "AudienceBuild",
     "AuditEntry",
@@ -246,24 +246,15 @@ class CampaignMember(TableModel, table=True):
     left_by: str | None = None
 
 
-PROFILE_EVENT_KINDS = (
-    "entered_segment",
-    "left_segment",
-    "entered_campaign",
-    "left_campaign",
-    "moved_to_test",
-    "delivered",
-    "entered_gcg",  # R11a: gcg add (no campaign)
-    "left_gcg",  # R11a: gcg remove
-    "suppressed",  # R11b: a trigger mailing sent nothing (derived from `suppression`)
-)
-
-
 class ProfileEvent(TableModel, table=True):
-    """Append-only events that membership rows cannot carry (R12). Never updated."""
+    """Append-only events that membership rows cannot carry (R12). Never updated.
+
+    `kind` is a ProfileEventKind; the card shows these beside the events it derives from
+    membership, delivery and suppression rows (store.states.CardEventKind)."""
 
     __tablename__ = "profile_event"
     __table_args__ = (
+        one_of("profile_event", "kind", ProfileEventKind),
         Index("ix_profile_event_profile_at", "profile_id", "at"),
         Index(
             "ux_profile_event_build",
@@ -280,7 +271,7 @@ class ProfileEvent(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     profile_id: int = Field(foreign_key="profile.id")
-    kind: str
+    kind: str  # a ProfileEventKind
     campaign_id: int | None = Field(default=None, foreign_key="campaign.id")
     segment_id: int | None = Field(default=None, foreign_key="segment.id")
     group: str | None = None
