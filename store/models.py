@@ -50,6 +50,7 @@ from store.catalog import (  # re-exported: the whole schema is importable from 
     MailingRun,
     ProfileDatabase,
     ProfileField,
+    SchedulerLease,
     Segment,
     TableModel,
     UTCDateTime,
@@ -378,20 +379,6 @@ class AuditEntry(TableModel, table=True):
     target_name: str | None = None
     outcome: str = "ok"  # "ok" | "refused"
     details: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSON, nullable=False))
-
-
-class SchedulerLease(TableModel, table=True):
-    """Exactly one scheduler acts on a database: whoever holds the unexpired lease."""
-
-    __tablename__ = "scheduler_lease"
-
-    name: str = Field(default="scheduler", primary_key=True)
-    holder: str  # "host:pid:nonce"
-    host: str
-    pid: int
-    acquired_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    heartbeat_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
 class StoreMeta(TableModel, table=True):
