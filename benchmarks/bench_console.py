@@ -3,6 +3,7 @@ without a 1,000,000-profile build running in the console's embedded scheduler.
 
     .venv/bin/python benchmarks/bench_console.py [--workspace PATH] [--rebuild]
                                                  [--launches 5] [--presses 60]
+                                                 [--first-frame-only] [--baseline-source DIR]
 
 The workspace (1,000,000 profiles, 50 campaigns: 49 active on 20,000-profile segments,
 one draft on a segment of all 1,000,000 profiles) is built once through the store's
@@ -46,6 +47,7 @@ from store.lease import live_lease  # noqa: E402
 from store.models import AudienceBuild, Campaign  # noqa: E402
 
 CONSOLE = ROOT / ".venv" / "bin" / "campaign-console"
+PYTHON = ROOT / ".venv" / "bin" / "python"
 BENCH = Actor(user="bench", role="operator", origin="local")
 PROFILES = 1_000_000
 SLICES = 49
@@ -113,9 +115,10 @@ STARTED: list[Console] = []
 class Console:
     """The real console in a private tmux server at 80×24."""
 
-    def __init__(self, url: str, tag: str) -> None:
+    def __init__(self, url: str, tag: str, source: Path | None = None) -> None:
         self.socket = f"cc-bench-{os.getpid()}-{tag}"
         self.url = url
+        self.source = source  # another checkout's code (run with this checkout's venv)
         self.pressed = 0  # keys sent so far: the cursor is on row pressed-pattern position
 
     def tmux(self, *args: str) -> str:
@@ -126,9 +129,13 @@ class Console:
     def start(self) -> float:
         STARTED.append(self)
         env = f"CAMPAIGN_CONSOLE_CONFIG=/nonexistent/config.toml CAMPAIGN_CONSOLE_DB={self.url}"
+        command = str(CONSOLE)
+        if self.source is not None:  # from outside any checkout, so that PYTHONPATH wins
+            env += f" PYTHONPATH={self.source}"
+            command = f"sh -c 'cd / && exec {PYTHON} -m console'"
         started = time.perf_counter()
         self.tmux(
-            "new-session", "-d", "-s", "cc", "-x", "80", "-y", "24", f"exec env {env} {CONSOLE}"
+            "new-session", "-d", "-s", "cc", "-x", "80", "-y", "24", f"exec env {env} {command}"
         )
         return started
 
@@ -228,12 +235,44 @@ def main() -> int:
             console.kill()
 
 
+def first_frame_rows(first: list[float], baseline: list[float], floors: list[float]) -> str:
+    def spread(values: list[float]) -> str:
+        return (
+            f"{statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})"
+        )
+
+    rows = [
+        f"| launch → first frame with campaigns (median of {len(first)}) | {spread(first)} "
+        "| ≤ 1.0 s |"
+    ]
+    if baseline:
+        rows.append(
+            f"| the same, --baseline-source checkout, alternating (median of {len(baseline)}) "
+            f"| {spread(baseline)} | – |"
+        )
+    rows.append(
+        f"| floor: `python -c 'import sqlmodel, textual.app'` (median of {len(floors)}) | "
+        f"{statistics.median(floors):.2f} s | – |"
+    )
+    return "\n".join(rows)
+
+
 def measure() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", default="/tmp/cc-bench-console/workspace.db")
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--launches", type=int, default=5)
     parser.add_argument("--presses", type=int, default=60)
+    parser.add_argument(
+        "--first-frame-only", action="store_true", help="measure the launches, not the keys"
+    )
+    parser.add_argument(
+        "--baseline-source",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. `git archive COMMIT | tar -x -C DIR`): its launches "
+        "alternate with this checkout's, on the same workspace",
+    )
     args = parser.parse_args()
 
     template = Path(args.workspace)
@@ -256,15 +295,20 @@ def measure() -> int:
     shutil.copyfile(template, work)  # the big campaign is a draft again on every run
     url = f"sqlite:///{work}"
 
-    # 1. launch to first frame showing campaigns
-    first_frames = []
+    # 1. launch to first frame showing campaigns (alternating with the baseline's, if any)
+    first_frames: list[float] = []
+    baseline_frames: list[float] = []
+    sources = [(None, first_frames)]
+    if args.baseline_source is not None:
+        sources.append((args.baseline_source.resolve(), baseline_frames))
     for i in range(args.launches):
-        wait_no_lease(url)
-        console = Console(url, f"launch{i}")
-        started = console.start()
-        shown = console.wait_for("campaign-00")
-        first_frames.append(shown - started)
-        console.stop()
+        for source, frames in sources if i % 2 == 0 else sources[::-1]:
+            wait_no_lease(url)
+            console = Console(url, f"launch{i}{'b' if source else ''}", source)
+            started = console.start()
+            shown = console.wait_for("campaign-00")
+            frames.append(shown - started)
+            console.stop()
 
     # the floor on this machine right now: starting Python and importing the two libraries
     floors = []
@@ -275,6 +319,12 @@ def measure() -> int:
             check=True,
         )
         floors.append(time.perf_counter() - started)
+
+    if args.first_frame_only:
+        print("| figure | value | target |")
+        print("| --- | --- | --- |")
+        print(first_frame_rows(first_frames, baseline_frames, floors))
+        return 0
 
     # 2. key-press latency, idle and during the 1M-profile build in the embedded scheduler
     wait_no_lease(url)
@@ -320,15 +370,7 @@ def measure() -> int:
 
     print("| figure | value | target |")
     print("| --- | --- | --- |")
-    print(
-        f"| launch → first frame with campaigns (median of {len(first_frames)}) | "
-        f"{statistics.median(first_frames):.2f} s (min {min(first_frames):.2f}, "
-        f"max {max(first_frames):.2f}) | ≤ 1.0 s |"
-    )
-    print(
-        f"| floor: `python -c 'import sqlmodel, textual.app'` (median of {len(floors)}) | "
-        f"{statistics.median(floors):.2f} s | – |"
-    )
+    print(first_frame_rows(first_frames, baseline_frames, floors))
     for label, values, lost in (
         ("no build", idle, idle_lost),
         ("1M-profile build running", busy, busy_lost),

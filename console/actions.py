@@ -20,7 +20,7 @@ from console.literal import literal, literal_lines
 from store.db import transaction
 from store.errors import DomainError, StoreError
 from store.names import printable
-from store.states import CampaignStatus
+from store.states import CampaignStatus, CardEventKind
 from store.views import read_session
 
 if TYPE_CHECKING:
@@ -261,7 +261,8 @@ class CampaignActions:
         else:
             what = (
                 f"R7: all {ref.control:,} control members move to the test group "
-                "(moved_to_test on each profile card). They can never return to control."
+                f"({CardEventKind.MOVED_TO_TEST} on each profile card). They can never return "
+                "to control."
             )
         verb = "Enable" if enable else "Disable"
         self.app.push_screen(
@@ -288,7 +289,8 @@ class CampaignActions:
         if ref is None:
             return
         text = (
-            f"R8: every one of the {ref.members:,} current members gets left_campaign, all "
+            f"R8: every one of the {ref.members:,} current members gets "
+            f"{CardEventKind.LEFT_CAMPAIGN}, all "
             "memberships close, the mailings stop and the campaign becomes read-only. "
             f"This cannot be undone. Type {ref.name} and press enter to complete it."
         )

@@ -27,13 +27,6 @@ from console.keymap import APP_BINDINGS, checked_keymap
 from console.live import LivePoller
 from console.screens.campaigns import CampaignsScreen  # the first screen; others load lazily
 from console.widgets.status_header import StatusHeader
-
-# The console shows every read model (campaign detail, builds, profiles): it loads the
-# whole schema and what the detail and builds screens read with before its first frame,
-# as it always did. store.views and store.monitor import these lazily so that the CLI's
-# list commands start fast (issue 14 target 6); the console should not import them in a
-# poll thread on its first campaign or builds screen.
-from store import audit, lease, models, validity  # noqa: F401
 from store.actors import Actor
 from store.db import as_connected, describe_url, engine_options, open_store
 from store.monitor import SchedulerHealth
@@ -120,6 +113,12 @@ class CampaignConsole(App):
         with the first frame for the GIL."""
         if not self._startup_frozen:
             self._startup_frozen = True
+            # The first screen reads only the catalogue (store.catalog). The rest of the
+            # schema and what the other screens and actions use load here, on the event
+            # loop once the campaigns are on screen (issue 14 target 5), rather than before
+            # the first frame or later in a poll thread; and are frozen with the rest.
+            from store import audit, lease, models, validity  # noqa: F401
+
             freeze_startup_objects()
         if self.embed_scheduler and not self._scheduler_requested:
             self._scheduler_requested = True

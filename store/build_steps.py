@@ -41,6 +41,7 @@ from store.states import (
     BuildStatus,
     CampaignStatus,
     MailingStatus,
+    ProfileEventKind,
 )
 
 __all__ = ["LostClaim", "end_build", "run_step"]
@@ -283,8 +284,8 @@ def _move_to_test(
     if not rows:
         return 0
     ctx.execute(
-        """INSERT INTO profile_event (at, profile_id, kind, campaign_id, "group", build_id, actor)
-           VALUES (:now, :pid, 'moved_to_test', :cid, 'test', :b, :actor)""",
+        f"""INSERT INTO profile_event (at, profile_id, kind, campaign_id, "group", build_id, actor)
+           VALUES (:now, :pid, '{ProfileEventKind.MOVED_TO_TEST}', :cid, 'test', :b, :actor)""",
         [{**ctx.ids, "now": ctx.now, "pid": r[0], "actor": ctx.actor} for r in rows],
         times=("now",),
     )
@@ -340,7 +341,7 @@ def _phase_trim(ctx: StepContext, chunk: int) -> bool:
 # Only intervals closed since the creation can qualify (an open one is a member).
 R3_LEFT_CAMPAIGN = f"""
     INSERT INTO profile_event (at, profile_id, kind, campaign_id, build_id, actor)
-    SELECT :at, q.profile_id, 'left_campaign', :cid, :b, :actor FROM (
+    SELECT :at, q.profile_id, '{ProfileEventKind.LEFT_CAMPAIGN}', :cid, :b, :actor FROM (
         SELECT DISTINCT sm.profile_id FROM segment_member sm
         JOIN profile p ON p.id = sm.profile_id
         WHERE sm.segment_id = :seg AND sm.left_at > :created

@@ -1,13 +1,16 @@
 """The catalogue: one row per thing an operator lists and names (profile databases and
 their declared fields, segments, campaigns, audience builds, mailings with their runs
-and outcome counters), plus the column types every table shares.
+and outcome counters), the scheduler lease every console header shows, plus the column
+types every table shares.
 
 store/models.py is the whole schema: it re-exports these and declares the rest (the
-tables with a row per profile, strata counters, GCG exceptions, the audit log, the
-scheduler lease). The read models of the lists (`campaign list`, build progress) import
-from here, so a read-only command builds 8 table classes instead of the whole schema's
-20 and configures 8 mappers: each SQLModel table class costs milliseconds to build
-and map, most of `campaign list`'s start-up over `import sqlmodel` (issue 14 target 6).
+tables with a row per profile, strata counters, GCG exceptions, the audit log). The read
+models of the lists (`campaign list`, build progress, the console's first screen) import
+from here, so a read-only command builds 9 table classes instead of the whole schema's
+20 and configures 9 mappers: each SQLModel table class costs milliseconds to build
+and map, most of `campaign list`'s start-up over `import sqlmodel` (issue 14 target 6),
+and the console shows its first frame before the rest of the schema is imported
+(target 5).
 
 Foreign keys of these tables point only at tables of this module, so the catalogue is
 complete on its own (tests/test_architecture.py holds it). Nothing here may carry a
@@ -311,3 +314,18 @@ class MailingOutcome(TableModel, table=True):
     mailing_id: int = Field(foreign_key="mailing.id", primary_key=True)
     outcome: str = Field(primary_key=True)  # "delivered" or a SuppressionReason
     count: int = Field(default=0, sa_type=BigInteger)
+
+
+class SchedulerLease(TableModel, table=True):
+    """Exactly one scheduler acts on a database: whoever holds the unexpired lease.
+    Here because every screen's header shows its holder and heartbeat (store.monitor)."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: str = Field(default="scheduler", primary_key=True)
+    holder: str  # "host:pid:nonce"
+    host: str
+    pid: int
+    acquired_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    heartbeat_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))

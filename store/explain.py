@@ -47,7 +47,7 @@ from store.models import (
     SegmentMember,
 )
 from store.profiles import database_fields, get_database
-from store.states import CampaignStatus, Group
+from store.states import CampaignStatus, Group, ProfileEventKind
 
 
 class State(StrEnum):
@@ -210,7 +210,7 @@ class _Facts:
             .where(
                 ProfileEvent.profile_id == self.p.id,
                 ProfileEvent.campaign_id == self.c.id,
-                ProfileEvent.kind == "moved_to_test",
+                ProfileEvent.kind == ProfileEventKind.MOVED_TO_TEST,
                 ProfileEvent.at >= member.joined_at,
             )
             .order_by(ProfileEvent.id.desc())

@@ -45,7 +45,7 @@ from store.csv_import import (
 )
 from store.models import Campaign, GcgException, Profile, ProfileDatabase, UTCDateTime, utcnow
 from store.profiles import get_database
-from store.states import check_not_completed
+from store.states import ProfileEventKind, check_not_completed
 
 GCG_STAGE = "cc_import_gcg_stage"
 GCG_ACTIONS = ("add", "remove")
@@ -162,7 +162,7 @@ def set_percent(session: Session, actor: Actor, database: ProfileDatabase, perce
     )
     params = {"db": database.id, "seed": seed, "thr": thr}
     when = sa.bindparam("now", type_=UTCDateTime())
-    for kind, was in (("entered_gcg", False), ("left_gcg", True)):
+    for kind, was in ((ProfileEventKind.ENTERED_GCG, False), (ProfileEventKind.LEFT_GCG, True)):
         session.execute(
             sa.text(
                 f"""INSERT INTO profile_event (at, profile_id, kind, actor)
@@ -267,7 +267,7 @@ def apply_gcg_file(
             ).bindparams(when),
             {
                 "now": now,
-                "kind": "entered_gcg" if entering else "left_gcg",
+                "kind": ProfileEventKind.ENTERED_GCG if entering else ProfileEventKind.LEFT_GCG,
                 "actor": actor.user,
                 "was": not entering,
             },

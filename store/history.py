@@ -8,8 +8,9 @@ Most events are *derived* from membership intervals instead of being stored twic
 * `campaign_member` rows give `entered_campaign` (joined_at, joined_group, joined build,
   joined_by) and `left_campaign` (left_at, the group held when leaving, left build,
   left_by);
-* `profile_event` rows add what intervals cannot carry: `moved_to_test` (R6, R7) and the
-  `left_campaign` of a profile that was only in a draft's pending audience (R3);
+* `profile_event` rows add what intervals cannot carry: `moved_to_test` (R6, R7), the
+  `left_campaign` of a profile that was only in a draft's pending audience (R3), and
+  `entered_gcg` / `left_gcg` (R11a) (store.states.ProfileEventKind);
 * `delivery` rows give `delivered` (with the mailing's name; a trigger mailing's also
   with the event that fired it);
 * `suppression` rows give `suppressed` (R11b: a trigger mailing sent nothing; the mailing,
@@ -18,7 +19,8 @@ Most events are *derived* from membership intervals instead of being stored twic
 Events are ordered by time; equal times fall back to a fixed order of kinds (a profile
 enters a segment before the campaign built from it, and leaves the segment before the
 campaign, R4), then by campaign or segment name, then by the row that produced them, so
-the same history always reads the same on every backend.
+the same history always reads the same on every backend. The kinds are
+store.states.CardEventKind.
 """
 
 from __future__ import annotations
@@ -45,16 +47,18 @@ from store.models import (
     TriggerEvent,
 )
 from store.profiles import database_fields, get_database
+from store.states import CardEventKind
 
 # Order of kinds for events with the same timestamp (cause before effect).
+# GCG events (R11a) have no cause or effect on the same card at the same time: last.
 KIND_ORDER = {
-    "entered_segment": 0,
-    "entered_campaign": 1,
-    "moved_to_test": 2,
-    "delivered": 3,
-    "suppressed": 3,  # R11b outcomes of one event keep the event's order (see _key)
-    "left_segment": 4,
-    "left_campaign": 5,
+    CardEventKind.ENTERED_SEGMENT: 0,
+    CardEventKind.ENTERED_CAMPAIGN: 1,
+    CardEventKind.MOVED_TO_TEST: 2,
+    CardEventKind.DELIVERED: 3,
+    CardEventKind.SUPPRESSED: 3,  # R11b outcomes of one event keep the event's order (see _key)
+    CardEventKind.LEFT_SEGMENT: 4,
+    CardEventKind.LEFT_CAMPAIGN: 5,
 }
 
 
@@ -78,7 +82,7 @@ class MembershipRow:
 @dataclass(frozen=True)
 class CardEvent:
     at: datetime
-    kind: str  # one of store.models.PROFILE_EVENT_KINDS
+    kind: CardEventKind
     campaign: str | None = None
     segment: str | None = None
     group: str | None = None
@@ -172,14 +176,20 @@ def _segment_history(session: Session, profile_id: int) -> tuple[list[_Keyed], l
     current: set[str] = set()
     for member, name in rows:
         entered = CardEvent(
-            at=member.entered_at, kind="entered_segment", segment=name, actor=member.entered_by
+            at=member.entered_at,
+            kind=CardEventKind.ENTERED_SEGMENT,
+            segment=name,
+            actor=member.entered_by,
         )
         events.append((_key(entered, 0, member.id), entered))
         if member.left_at is None:
             current.add(name)
         else:
             left = CardEvent(
-                at=member.left_at, kind="left_segment", segment=name, actor=member.left_by
+                at=member.left_at,
+                kind=CardEventKind.LEFT_SEGMENT,
+                segment=name,
+                actor=member.left_by,
             )
             events.append((_key(left, 0, member.id), left))
     return events, sorted(current)
@@ -210,7 +220,7 @@ def _campaign_history(
         )
         entered = CardEvent(
             at=member.joined_at,
-            kind="entered_campaign",
+            kind=CardEventKind.ENTERED_CAMPAIGN,
             campaign=name,
             group=member.joined_group,
             build=member.joined_build_id,
@@ -220,7 +230,7 @@ def _campaign_history(
         if member.left_at is not None:
             left = CardEvent(
                 at=member.left_at,
-                kind="left_campaign",
+                kind=CardEventKind.LEFT_CAMPAIGN,
                 campaign=name,
                 group=member.group,
                 build=member.left_build_id,
@@ -241,7 +251,7 @@ def _logged_events(session: Session, profile_id: int) -> list[_Keyed]:
     for row, campaign, segment in rows:
         event = CardEvent(
             at=row.at,
-            kind=row.kind,
+            kind=CardEventKind(row.kind),
             campaign=campaign,
             segment=segment,
             group=row.group,
@@ -268,7 +278,11 @@ def _deliveries(session: Session, profile_id: int) -> list[_Keyed]:
     events: list[_Keyed] = []
     for delivery, campaign, mailing, trigger in rows:
         event = CardEvent(
-            at=delivery.sent_at, kind="delivered", campaign=campaign, mailing=mailing, event=trigger
+            at=delivery.sent_at,
+            kind=CardEventKind.DELIVERED,
+            campaign=campaign,
+            mailing=mailing,
+            event=trigger,
         )
         if delivery.event_id is None:
             events.append((_key(event, 3, delivery.id), event))
@@ -289,7 +303,7 @@ def _suppressions(session: Session, profile_id: int) -> list[_Keyed]:
     for row, campaign, mailing, trigger in rows:
         event = CardEvent(
             at=row.at,
-            kind="suppressed",
+            kind=CardEventKind.SUPPRESSED,
             campaign=campaign,
             mailing=mailing,
             reason=row.reason,

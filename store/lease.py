@@ -24,9 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from store import audit
 from store.actors import system_actor
-from store.models import SchedulerLease, utcnow
+from store.catalog import SchedulerLease, utcnow
 
 LEASE_NAME = "scheduler"
 _table = SchedulerLease.__table__
@@ -108,6 +107,10 @@ def try_acquire(engine: Engine, holder: str, ttl: float) -> bool:
                 session.rollback()  # another scheduler inserted the row first
                 return False
         if taken:
+            # Imported here: the console header reads the lease (current_lease) before
+            # the first frame, which must not wait for the whole schema (issue 14 target 5).
+            from store import audit
+
             resumed = _requeue_builds_of(session, previous, holder)
             audit.record(
                 session,

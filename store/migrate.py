@@ -145,9 +145,12 @@ def _refuse_unknown(current: str | None) -> None:
         )
 
 
-def upgrade(engine: Engine, *, backup: bool = True, create: bool = True) -> Upgrade:
+def upgrade(
+    engine: Engine, *, backup: bool = True, create: bool = True, to: str | None = None
+) -> Upgrade:
     """Bring the database to head: an SQLite file is first copied beside itself. Without
     `create`, an empty database is a missing workspace (`database upgrade`: issue 15.7).
+    `to` stops at an older revision instead (tests make a previous release's workspace).
 
     Runs under an advisory lock on PostgreSQL, so two processes opening an empty or old
     database at once migrate it once; the second finds it at head.
@@ -157,7 +160,8 @@ def upgrade(engine: Engine, *, backup: bool = True, create: bool = True) -> Upgr
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
         before = current_revision(conn)
         _refuse_unknown(before)
-        if before == head():
+        target = to or head()
+        if before == target:
             conn.rollback()
             return Upgrade(before, before)
         if before is None and not create:
@@ -176,7 +180,7 @@ def upgrade(engine: Engine, *, backup: bool = True, create: bool = True) -> Upgr
         config.attributes["connection"] = conn
         if before == RELEASE1:
             command.stamp(config, BASELINE)  # release 1's schema is the baseline: no rebuild
-        command.upgrade(config, "head")
+        command.upgrade(config, target)
         if sqlite:
             problems = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
             if problems:
@@ -185,7 +189,7 @@ def upgrade(engine: Engine, *, backup: bool = True, create: bool = True) -> Upgr
         conn.commit()
         if sqlite:
             conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-    return Upgrade(before, head(), saved)
+    return Upgrade(before, target, saved)
 
 
 def upgrade_sql(engine: Engine) -> str:

@@ -13,8 +13,9 @@ Design notes that every module relies on:
   million-member activation writes one row per member, not two.
 * `ProfileEvent` is the append-only log of the events that membership rows cannot carry:
   `moved_to_test` (R6 surplus, R7), `left_campaign` for a profile that was only in a
-  draft's pending audience (R3). A unique index on (build, profile, kind, campaign) makes
-  a resumed build unable to write an event twice.
+  draft's pending audience (R3), `entered_gcg` / `left_gcg` (R11a): exactly
+  store.states.ProfileEventKind, which its CHECK enforces. A unique index on (build,
+  profile, kind, campaign) makes a resumed build unable to write an event twice.
 * Counters (`Campaign.members/test_count/control_count`, `CampaignStratum`,
   `Segment.member_count`, `AudienceBuild.processed/total`) are maintained by the
   transactions that change membership, so no screen ever scans members.
@@ -49,19 +50,19 @@ from store.catalog import (  # re-exported: the whole schema is importable from 
     MailingRun,
     ProfileDatabase,
     ProfileField,
+    SchedulerLease,
     Segment,
     TableModel,
     UTCDateTime,
     one_of,
     utcnow,
 )
-from store.states import Group, MemberSource, SuppressionReason
+from store.states import Group, MemberSource, ProfileEventKind, SuppressionReason
 
 __all__ = [
     "FIELD_TYPES",
     "SLOTS",
     "STRATIFIABLE_TYPES",
-    "PROFILE_EVENT_KINDS",
     "EVENT_ID",
     "AudienceBuild",
     "AuditEntry",
@@ -246,24 +247,15 @@ class CampaignMember(TableModel, table=True):
     left_by: str | None = None
 
 
-PROFILE_EVENT_KINDS = (
-    "entered_segment",
-    "left_segment",
-    "entered_campaign",
-    "left_campaign",
-    "moved_to_test",
-    "delivered",
-    "entered_gcg",  # R11a: gcg add (no campaign)
-    "left_gcg",  # R11a: gcg remove
-    "suppressed",  # R11b: a trigger mailing sent nothing (derived from `suppression`)
-)
-
-
 class ProfileEvent(TableModel, table=True):
-    """Append-only events that membership rows cannot carry (R12). Never updated."""
+    """Append-only events that membership rows cannot carry (R12). Never updated.
+
+    `kind` is a ProfileEventKind; the card shows these beside the events it derives from
+    membership, delivery and suppression rows (store.states.CardEventKind)."""
 
     __tablename__ = "profile_event"
     __table_args__ = (
+        one_of("profile_event", "kind", ProfileEventKind),
         Index("ix_profile_event_profile_at", "profile_id", "at"),
         Index(
             "ux_profile_event_build",
@@ -280,7 +272,7 @@ class ProfileEvent(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     profile_id: int = Field(foreign_key="profile.id")
-    kind: str
+    kind: str  # a ProfileEventKind
     campaign_id: int | None = Field(default=None, foreign_key="campaign.id")
     segment_id: int | None = Field(default=None, foreign_key="segment.id")
     group: str | None = None
@@ -387,20 +379,6 @@ class AuditEntry(TableModel, table=True):
     target_name: str | None = None
     outcome: str = "ok"  # "ok" | "refused"
     details: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSON, nullable=False))
-
-
-class SchedulerLease(TableModel, table=True):
-    """Exactly one scheduler acts on a database: whoever holds the unexpired lease."""
-
-    __tablename__ = "scheduler_lease"
-
-    name: str = Field(default="scheduler", primary_key=True)
-    holder: str  # "host:pid:nonce"
-    host: str
-    pid: int
-    acquired_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    heartbeat_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
 class StoreMeta(TableModel, table=True):

@@ -99,6 +99,45 @@ class SegmentKind(StrEnum):
     DYNAMIC = "dynamic"
 
 
+class ProfileEventKind(StrEnum):
+    """What a `profile_event` row records: the card events no other row carries (R12).
+
+    Two concepts, one list each. This one is *stored*: `profile_event.kind` admits
+    exactly these values (CHECK ck_profile_event_kind, revision 0007). `CardEventKind`
+    below is what a profile card *shows*: these plus the events derived from other rows
+    (store/history.py). `entered_segment`, `delivered`, `suppressed` and the others are
+    never written to `profile_event`; admitting them would let a card show one event
+    twice (once derived, once logged), so they are not in this enum and its CHECK.
+    """
+
+    # R3: in a draft's pending audience at creation, not in the segment at activation.
+    # Every other `left_campaign` is the close of a campaign_member interval (R4, R8).
+    LEFT_CAMPAIGN = "left_campaign"
+    MOVED_TO_TEST = "moved_to_test"  # R6 surplus control members, R7 LCG removed
+    ENTERED_GCG = "entered_gcg"  # R11a: `gcg add`, or the percent chose it (`gcg set`)
+    LEFT_GCG = "left_gcg"  # R11a: `gcg remove`, or the percent released it
+
+
+class CardEventKind(StrEnum):
+    """Every kind of event on a profile card (R12), with the rows it comes from.
+
+    The card's vocabulary, never stored as such: each event is derived from the row
+    named beside it. The kinds that `profile_event` stores take their values from
+    `ProfileEventKind`, so each string is written once.
+    """
+
+    ENTERED_SEGMENT = "entered_segment"  # segment_member.entered_at (R3, R4)
+    LEFT_SEGMENT = "left_segment"  # segment_member.left_at (R3, R4)
+    ENTERED_CAMPAIGN = "entered_campaign"  # campaign_member.joined_at (R3, R4, R11)
+    # campaign_member.left_at (R4, R8), or a profile_event (R3)
+    LEFT_CAMPAIGN = ProfileEventKind.LEFT_CAMPAIGN.value
+    MOVED_TO_TEST = ProfileEventKind.MOVED_TO_TEST.value  # profile_event (R6, R7)
+    ENTERED_GCG = ProfileEventKind.ENTERED_GCG.value  # profile_event (R11a)
+    LEFT_GCG = ProfileEventKind.LEFT_GCG.value  # profile_event (R11a)
+    DELIVERED = "delivered"  # delivery: a mailing sent to it (a trigger's with its event)
+    SUPPRESSED = "suppressed"  # suppression: a trigger mailing sent nothing (R11b)
+
+
 class _Named(Protocol):  # a Campaign; store.models imports this module, not the reverse
     name: str
     status: str

@@ -8,6 +8,7 @@ revision adds its upgrade to what these tests check (see /work/wt/notes/ALEMBIC_
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -21,13 +22,20 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlmodel import SQLModel
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, SQLModel
+from table_state import table_checksums
 
 from console.cli import main
-from store import migrate
-from store.db import create_workspace, make_engine, open_store
+from console.cli.serialise import profile_json
+from store import builds, campaigns, events, gcg, mailings, migrate, segments
+from store.actors import Actor
+from store.db import create_workspace, make_engine, open_store, transaction
 from store.errors import StoreError
-from store.states import CampaignStatus
+from store.history import profile_card
+from store.models import Profile, ProfileDatabase, ProfileEvent, utcnow
+from store.profiles import get_database
+from store.states import CampaignStatus, CardEventKind, ProfileEventKind
 
 DATA = Path(__file__).parent / "data"
 RELEASE1_DB = DATA / "release1_workspace.db"
@@ -201,7 +209,8 @@ def _schema(conn: sa.Connection) -> dict[str, Any]:
 
 
 def test_every_state_column_admits_only_its_enum_values(engine):
-    """CHECK constraints (revision 0002) hold exactly the values of the StrEnums."""
+    """CHECK constraints (revisions 0002, 0004, 0007) hold exactly the values of the
+    StrEnums, in their order: on SQLite the migrated text is the models' text."""
     declared = {
         (table.name, c.name): str(c.sqltext)
         for table in SQLModel.metadata.tables.values()
@@ -209,6 +218,7 @@ def test_every_state_column_admits_only_its_enum_values(engine):
         if isinstance(c, sa.CheckConstraint)
     }
     assert ("campaign", "ck_campaign_status") in declared
+    assert ("profile_event", "ck_profile_event_kind") in declared
     inspector = sa.inspect(engine)
     reflected = {
         (table, c["name"]): c["sqltext"]
@@ -218,8 +228,9 @@ def test_every_state_column_admits_only_its_enum_values(engine):
     assert set(reflected) == set(declared)
     for key, text in declared.items():
         values = re.findall(r"'([a-z_]+)'", text)
-        assert values and all(f"'{v}'" in reflected[key] for v in values), key
-        assert len(re.findall(r"'([a-z_]+)'", reflected[key])) == len(values), key
+        assert values and re.findall(r"'([a-z_]+)'", reflected[key]) == values, key
+        if engine.dialect.name == "sqlite":
+            assert reflected[key] == text, key
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO profile_database (id, name, created_at, profile_count) "
@@ -458,7 +469,9 @@ def test_read_only_user_cannot_upgrade_a_database(postgres_url, capsys):
 
 
 @pytest.mark.postgres
-def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(empty_postgres_url, capsys):
+def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(
+    empty_postgres_url, capsys
+):
     engine = make_engine(empty_postgres_url)
     with engine.connect() as conn:
         config = migrate.alembic_config()
@@ -477,3 +490,139 @@ def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(empty_
         assert migrate.current_revision(conn) == migrate.head()
     engine.dispose()
     open_store(empty_postgres_url).dispose()
+
+
+# --------------------------------------------------------------------------- revision 0007
+
+PREVIOUS_RELEASE = "0006_member_group_statistics"  # the head of the release before 0007
+ACTOR = Actor(user="alice", role="operator", origin="test")
+
+
+def release1_at(url: str, revision: str) -> Engine:
+    """Release 1's workspace at `url` (an SQLite path, or an empty PostgreSQL schema),
+    upgraded by this code to the older `revision` only."""
+    if make_url(url).get_backend_name() == "sqlite":
+        shutil.copyfile(RELEASE1_DB, make_url(url).database)
+    else:
+        load_release1_into_postgres(url)
+    engine = make_engine(url)
+    migrate.upgrade(engine, backup=False, to=revision)
+    return engine
+
+
+def previous_release_workspace(url: str) -> Engine:
+    """A workspace as the previous release left it, with a profile event of every kind:
+    release 1's groups and history (moved_to_test among them), then, written by the
+    store: an R3 left_campaign (Win-back activated after R040 left its segment),
+    entered_gcg and left_gcg (R11a), and a trigger mailing's deliveries and suppressions
+    (R11b), so every kind a card shows is there too."""
+    engine = release1_at(url, PREVIOUS_RELEASE)
+    with transaction(engine) as s:
+        r040 = s.scalar(sa.select(Profile.id).where(Profile.external_id == "R040"))
+        segments.remove_profiles(s, ACTOR, segments.get_segment(s, "vip"), [r040])
+        campaigns.activate(s, ACTOR, campaigns.get_campaign(s, "Win-back"))
+    builds.run_pending(engine)
+    with transaction(engine) as s:
+        retail = get_database(s, "retail")
+        gcg.apply_gcg_file(s, ACTOR, retail, "add", io.BytesIO(b"external_id\nR001\nR002\n"))
+        gcg.apply_gcg_file(s, ACTOR, retail, "remove", io.BytesIO(b"external_id\nR002\n"))
+        spring = campaigns.get_campaign(s, "Spring Promo")
+        mailings.create_mailing(s, ACTOR, "thanks", spring, "trigger", event="purchase")
+        retail_ids = sa.select(Profile.external_id).where(Profile.database_id == retail.id)
+        for external_id in s.scalars(retail_ids):
+            events.send_event(s, ACTOR, retail, external_id, "purchase")
+    events.drain(engine, ACTOR)
+    return engine
+
+
+def every_card(engine: Engine) -> dict[str, Any]:
+    """Every profile's card as `profile show --json` prints it: groups and history."""
+    with Session(engine) as s:
+        profiles = s.execute(
+            sa.select(ProfileDatabase.name, Profile.external_id).join(
+                Profile, Profile.database_id == ProfileDatabase.id
+            )
+        ).all()
+        return {
+            f"{database}/{external_id}": profile_json(profile_card(s, database, external_id))
+            for database, external_id in profiles
+        }
+
+
+def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db_url, capsys):
+    engine = previous_release_workspace(empty_db_url)
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT DISTINCT kind FROM profile_event").scalars()
+        assert set(stored) == set(ProfileEventKind)
+    cards = every_card(engine)
+    shown = {event["kind"] for card in cards.values() for event in card["events"]}
+    assert shown == set(CardEventKind)
+    rows = table_checksums(engine, skip=("alembic_version",))
+    engine.dispose()
+
+    code, out, err = run_cli(capsys, "--db", empty_db_url, "database", "upgrade", "--json")
+    assert code == 0, err
+    assert (json.loads(out)["before"], json.loads(out)["after"]) == (
+        PREVIOUS_RELEASE,
+        migrate.head(),
+    )
+    engine = open_store(empty_db_url)
+    try:
+        assert table_checksums(engine, skip=("alembic_version",)) == rows  # not one row rewritten
+        assert every_card(engine) == cards
+        checks = sa.inspect(engine).get_check_constraints("profile_event")
+        assert [c["name"] for c in checks] == ["ck_profile_event_kind"]
+    finally:
+        engine.dispose()
+
+
+def test_an_unknown_profile_event_kind_stops_the_upgrade_and_changes_nothing(empty_db_url, capsys):
+    """Rows of a kind no release writes are someone's history (R12): the upgrade names
+    them and refuses, instead of rewriting or dropping them."""
+    engine = release1_at(empty_db_url, PREVIOUS_RELEASE)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(  # a derived kind, stored by a script: 8 rows
+            "INSERT INTO profile_event (at, profile_id, kind, actor) "
+            "SELECT at, profile_id, 'entered_segment', 'script' FROM profile_event"
+        )
+    before = table_checksums(engine)
+    with engine.connect() as conn:
+        schema = _schema(conn)
+    engine.dispose()
+
+    code, _, err = run_cli(capsys, "--db", empty_db_url, "database", "upgrade")
+    assert code == 1
+    assert (
+        "profile_event holds kinds campaign-console never writes: 'entered_segment' (8 rows)" in err
+    )
+    assert "Nothing was changed" in err
+    engine = make_engine(empty_db_url)
+    try:
+        assert table_checksums(engine) == before
+        with engine.connect() as conn:
+            assert _schema(conn) == schema
+            assert migrate.current_revision(conn) == PREVIOUS_RELEASE
+    finally:
+        engine.dispose()
+
+
+def test_profile_event_refuses_a_kind_outside_its_enum(engine):
+    with transaction(engine) as s:
+        database = ProfileDatabase(name="retail")
+        s.add(database)
+        s.flush()
+        profile = Profile(database_id=database.id, external_id="P1")
+        s.add(profile)
+        s.flush()
+        s.add_all(
+            ProfileEvent(at=utcnow(), profile_id=profile.id, kind=kind, actor="alice")
+            for kind in ProfileEventKind
+        )
+    for kind in ("entered_segment", "delivered", "suppressed", "purchase"):  # derived or unknown
+        with (
+            pytest.raises(sa.exc.IntegrityError, match="ck_profile_event_kind|CHECK"),
+            transaction(engine) as s,
+        ):
+            s.add(ProfileEvent(at=utcnow(), profile_id=profile.id, kind=kind, actor="alice"))
+    with Session(engine) as s:
+        assert sorted(s.scalars(sa.select(ProfileEvent.kind))) == sorted(ProfileEventKind)

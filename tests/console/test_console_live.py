@@ -4,6 +4,9 @@ polling pauses behind modals, the embedded scheduler runs builds and leaves on e
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
 import threading
 
 import sqlalchemy as sa
@@ -117,6 +120,58 @@ async def test_start_up_objects_are_frozen_out_of_the_collector_once_campaigns_s
         # too once the scheduler has started.
         await wait_for(pilot, lambda: len(frozen) >= 2, what="the scheduler's freeze")
         assert 0 < frozen[0] < frozen[1], frozen
+
+
+def test_the_first_frame_shows_campaigns_before_the_rest_of_the_schema_is_imported(
+    workspace_url,
+):
+    """Issue 14 target 5: the first screen reads only the catalogue (and the scheduler
+    lease for its header), so the console draws it without importing store.models, the
+    audit log or SQLAlchemy's PostgreSQL dialect; those load right after the first frame,
+    on the event loop, before the start-up objects are frozen. A fresh interpreter, since
+    this one has imported everything already."""
+    code = f"""
+import asyncio, json, sys
+from console.app import CampaignConsole
+from store.actors import Actor
+
+LATER = ("store.models", "store.audit", "store.validity", "sqlalchemy.dialects.postgresql")
+seen = {{}}
+shown = CampaignConsole.first_frame_shown
+
+def recorded(self):
+    seen.setdefault("rows", list(self.screen.rows))
+    seen.setdefault("before", [m for m in LATER if m in sys.modules])
+    shown(self)
+    seen.setdefault("after", [m for m in LATER if m in sys.modules])
+
+CampaignConsole.first_frame_shown = recorded
+
+async def main():
+    app = CampaignConsole({workspace_url!r}, Actor(user="alice", role="operator", origin="t"),
+                          embed_scheduler=False, poll_interval=0.2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(1200):  # up to 60 s on a loaded machine
+            if "after" in seen:
+                break
+            await pilot.pause(0.05)
+
+asyncio.run(main())
+print(json.dumps(seen))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert "Young Drop" in seen["rows"]  # the first frame has its campaigns
+    assert seen["before"] == []
+    assert seen["after"] == [
+        "store.models",
+        "store.audit",
+        "store.validity",
+        "sqlalchemy.dialects.postgresql",
+    ]
 
 
 async def test_embedded_scheduler_runs_a_build_and_leaves_on_exit(make_app):
