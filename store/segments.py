@@ -192,6 +192,23 @@ class MembershipChange:
 MEMBERSHIP_ACTIONS = ("add", "remove", "replace")
 
 
+@dataclass(frozen=True)
+class ProfileIds:
+    """The profiles of a membership change as a table of distinct profile ids (column
+    `profile_id`, its INTEGER PRIMARY KEY: SQLite segment files, store.imports).
+
+    "add" consumes it: the ids of current members are deleted from it, then the rest are
+    inserted in id order (the order of segment_member's indexes) with no per-row check
+    against the members, which made SQLite write every new row to a temporary table first
+    (the statement reads the table it inserts into): 0.45 CPU-s per million rows.
+    """
+
+    table: str
+
+    def profile_filter(self) -> sa.TextClause:
+        return sa.text(f"id IN (SELECT profile_id FROM {self.table})")
+
+
 def _change_action(segment: Segment, action: str | None = None, *_: Any, **kw: Any) -> str:
     return f"segment.{kw.get('action', action)}"
 
@@ -210,9 +227,12 @@ def change_members_where(
     _require_static(actor, segment, verb)
     _lock(session, segment)
     now = utcnow()
-    matches = _as_filter(profile_filter)
+    ids = profile_filter if isinstance(profile_filter, ProfileIds) else None
+    matches = ids.profile_filter() if ids else _as_filter(profile_filter)
     added = removed = 0
-    if action == "add":
+    if action == "add" and ids:
+        added = _open_ids(session, segment, ids, now, actor)
+    elif action == "add":
         added = _open(session, segment, matches, now, actor)
     elif action == "remove":
         removed = _close_matching(session, segment, matches, now, actor)
@@ -372,6 +392,34 @@ def _open(session: Session, segment: Segment, matches: Any, now: datetime, actor
         ["segment_id", "profile_id", "entered_at", "entered_by"], newcomers
     )
     # SQLAlchemy reports -1 for INSERT … SELECT on psycopg unless asked to keep the count.
+    result = session.execute(insert.execution_options(preserve_rowcount=True))
+    return max(result.rowcount or 0, 0)
+
+
+def _open_ids(
+    session: Session, segment: Segment, ids: ProfileIds, now: datetime, actor: Actor
+) -> int:
+    """`_open` for a ProfileIds table: drop the current members from it, insert the rest."""
+    session.execute(
+        sa.text(
+            f"DELETE FROM {ids.table} WHERE profile_id IN (SELECT profile_id "
+            "FROM segment_member WHERE segment_id = :segment AND left_at IS NULL)"
+        ),
+        {"segment": segment.id},
+    )
+    newcomers = (
+        sa.select(
+            sa.literal(segment.id, sa.Integer),
+            sa.column("profile_id"),
+            sa.literal(now, UTCDateTime()),
+            sa.literal(actor.user, sa.String),
+        )
+        .select_from(sa.table(ids.table))
+        .order_by(sa.column("profile_id"))
+    )
+    insert = sa.insert(member_table).from_select(
+        ["segment_id", "profile_id", "entered_at", "entered_by"], newcomers
+    )
     result = session.execute(insert.execution_options(preserve_rowcount=True))
     return max(result.rowcount or 0, 0)
 
