@@ -448,28 +448,30 @@ def apply_segment_file(
 
 
 def _sqlite_segment_ids(conn: Connection, problems: Problems) -> segments.ProfileIds:
-    """SQLite: resolve the staged rows and collect their profile ids into a table keyed by
-    the id; the profile filter of the membership change reads that table.
+    """SQLite: the profile ids the staged rows name, into a table keyed by the id, for the
+    membership change (segments.ProfileIds).
 
-    The table's primary key finds duplicates on the way: a file whose rows all name a
-    profile, each a different one, has neither a duplicate nor an unknown external id
-    ((database, external_id) -> profile is one to one), so the two checks of the general
-    case (a GROUP BY over the names, and a count of the unresolved rows) are one count.
-    Otherwise both checks run as on PostgreSQL and report the same problems. The
-    membership change then reads the table in id order (the order of segment_member's
-    indexes) instead of building a temporary index of the stage's ids: with a file in
-    random order, 5.6 CPU-s instead of 7.5 for the statements of a million rows (an "add"
-    saves more: segments.ProfileIds).
+    One join fills the table, its primary key dropping repeats: a file whose rows all
+    name a profile, each a different one, has neither a duplicate nor an unknown external
+    id ((database, external_id) -> profile is one to one), so when the table has as many
+    ids as the stage has rows, the two checks of the general case (a GROUP BY over the
+    names, an UPDATE of the stage and a count of its unresolved rows) are not needed.
+    Otherwise they run as on PostgreSQL and report the same problems. The membership
+    change then reads the table in id order (the order of segment_member's indexes)
+    instead of building a temporary index of the stage's ids (BENCHMARKS.md, issue 14
+    loads).
     """
-    resolve_profiles(conn, SEGMENT_STAGE, problems, report=False)
     create_stage(conn, SEGMENT_IDS, [("profile_id", "INTEGER PRIMARY KEY")])
     distinct = conn.exec_driver_sql(
-        f"INSERT OR IGNORE INTO {SEGMENT_IDS} (profile_id) "
-        f"SELECT profile_id FROM {SEGMENT_STAGE} WHERE profile_id IS NOT NULL"
+        f"INSERT OR IGNORE INTO {SEGMENT_IDS} (profile_id) SELECT p.id FROM {SEGMENT_STAGE} s "
+        "JOIN profile_database d ON d.name = s.database_name "
+        "JOIN profile p ON p.database_id = d.id AND p.external_id = s.external_id"
     ).rowcount
     if problems.total or distinct != _stage_count(conn, SEGMENT_STAGE):
         report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
-        report_unresolved(conn, SEGMENT_STAGE, problems)
+        resolve_profiles(conn, SEGMENT_STAGE, problems)
+        if not problems.total:  # fewer ids than rows: a repeat or an unknown id, always
+            raise AssertionError("segment file: ids missing, and no problem found")
     return segments.ProfileIds(SEGMENT_IDS)
 
 
@@ -543,10 +545,8 @@ def resolve_profiles(
     problems: Problems,
     *,
     database: ProfileDatabase | None = None,
-    report: bool = True,
 ) -> None:
-    """Set-based: the staged external ids -> `profile_id`; every unknown one is a problem
-    (with `report`; else `report_unresolved` reports them later).
+    """Set-based: the staged external ids -> `profile_id`; every unknown one is a problem.
 
     The stage has `line`, `external_id` and `profile_id`, and either `database_name` (each
     row names its database: segment files) or one `database` for the whole file (events).
@@ -573,14 +573,6 @@ def resolve_profiles(
         )
     if pg:  # again: the joins that follow read profile_id, which was NULL until now
         conn.exec_driver_sql(f"ANALYZE {stage}")
-    if report:
-        report_unresolved(conn, stage, problems, database=database)
-
-
-def report_unresolved(
-    conn: Connection, stage: str, problems: Problems, *, database: ProfileDatabase | None = None
-) -> None:
-    """Every staged row `resolve_profiles` found no profile for is a problem."""
     if database is None:
         missing = f"""FROM {stage} s
             LEFT JOIN profile_database d ON d.name = s.database_name
