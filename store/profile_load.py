@@ -40,10 +40,10 @@ from store.csv_import import (
     check_header_names,
     collector_paused,
     convert_columns,
-    copy_text,
     is_postgres,
     read_header,
     universal_breaks,
+    write_copy_rows,
 )
 from store.hashing import assignment_hash, profile_keys
 from store.models import ProfileDatabase, ProfileField, UTCDateTime, utcnow
@@ -128,7 +128,7 @@ def _load(
         rows = 0
         with _ProfileWriter(conn, database, [f.slot for _i, f in columns]) as writer:
 
-            def prepared() -> Iterator[tuple[int, Any]]:
+            def prepared() -> Iterator[list[Sequence[Any]]]:
                 """The file's batches as the writer takes them (no database access)."""
                 for _lines, batch in records.batches(READ_BATCH):
                     converted = convert_columns(batch, len(header), id_index, columns)
@@ -138,12 +138,12 @@ def _load(
                 if problems.total:  # a malformed end
                     raise NotAFirstLoad
 
-            pipelined = _worth_a_reader_process(binary)
+            pipelined = not writer.postgres and _worth_a_reader_process(binary)
             batches = _from_reader_process(prepared()) if pipelined else prepared()
             with closing(batches):  # now, not whenever the generator is collected
-                for count, payload in batches:
-                    writer.write(payload)
-                    rows += count
+                for batch_columns in batches:
+                    writer.write(batch_columns)
+                    rows += len(batch_columns[0])
             if rows == 0:
                 raise NotAFirstLoad
         if pipelined:  # the reader process read the file to its end, not this one
@@ -155,11 +155,10 @@ def _load(
     return rows
 
 
-# The reader process: a forked child reads, parses, checks and hashes the file (and on
-# PostgreSQL formats the COPY text) while this process inserts or streams the COPY. The
-# child touches no database connection and ends with os._exit; any problem it meets makes
-# the load NotAFirstLoad, so the general path reads the file again, in this process, and
-# reports every problem as before.
+# The reader process (SQLite first loads): a forked child reads, parses, checks and hashes
+# the file while this process inserts. The child touches no database connection and ends
+# with os._exit; any problem it meets makes the load NotAFirstLoad, so the general path
+# reads the file again, in this process, and reports every problem as before.
 PIPELINE_MIN_BYTES = 4 << 20  # smaller files: the fork is not worth it
 _FRAME = struct.Struct("<q")  # the length of each batch; -1: the file is done; -2: stop
 
@@ -282,32 +281,21 @@ class _ProfileWriter:
             except psycopg.IntegrityError:  # a duplicate, or a profile created meanwhile
                 raise NotAFirstLoad from None
 
-    def prepare(self, converted: list[Sequence[Any]]) -> tuple[int, Any]:
-        """(rows, what `write` takes) of a batch: its per-row columns, or on PostgreSQL
-        its COPY text when no value needs escaping. No database access: a reader process
-        may run it."""
+    def prepare(self, converted: list[Sequence[Any]]) -> list[Sequence[Any]]:
+        """The per-row columns of a batch (no database access: a reader process may run it)."""
         external_ids, *values = converted
         columns: list[Sequence[Any]] = [external_ids, profile_keys(external_ids)]  # R9 key
         if self.gcg:
             seed, below = self.gcg
             columns.append([assignment_hash(seed, e) < below for e in external_ids])
-        columns += values
-        n = len(external_ids)
-        if self.postgres:
-            columns += [[text] * n for text in self.constants]
-            text = copy_text(columns)
-            return n, columns if text is None else text
-        return n, columns
+        return columns + values
 
-    def write(self, payload: Any) -> None:
+    def write(self, columns: list[Sequence[Any]]) -> None:
         if self.postgres:
-            if isinstance(payload, str):
-                self.copy.write(payload)
-            else:  # a value to escape: row by row
-                for row in zip(*payload, strict=True):
-                    self.copy.write_row(row)
+            n = len(columns[0])
+            write_copy_rows(self.copy, columns + [[text] * n for text in self.constants])
             return
         try:
-            self.conn.exec_driver_sql(self.insert, list(zip(*payload, strict=True)))
+            self.conn.exec_driver_sql(self.insert, list(zip(*columns, strict=True)))
         except sa.exc.IntegrityError:
             raise NotAFirstLoad from None

@@ -1,5 +1,5 @@
-"""First loads of large files read, parse and hash the file in a forked reader process
-while the calling process inserts (store/profile_load.py), on both backends. What is stored, what
+"""SQLite first loads of large files read, parse and hash the file in a forked reader
+process while the calling process inserts (store/profile_load.py). What is stored, what
 is reported and what is left after a problem must be what the same load gives in one
 process; a reader process that dies changes nothing but the speed."""
 
@@ -87,67 +87,67 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the reader proc
 
 
 def test_a_load_through_the_reader_process_stores_what_one_process_stores(
-    engine, operator, monkeypatch
+    sqlite_engine, operator, monkeypatch
 ):
-    databases(engine, operator, "piped", "direct")
+    databases(sqlite_engine, operator, "piped", "direct")
     data = as_bytes(make_file(3 * READ_BATCH + 17))
     monkeypatch.setattr(profile_load, "PIPELINE_MIN_BYTES", len(data))  # direct: too small
-    direct = load(engine, operator, "direct", data)
+    direct = load(sqlite_engine, operator, "direct", data)
     monkeypatch.setattr(profile_load, "PIPELINE_MIN_BYTES", 0)
-    piped = load(engine, operator, "piped", data)
+    piped = load(sqlite_engine, operator, "piped", data)
     assert piped.rows == piped.inserted == direct.inserted == 3 * READ_BATCH + 17
-    rows = stored(engine, "piped")
-    assert rows == stored(engine, "direct")
+    rows = stored(sqlite_engine, "piped")
+    assert rows == stored(sqlite_engine, "direct")
     assert rows["P000003"][:4] == ("Kazan", -497, date(2024, 2, 4), 0.375)
     assert 0 < sum(v[4] for v in rows.values()) < len(rows)  # R11a: some held out
     assert children() == set()
 
 
-def test_a_bad_cell_in_a_later_batch_is_reported_as_in_one_process(engine, operator, forks):
-    databases(engine, operator, "retail")
+def test_a_bad_cell_in_a_later_batch_is_reported_as_in_one_process(sqlite_engine, operator, forks):
+    databases(sqlite_engine, operator, "retail")
     lines = make_file(3 * READ_BATCH)
     lines[2 * READ_BATCH + 3] = "LATE,Kazan,many,2024-01-01,1"
     with pytest.raises(ImportRejected) as info:
-        load(engine, operator, "retail", as_bytes(lines))
+        load(sqlite_engine, operator, "retail", as_bytes(lines))
     assert forks == [1]
     assert [(p.line, p.column) for p in info.value.problems] == [(2 * READ_BATCH + 5, "int_field")]
-    assert stored(engine, "retail") == {}
+    assert stored(sqlite_engine, "retail") == {}
     assert children() == set()
 
 
-def test_a_duplicate_stops_the_reader_process_and_leaves_nothing(engine, operator, forks):
-    databases(engine, operator, "retail")
+def test_a_duplicate_stops_the_reader_process_and_leaves_nothing(sqlite_engine, operator, forks):
+    databases(sqlite_engine, operator, "retail")
     lines = make_file(3 * READ_BATCH)
     lines[READ_BATCH + 10] = lines[4]  # found by the insert, while the reader reads on
     with pytest.raises(ImportRejected) as info:
-        load(engine, operator, "retail", as_bytes(lines))
+        load(sqlite_engine, operator, "retail", as_bytes(lines))
     assert forks == [1]
     assert [(p.line, p.column, p.reason) for p in info.value.problems] == [
         (READ_BATCH + 12, "external_id", "duplicate external_id 'P000004' (first on line 6)")
     ]
-    assert stored(engine, "retail") == {}
+    assert stored(sqlite_engine, "retail") == {}
     assert children() == set()
-    assert load(engine, operator, "retail", as_bytes(make_file(10))).inserted == 10
+    assert load(sqlite_engine, operator, "retail", as_bytes(make_file(10))).inserted == 10
 
 
-def test_a_bad_encoding_is_reported_at_its_line(engine, operator, forks):
-    databases(engine, operator, "retail")
+def test_a_bad_encoding_is_reported_at_its_line(sqlite_engine, operator, forks):
+    databases(sqlite_engine, operator, "retail")
     data = as_bytes(make_file(2 * READ_BATCH))
     at = data.index(b"P001500")
     data = data[:at] + b"\xff" + data[at + 1 :]
     with pytest.raises(ImportRejected) as info:
-        load(engine, operator, "retail", data)
+        load(sqlite_engine, operator, "retail", data)
     assert forks == [1]
     assert [(p.line, p.reason[:30]) for p in info.value.problems] == [
         (1502, "bad encoding: byte 0xff at pos")
     ]
-    assert stored(engine, "retail") == {}
+    assert stored(sqlite_engine, "retail") == {}
 
 
 def test_a_reader_process_that_dies_changes_nothing_but_the_speed(
-    engine, operator, forks, monkeypatch
+    sqlite_engine, operator, forks, monkeypatch
 ):
-    databases(engine, operator, "retail")
+    databases(sqlite_engine, operator, "retail")
     parent = os.getpid()
     real = profile_load._ProfileWriter.prepare
     calls = []
@@ -160,10 +160,10 @@ def test_a_reader_process_that_dies_changes_nothing_but_the_speed(
 
     monkeypatch.setattr(profile_load._ProfileWriter, "prepare", dying)
     lines = make_file(3 * READ_BATCH)
-    result = load(engine, operator, "retail", as_bytes(lines))
+    result = load(sqlite_engine, operator, "retail", as_bytes(lines))
     assert forks == [1]
     assert (result.rows, result.inserted) == (len(lines), len(lines))  # by the general path
-    assert len(stored(engine, "retail")) == len(lines)
+    assert len(stored(sqlite_engine, "retail")) == len(lines)
     assert children() == set()
 
 
