@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from console.cli.args import Builder
-from console.cli.main import REGISTER, build_parser, main, named_command
+from console.cli.main import CONSOLE, REGISTER, build_parser, main, named_command
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
@@ -57,7 +57,9 @@ def test_the_parser_of_one_command_reads_it_as_the_full_parser_does():
         (["--read", "events", "import", "e.csv"], "events"),  # abbreviated, as argparse allows
         (["campaign", "--help"], "campaign"),  # the command's own help: same parser
         (["--db", "campaign", "list"], None),  # "campaign" is the value of --db
-        ([], None),  # the console
+        ([], CONSOLE),  # the console
+        (["--db", "w.db"], CONSOLE),
+        (["--read-only", "--db=w.db"], CONSOLE),
         (["-h"], None),
         (["--help", "campaign"], None),  # the top-level help lists every command
         (["--db"], None),
@@ -67,6 +69,15 @@ def test_the_parser_of_one_command_reads_it_as_the_full_parser_does():
 )
 def test_the_named_command_is_read_as_the_full_parser_reads_it(argv, command):
     assert named_command(argv) == command
+
+
+@pytest.mark.parametrize("argv", [[], ["--db", "w.db"], ["--read-only"], ["--read", "--db=x"]])
+def test_a_console_line_gets_a_parser_without_commands_that_reads_it_as_the_full_one(argv):
+    """Issue 14 target 5: the console's launch builds no command parser (and imports no
+    CLI module for one), yet reads its global options exactly as the full parser does."""
+    console = build_parser(CONSOLE)
+    assert not _subparsers(console).choices
+    assert vars(console.parse_args(argv)) == vars(build_parser().parse_args(argv))
 
 
 def test_help_and_errors_come_from_the_full_parser(capsys):

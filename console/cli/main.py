@@ -51,9 +51,17 @@ REGISTER: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
+# named_command's answer for a line that names no command and asks for no help (the
+# console, possibly with global options): its parser registers no command at all, which
+# reads such a line as the full parser does and spares the console's launch the import of
+# every CLI module (issue 14 target 5).
+CONSOLE = ""
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or with `command` only of the entry of REGISTER that
-    defines it: a line naming that command parses exactly as with the full parser."""
+    defines it (none for CONSOLE): a line naming that command parses exactly as with the
+    full parser."""
     parser = argparse.ArgumentParser(
         prog="campaign-console",
         description="Operator console for marketing campaigns with local control groups. "
@@ -85,8 +93,8 @@ class _CommandProbe(argparse.ArgumentParser):
 
 def named_command(argv: list[str]) -> str | None:
     """The command a command line names, read as the full parser reads it (the global
-    options, then the first word); None when it names none, asks for help before it, or
-    is malformed: the full parser answers those."""
+    options, then the first word); CONSOLE when it is only global options; None when it
+    asks for help before a command, or is malformed: the full parser answers those."""
     probe = _CommandProbe(prog="campaign-console", add_help=False)
     _global_options(probe)
     probe.add_argument("command", nargs="?")
@@ -95,8 +103,12 @@ def named_command(argv: list[str]) -> str | None:
         found, unknown = probe.parse_known_args(argv)
     except _Unusual:
         return None
+    if unknown:
+        return None
+    if found.command is None:
+        return CONSOLE
     known = any(found.command in commands for _, _, commands in REGISTER)
-    return found.command if known and not unknown else None
+    return found.command if known else None
 
 
 # --------------------------------------------------------------------------- main
