@@ -237,9 +237,7 @@ def main() -> int:
 
 def first_frame_rows(first: list[float], baseline: list[float], floors: list[float]) -> str:
     def spread(values: list[float]) -> str:
-        return (
-            f"{statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})"
-        )
+        return f"{statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})"
 
     rows = [
         f"| launch → first frame with campaigns (median of {len(first)}) | {spread(first)} "

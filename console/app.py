@@ -345,7 +345,9 @@ class CampaignConsole(App):
         yield SystemCommand("Builds monitor", "Builds across campaigns", self.action_show_builds)
         yield SystemCommand("Find profile", "Open a profile card", self.action_find_profile)
         yield SystemCommand("Audit log", "A: recent audit entries", self.action_show_audit)
-        yield SystemCommand("Segments", "Every segment and its refreshes", self.action_show_segments)
+        yield SystemCommand(
+            "Segments", "Every segment and its refreshes", self.action_show_segments
+        )
         yield SystemCommand("Keys", "Every key binding of this screen", self.action_help)
         if isinstance(screen, CampaignActions) and not self.actor.read_only:
             yield SystemCommand("Activate campaign", "a", screen.action_activate)

@@ -205,8 +205,9 @@ def write_entry(
     from store.db import audit_writer
 
     with Session(audit_writer(engine)) as session:  # also from a read-only SQLite engine
-        record(session, actor, action, target_type, target_name=target_name, outcome=outcome,
-               **details)
+        record(
+            session, actor, action, target_type, target_name=target_name, outcome=outcome, **details
+        )
         session.commit()
 
 

@@ -133,14 +133,18 @@ def regrant_read_only(engine: Engine) -> list[str]:
         return []
     with engine.begin() as conn:
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
-        roles = conn.execute(
-            sa.text(
-                "SELECT rolname FROM pg_roles "
-                "WHERE shobj_description(oid, 'pg_authid') = :comment "
-                "AND has_schema_privilege(rolname, :schema, 'USAGE') ORDER BY rolname"
-            ),
-            {"comment": ROLE_COMMENT, "schema": schema},
-        ).scalars().all()
+        roles = (
+            conn.execute(
+                sa.text(
+                    "SELECT rolname FROM pg_roles "
+                    "WHERE shobj_description(oid, 'pg_authid') = :comment "
+                    "AND has_schema_privilege(rolname, :schema, 'USAGE') ORDER BY rolname"
+                ),
+                {"comment": ROLE_COMMENT, "schema": schema},
+            )
+            .scalars()
+            .all()
+        )
         for role in roles:
             conn.exec_driver_sql(
                 f"GRANT SELECT ON ALL TABLES IN SCHEMA {_quote(schema)} TO {_quote(role)}"

@@ -128,9 +128,7 @@ def try_acquire(engine: Engine, holder: str, ttl: float) -> bool:
         return bool(taken)
 
 
-def _requeue_builds_of(
-    session: Session, previous: SchedulerLease | None, holder: str
-) -> list[int]:
+def _requeue_builds_of(session: Session, previous: SchedulerLease | None, holder: str) -> list[int]:
     """A new holder knows the previous one is gone (its lease expired): the builds it left
     `running` go back to the queue at once, to resume from their checkpoints, instead of
     waiting for their heartbeats to go stale (issue 15.11). Safe even if the old holder

@@ -31,5 +31,7 @@ def check_whole_number(
 ) -> int:
     """`value` of argument `name` of `action` (e.g. "builds.list", "--limit"), or refuse."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(f"{name} must be a whole number from {low:,} to {high:,}, not {value}")
+        raise ValidationError(
+            f"{name} must be a whole number from {low:,} to {high:,}, not {value}"
+        )
     return value

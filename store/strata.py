@@ -91,6 +91,4 @@ def label(key: str, names: Sequence[str], types: dict[str, str] | None = None) -
     """Human text for a stratum: 'int_field=20, region=Moscow' or 'all'."""
     if not names:
         return "all"
-    return ", ".join(
-        f"{k}={'∅' if v is None else v}" for k, v in decode(key, names, types).items()
-    )
+    return ", ".join(f"{k}={'∅' if v is None else v}" for k, v in decode(key, names, types).items())

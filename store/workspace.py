@@ -52,9 +52,12 @@ def data_tables_in_use(engine: Engine) -> list[str]:
     used = []
     with engine.connect() as conn:
         for name in sorted(set(SQLModel.metadata.tables) - _BOOKKEEPING):
-            if name in present and conn.execute(
-                sa.select(sa.literal(1)).select_from(sa.table(name)).limit(1)
-            ).first():
+            if (
+                name in present
+                and conn.execute(
+                    sa.select(sa.literal(1)).select_from(sa.table(name)).limit(1)
+                ).first()
+            ):
                 used.append(name)
     return used
 

@@ -290,7 +290,9 @@ def workspace(db_url, capsys, tmp_path) -> Cli:
 def refusals(engine) -> int:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.outcome == "refused")
+            sa.select(sa.func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.outcome == "refused")
         ).scalar_one()
 
 

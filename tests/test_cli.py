@@ -487,7 +487,10 @@ def test_mailing_usage_refusals_and_not_found(cli):
     assert cli("mailing", "create", "m", "--campaign", "r10", "--kind", "broadcast", "--at", "soon").code == 2  # fmt: skip
     assert cli("mailing", "create", "m", "--campaign", "r10", "--kind", "broadcast").code == 3
     assert cli("mailing", "create", "m", "--campaign", "r10", "--kind", "regular", "--cron", "bad").code == 3  # fmt: skip
-    assert cli("mailing", "create", "m", "--campaign", "nope", "--kind", "trigger", "--on", "buy").code == 4
+    assert (
+        cli("mailing", "create", "m", "--campaign", "nope", "--kind", "trigger", "--on", "buy").code
+        == 4
+    )
     assert cli("mailing", "pause", "nope").code == 4
     assert count(cli.db_url, Mailing) == 0
 

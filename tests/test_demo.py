@@ -75,9 +75,7 @@ def test_demo_has_processed_trigger_events_with_every_outcome(workspace):
             sa.select(sa.func.count()).where(TriggerEvent.processed_at.is_(None))
         )
         reasons = set(session.scalars(sa.select(Suppression.reason).distinct()))
-        delivered = session.scalar(
-            sa.select(sa.func.count()).where(Delivery.event_id.is_not(None))
-        )
+        delivered = session.scalar(sa.select(sa.func.count()).where(Delivery.event_id.is_not(None)))
         welcome = views.mailing_detail(session, "loyalty-welcome")
     assert events >= 300 and pending == 0
     assert reasons == set(SuppressionReason)

@@ -66,7 +66,17 @@ def creating(kind: str, name: str) -> list[str]:
         "database": ["database", "create", name, "--fields", "region:text"],
         "segment": ["segment", "create", name],
         "campaign": ["campaign", "create", name, "--database", "main", "--segment", "everyone"],
-        "mailing": ["mailing", "create", name, "--campaign", "Spring", "--kind", "trigger", "--on", "buy"],
+        "mailing": [
+            "mailing",
+            "create",
+            name,
+            "--campaign",
+            "Spring",
+            "--kind",
+            "trigger",
+            "--on",
+            "buy",
+        ],
     }[kind]
 
 

@@ -50,7 +50,9 @@ def viewer_role(postgres_url):
     admin = make_engine(postgres_url)
     try:
         with admin.begin() as conn:
-            if conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first():
+            if conn.execute(
+                sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+            ).first():
                 conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
                 conn.exec_driver_sql(f'DROP ROLE "{role}"')
     finally:

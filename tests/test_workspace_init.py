@@ -167,8 +167,10 @@ def test_demo_creates_its_workspace(tmp_path, capsys):
 
 def maintenance_url(schema_url: str) -> str:
     """The test server's URL without the fixture's search_path: the database's own schema."""
-    return make_url(schema_url).difference_update_query(["options"]).render_as_string(
-        hide_password=False
+    return (
+        make_url(schema_url)
+        .difference_update_query(["options"])
+        .render_as_string(hide_password=False)
     )
 
 

@@ -102,7 +102,8 @@ class Context:
         if self.args.json:
             text = json.dumps(payload, indent=2, ensure_ascii=False, default=str)
             self.out.write(
-                "".join(f"\\u{ord(c):04x}" if c != "\n" and is_unsafe(c) else c for c in text) + "\n"
+                "".join(f"\\u{ord(c):04x}" if c != "\n" and is_unsafe(c) else c for c in text)
+                + "\n"
             )
         else:
             text = human()

@@ -168,8 +168,7 @@ def profile_text(card: dict[str, Any]) -> str:
                     (
                         time_text(e["at"]),
                         e["kind"] + (f" ({e['reason']})" if e.get("reason") else ""),
-                        (e["campaign"] or "")
-                        + (f" / {e['mailing']}" if e.get("mailing") else ""),
+                        (e["campaign"] or "") + (f" / {e['mailing']}" if e.get("mailing") else ""),
                         e["segment"] or "",
                         e["group"] or "",
                         f"#{e['build']}" if e["build"] else "",

@@ -276,9 +276,7 @@ async def test_stale_version_surfaces_as_a_conflict(make_app):
     async with app.run_test(size=(120, 30)) as pilot:
         screen = await list_ready(pilot)
         row = screen.rows["Young Drop"]
-        stale = CampaignRef(
-            "Young Drop", row.version - 1, "draft", 0, 0, False, "young", "dynamic"
-        )
+        stale = CampaignRef("Young Drop", row.version - 1, "draft", 0, 0, False, "young", "dynamic")
         screen.activate_now(stale)
         await wait_for(pilot, lambda: any("changed" in m for m in messages(app)))
         assert campaign(app, "Young Drop").status == "draft"
