@@ -298,7 +298,18 @@ def measure() -> int:
     baseline_frames: list[float] = []
     sources = [(None, first_frames)]
     if args.baseline_source is not None:
-        sources.append((args.baseline_source.resolve(), baseline_frames))
+        source = args.baseline_source.resolve()
+        # The console runs from / with PYTHONPATH: check that it imports the other code.
+        probe = subprocess.run(
+            [str(PYTHON), "-c", "import store; print(store.__file__)"],
+            cwd="/",
+            env={**os.environ, "PYTHONPATH": str(source)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert probe.startswith(str(source)), f"the baseline imports {probe}"
+        sources.append((source, baseline_frames))
     for i in range(args.launches):
         for source, frames in sources if i % 2 == 0 else sources[::-1]:
             wait_no_lease(url)
