@@ -104,8 +104,8 @@ def _age_text(seconds: float | None) -> str:
 
 
 def scheduler_health(session: Session, now: datetime | None = None) -> SchedulerHealth:
-    # Imported here: the lease module brings the audit log and actors, which the build
-    # progress rows of `campaign list` do not need (issue 14 target 6).
+    # Imported here: `campaign list` reads build progress from this module, not the lease
+    # (issue 14 target 6: tests/test_architecture.py keeps store.lease out of it).
     from store.lease import current_lease
 
     now = now or utcnow()

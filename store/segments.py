@@ -382,18 +382,8 @@ def _open_member_exists(segment_id: int) -> sa.Exists:
 
 def _open(session: Session, segment: Segment, matches: Any, now: datetime, actor: Actor) -> int:
     """INSERT … SELECT an open interval for each matching profile not yet a member."""
-    newcomers = sa.select(
-        sa.literal(segment.id, sa.Integer),
-        profile_table.c.id,
-        sa.literal(now, UTCDateTime()),
-        sa.literal(actor.user, sa.String),
-    ).where(matches, ~_open_member_exists(segment.id))
-    insert = sa.insert(member_table).from_select(
-        ["segment_id", "profile_id", "entered_at", "entered_by"], newcomers
-    )
-    # SQLAlchemy reports -1 for INSERT … SELECT on psycopg unless asked to keep the count.
-    result = session.execute(insert.execution_options(preserve_rowcount=True))
-    return max(result.rowcount or 0, 0)
+    newcomers = _interval_rows(segment, profile_table.c.id, now, actor)
+    return _insert_intervals(session, newcomers.where(matches, ~_open_member_exists(segment.id)))
 
 
 def _open_ids(
@@ -407,19 +397,31 @@ def _open_ids(
         ),
         {"segment": segment.id},
     )
-    newcomers = (
-        sa.select(
-            sa.literal(segment.id, sa.Integer),
-            sa.column("profile_id"),
-            sa.literal(now, UTCDateTime()),
-            sa.literal(actor.user, sa.String),
-        )
-        .select_from(sa.table(ids.table))
-        .order_by(sa.column("profile_id"))
+    profile_id = sa.column("profile_id")
+    newcomers = _interval_rows(segment, profile_id, now, actor)
+    return _insert_intervals(
+        session, newcomers.select_from(sa.table(ids.table)).order_by(profile_id)
     )
+
+
+def _interval_rows(
+    segment: Segment, profile_id: sa.ColumnElement[int], now: datetime, actor: Actor
+) -> sa.Select:
+    """The columns of a new open interval (_insert_intervals) for each `profile_id`."""
+    return sa.select(
+        sa.literal(segment.id, sa.Integer),
+        profile_id,
+        sa.literal(now, UTCDateTime()),
+        sa.literal(actor.user, sa.String),
+    )
+
+
+def _insert_intervals(session: Session, rows: sa.Select) -> int:
+    """INSERT … SELECT the open intervals `rows` gives; returns how many."""
     insert = sa.insert(member_table).from_select(
-        ["segment_id", "profile_id", "entered_at", "entered_by"], newcomers
+        ["segment_id", "profile_id", "entered_at", "entered_by"], rows
     )
+    # SQLAlchemy reports -1 for INSERT … SELECT on psycopg unless asked to keep the count.
     result = session.execute(insert.execution_options(preserve_rowcount=True))
     return max(result.rowcount or 0, 0)
 
