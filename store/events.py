@@ -25,7 +25,6 @@ record an effect twice.
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,19 +41,13 @@ from store.actors import Actor
 from store.csv_import import (
     BATCH_SIZE,
     MAX_PROBLEMS,
-    READ_BATCH,
     Problems,
     Records,
     StageWriter,
-    check_header_names,
-    create_stage,
     drop_stage,
     is_postgres,
-    open_source,
-    read_header,
-    scan_records,
-    use_large_cache,
 )
+from store.csv_load import file_load, is_ragged, result_dict, stage_batches
 from store.db import keep_statistics_fresh, transaction
 from store.errors import NotFoundError, ValidationError
 from store.imports import resolve_profiles
@@ -159,13 +152,7 @@ class EventImportResult:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "database": self.database,
-            "rows": self.rows,
-            "first_id": self.first_id,
-            "last_id": self.last_id,
-            "seconds": round(self.seconds, 3),
-        }
+        return result_dict(self)
 
 
 @audit.operation("events.import", "database")
@@ -187,60 +174,48 @@ def import_events(
     enter the inbox in file order.
     """
     actor.require_write("import events")
-    started = time.perf_counter()
-    binary, name, owned = open_source(source)
-    conn = session.connection()
-    use_large_cache(conn)
-    pg = is_postgres(conn)
-    to_db = _datetime_writer(conn)
+    with file_load(session, source, batch_size=batch_size, max_problems=max_problems) as load:
+        conn = load.conn
+        pg = is_postgres(conn)
+        to_db = _datetime_writer(conn)
 
-    def scan(records: Records, problems: Problems) -> int:
-        header = read_header(records, problems, name)
-        check_header_names(header, problems, name)
-        for column in header:
-            if column not in EVENT_COLUMNS:
-                problems.add(
-                    1, column, "unknown column: an event file has external_id, event and at"
-                )
-        if "event" not in header:
-            problems.add(1, None, "missing column: event (the event's name)")
-            problems.raise_if_any(name)
-        indexes = (
-            header.index("external_id"),
-            header.index("event"),
-            header.index("at") if "at" in header else None,
-        )
-        create_stage(
-            conn,
-            EVENT_STAGE,
-            [
-                # SQLite: the line is the rowid, so the insert reads the stage in file
-                # order without sorting it
-                ("line", "BIGINT" if pg else "INTEGER PRIMARY KEY"),
-                ("external_id", "TEXT"),
-                ("event", "TEXT"),
-                ("at", "TIMESTAMP" if pg else "TEXT"),
-                ("profile_id", "BIGINT"),
-            ],
-        )
-        writer = StageWriter(conn, EVENT_STAGE, ["line", "external_id", "event", "at"], batch_size)
-        rows = 0
-        for lines, batch in records.batches(READ_BATCH):
-            rows += len(batch)
-            columns = _event_columns(batch, len(header), indexes, to_db)
-            if columns is None:
-                _stage_event_rows(
-                    zip(lines, batch, strict=True), problems, writer, len(header), indexes, to_db
-                )
-            else:
-                writer.add_many(zip(lines, *columns, strict=True))
-        writer.flush()
-        if rows == 0 and not problems.total:
-            problems.add(0, None, "empty file: a header but no rows")
-        return rows
+        def scan(records: Records, problems: Problems) -> int:
+            header = load.header(
+                records,
+                problems,
+                EVENT_COLUMNS,
+                "unknown column: an event file has external_id, event and at",
+            )
+            if "event" not in header:
+                problems.add(1, None, "missing column: event (the event's name)")
+                problems.raise_if_any(load.name)
+            width = len(header)
+            indexes = (
+                header.index("external_id"),
+                header.index("event"),
+                header.index("at") if "at" in header else None,
+            )
+            writer = load.stage(
+                EVENT_STAGE,
+                [
+                    # SQLite: the line is the rowid, so the insert reads the stage in file
+                    # order without sorting it
+                    ("line", "BIGINT" if pg else "INTEGER PRIMARY KEY"),
+                    ("external_id", "TEXT"),
+                    ("event", "TEXT"),
+                    ("at", "TIMESTAMP" if pg else "TEXT"),
+                ],
+                [("profile_id", "BIGINT")],
+            )
+            return stage_batches(
+                records,
+                problems,
+                writer,
+                lambda batch: _event_columns(batch, width, indexes, to_db),
+                lambda bad: _stage_event_rows(bad, problems, writer, width, indexes, to_db),
+            )
 
-    try:
-        rows, problems = scan_records(binary, max_problems, scan)
+        rows, problems = load.scan(scan)
         before = session.scalar(sa.select(sa.func.max(_event.c.id))) or 0
         if not problems.total:
             inserted = _insert_events(conn, database, actor)
@@ -248,13 +223,10 @@ def import_events(
                 resolve_profiles(conn, EVENT_STAGE, problems, database=database)
         else:  # rejected anyway: report the unknown external ids too
             resolve_profiles(conn, EVENT_STAGE, problems, database=database)
-        problems.raise_if_any(name)  # the caller's rollback undoes any insert
+        problems.raise_if_any(load.name)  # the caller's rollback undoes any insert
         drop_stage(conn, EVENT_STAGE)
         keep_statistics_fresh(conn, "event_inbox", rows)
         last_id = session.scalar(sa.select(sa.func.max(_event.c.id)))
-    finally:
-        if owned:
-            binary.close()
     first = session.scalar(sa.select(sa.func.min(_event.c.id)).where(_event.c.id > before))
     audit.record(
         session,
@@ -263,13 +235,13 @@ def import_events(
         "database",
         database.id,
         database.name,
-        file=name,
+        file=load.name,
         rows=rows,
         first_id=first,
         last_id=last_id,
     )
     session.flush()
-    return EventImportResult(database.name, rows, first, last_id, time.perf_counter() - started)
+    return EventImportResult(database.name, rows, first, last_id, load.seconds())
 
 
 def _insert_events(conn: Connection, database: ProfileDatabase, actor: Actor) -> int:
@@ -387,8 +359,7 @@ def _stage_event_rows(
 ) -> None:
     id_index, event_index, at_index = indexes
     for line, cells in records:
-        if len(cells) != width:
-            problems.add(line, None, f"ragged row: {len(cells)} cells where the header has {width}")
+        if is_ragged(line, cells, width, problems):
             continue
         external_id = cells[id_index]
         ok = True

@@ -18,7 +18,7 @@ refusal, and writes one audit entry.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,16 +33,14 @@ from store.csv_import import (
     BATCH_SIZE,
     MAX_PROBLEMS,
     Problems,
+    Records,
     StageWriter,
-    check_header_names,
-    create_stage,
+    convert_columns,
     drop_stage,
     is_postgres,
-    open_source,
-    read_header,
     report_duplicates,
-    scan_records,
 )
+from store.csv_load import file_load, is_ragged, result_dict, stage_batches
 from store.models import Campaign, GcgException, Profile, ProfileDatabase, UTCDateTime, utcnow
 from store.profiles import get_database
 from store.states import ProfileEventKind, check_not_completed
@@ -80,13 +78,7 @@ class GcgFileResult:
     unchanged: int  # already in (add) / already out (remove)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "database": self.database,
-            "action": self.action,
-            "rows": self.rows,
-            "changed": self.changed,
-            "unchanged": self.unchanged,
-        }
+        return result_dict(self)
 
 
 def gcg_show(session: Session, database: ProfileDatabase | str) -> GcgOverview:
@@ -207,37 +199,30 @@ def apply_gcg_file(
     if action not in GCG_ACTIONS:
         raise ValueError(f"action must be one of {GCG_ACTIONS}, not {action!r}")
     actor.require_write(f"{action} profiles {'to' if action == 'add' else 'from'} the GCG")
-    binary, name, owned = open_source(source)
-    conn = session.connection()
+    with file_load(session, source, batch_size=batch_size, max_problems=max_problems) as load:
+        conn = load.conn
 
-    def scan(records: Iterator[tuple[int, list[str]]], problems: Problems) -> int:
-        header = read_header(records, problems, name)
-        check_header_names(header, problems, name)
-        for column in header:
-            if column != "external_id":
-                problems.add(1, column, "unknown column: a GCG file has one column, external_id")
-        index = header.index("external_id")
-        create_stage(
-            conn, GCG_STAGE, [("line", "BIGINT"), ("external_id", "TEXT"), ("profile_id", "BIGINT")]
-        )
-        writer = StageWriter(conn, GCG_STAGE, ["line", "external_id"], batch_size)
-        rows = 0
-        for line, cells in records:
-            rows += 1
-            if len(cells) != len(header):
-                problems.add(
-                    line, None, f"ragged row: {len(cells)} cells where the header has {len(header)}"
-                )
-                continue
-            if not cells[index].strip():
-                problems.add(line, "external_id", "empty external_id")
-                continue
-            writer.add((line, cells[index]))
-        writer.flush()
-        return rows
+        def scan(records: Records, problems: Problems) -> int:
+            header = load.header(
+                records,
+                problems,
+                ("external_id",),
+                "unknown column: a GCG file has one column, external_id",
+            )
+            width, index = len(header), header.index("external_id")
+            writer = load.stage(
+                GCG_STAGE, [("line", "BIGINT"), ("external_id", "TEXT")], [("profile_id", "BIGINT")]
+            )
+            return stage_batches(
+                records,
+                problems,
+                writer,
+                lambda batch: convert_columns(batch, width, index, []),
+                lambda bad: _stage_gcg_rows(bad, problems, writer, width, index),
+                empty_file_ok=True,  # changes nothing, as a file of profiles already in/out
+            )
 
-    try:
-        rows, problems = scan_records(binary, max_problems, scan)
+        rows, problems = load.scan(scan)
         report_duplicates(conn, GCG_STAGE, ["external_id"], repr, problems)
         conn.exec_driver_sql(
             f"""UPDATE {GCG_STAGE} SET profile_id = (SELECT p.id FROM profile p
@@ -253,7 +238,7 @@ def apply_gcg_file(
             problems.add(
                 line, "external_id", f"unknown external_id {external_id!r} in {database.name!r}"
             )
-        problems.raise_if_any(name)
+        problems.raise_if_any(load.name)
         entering = action == "add"
         now = utcnow()
         chosen = f"id IN (SELECT profile_id FROM {GCG_STAGE})"
@@ -282,9 +267,6 @@ def apply_gcg_file(
             {"now_in": entering},
         )
         drop_stage(conn, GCG_STAGE)
-    finally:
-        if owned:
-            binary.close()
     audit.record(
         session,
         actor,
@@ -298,6 +280,23 @@ def apply_gcg_file(
     )
     session.flush()
     return GcgFileResult(database.name, action, rows, changed, rows - changed)
+
+
+def _stage_gcg_rows(
+    records: Iterable[tuple[int, list[str]]],
+    problems: Problems,
+    writer: StageWriter,
+    width: int,
+    index: int,
+) -> None:
+    """Row by row, reporting every problem (the batches `convert_columns` refuses)."""
+    for line, cells in records:
+        if is_ragged(line, cells, width, problems):
+            continue
+        if not cells[index].strip():
+            problems.add(line, "external_id", "empty external_id")
+            continue
+        writer.add((line, cells[index]))
 
 
 @audit.operation(

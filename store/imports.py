@@ -20,7 +20,6 @@ database, else the only database there is).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,16 +43,18 @@ from store.csv_import import (
     Problems,
     Records,
     StageWriter,
-    check_header_names,
     convert_columns,
     create_stage,
     drop_stage,
     is_postgres,
-    open_source,
-    read_header,
     report_duplicates,
-    scan_records,
-    use_large_cache,
+)
+from store.csv_load import (
+    file_load,
+    is_ragged,
+    refuse_unknown_columns,
+    result_dict,
+    stage_batches,
 )
 from store.db import keep_statistics_fresh
 from store.errors import ValidationError
@@ -68,6 +69,7 @@ from store.models import (
 
 __all__ = [
     "MAX_PROBLEMS",
+    "READ_BATCH",
     "ImportRejected",
     "ImportResult",
     "Problem",
@@ -99,14 +101,7 @@ class ImportResult:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "database": self.database,
-            "rows": self.rows,
-            "inserted": self.inserted,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "seconds": round(self.seconds, 3),
-        }
+        return result_dict(self)
 
 
 @audit.operation("profiles.import", "database")
@@ -125,62 +120,55 @@ def import_profiles(
     Raises ImportRejected (exit code 3) listing the problems when any row is bad.
     """
     actor.require_write("import profiles")
-    started = time.perf_counter()
-    fields = {f.name: f for f in profiles.database_fields(session, database.id)}
-    binary, name, owned = open_source(source)
-    conn = session.connection()
-    use_large_cache(conn)
-
-    def columns_of(header: list[str], problems: Problems) -> list[tuple[int, ProfileField]]:
-        for column in header:
-            if column != "external_id" and column not in fields:
-                declared = ", ".join(fields) or "none"
-                problems.add(
-                    1, column, f"unknown column: not a field of {database.name!r} ({declared})"
-                )
-        # Only the first occurrence of each known field is imported.
-        columns: list[tuple[int, ProfileField]] = []
-        for index, column in enumerate(header):
-            if column in fields and all(f.name != column for _i, f in columns):
-                columns.append((index, fields[column]))
-        return columns
-
-    def scan(records: Records, problems: Problems) -> tuple:
-        header = read_header(records, problems, name)
-        check_header_names(header, problems, name)
-        columns = columns_of(header, problems)
-        id_index = header.index("external_id")
-        create_stage(
-            conn,
-            PROFILE_STAGE,
-            [("line", "BIGINT"), ("external_id", "TEXT")]
-            + [(f.slot, STAGE_SQL_TYPES[f.type]) for _i, f in columns],
+    with file_load(session, source, batch_size=batch_size, max_problems=max_problems) as load:
+        conn = load.conn
+        fields = {f.name: f for f in profiles.database_fields(session, database.id)}
+        unknown = (
+            f"unknown column: not a field of {database.name!r} ({', '.join(fields) or 'none'})"
         )
-        writer = StageWriter(
-            conn, PROFILE_STAGE, ["line", "external_id"] + [f.slot for _i, f in columns], batch_size
-        )
-        rows = _stage_profiles(records, problems, writer, len(header), id_index, columns)
-        if rows == 0 and not problems.total:
-            problems.add(0, None, "empty file: a header but no rows")
-        return rows, columns
 
-    try:
+        def columns_of(header: list[str], problems: Problems) -> list[tuple[int, ProfileField]]:
+            refuse_unknown_columns(header, problems, {"external_id", *fields}, unknown)
+            # Only the first occurrence of each known field is imported.
+            columns: list[tuple[int, ProfileField]] = []
+            for index, column in enumerate(header):
+                if column in fields and all(f.name != column for _i, f in columns):
+                    columns.append((index, fields[column]))
+            return columns
+
+        def scan(records: Records, problems: Problems) -> tuple:
+            header = load.header(records, problems)
+            columns = columns_of(header, problems)
+            width, id_index = len(header), header.index("external_id")
+            writer = load.stage(
+                PROFILE_STAGE,
+                [("line", "BIGINT"), ("external_id", "TEXT")]
+                + [(f.slot, STAGE_SQL_TYPES[f.type]) for _i, f in columns],
+            )
+            rows = stage_batches(
+                records,
+                problems,
+                writer,
+                lambda batch: convert_columns(batch, width, id_index, columns),
+                lambda bad: _stage_rows(bad, problems, writer, width, id_index, columns),
+            )
+            return rows, columns
+
         first_load = None
-        if binary.seekable():
-            first_load = profile_load.load_new_profiles(session, database, binary, name, columns_of)
+        if load.binary.seekable():
+            first_load = profile_load.load_new_profiles(
+                session, database, load.binary, load.name, columns_of
+            )
         if first_load is not None:
             rows = inserted = first_load
             updated = 0
         else:
-            (rows, columns), problems = scan_records(binary, max_problems, scan)
+            (rows, columns), problems = load.scan(scan)
             report_duplicates(conn, PROFILE_STAGE, ["external_id"], repr, problems)
-            problems.raise_if_any(name)
+            problems.raise_if_any(load.name)
             inserted, updated = _upsert_profiles(conn, database, [f for _i, f in columns])
             drop_stage(conn, PROFILE_STAGE)
         keep_statistics_fresh(conn, "profile", inserted + updated)
-    finally:
-        if owned:
-            binary.close()
     database.profile_count += inserted
     session.add(database)
     audit.record(
@@ -190,42 +178,14 @@ def import_profiles(
         "database",
         database.id,
         database.name,
-        file=name,
+        file=load.name,
         rows=rows,
         inserted=inserted,
         updated=updated,
     )
     session.flush()
     unchanged = rows - inserted - updated
-    return ImportResult(
-        database.name, rows, inserted, updated, unchanged, time.perf_counter() - started
-    )
-
-
-def _stage_profiles(
-    records: Records,
-    problems: Problems,
-    writer: StageWriter,
-    width: int,
-    id_index: int,
-    columns: list[tuple[int, ProfileField]],
-) -> int:
-    """Parse every record into the staging table; report what is wrong. Returns the rows.
-
-    Batch by batch: a batch whose cells are all valid is converted column by column
-    (COLUMN_PARSERS, no Python code per cell); any other batch goes row by row through
-    `_stage_rows`, which reports every problem of it.
-    """
-    rows = 0
-    for lines, batch in records.batches(READ_BATCH):
-        rows += len(batch)
-        columns_of_batch = convert_columns(batch, width, id_index, columns)
-        if columns_of_batch is None:
-            _stage_rows(zip(lines, batch, strict=True), problems, writer, width, id_index, columns)
-        else:
-            writer.add_many(zip(lines, *columns_of_batch, strict=True))
-    writer.flush()
-    return rows
+    return ImportResult(database.name, rows, inserted, updated, unchanged, load.seconds())
 
 
 def _stage_rows(
@@ -242,8 +202,7 @@ def _stage_rows(
     fast = [(index, None if f.type == "text" else PARSERS[f.type]) for index, f in columns]
     add = writer.add
     for line, cells in records:
-        if len(cells) != width:
-            problems.add(line, None, f"ragged row: {len(cells)} cells where the header has {width}")
+        if is_ragged(line, cells, width, problems):
             continue
         external_id = cells[id_index]
         values: list[Any] = [line, external_id]
@@ -333,13 +292,7 @@ class SegmentFileResult:
     builds: tuple[AudienceBuild, ...] = ()  # the incremental builds it queued (R2c)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "segment": self.segment,
-            "action": self.action,
-            "rows": self.rows,
-            "added": self.added,
-            "removed": self.removed,
-        }
+        return result_dict(self, hidden=("builds",))
 
 
 def _segment_file_action(segment: Segment, action: str | None = None, *_: Any, **kw: Any) -> str:
@@ -369,79 +322,62 @@ def apply_segment_file(
     if action not in SEGMENT_ACTIONS:
         raise ValueError(f"action must be one of {SEGMENT_ACTIONS}, not {action!r}")
     actor.require_write(f"{action} segment members")
-    binary, name, owned = open_source(source)
-    conn = session.connection()
-    pg = is_postgres(conn)
-    use_large_cache(conn)
+    with file_load(session, source, batch_size=batch_size, max_problems=max_problems) as load:
+        conn = load.conn
+        pg = is_postgres(conn)
 
-    def scan(records: Records, problems: Problems) -> int:
-        header = read_header(records, problems, name)
-        check_header_names(header, problems, name)
-        for column in header:
-            if column not in ("external_id", "database"):
-                problems.add(
-                    1, column, "unknown column: a segment file has external_id and database"
-                )
-        default_db = _default_database(session, segment, database, "database" in header)
-        id_index = header.index("external_id")
-        db_index = header.index("database") if "database" in header else None
-        create_stage(
-            conn,
-            SEGMENT_STAGE,
-            [
-                ("line", "BIGINT"),
-                ("database_name", "TEXT"),
-                ("external_id", "TEXT"),
-                ("profile_id", "BIGINT"),
-            ],
-        )
-        writer = StageWriter(
-            conn, SEGMENT_STAGE, ["line", "database_name", "external_id"], batch_size
-        )
-        width = len(header)
-        default_name = default_db.name if default_db is not None else ""
-        rows = 0
-        for lines, batch in records.batches(READ_BATCH):
-            rows += len(batch)
-            staged = _segment_columns(batch, width, id_index, db_index, default_name)
-            if staged is None:
-                _stage_segment_rows(
-                    zip(lines, batch, strict=True),
-                    problems,
-                    writer,
-                    width,
-                    id_index,
-                    db_index,
-                    default_name,
-                )
-            elif not pg and isinstance(lines, range) and len(set(staged[0])) == 1:
-                # SQLite, the usual batch (one database, one line per record): one
-                # statement, the ids as one JSON array that json_each reads in C (0.25
-                # CPU-s per million rows instead of 0.85 for executemany).
-                conn.exec_driver_sql(
-                    _SEGMENT_JSON_STAGE,
-                    (lines.start, staged[0][0], json.dumps(staged[1], ensure_ascii=False)),
-                )
-            else:
-                writer.add_many(zip(lines, *staged, strict=True))
-        writer.flush()
-        return rows
+        def scan(records: Records, problems: Problems) -> int:
+            header = load.header(
+                records,
+                problems,
+                ("external_id", "database"),
+                "unknown column: a segment file has external_id and database",
+            )
+            default_db = _default_database(session, segment, database, "database" in header)
+            width, id_index = len(header), header.index("external_id")
+            db_index = header.index("database") if "database" in header else None
+            default_name = default_db.name if default_db is not None else ""
+            writer = load.stage(
+                SEGMENT_STAGE,
+                [("line", "BIGINT"), ("database_name", "TEXT"), ("external_id", "TEXT")],
+                [("profile_id", "BIGINT")],
+            )
 
-    try:
-        rows, problems = scan_records(binary, max_problems, scan)
+            def write_columns(lines: Sequence[int], staged: list[Sequence[Any]]) -> None:
+                if not pg and isinstance(lines, range) and len(set(staged[0])) == 1:
+                    # SQLite, the usual batch (one database, one line per record): one
+                    # statement, the ids as one JSON array that json_each reads in C (0.25
+                    # CPU-s per million rows instead of 0.85 for executemany).
+                    conn.exec_driver_sql(
+                        _SEGMENT_JSON_STAGE,
+                        (lines.start, staged[0][0], json.dumps(staged[1], ensure_ascii=False)),
+                    )
+                else:
+                    writer.add_many(zip(lines, *staged, strict=True))
+
+            return stage_batches(
+                records,
+                problems,
+                writer,
+                lambda batch: _segment_columns(batch, width, id_index, db_index, default_name),
+                lambda bad: _stage_segment_rows(
+                    bad, problems, writer, width, id_index, db_index, default_name
+                ),
+                write_columns=write_columns,
+                empty_file_ok=True,  # `replace` with no rows empties the segment
+            )
+
+        rows, problems = load.scan(scan)
         if pg:
             report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
             resolve_profiles(conn, SEGMENT_STAGE, problems)
             matched = sa.text(f"id IN (SELECT profile_id FROM {SEGMENT_STAGE})")
         else:
             matched = _sqlite_segment_ids(conn, problems)
-        problems.raise_if_any(name)
+        problems.raise_if_any(load.name)
         change = segments.change_members_where(session, actor, segment, action, matched)
         drop_stage(conn, SEGMENT_STAGE)
         drop_stage(conn, SEGMENT_IDS)
-    finally:
-        if owned:
-            binary.close()
     return SegmentFileResult(
         segment.name, action, rows, change.added, change.removed, change.builds
     )
@@ -503,8 +439,7 @@ def _stage_segment_rows(
 ) -> None:
     """Row by row, reporting every problem (the batches `_segment_columns` refuses)."""
     for line, cells in records:
-        if len(cells) != width:
-            problems.add(line, None, f"ragged row: {len(cells)} cells where the header has {width}")
+        if is_ragged(line, cells, width, problems):
             continue
         external_id = cells[id_index]
         db_name = (cells[db_index] if db_index is not None else "") or default_name
