@@ -44,6 +44,7 @@ from store.csv_import import (
     Problems,
     Records,
     StageWriter,
+    batch_cells,
     drop_stage,
     is_postgres,
 )
@@ -299,13 +300,11 @@ def _event_columns(
 ) -> list[Sequence[Any]] | None:
     """[external ids, events, times] of a batch without a single problem, else None (the
     batch then goes row by row, which reports every problem)."""
-    if len(set(map(len, batch))) != 1 or len(batch[0]) != width:
-        return None
-    cells = list(zip(*batch, strict=True))
     id_index, event_index, at_index = indexes
-    external_ids = cells[id_index]
-    if "" in external_ids or any(map(str.isspace, external_ids)):
+    cells = batch_cells(batch, width, id_index)
+    if cells is None:
         return None
+    external_ids = cells[id_index]
     events = cells[event_index]
     distinct = set(events)
     if not all(map(_valid_event_name, distinct)):

@@ -43,6 +43,7 @@ from store.csv_import import (
     Problems,
     Records,
     StageWriter,
+    batch_cells,
     convert_columns,
     create_stage,
     drop_stage,
@@ -415,12 +416,10 @@ def _segment_columns(
     batch: list[list[str]], width: int, id_index: int, db_index: int | None, default_name: str
 ) -> list[Sequence[str]] | None:
     """[database names, external ids] of a batch without a single problem, else None."""
-    if len(set(map(len, batch))) != 1 or len(batch[0]) != width:
-        return None  # a ragged row
-    cells = list(zip(*batch, strict=True))
-    external_ids = cells[id_index]
-    if "" in external_ids or any(map(str.isspace, external_ids)):
+    cells = batch_cells(batch, width, id_index)
+    if cells is None:
         return None
+    external_ids = cells[id_index]
     if db_index is not None and "" not in cells[db_index]:
         return [cells[db_index], external_ids]
     if db_index is None and default_name:
