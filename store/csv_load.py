@@ -7,7 +7,7 @@ store.gcg) all load a file the same way, inside the caller's transaction:
         def scan(records, problems):
             header = load.header(records, problems, KNOWN, "unknown column: ...")
             writer = load.stage(STAGE, [("line", "BIGINT"), ...])
-            return stage_batches(records, writer, columns_of_batch, stage_rows)
+            return stage_batches(records, problems, writer, columns_of_batch, stage_rows)
         rows, problems = load.scan(scan)
         ...  # set-based checks over the stage, then
         problems.raise_if_any(load.name)  # ImportRejected: every problem, nothing changed
