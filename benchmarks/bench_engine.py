@@ -57,6 +57,7 @@ from store.models import CampaignMember, SQLModel, UTCDateTime, utcnow  # noqa: 
 
 REGIONS = ["Moscow", "Saint Petersburg", "Kazan", "Novosibirsk", "Yekaterinburg", "Samara", "Sochi"]
 ACTOR = Actor("bench")
+SEED = 20260101
 
 
 def series(dialect: str) -> str:
@@ -212,10 +213,86 @@ def same_rows_copy(engine, cid: int) -> float:
     return seconds
 
 
+def slim_bound(engine, n: int, cid: int, slots: dict, seed: int) -> tuple[float, float]:
+    """What an exact R9 build costs when the member row is as slim as the floor's: the
+    activation's rows into `slim_member` (campaign, profile, group, stratum id, hash;
+    primary key only), all in test with their hash, then counted per stratum, ranked below
+    a generous cut (quota = 5 % of each stratum, as the build's plan) and the picks
+    updated to control. No history columns, read indexes, foreign keys, counters or
+    checkpoints: not a design the product can use as it is, a bound for one that splits
+    the member row (BENCHMARKS.md, "Issue 14 targets 1-3"). Rolled back; returns (wall, CPU)."""
+    from store import hashing
+
+    h = hashing.assignment_sql(hashing.KEYED_VERSION, seed)
+    region = " ".join(f"WHEN '{r}' THEN {i}" for i, r in enumerate(REGIONS))
+    stratum = f"(CASE p.{slots['region']} {region} END) * 8 + p.{slots['tier']}"
+    fence = "OFFSET 0" if engine.dialect.name == "postgresql" else "LIMIT -1 OFFSET 0"
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS slim_member"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE slim_member (campaign_id INTEGER NOT NULL, profile_id BIGINT "
+                'NOT NULL, "group" INTEGER NOT NULL, stratum INTEGER NOT NULL, h BIGINT NOT '
+                "NULL, PRIMARY KEY (campaign_id, profile_id))"
+            )
+        )
+    params = {"cid": cid, "n": n}
+    t, cpu = time.perf_counter(), time.process_time()
+    with engine.connect() as conn, conn.begin() as tx:
+        conn.execute(
+            sa.text(
+                f"""INSERT INTO slim_member SELECT :cid, pid, 0, s, h FROM (
+                        SELECT p.id AS pid, {stratum} AS s, {h} AS h
+                        FROM segment_member sm JOIN profile p ON p.id = sm.profile_id
+                        WHERE sm.segment_id = (SELECT segment_id FROM campaign WHERE id = :cid)
+                          AND sm.left_at IS NULL AND NOT p.in_gcg AND p.id <= :n {fence}) c"""
+            ),
+            params,
+        )
+        sizes = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT stratum, COUNT(*) FROM slim_member WHERE campaign_id = :cid "
+                    "GROUP BY stratum"
+                ),
+                params,
+            ).all()
+        )
+        picks = {k: (v * 5 + 50) // 100 for k, v in sizes.items()}
+        wanted = " ".join(f"WHEN {k} THEN {v}" for k, v in picks.items())
+        cut = -(2**63) + int(0.0645 * 2**64)
+        cutoffs = conn.execute(
+            sa.text(
+                f"""SELECT stratum, h FROM (
+                        SELECT stratum, h, ROW_NUMBER() OVER (PARTITION BY stratum ORDER BY h) rn
+                        FROM slim_member WHERE campaign_id = :cid AND h < {cut}) r
+                    WHERE rn = CASE stratum {wanted} END"""
+            ),
+            params,
+        ).all()
+        at_or_below = " ".join(f"WHEN {k} THEN h <= {c}" for k, c in cutoffs)
+        conn.execute(
+            sa.text(
+                f"""UPDATE slim_member SET "group" = 1 WHERE campaign_id = :cid
+                    AND h <= {max(c for _k, c in cutoffs)} AND CASE stratum {at_or_below} END"""
+            ),
+            params,
+        )
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+        control = conn.execute(
+            sa.text('SELECT COUNT(*) FROM slim_member WHERE "group" = 1')
+        ).scalar()
+        assert control == sum(picks.values()), (control, picks)
+        tx.rollback()
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE slim_member"))
+    return seconds, cpu
+
+
 def reset(url: str) -> None:
     engine = create_workspace(url)
     with engine.begin() as conn:
-        for table in ("raw_member", "raw_source", "floor_member"):
+        for table in ("raw_member", "raw_source", "floor_member", "slim_member"):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
     if engine.dialect.name == "postgresql":  # FK cycle audience_build <-> mailing
         with engine.begin() as conn:
@@ -237,6 +314,9 @@ def main() -> None:
     parser.add_argument("--db", default=None)
     parser.add_argument("--chunk", type=int, default=builds.CHUNK_SIZE)
     parser.add_argument("--no-copy", action="store_true", help="skip the same-rows copy")
+    parser.add_argument(
+        "--bound", action="store_true", help="also time an exact build into a slim member row"
+    )
     parser.add_argument("--child", choices=["full", "incremental"], help=argparse.SUPPRESS)
     parser.add_argument("--first-newcomer", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -267,7 +347,7 @@ def main() -> None:
                 seg,
                 lcg_percent="5",
                 lcg_strata=["region", "tier"],
-                seed=20260101,
+                seed=SEED,
             )
             cid = c.id
         if dialect == "postgresql":
@@ -291,6 +371,10 @@ def main() -> None:
         if not args.no_copy:
             copy = same_rows_copy(engine, cid)
             print(f"same-rows copy:       {copy:7.2f} s  {n / copy:>11,.0f} rows/s")
+        bound = None
+        if args.bound:
+            bound, bound_cpu = slim_bound(engine, n, cid, slots, SEED)
+            print(f"slim-row build:       {bound:7.2f} s  {n / bound:>11,.0f} rows/s")
 
         with transaction(engine) as s:
             segments.add_profiles_where(
@@ -319,6 +403,13 @@ def main() -> None:
             )
         if copy:
             print(f"full / same-rows copy  {full['seconds'] / copy:5.2f}x   (issue 3's reference)")
+            print(f"same-rows copy / floor {copy / floor:5.2f}x   (writing the member rows alone)")
+        if bound:
+            print(
+                f"slim-row build / floor {bound / floor:5.2f}x   (an exact build, slim member row)"
+            )
+            if dialect == "sqlite":
+                print(f"  the same in CPU time {bound_cpu / floor_cpu:5.2f}x")
         print(
             f"incremental / full     {100 * inc['warm_seconds'] / full['seconds']:5.2f} %  "
             "(target <= 2 %, net of start-up: the warm build)"

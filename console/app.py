@@ -23,7 +23,7 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from console.actions import CampaignActions
-from console.keymap import APP_BINDINGS, checked_keymap
+from console.keymap import APP_BINDINGS, TypedAhead, checked_keymap
 from console.live import LivePoller
 from console.screens.campaigns import CampaignsScreen  # the first screen; others load lazily
 from console.widgets.status_header import StatusHeader
@@ -126,6 +126,11 @@ class CampaignConsole(App):
             self.run_worker(
                 self._start_embedded_scheduler, thread=True, group="scheduler", exit_on_error=False
             )
+
+    def on_typed_ahead(self, message: TypedAhead) -> None:
+        """A priority binding's action, now that the keys typed before it have acted."""
+        if message.screen.is_current:
+            message.action()
 
     def on_unmount(self) -> None:
         self.poller.stop()

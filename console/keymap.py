@@ -8,7 +8,11 @@ over SSH they would silently never arrive (STYLE.md habits).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
 
 # Ids of bindings that change state: hidden from footer and help in read-only mode.
 WRITE_ACTIONS = frozenset(
@@ -33,6 +37,28 @@ CAMPAIGN_ACTION_BINDINGS = [
     Binding("r", "refresh_segment", "Refresh seg.", id="refresh_segment"),
     Binding("y", "copy_id", "Copy name", id="copy_id", show=False),
 ]
+
+
+class TypedAhead(Message):
+    """A priority binding's action, sent along the path of the keys typed before it."""
+
+    def __init__(self, screen: Screen, action: Callable[[], None]) -> None:
+        super().__init__()
+        self.screen = screen
+        self.action = action
+
+
+def after_keys_typed_ahead(screen: Screen, action: Callable[[], None]) -> None:
+    """Run the action of a priority binding after the keys typed before it.
+
+    The app runs a priority binding as soon as it reads its key, but the keys before it
+    travel from the focused widget up to the app, which runs their bindings when they
+    arrive. Over SSH a burst ("down down enter") arrives in one read, and enter would
+    open the row selected before the arrows moved. Sent along the same path, the action
+    reaches the app behind them (CampaignConsole.on_typed_ahead), and only runs if its
+    screen is still the one on top."""
+    (screen.focused or screen).post_message(TypedAhead(screen, action))
+
 
 # `?` leads every screen's footer, so at 80 columns it is never the part that is cut.
 LIST_BINDINGS = [

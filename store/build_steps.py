@@ -303,16 +303,20 @@ def _phase_demote(ctx: StepContext, chunk: int) -> bool:
     # R7 (LCG off: every control member) and ended cohorts (R9: only the current cohort
     # can hold control members).
     settings = ctx.checkpoint.lcg
-    if settings.enabled:
-        # Ranges of ix_campaign_member_open_control: nothing to scan when no member is
-        # outside the cohort (an incremental build), whatever the campaign's size.
-        where = "(m.cohort IS NULL OR m.cohort < :cur OR m.cohort > :cur)"
-        params = {"cur": settings.cohort}
-    else:
-        where, params = "1 = 1", {}
     limit = min(chunk, MOVE_CHUNK)
     index = "ix_campaign_member_open_control"
-    return _move_to_test(ctx, where, params, limit, index=index) < limit
+    if not settings.enabled:
+        return _move_to_test(ctx, "1 = 1", {}, limit, index=index) < limit
+    # One range of ix_campaign_member_open_control per condition: nothing to read when no
+    # member is outside the cohort (an incremental build), whatever the campaign's size.
+    # Written as one OR, SQLite read every open control member of the campaign instead.
+    budget = limit
+    for where in ("m.cohort IS NULL", "m.cohort < :cur", "m.cohort > :cur"):
+        params = {"cur": settings.cohort} if ":cur" in where else {}
+        budget -= _move_to_test(ctx, where, params, budget, index=index)
+        if budget == 0:
+            return False
+    return True
 
 
 def _phase_trim(ctx: StepContext, chunk: int) -> bool:

@@ -50,7 +50,7 @@ from store.csv_import import (
 )
 from store.csv_load import file_load, is_ragged, result_dict, stage_batches
 from store.db import keep_statistics_fresh, transaction
-from store.errors import NotFoundError, ValidationError
+from store.errors import ValidationError
 from store.imports import resolve_profiles
 from store.models import (
     Campaign,
@@ -68,6 +68,7 @@ from store.models import (
     utcnow,
 )
 from store.names import check_name
+from store.profiles import get_profile
 from store.states import (
     CampaignStatus,
     Group,
@@ -109,15 +110,7 @@ def send_event(
     database has no such profile."""
     actor.require_write("send an event")
     event = check_event_name(event)
-    profile_id = session.scalar(
-        sa.select(Profile.id).where(
-            Profile.database_id == database.id, Profile.external_id == external_id
-        )
-    )
-    if profile_id is None:
-        raise NotFoundError(
-            f"no profile with external id {external_id!r} in database {database.name!r}"
-        )
+    profile_id = get_profile(session, database, external_id).id
     now = utcnow()
     row = TriggerEvent(
         database_id=database.id,

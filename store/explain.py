@@ -35,7 +35,6 @@ from sqlmodel import Session
 from store import hashing, lcg, strata
 from store.audience import r1_scope_sql
 from store.campaigns import get_campaign, preview_lcg
-from store.errors import NotFoundError
 from store.models import (
     AudienceBuild,
     Campaign,
@@ -46,7 +45,7 @@ from store.models import (
     ProfileEvent,
     SegmentMember,
 )
-from store.profiles import database_fields, get_database
+from store.profiles import database_fields, get_database, get_profile
 from store.states import CampaignStatus, Group, ProfileEventKind
 
 
@@ -128,15 +127,7 @@ def explain(
     database, profile or campaign."""
     if isinstance(database, str):
         database = get_database(session, database)
-    profile = session.scalar(
-        sa.select(Profile).where(
-            Profile.database_id == database.id, Profile.external_id == external_id
-        )
-    )
-    if profile is None:
-        raise NotFoundError(
-            f"no profile with external id {external_id!r} in database {database.name!r}"
-        )
+    profile = get_profile(session, database, external_id)
     campaign = get_campaign(session, campaign_name)
     ctx = _Facts(session, campaign, profile)
 

@@ -32,13 +32,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from store.errors import NotFoundError
 from store.models import (
     Campaign,
     CampaignMember,
     Delivery,
     Mailing,
-    Profile,
     ProfileDatabase,
     ProfileEvent,
     Segment,
@@ -46,7 +44,7 @@ from store.models import (
     Suppression,
     TriggerEvent,
 )
-from store.profiles import database_fields, get_database
+from store.profiles import database_fields, get_database, get_profile
 from store.states import CardEventKind
 
 # Order of kinds for events with the same timestamp (cause before effect).
@@ -125,15 +123,7 @@ def profile_card(
     """The card of one profile; NotFoundError when the database has no such profile."""
     if isinstance(database, str):
         database = get_database(session, database)
-    profile = session.scalar(
-        sa.select(Profile).where(
-            Profile.database_id == database.id, Profile.external_id == external_id
-        )
-    )
-    if profile is None:
-        raise NotFoundError(
-            f"no profile with external id {external_id!r} in database {database.name!r}"
-        )
+    profile = get_profile(session, database, external_id)
     fields = {f.name: getattr(profile, f.slot) for f in database_fields(session, database.id)}
     memberships, campaign_events = _campaign_history(session, profile.id)
     segment_events, current_segments = _segment_history(session, profile.id)

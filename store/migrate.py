@@ -176,19 +176,22 @@ def upgrade(
             # table would fail. Checked again below before anything is committed.
             conn.commit()
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        config = alembic_config()
-        config.attributes["connection"] = conn
-        if before == RELEASE1:
-            command.stamp(config, BASELINE)  # release 1's schema is the baseline: no rebuild
-        command.upgrade(config, target)
-        if sqlite:
-            problems = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
-            if problems:
-                conn.rollback()
-                raise StoreError(f"upgrade left broken references: {problems[:5]}")
-        conn.commit()
-        if sqlite:
-            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        try:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            if before == RELEASE1:
+                command.stamp(config, BASELINE)  # release 1's schema is the baseline
+            command.upgrade(config, target)
+            if sqlite:
+                problems = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                if problems:
+                    raise StoreError(f"upgrade left broken references: {problems[:5]}")
+            conn.commit()
+        finally:
+            if sqlite:  # also after a refused upgrade: the connection goes back to the pool
+                if conn.in_transaction():
+                    conn.rollback()
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
     return Upgrade(before, target, saved)
 
 

@@ -10,7 +10,7 @@ from sqlmodel import Session
 from store import audit
 from store.actors import Actor
 from store.errors import NotFoundError, ValidationError
-from store.models import FIELD_TYPES, SLOTS, ProfileDatabase, ProfileField
+from store.models import FIELD_TYPES, SLOTS, Profile, ProfileDatabase, ProfileField
 from store.names import check_name
 
 FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -90,6 +90,20 @@ def get_database(session: Session, name: str) -> ProfileDatabase:
     if database is None:
         raise NotFoundError(f"no profile database named {name!r}")
     return database
+
+
+def get_profile(session: Session, database: ProfileDatabase, external_id: str) -> Profile:
+    """The profile of `database` with this external id; NotFoundError when it has none."""
+    profile = session.scalar(
+        sa.select(Profile).where(
+            Profile.database_id == database.id, Profile.external_id == external_id
+        )
+    )
+    if profile is None:
+        raise NotFoundError(
+            f"no profile with external id {external_id!r} in database {database.name!r}"
+        )
+    return profile
 
 
 def database_fields(session: Session, database_id: int) -> list[ProfileField]:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from cli_helpers import Cli
 from sqlalchemy.engine import Engine, make_url
 
 from store.actors import Actor
@@ -140,3 +141,26 @@ def operator() -> Actor:
 @pytest.fixture
 def viewer() -> Actor:
     return Actor(user="bob", role="read_only", origin="local")
+
+
+# ---- the CLI in-process (tests/cli_helpers.py)
+
+
+@pytest.fixture
+def no_user_config(monkeypatch, tmp_path) -> None:
+    """The CLI reads neither the developer's configuration file nor CAMPAIGN_CONSOLE_DB.
+    CLI test modules use it for every test: pytestmark = usefixtures("no_user_config")."""
+    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
+
+
+@pytest.fixture
+def cli(sqlite_url, capsys, tmp_path) -> Cli:
+    """The CLI on a fresh SQLite workspace."""
+    return Cli(sqlite_url, capsys, tmp_path)
+
+
+@pytest.fixture
+def both_cli(db_url, capsys, tmp_path) -> Cli:
+    """The CLI on a fresh workspace of each backend."""
+    return Cli(db_url, capsys, tmp_path)

@@ -4,18 +4,9 @@ segment profiles the GCG holds out (§3), on both backends."""
 from __future__ import annotations
 
 import pytest
-from cli_helpers import Cli, external_ids_csv, r10_workspace
+from cli_helpers import external_ids_csv, r10_workspace
 
-
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
-
-
-@pytest.fixture
-def both_cli(db_url, capsys, tmp_path) -> Cli:
-    return Cli(db_url, capsys, tmp_path)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def test_draft_show_gives_the_split_activation_would_produce_now(both_cli):

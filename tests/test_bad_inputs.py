@@ -251,6 +251,23 @@ def cli_cases() -> list[tuple[str, list[str], int, str]]:
         ("demo-profiles-small", ["demo", "--profiles", "5"], 3, "profiles"),
         ("demo-profiles-big", ["demo", "--profiles", BIG], 3, "profiles"),
     ]
+    # an unknown profile: one lookup (store.profiles.get_profile), one message, exit 4
+    unknown = "no profile with external id 'P404' in database 'main'"
+    cases += [
+        ("card-unknown-profile", ["profile", "show", "P404", "--database", "main"], 4, unknown),
+        (
+            "explain-unknown-profile",
+            ["profile", "explain", "P404", "--database", "main", "--campaign", "Spring"],
+            4,
+            unknown,
+        ),
+        (
+            "event-unknown-profile",
+            ["event", "send", "--database", "main", "P404", "buy"],
+            4,
+            unknown,
+        ),
+    ]
     for case_id, _content, message in BAD_CSV:
         cases.append(
             (f"csv-{case_id}", ["import", "profiles", "--database", "main", "{csv}"], 3, message)

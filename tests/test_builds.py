@@ -514,6 +514,55 @@ def test_r7_disable_moves_every_control_member_to_test(engine):
     assert get(engine).control_count == 0
 
 
+def test_r5_r7_reenabled_before_the_build_runs_old_cohort_control_goes_to_test(engine):
+    """R7 then R5 with no build in between: the merged build runs with the LCG on and a
+    new cohort, so the old cohort's control members leave control (R9: only the current
+    cohort holds control members), each with its moved_to_test event."""
+    db_id = make_db(engine, r10_rows())
+    make_segment(engine, db_id=db_id)
+    new_campaign(engine, lcg_percent="15", lcg_strata=["region"])
+    control = {e for e, g in members(engine).items() if g == "control"}
+    assert control
+    edit(engine, enabled=False)
+    edit(engine, enabled=True)
+    builds.run_pending(engine)
+    c = get(engine)
+    assert (c.control_count, c.test_count, c.cohort_size) == (0, 100, 0)
+    assert events(engine) == sorted((e, "moved_to_test", "test") for e in control)
+    assert_counters_match_rows(engine)
+
+
+def test_demote_reads_only_members_outside_the_cohort(sqlite_engine):
+    """R9: every build's demote phase looks for control members outside the current cohort
+    by ranges of ix_campaign_member_open_control (campaign, cohort). As one OR, SQLite read
+    every open control member of the campaign in each incremental build."""
+    engine = sqlite_engine
+    rows = r10_rows()
+    make_db(engine, rows)
+    make_segment(engine, external_ids=[r[0] for r in rows[:60]])
+    new_campaign(engine, lcg_percent="15", lcg_strata=["region"])
+    demotes = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("UPDATE campaign_member SET \"group\" = 'test'"):
+            demotes.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        seg_add(engine, [r[0] for r in rows[60:]])
+        builds.run_pending(engine)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    assert len(demotes) == 3  # no cohort, an older one, a newer one
+    with engine.connect() as conn:
+        for statement, parameters in demotes:
+            plan = [
+                r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            ]
+            searches = [p for p in plan if "ix_campaign_member_open_control" in p]
+            assert searches and all("cohort" in p for p in searches), plan
+
+
 # --------------------------------------------------------------------------- R8 / R11
 
 

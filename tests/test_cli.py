@@ -18,21 +18,7 @@ from sqlmodel import Session
 from store.db import open_store
 from store.models import AudienceBuild, AuditEntry, Campaign, Mailing, Profile, SegmentMember
 
-
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
-
-
-@pytest.fixture
-def cli(sqlite_url, capsys, tmp_path) -> Cli:
-    return Cli(sqlite_url, capsys, tmp_path)
-
-
-@pytest.fixture
-def both_cli(db_url, capsys, tmp_path) -> Cli:
-    return Cli(db_url, capsys, tmp_path)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def audit_entries(db_url: str, outcome: str | None = None) -> list[AuditEntry]:

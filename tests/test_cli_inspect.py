@@ -10,21 +10,7 @@ import json
 import pytest
 from cli_helpers import Cli, r10_workspace
 
-
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
-
-
-@pytest.fixture
-def cli(sqlite_url, capsys, tmp_path) -> Cli:
-    return Cli(sqlite_url, capsys, tmp_path)
-
-
-@pytest.fixture
-def both_cli(db_url, capsys, tmp_path) -> Cli:
-    return Cli(db_url, capsys, tmp_path)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def r10_active(cli: Cli) -> None:

@@ -22,10 +22,7 @@ from store.models import AudienceBuild
 SCRIPT = Path(sys.executable).parent / "campaign-console"
 
 
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def run(db_url: str, *argv: str) -> subprocess.CompletedProcess:

@@ -6,22 +6,13 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from cli_helpers import Cli, external_ids_csv, r10_workspace
+from cli_helpers import external_ids_csv, r10_workspace
 from test_migrations import assert_release1_answers_unchanged, release1_copy
 
 from store.gcg import threshold
 from store.hashing import assignment_hash
 
-
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
-
-
-@pytest.fixture
-def both_cli(db_url, capsys, tmp_path) -> Cli:
-    return Cli(db_url, capsys, tmp_path)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def test_gcg_set_selects_by_the_hash_keeps_file_choices_and_decides_new_profiles(both_cli):

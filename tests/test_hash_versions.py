@@ -29,15 +29,12 @@ from store.models import (
 )
 from store.states import BuildReason, CampaignStatus
 
-pytestmark = pytest.mark.filterwarnings("ignore:Cannot correctly sort tables")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Cannot correctly sort tables"),
+    pytest.mark.usefixtures("no_user_config"),
+]
 
 ACTOR = Actor(user="upgrade-test", role="operator", origin="test")
-
-
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
 
 
 def upgraded_release1(db_url: str, tmp_path: Path) -> str:

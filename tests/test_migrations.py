@@ -606,6 +606,26 @@ def test_an_unknown_profile_event_kind_stops_the_upgrade_and_changes_nothing(emp
         engine.dispose()
 
 
+def test_a_refused_sqlite_upgrade_leaves_foreign_keys_on(sqlite_url):
+    """The upgrade turns SQLite's foreign keys off while Alembic copies tables; a refused
+    upgrade must turn them on again before its connection goes back to the pool, or the
+    next transaction of the same process would run without them."""
+    engine = release1_at(sqlite_url, PREVIOUS_RELEASE)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO profile_event (at, profile_id, kind, actor) "
+            "SELECT at, profile_id, 'entered_segment', 'script' FROM profile_event"
+        )
+    try:
+        with pytest.raises(StoreError, match="entered_segment"):
+            migrate.upgrade(engine, backup=False)
+        assert engine.pool.checkedin() == 1  # the connection the upgrade used, back in the pool
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        engine.dispose()
+
+
 def test_profile_event_refuses_a_kind_outside_its_enum(engine):
     with transaction(engine) as s:
         database = ProfileDatabase(name="retail")

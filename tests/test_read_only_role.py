@@ -30,10 +30,7 @@ from store.models import AuditEntry
 AUDIT = AuditEntry.__tablename__
 
 
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def populated(cli: Cli) -> None:

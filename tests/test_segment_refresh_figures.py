@@ -49,10 +49,7 @@ def test_next_cron_time_is_the_scheduler_crontriggers_next_fire_time():
     assert next_cron_time("0 0 30 2 *", datetime(2026, 1, 1, tzinfo=UTC)) is None  # never
 
 
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def test_segment_show_gives_the_last_refresh_duration_and_a_cron_segments_next_refresh(

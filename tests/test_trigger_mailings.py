@@ -23,10 +23,7 @@ from store.states import SuppressionReason
 ACTOR = Actor(user="alice", role="operator", origin="local")
 
 
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 @pytest.fixture

@@ -8,7 +8,12 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Input
 
 from console.actions import CampaignActions, CampaignRef
-from console.keymap import CAMPAIGN_ACTION_BINDINGS, INSPECT_BINDINGS, LIST_BINDINGS
+from console.keymap import (
+    CAMPAIGN_ACTION_BINDINGS,
+    INSPECT_BINDINGS,
+    LIST_BINDINGS,
+    after_keys_typed_ahead,
+)
 from console.literal import literal_cells
 from console.live import LiveScreen
 from console.widgets.status_header import StatusHeader
@@ -151,6 +156,9 @@ class CampaignsScreen(CampaignActions, LiveScreen):
         self.action_open()
 
     def action_open(self) -> None:
+        after_keys_typed_ahead(self, self._open)  # enter is a priority binding
+
+    def _open(self) -> None:
         box = self.query_one("#filter", Input)
         if box.has_focus:  # enter in the filter box applies it
             self.query_one("#campaigns", DataTable).focus()

@@ -15,7 +15,7 @@ from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
-from console.keymap import MEMBERS_BINDINGS
+from console.keymap import MEMBERS_BINDINGS, after_keys_typed_ahead
 from console.literal import literal, literal_lines
 from console.screens.campaign import set_text
 from console.widgets.progress import when
@@ -154,6 +154,9 @@ class MembersScreen(Screen):
         return row_key.value
 
     def action_open_profile(self) -> None:
+        after_keys_typed_ahead(self, self._open_profile)  # enter is a priority binding
+
+    def _open_profile(self) -> None:
         focused = self.focused
         if isinstance(focused, Input):  # enter in a filter box applies the filters
             self.apply_filters()
@@ -165,7 +168,7 @@ class MembersScreen(Screen):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        self.action_open_profile()
+        self._open_profile()
 
     def action_back(self) -> None:
         self.app.pop_screen()

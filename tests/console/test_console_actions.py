@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from pilot_helpers import OPERATOR, VIEWER, messages, screen_text, wait_for
 from sqlmodel import Session
+from textual import events
 from textual.widgets import DataTable, Input, SelectionList
 
 from console.actions import CampaignRef
@@ -87,6 +88,32 @@ async def test_enter_opens_detail_with_lcg_panel_strata_mailings_and_escape_retu
         assert screen.query_one("#split").visible
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen), what="list")
+
+
+async def burst(pilot, *keys: str) -> None:
+    """Keys that reach the app in one read, as a fast typist's or an SSH packet's do: all
+    queued before the first is handled (Pilot.press waits for idle after each key)."""
+    for key in keys:
+        pilot.app.post_message(events.Key(key, "\r" if key == "enter" else None))
+    await pilot.pause()
+
+
+async def test_enter_typed_ahead_opens_the_row_the_keys_before_it_selected(make_app):
+    """Enter is a priority binding: the app runs it as soon as it reads the key, while the
+    arrows typed just before it still wait in the table's queue. It must open the row
+    those arrows select, not the one selected when it was read."""
+    app = make_app()
+    async with app.run_test(size=(120, 60)) as pilot:
+        screen = await list_ready(pilot)
+        await select_row(pilot, screen.shown[0])
+        expected = screen.shown[2]
+        await burst(pilot, "down", "down", "enter")
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, CampaignScreen) and app.screen.detail is not None,
+            what="detail",
+        )
+        assert app.screen.detail.name == expected
 
 
 async def test_dynamic_segment_campaign_warns_every_refresh_changes_the_audience(make_app):

@@ -4,7 +4,7 @@ its profile card. Real SQLite workspace, real store reads, waits on conditions."
 from __future__ import annotations
 
 from pilot_helpers import screen_text, wait_for
-from test_console_actions import open_detail, select_row
+from test_console_actions import burst, open_detail, select_row
 from textual.widgets import DataTable, Input
 
 from console.screens.members import MembersScreen
@@ -69,6 +69,25 @@ async def test_members_filter_by_group_stratum_and_prefix_then_enter_opens_the_c
         assert first in screen_text(app)
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is screen, what="back to members")
+
+
+async def test_members_keys_typed_ahead_of_enter_act_before_it(make_app):
+    """Over SSH a burst arrives in one read: the prefix typed into the filter box is in the
+    filter enter applies, and the arrows before the next enter pick the card it opens."""
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("m")
+        screen = await members_ready(pilot)
+        await pilot.press("slash")
+        await burst(pilot, *"P002", "enter")
+        await members_ready(pilot, 2)
+        rows = screen.page.rows
+        assert rows and all(r.external_id.startswith("P002") for r in rows)
+        await wait_for(pilot, lambda: isinstance(app.focused, DataTable), what="the table")
+        await burst(pilot, "down", "down", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProfileScreen), what="profile card")
+        await wait_for(pilot, lambda: rows[2].external_id in screen_text(app), what="the card")
 
 
 async def test_a_bad_stratum_filter_says_why_and_keeps_the_console_up(make_app):
