@@ -20,7 +20,13 @@ from console.literal import literal, literal_lines
 from store.db import transaction
 from store.errors import DomainError, StoreError
 from store.names import printable
-from store.states import CampaignStatus, CardEventKind
+from store.states import (
+    CampaignStatus,
+    CardEventKind,
+    check_can_activate,
+    check_can_change_lcg,
+    check_can_complete,
+)
 from store.views import read_session
 
 if TYPE_CHECKING:
@@ -113,12 +119,29 @@ class CampaignActions:
             self.app.notify("no campaign selected", severity="warning")
         return ref
 
+    def _refused_at_once(
+        self, ref: CampaignRef, check: Callable[[CampaignRef], None], now: Callable[[], None]
+    ) -> bool:
+        """Run the store's own check of an action (store.states) on the selected row before
+        asking anything. When it refuses, the action goes straight to the store, which
+        refuses it in the same words and audits the refusal, instead of after a dialog that
+        asked to confirm what cannot happen. A campaign's state only moves forward (draft,
+        active, completed), so a row read a moment ago cannot hide a success."""
+        try:
+            check(ref)
+        except DomainError:
+            now()
+            return True
+        return False
+
     # ------------------------------------------------------------------ activate (R2a)
     def action_activate(self) -> None:
         from console.widgets.confirm import ConfirmScreen
 
         ref = self._ref_or_warn()
-        if ref is None:
+        if ref is None or self._refused_at_once(
+            ref, check_can_activate, lambda: self.activate_now(ref)
+        ):
             return
         text = (
             f"Activate campaign {ref.name}? An activation build distributes the profiles "
@@ -144,8 +167,22 @@ class CampaignActions:
     # ------------------------------------------------------------------ LCG edit (R6)
     def action_edit_lcg(self) -> None:
         ref = self._ref_or_warn()
-        if ref is not None:
+        if ref is not None and not self._refused_at_once(
+            ref, check_can_change_lcg, lambda: self.lcg_refused_now(ref, "Edit LCG")
+        ):
             self.open_lcg_form(ref)
+
+    def lcg_refused_now(self, ref: CampaignRef, title: str) -> None:
+        """An LCG change the store refuses whatever it is (store.states.check_can_change_lcg):
+        asked of the store with no settings, so that it refuses and audits it."""
+
+        def operation(session: Session) -> str:
+            campaigns = _campaigns()
+            campaign = campaigns.get_campaign(session, ref.name)
+            campaigns.edit_lcg(session, self.app.actor, campaign, expected_version=ref.version)
+            return f"LCG of {ref.name} unchanged"
+
+        run_store_operation(self.app, title, operation)
 
     def open_lcg_form(self, ref: CampaignRef, enable: bool = False) -> None:
         app = self.app
@@ -243,7 +280,9 @@ class CampaignActions:
         from console.widgets.confirm import ConfirmScreen
 
         ref = self._ref_or_warn()
-        if ref is None:
+        if ref is None or self._refused_at_once(
+            ref, check_can_change_lcg, lambda: self.lcg_refused_now(ref, "Toggle LCG")
+        ):
             return
         enable = not ref.lcg_enabled
         if enable and not ref.lcg_percent_bp:
@@ -286,7 +325,9 @@ class CampaignActions:
         from console.widgets.confirm import TypeToConfirmScreen
 
         ref = self._ref_or_warn()
-        if ref is None:
+        if ref is None or self._refused_at_once(
+            ref, check_can_complete, lambda: self.complete_now(ref)
+        ):
             return
         text = (
             f"R8: every one of the {ref.members:,} current members gets "

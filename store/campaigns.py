@@ -26,7 +26,7 @@ from sqlmodel import Session
 
 from store import audit, builds, lcg, strata
 from store.actors import Actor
-from store.errors import ConflictError, InvalidStateError, NotFoundError, ValidationError
+from store.errors import ConflictError, NotFoundError, ValidationError
 from store.models import (
     AudienceBuild,
     Campaign,
@@ -48,7 +48,9 @@ from store.states import (
     CampaignStatus,
     MailingStatus,
     SegmentKind,
-    check_not_completed,
+    check_can_activate,
+    check_can_change_lcg,
+    check_can_complete,
 )
 
 
@@ -277,9 +279,7 @@ def activate(
     """R2a/R3: draft -> active; queues the activation build (the initial distribution)."""
     actor.require_write("activate a campaign")
     campaign, read = _fresh(session, campaign)
-    check_not_completed(campaign, "activate it")
-    if campaign.status != CampaignStatus.DRAFT:
-        raise InvalidStateError(f"campaign {campaign.name!r} is already {campaign.status}")
+    check_can_activate(campaign)
     version = _check_version(campaign, read, expected_version)
     fields = _strata_fields(session, campaign.database_id, campaign.lcg_strata)
     _check_strata_cap(session, campaign, fields)
@@ -341,7 +341,7 @@ def edit_lcg(
     recalculation (with the LCG off it only re-keys strata). Drafts just store settings."""
     actor.require_write("change LCG settings")
     campaign, read = _fresh(session, campaign)
-    check_not_completed(campaign, "change its LCG")
+    check_can_change_lcg(campaign)
     new_bp = campaign.lcg_percent_bp if percent is UNCHANGED else lcg.parse_percent(percent)
     new_limit = campaign.lcg_limit if limit is UNCHANGED else lcg.parse_limit(limit)
     if strata is UNCHANGED:
@@ -439,7 +439,7 @@ def complete(
     """R8: close every membership (left_campaign), stop mailings, cancel builds; terminal."""
     actor.require_write("complete a campaign")
     campaign, read = _fresh(session, campaign)
-    check_not_completed(campaign, "complete it again")
+    check_can_complete(campaign)
     version = _check_version(campaign, read, expected_version)
     # Lock the open builds first (PostgreSQL): a running build's chunk holds its build
     # row, so this waits for the chunk to commit, and closing the memberships below then

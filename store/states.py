@@ -150,3 +150,24 @@ def check_not_completed(campaign: _Named, what: str | None = None) -> None:
             f"campaign {campaign.name!r} is completed and read-only (R8)"
             + (f"; cannot {what}" if what else "")
         )
+
+
+# The state checks of campaign actions: the store's operations run them, and the console
+# runs them on the selected row before asking the operator to confirm.
+
+
+def check_can_activate(campaign: _Named) -> None:
+    """R2a: only a draft is activated; R8: a completed campaign is read-only."""
+    check_not_completed(campaign, "activate it")
+    if campaign.status != CampaignStatus.DRAFT:
+        raise InvalidStateError(f"campaign {campaign.name!r} is already {campaign.status}")
+
+
+def check_can_change_lcg(campaign: _Named) -> None:
+    """R8: the LCG of a completed campaign no longer changes."""
+    check_not_completed(campaign, "change its LCG")
+
+
+def check_can_complete(campaign: _Named) -> None:
+    """R8: completing is terminal."""
+    check_not_completed(campaign, "complete it again")

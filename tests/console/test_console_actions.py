@@ -7,6 +7,7 @@ without crashing the app. Waits are on conditions, never fixed sleeps.
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from pilot_helpers import OPERATOR, VIEWER, messages, screen_text, wait_for
 from sqlmodel import Session
@@ -286,16 +287,34 @@ async def test_p_pauses_and_resumes_the_selected_mailing(make_app):
         await wait_for(pilot, lambda: not paused(), what="resumed")
 
 
-async def test_refused_activation_of_a_completed_campaign_is_shown_not_raised(make_app):
+@pytest.mark.parametrize(
+    ("key", "name", "audited", "words"),
+    [
+        ("a", "Old Promo", "campaign.activate", "completed and read-only (R8); cannot activate"),
+        ("a", "Autumn Sale", "campaign.activate", "is already active"),
+        ("c", "Old Promo", "campaign.complete", "cannot complete it again"),
+        ("t", "Old Promo", "campaign.lcg_edit", "cannot change its LCG"),
+        ("l", "Old Promo", "campaign.lcg_edit", "cannot change its LCG"),
+    ],
+)
+async def test_an_action_the_store_refuses_is_refused_at_once_not_after_a_dialog(
+    make_app, key, name, audited, words
+):
+    """The store's own check (store.states) runs on the selected row first: an action that
+    cannot happen is refused in the store's words, and audited, without a dialog asking to
+    confirm it; the console stays up and nothing changes."""
     app = make_app()
     async with app.run_test(size=(120, 30)) as pilot:
-        await select_row(pilot, "Old Promo")
-        await pilot.press("a", "y")
-        await wait_for(pilot, lambda: any("refused" in m for m in messages(app)))
-        assert app.is_running and campaign(app, "Old Promo").status == "completed"
+        await select_row(pilot, name)
+        before = campaign(app, name)
+        await pilot.press(key)
+        await wait_for(pilot, lambda: any(words in m for m in messages(app)), what="refusal")
+        assert isinstance(app.screen, CampaignsScreen)  # no dialog, no form
+        after = campaign(app, name)
+        assert (after.status, after.version) == (before.status, before.version)
         with Session(app.engine) as session:
             refusal = session.scalar(sa.select(AuditEntry).where(AuditEntry.outcome == "refused"))
-        assert refusal is not None and refusal.actor == "alice"
+        assert refusal is not None and refusal.actor == "alice" and refusal.action == audited
 
 
 async def test_stale_version_surfaces_as_a_conflict(make_app):

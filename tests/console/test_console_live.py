@@ -12,6 +12,7 @@ import threading
 import sqlalchemy as sa
 from pilot_helpers import OPERATOR, screen_text, wait_for
 from sqlmodel import Session
+from test_console_actions import select_row
 
 import console.app as console_app
 from console.screens.campaigns import CampaignsScreen
@@ -78,7 +79,7 @@ async def test_running_build_progress_appears_without_a_key_press(make_app):
 async def test_polling_pauses_behind_a_modal(make_app):
     app = make_app()
     async with app.run_test(size=(120, 30)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen) and app.screen.shown)
+        await select_row(pilot, "Young Drop")  # the draft: activating it asks first
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await wait_for(pilot, lambda: app.poller.skipped_behind_modal >= 1)
