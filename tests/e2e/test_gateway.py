@@ -98,9 +98,13 @@ def test_two_sessions_show_their_own_key_id_and_role_and_resize_reaches_the_cons
     # out for 80 columns (the column is cut) and its footer is on row 24.
     tmux.wait_for("a", "10% by region")
     tmux.resize("a", 80, 24)
-    screen = tmux.wait_gone("a", "10% by region")
-    lines = screen.splitlines()
-    assert "Autumn Sale" in screen and len(lines) <= 24
+    # Waits for the relaid list itself: a frame captured mid-repaint can lack both texts.
+    screen = poll(
+        lambda: "10% by region" not in (s := tmux.screen("a")) and "Autumn Sale" in s and s,
+        timeout=40.0,
+        what="the list laid out for 80 columns",
+    )
+    assert len(screen.splitlines()) <= 24
     poll(lambda: "Help" in tmux.screen("a").splitlines()[23], what="footer on row 24")
     tmux.resize("a", 100, 30)
     tmux.wait_for("a", "10% by region")
