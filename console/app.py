@@ -128,8 +128,9 @@ class CampaignConsole(App):
             )
 
     def on_typed_ahead(self, message: TypedAhead) -> None:
-        """A priority binding's action, now that the keys typed before it have acted."""
-        if message.screen.is_current:
+        """A priority binding's action, now that the keys typed before it have acted: only
+        while its screen is still the one on top (not under a dialog those keys opened)."""
+        if self.screen is message.screen:
             message.action()
 
     def on_unmount(self) -> None:

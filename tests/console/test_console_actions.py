@@ -117,6 +117,21 @@ async def test_enter_typed_ahead_opens_the_row_the_keys_before_it_selected(make_
         assert app.screen.detail.name == expected
 
 
+async def test_enter_typed_behind_a_key_that_opens_a_dialog_does_not_act_under_it(make_app):
+    """`a` then enter in one burst: `a` opens the confirmation; the enter, read before the
+    dialog was there, must not open the campaign over it once the dialog is on top."""
+    app = make_app()
+    async with app.run_test(size=(120, 60)) as pilot:
+        await select_row(pilot, "Young Drop")
+        await burst(pilot, "a", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the dialog")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen), what="the list")
+        assert campaign(app, "Young Drop").status == "draft"
+
+
 async def test_dynamic_segment_campaign_warns_every_refresh_changes_the_audience(make_app):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
