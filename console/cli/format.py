@@ -104,7 +104,7 @@ def campaign_text(show: dict[str, Any]) -> str:
                         count_text(s["members"]),
                         count_text(s["control"]),
                         count_text(s["quota"]),
-                        f"{s['ideal']:g}",
+                        f"{s['ideal']:.2f}",  # as the console shows it
                     )
                     for s in show["strata"]
                 ],
