@@ -23,15 +23,17 @@ from store.segment_views import SegmentOverview, segment_overviews
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+# What an engineer asks of a segment first (how big, when it last and next refreshes, and
+# what that changed) comes first: at 80 columns the rest is off to the right.
 COLUMNS = (
     "Segment",
     "Kind",
-    "Database",
     "Members",
-    "Schedule",
     "Last refresh",
     "+in/−out",
     "Next refresh",
+    "Schedule",
+    "Database",
     "Campaigns",
     "Rule",
 )
@@ -46,9 +48,7 @@ def cells(s: SegmentOverview) -> tuple[Text | str, ...]:
     return (
         literal(s.name),
         s.kind,
-        literal(s.database or "(any)"),
         f"{s.members:,}",
-        literal(s.schedule),
         (
             when(s.last_refreshed_at)
             + (
@@ -61,6 +61,8 @@ def cells(s: SegmentOverview) -> tuple[Text | str, ...]:
         ),
         changes,
         when(s.next_refresh_at) if s.next_refresh_at else "",
+        literal(s.schedule),
+        literal(s.database or "(any)"),
         literal(", ".join(s.campaigns)),
         literal(s.rule or ""),
     )
