@@ -45,7 +45,7 @@ class MembersScreen(Screen):
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
         with Horizontal(id="member-filters"):
             yield Select(GROUP_CHOICES, value="all", allow_blank=False, id="member-group")
-            yield Input(placeholder="stratum: region=North", id="member-stratum")
+            yield Input(placeholder="stratum: field=value,…", id="member-stratum")
             yield Input(placeholder="external id prefix", id="member-prefix")
         yield Static(f"Members of {self.campaign_name} – loading…", id="members-status")
         yield Table(id="members", cursor_type="row", zebra_stripes=True)
@@ -93,6 +93,9 @@ class MembersScreen(Screen):
                 "" if r.cohort is None else str(r.cohort),
                 key=r.external_id,
             )
+        if page.rows and page.rows[0].stratum_label:  # an example this campaign has
+            example = f"stratum, e.g. {page.rows[0].stratum_label}"
+            self.query_one("#member-stratum", Input).placeholder = example
         number = len(self.cursors)
         text = Text()
         text.append(literal(f"Members of {page.campaign}", style="bold"))

@@ -30,6 +30,10 @@ async def test_m_on_the_list_opens_members_paged_with_n_and_shift_n(make_app):
         assert screen.page is not None and len(screen.page.rows) == 100
         assert screen.page.rows[0].external_id == "P00001"
         assert "1,200 match" in screen_text(app) and "page 1" in screen_text(app)
+        # the stratum box suggests a stratum of this campaign (R9 strata: region)
+        stratum_box = screen.query_one("#member-stratum", Input)
+        assert stratum_box.placeholder == f"stratum, e.g. {screen.page.rows[0].stratum_label}"
+        assert screen.page.rows[0].stratum_label.startswith("region=")
         await pilot.press("n")
         await members_ready(pilot, 2)
         assert screen.page.rows[0].external_id == "P00101"
