@@ -38,6 +38,7 @@ def test_campaign_members_csv_and_json_agree_and_match_the_counters(both_cli):
         r["external_id"]: r["group"] for r in rows
     }
     assert isinstance(as_json[0]["stratum"]["int_field"], int)
+    assert cli.ok("campaign", "members", "r10", "--json").json == as_json  # as other commands
     control = cli.ok("campaign", "members", "r10", "--group", "control", "--format", "json").json
     assert len(control) == 15
     small = cli.ok(

@@ -53,6 +53,10 @@ def register(sub: Any, cli: Builder) -> None:
     p.add_argument("--group", choices=("test", "control"), help="only this group")
     p.add_argument("--stratum", metavar="FIELD=VALUE,...", help="only these strata")
     p.add_argument("--format", choices=("csv", "json"), default="csv", help="default: csv")
+    # --json as on every other command that prints
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="--format json"
+    )
     p.add_argument("--output", metavar="FILE", help="write to FILE (default: standard output)")
 
 
