@@ -161,17 +161,23 @@ def run_child(url: str, what: str, chunk: int, first_newcomer: int, newcomers: i
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def scratch_table(engine, name: str, columns: str) -> None:
+    """A fresh table `name` with these columns and only a primary key (campaign, profile)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+        conn.execute(
+            sa.text(f"CREATE TABLE {name} ({columns}, PRIMARY KEY (campaign_id, profile_id))")
+        )
+
+
 def floor_copy(engine, n: int, cid: int) -> tuple[float, float]:
     """Issue 14's baseline: N rows (campaign_id, profile_id, group) into a table whose only
     index is its primary key, the group computed in SQL from an integer on the source row."""
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS floor_member"))
-        conn.execute(
-            sa.text(
-                "CREATE TABLE floor_member (campaign_id INTEGER NOT NULL, profile_id BIGINT "
-                'NOT NULL, "group" VARCHAR NOT NULL, PRIMARY KEY (campaign_id, profile_id))'
-            )
-        )
+    scratch_table(
+        engine,
+        "floor_member",
+        'campaign_id INTEGER NOT NULL, profile_id BIGINT NOT NULL, "group" VARCHAR NOT NULL',
+    )
     t, cpu = time.perf_counter(), time.process_time()
     with engine.begin() as conn:
         conn.execute(
@@ -237,15 +243,12 @@ def slim_bound(engine, n: int, cid: int, slots: dict, seed: int) -> tuple[float,
     region = " ".join(f"WHEN '{r}' THEN {i}" for i, r in enumerate(REGIONS))
     stratum = f"(CASE p.{slots['region']} {region} END) * 8 + p.{slots['tier']}"
     fence = "OFFSET 0" if engine.dialect.name == "postgresql" else "LIMIT -1 OFFSET 0"
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS slim_member"))
-        conn.execute(
-            sa.text(
-                "CREATE TABLE slim_member (campaign_id INTEGER NOT NULL, profile_id BIGINT "
-                'NOT NULL, "group" INTEGER NOT NULL, stratum INTEGER NOT NULL, h BIGINT NOT '
-                "NULL, PRIMARY KEY (campaign_id, profile_id))"
-            )
-        )
+    scratch_table(
+        engine,
+        "slim_member",
+        'campaign_id INTEGER NOT NULL, profile_id BIGINT NOT NULL, "group" INTEGER NOT NULL, '
+        "stratum INTEGER NOT NULL, h BIGINT NOT NULL",
+    )
     params = {"cid": cid, "n": n}
     t, cpu = time.perf_counter(), time.process_time()
     with engine.connect() as conn, conn.begin() as tx:
