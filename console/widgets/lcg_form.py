@@ -44,6 +44,10 @@ def parse_limit(text: str) -> int | None:
 PreviewFn = Callable[[LcgChange], RenderableType]
 
 
+def strata_label(selected: list[str]) -> str:
+    return f"Strata: {', '.join(selected) or 'none'} (tab here, space toggles)"
+
+
 class LcgFormScreen(ModalScreen[LcgChange | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="lcg_cancel"),
@@ -87,7 +91,8 @@ class LcgFormScreen(ModalScreen[LcgChange | None]):
                     placeholder="none",
                     compact=True,
                 )
-            yield Label("Strata fields (tab here, space toggles)")
+            # The selection in words as well: the list marks it by colour only (NO_COLOR).
+            yield Label(literal(strata_label(self.initial_strata)), id="strata-label")
             yield SelectionList[str](
                 *[(name, name, name in self.initial_strata) for name in self.fields],
                 id="strata",
@@ -114,6 +119,8 @@ class LcgFormScreen(ModalScreen[LcgChange | None]):
         self.refresh_preview()
 
     def on_selection_list_selected_changed(self, _event: SelectionList.SelectedChanged) -> None:
+        selected = list(self.query_one("#strata", SelectionList).selected)
+        self.query_one("#strata-label", Label).update(literal(strata_label(selected)))
         self.refresh_preview()
 
     def on_input_submitted(self, _event: Input.Submitted) -> None:

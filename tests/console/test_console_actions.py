@@ -212,6 +212,12 @@ async def test_lcg_form_offers_database_fields_and_shows_invalid_percent(make_ap
         options = form.query_one("#strata", SelectionList)
         names = [options.get_option_at_index(i).value for i in range(options.option_count)]
         assert names == ["region", "tier", "age"]  # floats cannot be strata
+        # the selection in words, not only by colour (NO_COLOR terminals)
+        assert "Strata: region (" in screen_text(app)
+        options.select("tier")
+        await wait_for(pilot, lambda: "Strata: region, tier (" in screen_text(app), what="tier")
+        options.deselect_all()
+        await wait_for(pilot, lambda: "Strata: none (" in screen_text(app), what="no strata")
         form.query_one("#percent", Input).value = "150"
         await wait_for(pilot, lambda: "✗" in screen_text(app), what="validation message")
         await pilot.press("escape")
