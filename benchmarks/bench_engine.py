@@ -109,6 +109,13 @@ def child(url: str, what: str, chunk: int, first_newcomer: int, newcomers: int) 
     t, cpu = time.perf_counter(), time.process_time()
     ran = builds.run_pending(engine, worker="bench", chunk_size=chunk)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+
+    def counts() -> tuple[int, int]:
+        with transaction(engine) as s:
+            c = campaigns.get_campaign(s, "bench")
+            return c.members, c.control_count
+
+    members, control = counts()  # what the timed build made
     joined: list[float] = []
     batches = 2 if what == "full" else 1
     for lo in range(first_newcomer, first_newcomer + batches * newcomers, newcomers or 1):
@@ -119,9 +126,7 @@ def child(url: str, what: str, chunk: int, first_newcomer: int, newcomers: int) 
         t = time.perf_counter()
         ran += builds.run_pending(engine, worker="bench", chunk_size=chunk)
         joined.append(time.perf_counter() - t)
-    with transaction(engine) as s:
-        c = campaigns.get_campaign(s, "bench")
-        members, control = c.members, c.control_count
+    final_members, _control = counts()
     engine.dispose()
     print(
         json.dumps(
@@ -133,6 +138,7 @@ def child(url: str, what: str, chunk: int, first_newcomer: int, newcomers: int) 
                 "builds": ran,
                 "members": members,
                 "control": control,
+                "final_members": final_members,
             }
         )
     )
@@ -371,7 +377,7 @@ def main() -> None:
         floor_before, floor_cpu_before = floor_copy(engine, n, cid)
         print(f"floor copy (before):  {floor_before:7.2f} s  {n / floor_before:>11,.0f} rows/s")
         full = run_child(url, "full", args.chunk, first_newcomer=n + 1, newcomers=k)
-        assert full["members"] == n + 2 * k, full
+        assert full["members"] == n and full["final_members"] == n + 2 * k, full
         print(
             f"full build:           {full['seconds']:7.2f} s  {n / full['seconds']:>11,.0f} rows/s"
             f"  ({n:,} members, {full['control']:,} control, peak RSS {full['rss_mb']:.0f} MB)"
@@ -397,7 +403,7 @@ def main() -> None:
                 sa.text(f"id > {n + 2 * k} AND id <= {n + 3 * k}"),
             )
         inc = run_child(url, "incremental", args.chunk, first_newcomer=n + 3 * k + 1, newcomers=k)
-        assert inc["members"] == n + 4 * k, inc
+        assert inc["final_members"] == n + 4 * k, inc
         same_first, same_warm = full["joined"]
         own_first, (own_warm,) = inc["seconds"], inc["joined"]
         print(
