@@ -217,12 +217,16 @@ def fire_mailing(ctx: JobContext, mailing_id: int, scheduled_for: datetime | Non
         log.exception("mailing #%s failed to fire for %s", mailing_id, when.isoformat())
 
 
-def finish_unfinished_runs(ctx: JobContext) -> None:
-    """Crash recovery: finish runs a previous scheduler claimed but never sent."""
+def finish_unfinished_runs(ctx: JobContext, term_started: datetime) -> None:
+    """Crash recovery: finish runs a previous scheduler claimed but never sent. Only runs
+    claimed before this term started: a mailing job of this term may already have claimed
+    its run and be waiting for its expansion build (R11), and finishing that run here too
+    queued a second expansion build."""
     if not ctx.acting():
         return
     with Session(ctx.engine) as session:
-        run_ids = [run.id for run in store_mailings.unfinished_runs(session)]
+        runs = store_mailings.unfinished_runs(session, claimed_before=term_started)
+        run_ids = [run.id for run in runs]
     for run_id in run_ids:
         if not ctx.acting():
             return

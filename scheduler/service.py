@@ -236,6 +236,7 @@ class SchedulerService:
 
     def _begin_term(self, renewed_at: float) -> None:
         s = self.settings
+        term_started = datetime.now(UTC)  # runs claimed from now on are this term's own
         with self._lock:
             self._terms += 1
             term = _Term(self._terms, renewed_at, FENCE_FRACTION * s.lease_ttl)
@@ -300,7 +301,10 @@ class SchedulerService:
             next_run_time=now,
         )
         scheduler.add_job(
-            jobs.finish_unfinished_runs, args=(ctx,), id="recover", name="recover mailing runs"
+            jobs.finish_unfinished_runs,
+            args=(ctx, term_started),
+            id="recover",
+            name="recover mailing runs",
         )
         scheduler.start()
 

@@ -544,15 +544,14 @@ def abandon_run(session: Session, actor: Actor, run: MailingRun, reason: str) ->
     session.flush()
 
 
-def unfinished_runs(session: Session) -> list[MailingRun]:
-    """Runs claimed by a scheduler that stopped before sending (crash recovery)."""
-    return list(
-        session.scalars(
-            sa.select(MailingRun)
-            .where(MailingRun.status == MailingRunStatus.RUNNING)
-            .order_by(MailingRun.id)
-        )
-    )
+def unfinished_runs(session: Session, claimed_before: datetime | None = None) -> list[MailingRun]:
+    """Runs claimed by a scheduler that stopped before sending (crash recovery); with
+    `claimed_before`, only the runs claimed before then: the ones a scheduler now acting
+    claims are its own, still under way (their expansion build can take a while)."""
+    query = sa.select(MailingRun).where(MailingRun.status == MailingRunStatus.RUNNING)
+    if claimed_before is not None:
+        query = query.where(MailingRun.started_at < claimed_before)
+    return list(session.scalars(query.order_by(MailingRun.id)))
 
 
 def set_next_run_at(session: Session, mailing_id: int, next_run_at: datetime | None) -> None:

@@ -23,13 +23,14 @@ from e2e.scheduler_world import (
 )
 from sqlmodel import Session
 
+from scheduler import jobs
 from scheduler import mailings as mailing_runs
 from store import deliveries, history, segments
 from store import mailings as store_mailings
 from store.actors import system_actor
 from store.db import transaction
 from store.errors import InvalidStateError, ReadOnlyError, ValidationError
-from store.models import AuditEntry, Campaign, Delivery, MailingRun, Profile
+from store.models import AuditEntry, Campaign, Delivery, MailingRun, Profile, utcnow
 
 SEND_AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 SYSTEM = system_actor()
@@ -205,6 +206,40 @@ def test_a_run_left_claimed_by_a_dead_scheduler_is_finished_exactly_once(world):
     assert delivered_ids(engine) == test_ids
     with Session(engine) as session:
         assert store_mailings.unfinished_runs(session) == []
+
+
+def test_recovery_at_a_term_start_leaves_the_runs_of_that_term_alone(world):
+    """Crash recovery runs once when a scheduler starts acting (scheduler.jobs.
+    finish_unfinished_runs). A mailing job of the same term can claim its run first and
+    still be waiting for its expansion build (R11): recovery finishes only the runs
+    claimed before the term started. It used to finish that run too, and queued a second
+    expansion build (seen under load in test_scheduler_service)."""
+    engine, test_ids, _ = world
+    create(engine, "left-behind")
+    create(engine, "this-term")
+    with transaction(engine) as session:
+        dead = store_mailings.begin_run(session, mailing(engine, "left-behind").id, SEND_AT).id
+    term_started = utcnow()
+    with transaction(engine) as session:
+        live = store_mailings.begin_run(session, mailing(engine, "this-term").id, SEND_AT).id
+    ctx = jobs.JobContext(
+        engine=engine,
+        holder="test",
+        actor=SYSTEM,
+        sender=mailing_runs.DatabaseSender(),
+        pool_size=1,
+        stale_after=timedelta(minutes=1),
+        acting=lambda: True,
+        wake_dispatcher=lambda: None,
+        submit_build=lambda build_id: None,
+    )
+    jobs.finish_unfinished_runs(ctx, term_started)
+    with Session(engine) as session:
+        assert session.get(MailingRun, dead).status == "done"
+        assert [r.id for r in store_mailings.unfinished_runs(session)] == [live]
+        assert store_mailings.unfinished_runs(session, claimed_before=term_started) == []
+    assert sorted(delivered_ids(engine, "left-behind")) == sorted(test_ids)
+    assert delivered_ids(engine, "this-term") == []
 
 
 def test_begin_run_refuses_without_writing_when_already_fired(world):
