@@ -4,17 +4,14 @@ is not a plain list of new profiles must be reported exactly as before, leaving 
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
-from sqlmodel import Session
+from load_helpers import import_file, stored_profiles
 
 from store import imports, profiles
 from store.db import transaction
 from store.imports import READ_BATCH, ImportRejected
-from store.models import Profile
 
 FIELDS = [("region", "text"), ("int_field", "int"), ("signup", "date"), ("score", "float")]
 HEADER = "external_id,region,int_field,signup,score"
@@ -29,17 +26,11 @@ def make_file(count: int) -> list[str]:
 
 
 def load(engine, actor, database: str, lines: list[str]) -> imports.ImportResult:
-    data = (HEADER + "\n" + "\n".join(lines) + "\n").encode()
-    with transaction(engine) as session:
-        db = profiles.get_database(session, database)
-        return imports.import_profiles(session, actor, db, io.BytesIO(data))
+    return import_file(engine, actor, database, (HEADER + "\n" + "\n".join(lines) + "\n").encode())
 
 
 def stored(engine, database: str) -> dict[str, tuple]:
-    with Session(engine) as session:
-        db = profiles.get_database(session, database)
-        rows = session.scalars(sa.select(Profile).where(Profile.database_id == db.id)).all()
-        return {p.external_id: (p.t0, p.i0, p.d0, p.f0, p.in_gcg, p.created_at) for p in rows}
+    return stored_profiles(engine, database, "t0", "i0", "d0", "f0", "in_gcg", "created_at")
 
 
 def test_a_first_load_stores_what_the_general_path_stores(engine, operator):

@@ -5,7 +5,6 @@ process; a reader process that dies changes nothing but the speed."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -14,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session
+from load_helpers import import_file, stored_profiles
 
-from store import gcg, imports, profile_load, profiles
+from store import gcg, profile_load, profiles
 from store.db import transaction
 from store.imports import READ_BATCH, ImportRejected
-from store.models import Profile
 
 FIELDS = [("region", "text"), ("int_field", "int"), ("signup", "date"), ("score", "float")]
 HEADER = "external_id,region,int_field,signup,score"
@@ -53,17 +51,11 @@ def forks(monkeypatch) -> list[int]:
     return used
 
 
-def load(engine, actor, database: str, data: bytes) -> imports.ImportResult:
-    with transaction(engine) as session:
-        db = profiles.get_database(session, database)
-        return imports.import_profiles(session, actor, db, io.BytesIO(data))
+load = import_file
 
 
 def stored(engine, database: str) -> dict[str, tuple]:
-    with Session(engine) as session:
-        db = profiles.get_database(session, database)
-        rows = session.scalars(sa.select(Profile).where(Profile.database_id == db.id)).all()
-        return {p.external_id: (p.t0, p.i0, p.d0, p.f0, p.in_gcg, p.hash_key) for p in rows}
+    return stored_profiles(engine, database, "t0", "i0", "d0", "f0", "in_gcg", "hash_key")
 
 
 def children() -> set[str]:
