@@ -111,7 +111,7 @@ def test_migrated_schema_is_exactly_the_models(engine):
     """An empty database migrated to head has the schema the models declare: a revision
     that forgets a change (or a model changed without a revision) fails here."""
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts=migrate.compare_options(conn.dialect.name))
         assert compare_metadata(context, SQLModel.metadata) == []
         assert migrate.current_revision(conn) == migrate.head()
 
@@ -171,8 +171,8 @@ def _plain(item: dict[str, Any]) -> str:
 
 
 def _schema(conn: sa.Connection) -> dict[str, Any]:
-    """Tables, columns, indexes (with their WHERE), constraints (and the PostgreSQL hash
-    function) as the inspector sees them."""
+    """Tables, columns, indexes (with their WHERE), constraints (and the PostgreSQL
+    functions and triggers) as the inspector sees them."""
     inspector = sa.inspect(conn)
     schema: dict[str, Any] = {
         table: (
@@ -199,7 +199,14 @@ def _schema(conn: sa.Connection) -> dict[str, Any]:
     if conn.dialect.name == "postgresql":
         schema["functions"] = conn.exec_driver_sql(
             "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
-            "WHERE proname = 'cc_assignment_hash' AND pronamespace = current_schema()::regnamespace"
+            "WHERE starts_with(proname, 'cc_') AND pronamespace = current_schema()::regnamespace "
+            "ORDER BY proname"
+        ).all()
+        schema["triggers"] = conn.exec_driver_sql(  # revision 0008
+            "SELECT tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t "
+            "JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE NOT tgisinternal AND c.relnamespace = current_schema()::regnamespace "
+            "ORDER BY tgname"
         ).all()
         schema["statistics"] = conn.exec_driver_sql(  # revision 0006
             "SELECT stxname, pg_get_statisticsobjdef(oid) FROM pg_statistic_ext "
@@ -263,10 +270,6 @@ def test_upgraded_release1_database_has_the_schema_of_a_new_one(db_url, tmp_path
         engine.dispose()
         engine = open_store(f"sqlite:///{release1_copy(tmp_path)}")
     else:
-        with engine.begin() as conn:
-            tables = [*SQLModel.metadata.tables, "alembic_version"]
-            conn.exec_driver_sql("DROP TABLE " + ", ".join(tables) + " CASCADE")
-            conn.exec_driver_sql("DROP FUNCTION cc_assignment_hash")
         load_release1_into_postgres(db_url)
         migrate.upgrade(engine)
     with engine.connect() as conn:
@@ -400,7 +403,8 @@ def load_release1_into_postgres(url: str) -> None:
         ours = [t for t in [*SQLModel.metadata.tables, "alembic_version"] if t in present]
         if ours:
             conn.exec_driver_sql("DROP TABLE " + ", ".join(ours) + " CASCADE")
-            conn.exec_driver_sql("DROP FUNCTION IF EXISTS cc_assignment_hash")
+            for function in ("cc_assignment_hash", "cc_check_reference", "cc_refuse_referenced"):
+                conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {function}")
         _run_release1_ddl(conn)
         conn.exec_driver_sql("DELETE FROM store_meta")
         conn.exec_driver_sql("SET LOCAL session_replication_role = replica")  # FK order
@@ -451,7 +455,7 @@ def test_release1_postgres_database_is_refused_until_upgraded(postgres_url, caps
     assert_release1_answers_unchanged(capsys, postgres_url)
     engine = open_store(postgres_url)
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts=migrate.compare_options(conn.dialect.name))
         assert compare_metadata(context, SQLModel.metadata) == []
     engine.dispose()
 
@@ -494,7 +498,8 @@ def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(
 
 # --------------------------------------------------------------------------- revision 0007
 
-PREVIOUS_RELEASE = "0006_member_group_statistics"  # the head of the release before 0007
+PREVIOUS_RELEASE = "0007_profile_event_kinds"  # the head of the release before 0008
+BEFORE_0007 = "0006_member_group_statistics"
 ACTOR = Actor(user="alice", role="operator", origin="test")
 
 
@@ -572,6 +577,32 @@ def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db
         assert every_card(engine) == cards
         checks = sa.inspect(engine).get_check_constraints("profile_event")
         assert [c["name"] for c in checks] == ["ck_profile_event_kind"]
+        with engine.connect() as conn:  # revision 0008: the references hold as before
+            for statement in (
+                "UPDATE campaign_member SET campaign_id = 999999 "
+                "WHERE id = (SELECT min(id) FROM campaign_member)",
+                "DELETE FROM campaign",
+            ):
+                with pytest.raises(sa.exc.IntegrityError, match="campaign_id_fkey|FOREIGN KEY"):
+                    conn.exec_driver_sql(statement)
+                conn.rollback()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_revision_0008_downgrades_to_the_foreign_keys_it_replaced(empty_postgres_url):
+    engine = make_engine(empty_postgres_url)
+    try:
+        migrate.upgrade(engine, to=PREVIOUS_RELEASE)
+        with engine.connect() as conn:
+            before = _schema(conn)
+            config = migrate.alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0008_statement_reference_checks")
+            assert _schema(conn) != before
+            command.downgrade(config, PREVIOUS_RELEASE)
+            assert _schema(conn) == before
     finally:
         engine.dispose()
 
@@ -579,7 +610,7 @@ def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db
 def test_an_unknown_profile_event_kind_stops_the_upgrade_and_changes_nothing(empty_db_url, capsys):
     """Rows of a kind no release writes are someone's history (R12): the upgrade names
     them and refuses, instead of rewriting or dropping them."""
-    engine = release1_at(empty_db_url, PREVIOUS_RELEASE)
+    engine = release1_at(empty_db_url, BEFORE_0007)
     with engine.begin() as conn:
         conn.exec_driver_sql(  # a derived kind, stored by a script: 8 rows
             "INSERT INTO profile_event (at, profile_id, kind, actor) "
@@ -601,7 +632,7 @@ def test_an_unknown_profile_event_kind_stops_the_upgrade_and_changes_nothing(emp
         assert table_checksums(engine) == before
         with engine.connect() as conn:
             assert _schema(conn) == schema
-            assert migrate.current_revision(conn) == PREVIOUS_RELEASE
+            assert migrate.current_revision(conn) == BEFORE_0007
     finally:
         engine.dispose()
 
@@ -610,7 +641,7 @@ def test_a_refused_sqlite_upgrade_leaves_foreign_keys_on(sqlite_url):
     """The upgrade turns SQLite's foreign keys off while Alembic copies tables; a refused
     upgrade must turn them on again before its connection goes back to the pool, or the
     next transaction of the same process would run without them."""
-    engine = release1_at(sqlite_url, PREVIOUS_RELEASE)
+    engine = release1_at(sqlite_url, BEFORE_0007)
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO profile_event (at, profile_id, kind, actor) "

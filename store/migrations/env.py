@@ -10,6 +10,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 from store import models  # noqa: F401  (registers every table on the metadata)
+from store.migrate import compare_options
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -34,7 +35,7 @@ def run_migrations_online() -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
+        **compare_options(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()
