@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -309,21 +308,19 @@ def slim_bound(engine, n: int, cid: int, slots: dict, seed: int) -> tuple[float,
 
 
 def reset(url: str) -> None:
-    engine = create_workspace(url)
+    """Drop what an earlier run left at `url` (whatever its schema revision), then create
+    a workspace at head."""
+    engine = sa.create_engine(url)
+    scratch = ["raw_member", "raw_source", "floor_member", "slim_member"]
+    tables = [*scratch, *SQLModel.metadata.tables, "alembic_version"]
     with engine.begin() as conn:
-        for table in ("raw_member", "raw_source", "floor_member", "slim_member"):
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
-    if engine.dialect.name == "postgresql":  # FK cycle audience_build <-> mailing
-        with engine.begin() as conn:
-            for table in [*SQLModel.metadata.tables, "alembic_version"]:
-                conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}" CASCADE'))
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the same cycle: SQLite drops unsorted
-            SQLModel.metadata.drop_all(engine)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+        if engine.dialect.name == "postgresql":  # FK cycle audience_build <-> mailing
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {', '.join(tables)} CASCADE"))
+        else:  # the same cycle: SQLite drops them with its foreign keys off (the default)
+            for table in tables:
+                conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
     engine.dispose()
+    create_workspace(url).dispose()
 
 
 def main() -> None:
