@@ -276,6 +276,8 @@ async def test_p_pauses_and_resumes_the_selected_mailing(make_app):
         screen = await open_detail(pilot, "Autumn Sale")
         table = screen.query_one("#mailings", DataTable)
         table.focus()  # as an operator would: tab to the mailings, then down to the one
+        # focus() takes effect on the app's next turn: a key pressed before goes elsewhere.
+        await wait_for(pilot, lambda: app.focused is table, what="mailings focused")
         await pilot.press("down")
         await wait_for(
             pilot, lambda: (m := screen.selected_mailing()) and m.name == "autumn-weekly"

@@ -100,8 +100,10 @@ async def test_a_bad_stratum_filter_says_why_and_keeps_the_console_up(make_app):
         await select_row(pilot, "Autumn Sale")
         await pilot.press("m")
         screen = await members_ready(pilot)
-        screen.query_one("#member-stratum", Input).value = "tier=2"
-        screen.query_one("#member-stratum", Input).focus()
+        stratum = screen.query_one("#member-stratum", Input)
+        stratum.value = "tier=2"
+        stratum.focus()  # takes effect on the app's next turn: wait before the key
+        await wait_for(pilot, lambda: app.focused is stratum, what="stratum filter focused")
         await pilot.press("enter")
         await wait_for(pilot, lambda: "not a strata field" in screen_text(app), what="refusal")
 
