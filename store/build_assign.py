@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from store.build_checkpoint import ACTIVATION_SOURCE, DELTA_SOURCE
 from store.build_sql import (
-    HAS_CLOSED_MEMBERSHIP,
     MEMBER_INSERT,
     CandidateQuery,
     StepContext,
@@ -61,9 +60,7 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
         "actor": ctx.actor,
     }
     before = ctx.execute("SELECT COALESCE(MAX(id), 0) FROM campaign_member").scalar()
-    _insert_fresh(ctx, query, params)
-    if source.kind != ACTIVATION_SOURCE:
-        _insert_reentering(ctx, query, params)
+    _insert_newcomers(ctx, query, params)
     cp.processed += _count_chunk(ctx, before)
     if hi is not None:
         cp.cursor = hi
@@ -73,70 +70,70 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
     return cp.source_index >= len(cp.sources)
 
 
-def _insert_fresh(ctx: StepContext, query: CandidateQuery, params: dict) -> None:
-    """Fresh newcomers (no earlier membership), each with its group decided as it is
-    inserted: control at or below its stratum's cut-off in (hash, external_id) order (R9,
-    frozen by the plan), else test. The hash is computed once per row, in a fenced
-    subquery (StepContext.fence)."""
-    if query.source.kind != ACTIVATION_SOURCE:
-        query = query.where(f"NOT {HAS_CLOSED_MEMBERSHIP}")
-    cutoffs = sorted(ctx.checkpoint.plan.cutoffs.items())
+def _insert_newcomers(ctx: StepContext, query: CandidateQuery, params: dict) -> None:
+    """The chunk's newcomers in one pass, each row's hash and former membership read once
+    (a fenced subquery, StepContext.fence), each group decided as the row is inserted:
+
+    * fresh newcomers (no earlier membership): control at or below their stratum's
+      cut-off in (hash, external_id) order (R9, frozen by the plan), else test;
+    * re-entering profiles (R4): the group of their latest closed membership, with its
+      cohort (never for an activation: a draft has no memberships, R3)."""
     params = dict(params)
-    group = "'test'"
-    if cutoffs:
-        # Most rows hash above every cut-off and are test after one comparison; only the
-        # few below the largest look up their stratum's cut-off (a join or a lookup for
-        # every row cost more than the rest of the row).
-        ext = ctx.collate("c.ext")
-        at_or_below = " ".join(
-            f"WHEN :tk{i} THEN (c.h < :th{i} OR (c.h = :th{i} AND {ext} <= :te{i}))"
-            for i in range(len(cutoffs))
-        )
-        for i, (key, cut) in enumerate(cutoffs):
-            params.update({f"tk{i}": key, f"th{i}": cut.hash, f"te{i}": cut.external_id})
-        params["top"] = max(cut.hash for _key, cut in cutoffs)
-        group = f"""CASE WHEN c.h > :top THEN 'test'
-                         WHEN (CASE c.k {at_or_below} ELSE (1 = 0) END) THEN 'control'
-                         ELSE 'test' END"""
+    fresh = _fresh_group(ctx, params)
+    if query.source.kind == ACTIVATION_SOURCE:
+        group, cohort = fresh, "CAST(:cur AS INTEGER)"
+    else:
+        group = f"CASE WHEN c.fg IS NULL THEN {fresh} ELSE {_reentry_group(ctx, params)} END"
+        cohort = "CASE WHEN c.fg IS NULL THEN CAST(:cur AS INTEGER) ELSE c.fc END"
     ctx.execute(
         f"""{MEMBER_INSERT}
             SELECT :cid, c.pid, {group}, {group},
                    CASE WHEN c.segid = :cseg THEN :segsrc ELSE 'expansion' END, c.k, c.h,
-                   CAST(:cur AS INTEGER), :now, :b, :actor, c.left_at, c.left_by
+                   {cohort}, :now, :b, :actor, c.left_at, c.left_by
             FROM (SELECT p.id AS pid, p.external_id AS ext, sm.segment_id AS segid,
                          sm.left_at AS left_at, sm.left_by AS left_by,
-                         {query.key_sql} AS k, {query.hash_sql} AS h
+                         {query.key_sql} AS k, {query.hash_sql} AS h, {query.former}
                   {query.from_where} {ctx.fence}) c""",
         params,
         times=("now",),
     )
 
 
-def _insert_reentering(ctx: StepContext, query: CandidateQuery, params: dict) -> None:
-    """R4: re-entering profiles get the group of their latest closed membership; control
-    only while the LCG is on, the membership is of the current cohort and the limit
-    leaves room (the plan's re-entry cut-off)."""
+def _fresh_group(ctx: StepContext, params: dict) -> str:
+    """R9: control at or below the stratum's cut-off. Most rows hash above every cut-off
+    and are test after one comparison; only the few below the largest look up their
+    stratum's cut-off (a join or a lookup for every row cost more than the rest of the
+    row). Adds the cut-offs to `params`."""
+    cutoffs = sorted(ctx.checkpoint.plan.cutoffs.items())
+    if not cutoffs:
+        return "'test'"
+    ext = ctx.collate("c.ext")
+    at_or_below = " ".join(
+        f"WHEN :tk{i} THEN (c.h < :th{i} OR (c.h = :th{i} AND {ext} <= :te{i}))"
+        for i in range(len(cutoffs))
+    )
+    for i, (key, cut) in enumerate(cutoffs):
+        params.update({f"tk{i}": key, f"th{i}": cut.hash, f"te{i}": cut.external_id})
+    params["top"] = max(cut.hash for _key, cut in cutoffs)
+    return f"""CASE WHEN c.h > :top THEN 'test'
+                    WHEN (CASE c.k {at_or_below} ELSE (1 = 0) END) THEN 'control'
+                    ELSE 'test' END"""
+
+
+def _reentry_group(ctx: StepContext, params: dict) -> str:
+    """R4: a re-entering profile's former group; control only while the LCG is on, the
+    membership is of the current cohort and the limit leaves room (the plan's re-entry
+    cut-off). Adds the cut-off to `params`."""
     plan = ctx.checkpoint.plan
     cut = plan.reentry_cutoff
-    params = dict(params)
     if not ctx.checkpoint.lcg.enabled or (plan.reentry_capped and cut is None):
-        group = "'test'"
-    elif not plan.reentry_capped:
-        group = "CASE WHEN c.fg = 'control' AND c.fc = :cur THEN 'control' ELSE 'test' END"
-    else:  # R4: the limit leaves room only for those at or below the cut-off
-        group = f"""CASE WHEN c.fg = 'control' AND c.fc = :cur AND (c.h < :rh
-                        OR (c.h = :rh AND {ctx.collate("c.ext")} <= :re))
-                    THEN 'control' ELSE 'test' END"""
-        params.update(rh=cut.hash, re=cut.external_id)
-    ctx.execute(
-        f"""{MEMBER_INSERT}
-            SELECT :cid, c.pid, {group}, {group},
-                   CASE WHEN c.segid = :cseg THEN :segsrc ELSE 'expansion' END,
-                   c.k, c.h, c.fc, :now, :b, :actor, NULL, NULL
-            FROM ({query.select(with_hash=True)}) c WHERE c.fg IS NOT NULL""",
-        params,
-        times=("now",),
-    )
+        return "'test'"
+    if not plan.reentry_capped:
+        return "CASE WHEN c.fg = 'control' AND c.fc = :cur THEN 'control' ELSE 'test' END"
+    params.update(rh=cut.hash, re=cut.external_id)
+    return f"""CASE WHEN c.fg = 'control' AND c.fc = :cur AND (c.h < :rh
+                    OR (c.h = :rh AND {ctx.collate("c.ext")} <= :re))
+                THEN 'control' ELSE 'test' END"""
 
 
 def _count_chunk(ctx: StepContext, before: int) -> int:

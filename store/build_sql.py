@@ -39,10 +39,6 @@ HAS_OPEN_MEMBERSHIP = (
     "EXISTS (SELECT 1 FROM campaign_member o WHERE o.campaign_id = :cid "
     "AND o.profile_id = p.id AND o.left_at IS NULL)"
 )
-HAS_CLOSED_MEMBERSHIP = (
-    "EXISTS (SELECT 1 FROM campaign_member f WHERE f.campaign_id = :cid "
-    "AND f.profile_id = p.id AND f.left_at IS NOT NULL)"
-)
 # R4: the group and cohort of the profile's latest closed membership (fg, fc).
 _LATEST_CLOSED = (
     "FROM campaign_member f WHERE f.campaign_id = :cid AND f.profile_id = p.id "

@@ -403,7 +403,7 @@ def load_release1_into_postgres(url: str) -> None:
         ours = [t for t in [*SQLModel.metadata.tables, "alembic_version"] if t in present]
         if ours:
             conn.exec_driver_sql("DROP TABLE " + ", ".join(ours) + " CASCADE")
-            for function in ("cc_assignment_hash", "cc_check_reference", "cc_refuse_referenced"):
+            for function in ("cc_assignment_hash", "cc_check_references", "cc_refuse_referenced"):
                 conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {function}")
         _run_release1_ddl(conn)
         conn.exec_driver_sql("DELETE FROM store_meta")

@@ -25,6 +25,7 @@ from store.models import (
     ProfileDatabase,
     Segment,
     SegmentMember,
+    UTCDateTime,
 )
 
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
@@ -262,3 +263,29 @@ def test_a_parent_locked_by_a_pending_insert_cannot_be_deleted_meanwhile(postgre
             _refused(error)
     finally:
         engine.dispose()
+
+
+def test_one_statement_naming_several_parents_is_checked_for_each(engine, world):
+    """A bulk write names one parent per reference (PostgreSQL locks that one row); a
+    statement naming several is checked for every one of them."""
+    with Session(engine) as s:
+        other = AudienceBuild(campaign_id=world.campaign, reason="incremental", checkpoint={})
+        s.add(other)
+        s.commit()
+        builds = (world.build, other.id)
+    insert = (
+        'INSERT INTO campaign_member (campaign_id, profile_id, "group", joined_group, source, '
+        "stratum_key, assignment_hash, joined_at, joined_build_id, joined_by) VALUES "
+        "(:c, :p1, 'test', 'test', 'activation', '', 1, :at, :b1, 't'), "
+        "(:c, :p2, 'test', 'test', 'activation', '', 1, :at, :b2, 't')"
+    )
+    params = {"c": world.campaign, "p1": world.profiles[0], "p2": world.profiles[1], "at": WHEN}
+    with engine.connect() as conn:
+        statement = sa.text(insert).bindparams(sa.bindparam("at", type_=UTCDateTime()))
+        with pytest.raises(sa.exc.IntegrityError) as error:
+            conn.execute(statement, {**params, "b1": builds[0], "b2": MISSING})
+        conn.rollback()
+        _refused(error)
+        conn.execute(statement, {**params, "b1": builds[0], "b2": builds[1]})
+        conn.commit()
+    assert _count(engine, "campaign_member") == 2

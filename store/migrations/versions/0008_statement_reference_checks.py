@@ -49,25 +49,49 @@ REFERENCES = (
 )
 
 CHECK_FUNCTION = """
-CREATE OR REPLACE FUNCTION cc_check_reference() RETURNS trigger
+CREATE OR REPLACE FUNCTION cc_check_references() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
--- TG_ARGV: child column, parent table, constraint name. new_rows: the statement's rows.
+-- TG_ARGV: (child column, parent table, constraint name) for each reference the table
+-- makes; new_rows: the statement's rows. One pass reads each column's smallest and
+-- largest id: a bulk write names one parent (one row to lock); any other reads the
+-- distinct ids.
 DECLARE
+    refs int := TG_NARGS / 3;
+    query text := '';
+    bounds bigint[];
+    col text;
+    parent text;
     wanted bigint;
     found bigint;
 BEGIN
-    EXECUTE format('SELECT count(DISTINCT %I) FROM new_rows', TG_ARGV[0]) INTO wanted;
-    EXECUTE format('SELECT 1 FROM %I.%I WHERE id IN (SELECT %I FROM new_rows) FOR KEY SHARE',
-                   TG_TABLE_SCHEMA, TG_ARGV[1], TG_ARGV[0]);
-    GET DIAGNOSTICS found = ROW_COUNT;
-    IF found < wanted THEN
-        RAISE foreign_key_violation USING
-            MESSAGE = format('insert or update on table "%s" violates foreign key '
-                             'constraint "%s"', TG_TABLE_NAME, TG_ARGV[2]),
-            DETAIL = format('A value of %s is not present in table "%s".',
-                            TG_ARGV[0], TG_ARGV[1]),
-            CONSTRAINT = TG_ARGV[2], TABLE = TG_TABLE_NAME, SCHEMA = TG_TABLE_SCHEMA;
-    END IF;
+    FOR i IN 0 .. refs - 1 LOOP
+        query := query || CASE WHEN i > 0 THEN ', ' ELSE '' END
+                 || format('min(%1$I), max(%1$I)', TG_ARGV[3 * i]);
+    END LOOP;
+    EXECUTE 'SELECT ARRAY[' || query || ']::bigint[] FROM new_rows' INTO bounds;
+    FOR i IN 0 .. refs - 1 LOOP
+        CONTINUE WHEN bounds[2 * i + 1] IS NULL;  -- no row names a parent
+        col := TG_ARGV[3 * i];
+        parent := TG_ARGV[3 * i + 1];
+        IF bounds[2 * i + 1] = bounds[2 * i + 2] THEN
+            wanted := 1;
+            EXECUTE format('SELECT 1 FROM %I.%I WHERE id = $1 FOR KEY SHARE',
+                           TG_TABLE_SCHEMA, parent) USING bounds[2 * i + 1];
+        ELSE
+            EXECUTE format('SELECT count(DISTINCT %I) FROM new_rows', col) INTO wanted;
+            EXECUTE format('SELECT 1 FROM %I.%I WHERE id IN (SELECT %I FROM new_rows) '
+                           'FOR KEY SHARE', TG_TABLE_SCHEMA, parent, col);
+        END IF;
+        GET DIAGNOSTICS found = ROW_COUNT;
+        IF found < wanted THEN
+            RAISE foreign_key_violation USING
+                MESSAGE = format('insert or update on table "%s" violates foreign key '
+                                 'constraint "%s"', TG_TABLE_NAME, TG_ARGV[3 * i + 2]),
+                DETAIL = format('A value of %s is not present in table "%s".', col, parent),
+                CONSTRAINT = TG_ARGV[3 * i + 2], TABLE = TG_TABLE_NAME,
+                SCHEMA = TG_TABLE_SCHEMA;
+        END IF;
+    END LOOP;
     RETURN NULL;
 END $$"""
 
@@ -104,15 +128,29 @@ def _name(child: str, column: str) -> str:
     return f"{child}_{column}_fkey"
 
 
-def _triggers(child: str, column: str, parent: str) -> list[str]:
+def _children() -> dict[str, list[tuple[str, str]]]:
+    tables: dict[str, list[tuple[str, str]]] = {}
+    for child, column, parent in REFERENCES:
+        tables.setdefault(child, []).append((column, parent))
+    return tables
+
+
+def _check_triggers(child: str, references: list[tuple[str, str]]) -> list[str]:
+    args = ", ".join(
+        f"'{column}', '{parent}', '{_name(child, column)}'" for column, parent in references
+    )
+    return [
+        f"CREATE TRIGGER {child}_references_{event[:3].lower()} AFTER {event} ON {child} "
+        f"REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
+        f"EXECUTE FUNCTION cc_check_references({args})"
+        for event in ("INSERT", "UPDATE")
+    ]
+
+
+def _guard_triggers(child: str, column: str, parent: str) -> list[str]:
     name = _name(child, column)
-    check = f"cc_check_reference('{column}', '{parent}', '{name}')"
     guard = f"cc_refuse_referenced('{child}', '{column}', '{name}')"
     return [
-        f"CREATE TRIGGER {name}_ins AFTER INSERT ON {child} REFERENCING NEW TABLE AS "
-        f"new_rows FOR EACH STATEMENT EXECUTE FUNCTION {check}",
-        f"CREATE TRIGGER {name}_upd AFTER UPDATE ON {child} REFERENCING NEW TABLE AS "
-        f"new_rows FOR EACH STATEMENT EXECUTE FUNCTION {check}",
         f"CREATE TRIGGER {name}_del BEFORE DELETE ON {parent} FOR EACH ROW "
         f"EXECUTE FUNCTION {guard}",
         f"CREATE TRIGGER {name}_key BEFORE UPDATE OF id ON {parent} FOR EACH ROW "
@@ -129,19 +167,23 @@ def upgrade() -> None:
     op.execute(GUARD_FUNCTION)
     for child, column, parent in REFERENCES:
         op.drop_constraint(_name(child, column), child, type_="foreignkey")
-        for statement in _triggers(child, column, parent):
+        for statement in _guard_triggers(child, column, parent):
+            op.execute(statement)
+    for child, references in _children().items():
+        for statement in _check_triggers(child, references):
             op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_context().dialect.name != "postgresql":
         return
+    for child in _children():
+        op.execute(f"DROP TRIGGER {child}_references_ins ON {child}")
+        op.execute(f"DROP TRIGGER {child}_references_upd ON {child}")
     for child, column, parent in REFERENCES:
         name = _name(child, column)
-        for suffix, table in (("ins", child), ("upd", child), ("del", parent)):
-            op.execute(f"DROP TRIGGER {name}_{suffix} ON {table}")
-        op.execute(f"DROP TRIGGER {name}_key ON {parent}")
-        op.execute(f"DROP TRIGGER {name}_trunc ON {parent}")
+        for suffix in ("del", "key", "trunc"):
+            op.execute(f"DROP TRIGGER {name}_{suffix} ON {parent}")
         op.create_foreign_key(name, child, parent, [column], ["id"])
     op.execute("DROP FUNCTION cc_refuse_referenced()")
-    op.execute("DROP FUNCTION cc_check_reference()")
+    op.execute("DROP FUNCTION cc_check_references()")
