@@ -8,10 +8,12 @@ file, the campaign and build of an audience build. Those per-row checks were hal
 a profile load's server time and a third of a member insert's. These five foreign
 keys become statement-level triggers with the same guarantees:
 
-* after an INSERT or UPDATE of the child, one query reads the distinct parent ids of
-  the statement's rows (its transition table), locks those parent rows FOR KEY SHARE
-  as the foreign key did, and fails with SQLSTATE 23503 (foreign_key_violation, the
-  foreign key's name and message) if any is missing: the statement is undone;
+* after an INSERT or UPDATE of the child, one trigger per table reads the statement's
+  rows (its transition table) once for the smallest and largest id of each reference.
+  A bulk write names one parent per reference: that row is locked FOR KEY SHARE, as
+  the foreign key did. A statement naming several reads their distinct ids and locks
+  them all. Any missing parent fails the statement with SQLSTATE 23503
+  (foreign_key_violation, with the foreign key's name), which undoes it;
 * a parent row still referenced cannot be deleted, have its id changed, or be
   truncated (BEFORE triggers, the same SQLSTATE). Under READ COMMITTED, the store's
   isolation, a delete that waits for the lock sees the rows the other transaction
