@@ -90,3 +90,14 @@ def test_help_and_errors_come_from_the_full_parser(capsys):
     assert "invalid choice: 'campagin'" in capsys.readouterr().err
     assert main(["campaign", "lst"]) == 2
     assert "invalid choice: 'lst'" in capsys.readouterr().err
+
+
+def test_an_unknown_option_is_reported_with_the_usage_of_its_command(capsys):
+    assert main(["campaign", "show", "Spring", "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "usage: campaign-console campaign show " in err
+    assert "campaign-console campaign show: error: unrecognized arguments: --bogus" in err
+    assert main(["--bogus"]) == 2  # before any command: the top-level usage, as before
+    err = capsys.readouterr().err
+    assert "usage: campaign-console [-h]" in err
+    assert "unrecognized arguments: --bogus" in err

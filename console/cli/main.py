@@ -16,7 +16,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from console.cli.args import Builder
@@ -62,7 +62,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or with `command` only of the entry of REGISTER that
     defines it (none for CONSOLE): a line naming that command parses exactly as with the
     full parser."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="campaign-console",
         description="Operator console for marketing campaigns with local control groups. "
         "Without a command it opens the console.",
@@ -75,6 +75,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             register = getattr(importlib.import_module(f"console.cli.{module}"), function)
             register(sub, cli)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument no command takes is reported by the command it was given to, with that
+    command's usage: argparse leaves it to the top-level parser, whose usage lists only
+    `COMMAND ...`. Subparsers are of the parser's own class."""
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 def _global_options(parser: argparse.ArgumentParser) -> None:
