@@ -39,15 +39,22 @@ HAS_OPEN_MEMBERSHIP = (
     "EXISTS (SELECT 1 FROM campaign_member o WHERE o.campaign_id = :cid "
     "AND o.profile_id = p.id AND o.left_at IS NULL)"
 )
-# R4: the group and cohort of the profile's latest closed membership (fg, fc).
+# R4: the group and cohort of the profile's latest closed membership (fg, fc): the
+# columns, and what joins them. PostgreSQL reads both with one lookup (a lateral join);
+# SQLite, which has no LATERAL, with two (its lookups cost a fifth as much).
 _LATEST_CLOSED = (
     "FROM campaign_member f WHERE f.campaign_id = :cid AND f.profile_id = p.id "
     "AND f.left_at IS NOT NULL ORDER BY f.id DESC LIMIT 1"
 )
 FORMER_GROUP = (
-    f'(SELECT f."group" {_LATEST_CLOSED}) AS fg, (SELECT f.cohort {_LATEST_CLOSED}) AS fc'
+    f'(SELECT f."group" {_LATEST_CLOSED}) AS fg, (SELECT f.cohort {_LATEST_CLOSED}) AS fc',
+    "",
 )
-NO_FORMER_GROUP = "CAST(NULL AS TEXT) AS fg, CAST(NULL AS INTEGER) AS fc"
+FORMER_GROUP_LATERAL = (
+    "former.fg AS fg, former.fc AS fc",
+    f'LEFT JOIN LATERAL (SELECT f."group" AS fg, f.cohort AS fc {_LATEST_CLOSED}) former ON true',
+)
+NO_FORMER_GROUP = ("CAST(NULL AS TEXT) AS fg, CAST(NULL AS INTEGER) AS fc", "")
 # R11: a profile also arriving through the campaign segment's delta counts once (there).
 IN_CAMPAIGN_SEGMENT_DELTA = (
     "EXISTS (SELECT 1 FROM segment_member d WHERE d.segment_id = :cseg "
@@ -140,10 +147,11 @@ class CandidateQuery:
 
     source: Source
     key_sql: str
-    former: str
+    former: str  # the fg, fc columns
     conditions: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)
     hash_sql: str = "NULL"  # the campaign's R9 hash over alias p (StepContext.assignment_hash)
+    former_join: str = ""  # what the fg, fc columns read from, if a join
 
     @property
     def keyset_column(self) -> str:
@@ -152,7 +160,7 @@ class CandidateQuery:
     @property
     def from_where(self) -> str:
         return (
-            "FROM segment_member sm JOIN profile p ON p.id = sm.profile_id "
+            f"FROM segment_member sm JOIN profile p ON p.id = sm.profile_id {self.former_join} "
             f"WHERE {' AND '.join(self.conditions)}"
         )
 
@@ -172,9 +180,9 @@ def candidates(ctx: StepContext, source: Source) -> CandidateQuery:
     open_row = OPEN_AT_ACTIVATION if source.kind == ACTIVATION_SOURCE else "sm.left_at IS NULL"
     conditions = ["sm.segment_id = :seg", open_row, "sm.id <= :mx", r1_scope_sql("p")]
     if source.kind == ACTIVATION_SOURCE:  # a draft has no memberships yet (R3)
-        former = NO_FORMER_GROUP
+        former, former_join = NO_FORMER_GROUP
     else:
-        former = FORMER_GROUP
+        former, former_join = FORMER_GROUP_LATERAL if ctx.is_postgres else FORMER_GROUP
         conditions.append(f"NOT {HAS_OPEN_MEMBERSHIP}")
     if source.kind == DELTA_SOURCE:
         conditions.append("sm.id > :wm")
@@ -188,7 +196,13 @@ def candidates(ctx: StepContext, source: Source) -> CandidateQuery:
         "wm": cp.watermark,
     }
     return CandidateQuery(
-        source, cp.lcg.key_sql, former, tuple(conditions), params, ctx.assignment_hash
+        source,
+        cp.lcg.key_sql,
+        former,
+        tuple(conditions),
+        params,
+        ctx.assignment_hash,
+        former_join,
     )
 
 
