@@ -1,5 +1,7 @@
 """Segments at a glance (issue 13 §6): kind, database, members, rule, schedule, the last
-refresh (when, entered, left), the next one; `r` refreshes the selected dynamic segment."""
+refresh (when, entered, left), the next one; `r` refreshes the selected dynamic segment.
+Below the table, the selected segment in full: at 80 columns the table's right-hand
+columns (schedule, database, campaigns, rule) are off screen."""
 
 from __future__ import annotations
 
@@ -68,6 +70,37 @@ def cells(s: SegmentOverview) -> tuple[Text | str, ...]:
     )
 
 
+def detail(s: SegmentOverview) -> Text:
+    """The selected segment in full, a few lines under the table."""
+    out = Text()
+    out.append_text(literal(s.name, "bold"))
+    out.append(f" · {s.kind} · database ")
+    out.append_text(literal(s.database or "(any)"))
+    out.append(f" · {s.members:,} members\n")
+    if s.kind == "dynamic":
+        out.append("Rule: ")
+        out.append_text(literal(s.rule or ""))
+        out.append(f"\nSchedule: {s.schedule}")
+        if s.next_refresh_at:
+            out.append(f" · next {when(s.next_refresh_at)}")
+        out.append("\nLast refresh: ")
+        if s.last_refreshed_at is None:
+            out.append("never")
+        else:
+            out.append(when(s.last_refreshed_at))
+            if s.last_refresh_seconds is not None:
+                out.append(f", took {_seconds(s.last_refresh_seconds)}")
+            if s.last_refresh_entered is not None:
+                out.append(
+                    f", {s.last_refresh_entered:,} entered, {s.last_refresh_left or 0:,} left"
+                )
+    else:
+        out.append("Static: members change only by file or command, never by a refresh")
+    out.append("\nCampaigns: ")
+    out.append_text(literal(", ".join(s.campaigns) or "none"))
+    return out
+
+
 def _seconds(value: float) -> str:
     """A refresh's duration: 0.042 -> "42 ms", 3.25 -> "3.2 s"."""
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
@@ -85,6 +118,7 @@ class SegmentsScreen(LiveScreen):
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
         yield Static("Segments", id="segments-title", classes="section")
         yield Table(id="segments", cursor_type="row", zebra_stripes=True)
+        yield Static(id="segment-detail")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -103,6 +137,14 @@ class SegmentsScreen(LiveScreen):
             f"Segments: {len(segments)} ({dynamic} dynamic)",
         )
         sync_table(self.query_one("#segments", DataTable), [(s.name, cells(s)) for s in segments])
+        self.show_selected()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_selected()
+
+    def show_selected(self) -> None:
+        segment = self.selected()
+        set_text(self.query_one("#segment-detail", Static), detail(segment) if segment else "")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in WRITE_ACTIONS and self.app.actor.read_only)

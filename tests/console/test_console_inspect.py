@@ -178,6 +178,39 @@ async def test_g_opens_segments_with_refresh_figures_and_r_refreshes_a_dynamic_o
         await wait_for(pilot, lambda: any("static" in n.message for n in app._notifications))
 
 
+async def test_the_selected_segment_is_shown_in_full_under_the_table_at_80_columns(make_app):
+    """At 80×24 the table's right-hand columns (schedule, database, campaigns, rule) are
+    off screen: the pane under it shows the selected segment in full, and follows the
+    cursor."""
+    from console.screens.segments import SegmentsScreen
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("g")
+        screen = await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, SegmentsScreen) and app.screen.segments and app.screen,
+            what="segments",
+        )
+        young = screen.segments[2]
+        assert (young.name, young.rule) == ("young", "age < 30")
+        table = screen.query_one("#segments", DataTable)
+        await wait_for(pilot, lambda: app.focused is table, what="the table focused")
+        await pilot.press("down", "down")
+        await wait_for(pilot, lambda: "Rule: age < 30" in screen_text(app), what="the pane")
+        text = screen_text(app)
+        assert f"young · dynamic · database {young.database} · {young.members:,} members" in text
+        assert f"Schedule: {young.schedule}" in text
+        assert f"{young.last_refresh_entered:,} entered, 0 left" in text
+        assert "Campaigns: " in text and "Young Drop" in text.split("Campaigns: ")[1]
+        row = next(line for line in text.splitlines() if line.lstrip().startswith("young "))
+        assert "age < 30" not in row  # the table's Rule column is off screen
+        await pilot.press("up", "up")
+        await wait_for(pilot, lambda: "Rule:" not in screen_text(app), what="the first segment")
+        first = screen.segments[0]
+        assert f"{first.name} · {first.kind}" in screen_text(app)
+
+
 async def test_read_only_segments_screen_has_no_refresh_key(make_app):
     from pilot_helpers import VIEWER
 
