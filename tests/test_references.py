@@ -204,6 +204,14 @@ def test_an_unreferenced_parent_can_be_deleted(engine, world):
 # ---------------------------------------------------------------- PostgreSQL: triggers
 
 
+def _database(engine: Engine) -> int:
+    with Session(engine) as s:
+        database = ProfileDatabase(name="retail")
+        s.add(database)
+        s.commit()
+        return database.id
+
+
 @pytest.mark.postgres
 def test_postgresql_checks_the_bulk_references_by_statement_and_keeps_the_others(postgres_url):
     engine = sa.create_engine(postgres_url)
@@ -225,10 +233,7 @@ def test_a_referenced_parent_cannot_be_truncated(postgres_url):
     engine = sa.create_engine(postgres_url)
     try:
         with Session(engine) as s:
-            database = ProfileDatabase(name="retail")
-            s.add(database)
-            s.flush()
-            s.add(Profile(database_id=database.id, external_id="P1"))
+            s.add(Profile(database_id=_database(engine), external_id="P1"))
             s.commit()
         with engine.connect() as conn:
             with pytest.raises(sa.exc.IntegrityError) as error:
@@ -245,11 +250,7 @@ def test_a_parent_locked_by_a_pending_insert_cannot_be_deleted_meanwhile(postgre
     an orphan behind it."""
     engine = sa.create_engine(postgres_url)
     try:
-        with Session(engine) as s:
-            database = ProfileDatabase(name="retail")
-            s.add(database)
-            s.commit()
-            database_id = database.id
+        database_id = _database(engine)
         with Session(engine) as writer, engine.connect() as deleter:
             writer.add(Profile(database_id=database_id, external_id="P1"))
             writer.flush()  # inserted and checked, not committed
