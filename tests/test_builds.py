@@ -563,6 +563,36 @@ def test_demote_reads_only_members_outside_the_cohort(sqlite_engine):
             assert searches and all("cohort" in p for p in searches), plan
 
 
+def test_a_delta_build_ranks_its_newcomers_in_one_pass(engine):
+    """R9: the plan ranks each stratum's fresh newcomers below a cut of the hash range
+    generous enough that no stratum comes up short (each shortfall ranked every candidate
+    again). Twelve strata of a few newcomers' picks each: with a cut 25 % above the picks,
+    some stratum came up short and a second pass ran; the groups are exact either way."""
+    rows = [
+        (f"P{i:04d}", ("Moscow", "Kazan", "Sochi", "Omsk")[i % 4], 1 + i // 4 % 3, False)
+        for i in range(3000)
+    ]
+    make_db(engine, rows)
+    make_segment(engine, external_ids=[r[0] for r in rows[:1000]])
+    new_campaign(engine, lcg_percent="5", lcg_strata=["region", "int_field"], seed=77)
+    ranks = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "ROW_NUMBER() OVER" in statement:
+            ranks.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        seg_add(engine, [r[0] for r in rows[1000:]])
+        builds.run_pending(engine)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    assert len(ranks) == 1
+    st = strata_rows(engine)
+    assert len(st) == 12 and all(v[2] == v[3] for v in st.values())  # control = quota
+    assert_counters_match_rows(engine)
+
+
 # --------------------------------------------------------------------------- R8 / R11
 
 
