@@ -98,21 +98,27 @@ def main() -> int:
         print(f"building the demo workspace in {workspace} …", file=sys.stderr)
         subprocess.run([str(CONSOLE), "--db", str(workspace), "demo"], check=True, env=CLEAN_ENV)
 
-    cli_args = ["--db", str(workspace), "campaign", "list", "--json"]
+    def list_args(db: Path) -> list[str]:
+        return ["--db", str(db), "campaign", "list", "--json"]
+
     commands: dict[str, tuple[list[str], dict[str, str]]] = {
-        "cli": ([str(CONSOLE), *cli_args], CLEAN_ENV),
+        "cli": ([str(CONSOLE), *list_args(workspace)], CLEAN_ENV),
         "floor": ([str(PYTHON), "-c", "import sqlmodel"], CLEAN_ENV),
     }
-    if args.baseline_source is not None:
-        source = args.baseline_source.resolve()
-        commands["baseline"] = (
-            [str(PYTHON), "-m", "console", *cli_args],
-            {**CLEAN_ENV, "PYTHONPATH": str(source)},
-        )
     # Run from a directory without a checkout: `python -m` and `-c` put the current
     # directory first on sys.path, so from this checkout's root the baseline would import
     # this checkout's code instead of --baseline-source's.
     os.chdir(workspace.parent)
+    if args.baseline_source is not None:
+        source = args.baseline_source.resolve()
+        env = {**CLEAN_ENV, "PYTHONPATH": str(source)}
+        # The baseline's own demo: a workspace at a newer schema revision is refused.
+        own = workspace.with_name(f"{workspace.stem}-baseline{workspace.suffix}")
+        if not own.exists():
+            print(f"building the baseline's demo workspace in {own} …", file=sys.stderr)
+            demo = [str(PYTHON), "-m", "console", "--db", str(own), "demo"]
+            subprocess.run(demo, check=True, env=env, stdout=subprocess.DEVNULL)
+        commands["baseline"] = ([str(PYTHON), "-m", "console", *list_args(own)], env)
     if args.baseline_source is not None:
         probe = [str(PYTHON), "-c", "import store; print(store.__file__)"]
         where = subprocess.run(
