@@ -496,7 +496,7 @@ def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(
     open_store(empty_postgres_url).dispose()
 
 
-# --------------------------------------------------------------------------- revision 0007
+# --------------------------------------------------------------------------- revisions 0007 and 0008
 
 PREVIOUS_RELEASE = "0007_profile_event_kinds"  # the head of the release before 0008
 BEFORE_0007 = "0006_member_group_statistics"
