@@ -532,6 +532,24 @@ def test_r5_r7_reenabled_before_the_build_runs_old_cohort_control_goes_to_test(e
     assert_counters_match_rows(engine)
 
 
+def statements_of_delta(engine, external_ids, wanted):
+    """(statement, parameters) of every statement matching `wanted` that adding
+    `external_ids` to the segment and running the builds it queues executed."""
+    seen = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if wanted(statement):
+            seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        seg_add(engine, external_ids)
+        builds.run_pending(engine)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    return seen
+
+
 def test_demote_reads_only_members_outside_the_cohort(sqlite_engine):
     """R9: every build's demote phase looks for control members outside the current cohort
     by ranges of ix_campaign_member_open_control (campaign, cohort). As one OR, SQLite read
@@ -541,18 +559,11 @@ def test_demote_reads_only_members_outside_the_cohort(sqlite_engine):
     make_db(engine, rows)
     make_segment(engine, external_ids=[r[0] for r in rows[:60]])
     new_campaign(engine, lcg_percent="15", lcg_strata=["region"])
-    demotes = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().startswith("UPDATE campaign_member SET \"group\" = 'test'"):
-            demotes.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
-        seg_add(engine, [r[0] for r in rows[60:]])
-        builds.run_pending(engine)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
+    demotes = statements_of_delta(
+        engine,
+        [r[0] for r in rows[60:]],
+        lambda sql: sql.lstrip().startswith("UPDATE campaign_member SET \"group\" = 'test'"),
+    )
     assert len(demotes) == 3  # no cohort, an older one, a newer one
     with engine.connect() as conn:
         for statement, parameters in demotes:
@@ -575,18 +586,9 @@ def test_a_delta_build_ranks_its_newcomers_in_one_pass(engine):
     make_db(engine, rows)
     make_segment(engine, external_ids=[r[0] for r in rows[:1000]])
     new_campaign(engine, lcg_percent="5", lcg_strata=["region", "int_field"], seed=77)
-    ranks = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if "ROW_NUMBER() OVER" in statement:
-            ranks.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
-        seg_add(engine, [r[0] for r in rows[1000:]])
-        builds.run_pending(engine)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
+    ranks = statements_of_delta(
+        engine, [r[0] for r in rows[1000:]], lambda sql: "ROW_NUMBER() OVER" in sql
+    )
     assert len(ranks) == 1
     st = strata_rows(engine)
     assert len(st) == 12 and all(v[2] == v[3] for v in st.values())  # control = quota
