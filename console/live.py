@@ -122,7 +122,10 @@ class LivePoller:
                 if error is not None:
                     self.app.show_poll_error(error)
                 elif screen is self.app.screen and isinstance(screen, LiveScreen):
-                    screen.apply_snapshot(snapshot)
+                    if screen.is_mounted:
+                        screen.apply_snapshot(snapshot)
+                    else:  # pushed, its on_mount not run yet (no table columns): read again
+                        self._again = True
         finally:
             delay = 0.0 if self._again else self.interval
             self._again = False

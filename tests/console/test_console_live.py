@@ -209,6 +209,30 @@ async def test_no_poll_runs_once_the_app_is_exiting(make_app):
     assert app.poller._timer is timer  # nothing new was scheduled
 
 
+async def test_a_poll_never_paints_a_screen_before_its_mount(make_app):
+    """A screen is on top as soon as it is pushed, before its on_mount (which adds its
+    table's columns) has run. A poll finishing in that window painted it anyway: the
+    segments screen raised "More values provided than there are columns" half-way, and an
+    arrow key pressed meanwhile moved the cursor of an empty table. The poll now reads
+    again instead, and paints the screen once it is mounted."""
+    from console.screens.segments import SegmentsScreen
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.poller.polls > 0, what="a first poll")
+        screen = SegmentsScreen()
+        with Session(app.engine) as session:
+            snapshot = screen.read_snapshot(session)
+        mounted = app.push_screen(screen)  # on top, not mounted yet
+        assert app.screen is screen and not screen.is_mounted
+        app.poller._apply(screen, None, snapshot, None)  # a read finishing in the window
+        assert screen.segments == []  # not painted half-way
+        await mounted
+        await wait_for(pilot, lambda: screen.segments, what="the next poll paints it")
+        table = screen.query_one("#segments")
+        assert table.row_count == len(snapshot) == len(screen.segments)
+
+
 async def test_embedded_scheduler_uses_the_scheduler_settings(make_app, tmp_path):
     """CC_SCHEDULER_* (and [scheduler] in the config file) reach the embedded scheduler
     too, not only the daemon."""
