@@ -43,13 +43,15 @@ UPGRADE_COMMAND = "campaign-console database upgrade"
 # Any constant will do: it only has to be the same in every process.
 _PG_LOCK_KEY = 0x6363_6D69_6772  # "ccmigr"
 # (table, column) of the references PostgreSQL checks once per statement, by trigger,
-# instead of by foreign key (revision 0008). The models declare them as foreign keys,
-# which SQLite keeps; the schema comparison must not ask PostgreSQL for them back.
+# instead of by foreign key (revisions 0008 and 0009). The models declare them as foreign
+# keys, which SQLite keeps; the schema comparison must not ask PostgreSQL for them back.
 STATEMENT_CHECKED = frozenset(
     {
         ("profile", "database_id"),
         ("segment_member", "segment_id"),
+        ("segment_member", "profile_id"),  # under the profile table's lock (0009)
         ("campaign_member", "campaign_id"),
+        ("campaign_member", "profile_id"),  # under the profile table's lock (0009)
         ("campaign_member", "joined_build_id"),
         ("campaign_member", "left_build_id"),
     }

@@ -403,7 +403,13 @@ def load_release1_into_postgres(url: str) -> None:
         ours = [t for t in [*SQLModel.metadata.tables, "alembic_version"] if t in present]
         if ours:
             conn.exec_driver_sql("DROP TABLE " + ", ".join(ours) + " CASCADE")
-            for function in ("cc_assignment_hash", "cc_check_references", "cc_refuse_referenced"):
+            for function in (
+                "cc_assignment_hash",
+                "cc_check_references",
+                "cc_refuse_referenced",
+                "cc_check_locked_references",
+                "cc_lock_referenced",
+            ):
                 conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {function}")
         _run_release1_ddl(conn)
         conn.exec_driver_sql("DELETE FROM store_meta")
@@ -496,7 +502,7 @@ def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(
     open_store(empty_postgres_url).dispose()
 
 
-# --------------------------------------------------------------------------- revisions 0007 and 0008
+# --------------------------------------------------------------------------- revisions 0007 to 0009
 
 PREVIOUS_RELEASE = "0007_profile_event_kinds"  # the head of the release before 0008
 BEFORE_0007 = "0006_member_group_statistics"
@@ -577,13 +583,22 @@ def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db
         assert every_card(engine) == cards
         checks = sa.inspect(engine).get_check_constraints("profile_event")
         assert [c["name"] for c in checks] == ["ck_profile_event_kind"]
-        with engine.connect() as conn:  # revision 0008: the references hold as before
-            for statement in (
-                "UPDATE campaign_member SET campaign_id = 999999 "
-                "WHERE id = (SELECT min(id) FROM campaign_member)",
-                "DELETE FROM campaign",
+        with engine.connect() as conn:  # revisions 0008, 0009: the references hold as before
+            for statement, refused in (
+                (
+                    "UPDATE campaign_member SET campaign_id = 999999 "
+                    "WHERE id = (SELECT min(id) FROM campaign_member)",
+                    "campaign_id_fkey",
+                ),
+                ("DELETE FROM campaign", "campaign_id_fkey"),
+                (
+                    "UPDATE segment_member SET profile_id = 999999 "
+                    "WHERE id = (SELECT min(id) FROM segment_member)",
+                    "segment_member_profile_id_fkey",
+                ),
+                ("DELETE FROM profile", "member_profile_id_fkey"),
             ):
-                with pytest.raises(sa.exc.IntegrityError, match="campaign_id_fkey|FOREIGN KEY"):
+                with pytest.raises(sa.exc.IntegrityError, match=f"{refused}|FOREIGN KEY"):
                     conn.exec_driver_sql(statement)
                 conn.rollback()
     finally:
@@ -591,17 +606,26 @@ def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db
 
 
 @pytest.mark.postgres
-def test_revision_0008_downgrades_to_the_foreign_keys_it_replaced(empty_postgres_url):
+@pytest.mark.parametrize(
+    ("revision", "down"),
+    [
+        ("0008_statement_reference_checks", PREVIOUS_RELEASE),
+        ("0009_profile_reference_checks", "0008_statement_reference_checks"),
+    ],
+)
+def test_revisions_0008_and_0009_downgrade_to_the_foreign_keys_they_replaced(
+    empty_postgres_url, revision, down
+):
     engine = make_engine(empty_postgres_url)
     try:
-        migrate.upgrade(engine, to=PREVIOUS_RELEASE)
+        migrate.upgrade(engine, to=down)
         with engine.connect() as conn:
             before = _schema(conn)
             config = migrate.alembic_config()
             config.attributes["connection"] = conn
-            command.upgrade(config, "0008_statement_reference_checks")
+            command.upgrade(config, revision)
             assert _schema(conn) != before
-            command.downgrade(config, PREVIOUS_RELEASE)
+            command.downgrade(config, down)
             assert _schema(conn) == before
     finally:
         engine.dispose()

@@ -1,6 +1,6 @@
-"""References between rows hold on both backends (revision 0008).
+"""References between rows hold on both backends (revisions 0008 and 0009).
 
-SQLite checks them by foreign key. PostgreSQL checks the five references that bulk writes
+SQLite checks them by foreign key. PostgreSQL checks the references that bulk writes
 repeat on every row (store.migrate.STATEMENT_CHECKED) once per statement, by trigger: a row
 naming a missing parent undoes its statement, and a parent still referenced cannot be
 deleted, renumbered or truncated. The same assertions run on both backends."""
@@ -43,6 +43,10 @@ class World:
 
 @pytest.fixture
 def world(engine: Engine) -> World:
+    return _world(engine)
+
+
+def _world(engine: Engine) -> World:
     with Session(engine) as s:
         database = ProfileDatabase(name="retail")
         s.add(database)
@@ -66,7 +70,7 @@ def world(engine: Engine) -> World:
         )
 
 
-def _member(w: World, profile: int, **refs: int | None) -> CampaignMember:
+def _member(w: World, profile: int, **refs: object) -> CampaignMember:
     values = {"campaign_id": w.campaign, "joined_build_id": w.build, **refs}
     return CampaignMember(
         profile_id=profile,
@@ -90,6 +94,21 @@ ROWS: dict[tuple[str, str], tuple[str, Callable[[World, int, int | None], object
         lambda w, i, ref: SegmentMember(
             segment_id=ref, profile_id=w.profiles[i], entered_at=WHEN, entered_by="t"
         ),
+    ),
+    # Both rows name one profile: the second is a closed interval (one open per profile).
+    ("segment_member", "profile_id"): (
+        "profile",
+        lambda w, i, ref: SegmentMember(
+            segment_id=w.segment,
+            profile_id=ref,
+            entered_at=WHEN,
+            entered_by="t",
+            left_at=WHEN if i else None,
+        ),
+    ),
+    ("campaign_member", "profile_id"): (
+        "profile",
+        lambda w, i, ref: _member(w, ref, left_at=WHEN if i else None),
     ),
     ("campaign_member", "campaign_id"): (
         "campaign",
@@ -118,6 +137,7 @@ def _parent_id(w: World, parent: str) -> int:
         "segment": w.segment,
         "campaign": w.campaign,
         "audience_build": w.build,
+        "profile": w.profiles[0],
     }[parent]
 
 
@@ -229,10 +249,10 @@ def test_postgresql_checks_the_bulk_references_by_statement_and_keeps_the_others
         for table, column in migrate.STATEMENT_CHECKED:
             columns = [fk["constrained_columns"] for fk in inspector.get_foreign_keys(table)]
             assert [column] not in columns, (table, column)
-        # References to profile stay foreign keys: each row names another profile.
-        for table in ("segment_member", "campaign_member"):
+        # The references that no bulk write repeats stay foreign keys.
+        for table in ("profile_event", "delivery"):
             columns = [fk["constrained_columns"] for fk in inspector.get_foreign_keys(table)]
-            assert ["profile_id"] in columns
+            assert ["profile_id"] in columns, table
     finally:
         engine.dispose()
 
@@ -299,3 +319,135 @@ def test_one_statement_naming_several_parents_is_checked_for_each(engine, world)
         conn.execute(statement, {**params, "b1": builds[0], "b2": builds[1]})
         conn.commit()
     assert _count(engine, "campaign_member") == 2
+
+
+# ------------------------------------------- PostgreSQL: member -> profile, under a lock
+
+
+def _segment_member(w: World, profile: int) -> SegmentMember:
+    return SegmentMember(segment_id=w.segment, profile_id=profile, entered_at=WHEN, entered_by="t")
+
+
+@pytest.mark.postgres
+def test_a_referenced_profile_cannot_be_truncated(postgres_url):
+    engine = sa.create_engine(postgres_url)
+    try:
+        w = _world(engine)
+        with Session(engine) as s:
+            s.add(_segment_member(w, w.profiles[0]))
+            s.commit()
+        with engine.connect() as conn:
+            with pytest.raises(sa.exc.IntegrityError) as error:
+                conn.exec_driver_sql("TRUNCATE profile CASCADE")
+            _refused(error, "segment_member_profile_id_fkey")
+        assert _count(engine, "profile") == 2
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_profile_delete_waits_for_a_pending_member_insert_and_then_sees_it(postgres_url):
+    """Member inserts lock no profile row (revision 0009): they hold the profile table's
+    reference lock shared until they end, and a delete of profiles takes it exclusive
+    first, so it waits, then finds the member and is refused: no orphan either way."""
+    engine = sa.create_engine(postgres_url)
+    try:
+        w = _world(engine)
+        with Session(engine) as writer, engine.connect() as deleter:
+            writer.add(_segment_member(w, w.profiles[0]))
+            writer.flush()  # inserted and checked, not committed
+            deleter.exec_driver_sql("SET lock_timeout = '200ms'")
+            delete = f"DELETE FROM profile WHERE id = {w.profiles[0]}"
+            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                deleter.exec_driver_sql(delete)
+            deleter.rollback()
+            writer.commit()
+            with pytest.raises(sa.exc.IntegrityError) as error:  # it sees the committed row
+                deleter.exec_driver_sql(delete)
+            _refused(error, "segment_member_profile_id_fkey")
+        assert _count(engine, "segment_member") == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_member_insert_waits_for_a_pending_profile_delete_and_then_fails(postgres_url):
+    """The other order: a delete in progress keeps member writers out until it ends; a
+    writer then finds the profile gone and its statement is undone."""
+    engine = sa.create_engine(postgres_url)
+    try:
+        w = _world(engine)
+        insert = (
+            'INSERT INTO campaign_member (campaign_id, profile_id, "group", joined_group, '
+            "source, stratum_key, assignment_hash, joined_at, joined_build_id, joined_by) "
+            f"VALUES ({w.campaign}, {w.profiles[1]}, 'test', 'test', 'activation', '', 1, "
+            f"'2026-03-01', {w.build}, 't')"
+        )
+        with engine.connect() as deleter, engine.connect() as writer:
+            assert (
+                deleter.exec_driver_sql(f"DELETE FROM profile WHERE id = {w.profiles[1]}").rowcount
+                == 1
+            )  # not committed
+            writer.exec_driver_sql("SET lock_timeout = '200ms'")
+            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                writer.exec_driver_sql(insert)
+            writer.rollback()
+            deleter.commit()
+            with pytest.raises(sa.exc.IntegrityError) as error:
+                writer.exec_driver_sql(insert)
+            _refused(error, "campaign_member_profile_id_fkey")
+        assert _count(engine, "campaign_member") == 0
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_under_repeatable_read_members_lock_their_profiles_and_deletes_are_refused(
+    postgres_url,
+):
+    """A snapshot older than the lock could miss a delete (or, deleting, a member)
+    committed meanwhile: a writer under REPEATABLE READ locks the profiles it names, as a
+    foreign key does, and a delete under it is refused with the reason."""
+    engine = sa.create_engine(postgres_url)
+    try:
+        w = _world(engine)
+        repeatable = engine.execution_options(isolation_level="REPEATABLE READ")
+        with Session(repeatable) as s:  # still checked, by row lock
+            s.add_all([_segment_member(w, w.profiles[0]), _segment_member(w, MISSING)])
+            with pytest.raises(sa.exc.IntegrityError) as error:
+                s.commit()
+            _refused(error, "segment_member_profile_id_fkey")
+        with Session(repeatable) as s:
+            s.add(_segment_member(w, w.profiles[0]))
+            s.commit()
+        with repeatable.connect() as conn:
+            for statement in (
+                f"DELETE FROM profile WHERE id = {w.profiles[1]}",  # unreferenced, even
+                f"DELETE FROM segment WHERE id = {w.segment}",  # 0008's parents too
+            ):
+                with pytest.raises(sa.exc.InternalError, match="needs READ COMMITTED"):
+                    conn.exec_driver_sql(statement)
+                conn.rollback()
+        assert _count(engine, "profile") == 2
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_repeatable_read_writer_cannot_reference_a_profile_deleted_after_its_snapshot(
+    postgres_url,
+):
+    engine = sa.create_engine(postgres_url)
+    try:
+        w = _world(engine)
+        repeatable = engine.execution_options(isolation_level="REPEATABLE READ")
+        with Session(repeatable) as writer:
+            assert writer.get(Profile, w.profiles[1]) is not None  # its snapshot is taken
+            with engine.begin() as deleter:
+                deleter.exec_driver_sql(f"DELETE FROM profile WHERE id = {w.profiles[1]}")
+            writer.add(_segment_member(w, w.profiles[1]))
+            with pytest.raises(sa.exc.OperationalError, match="could not serialize"):
+                writer.commit()
+        assert _count(engine, "segment_member") == 0
+    finally:
+        engine.dispose()
