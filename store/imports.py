@@ -81,7 +81,7 @@ __all__ = [
 
 PROFILE_STAGE = "cc_import_profile_stage"
 SEGMENT_STAGE = "cc_import_segment_stage"
-SEGMENT_IDS = "cc_import_segment_ids"  # SQLite: the file's distinct profile ids
+SEGMENT_IDS = "cc_import_segment_ids"  # the file's distinct profile ids
 _SEGMENT_JSON_STAGE = (  # SQLite: (first line, database name, JSON array of external ids)
     f"INSERT INTO {SEGMENT_STAGE} (line, database_name, external_id) "
     "SELECT ? + key, ?, value FROM json_each(?)"
@@ -369,12 +369,7 @@ def apply_segment_file(
             )
 
         rows, problems = load.scan(scan)
-        if pg:
-            report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
-            resolve_profiles(conn, SEGMENT_STAGE, problems)
-            matched = sa.text(f"id IN (SELECT profile_id FROM {SEGMENT_STAGE})")
-        else:
-            matched = _sqlite_segment_ids(conn, problems)
+        matched = _segment_ids(conn, problems)
         problems.raise_if_any(load.name)
         change = segments.change_members_where(session, actor, segment, action, matched)
         drop_stage(conn, SEGMENT_STAGE)
@@ -384,8 +379,8 @@ def apply_segment_file(
     )
 
 
-def _sqlite_segment_ids(conn: Connection, problems: Problems) -> segments.ProfileIds:
-    """SQLite: the profile ids the staged rows name, into a table keyed by the id, for the
+def _segment_ids(conn: Connection, problems: Problems) -> segments.ProfileIds:
+    """The profile ids the staged rows name, into a table keyed by the id, for the
     membership change (segments.ProfileIds).
 
     One join fills the table, its primary key dropping repeats: a file whose rows all
@@ -393,22 +388,39 @@ def _sqlite_segment_ids(conn: Connection, problems: Problems) -> segments.Profil
     id ((database, external_id) -> profile is one to one), so when the table has as many
     ids as the stage has rows, the two checks of the general case (a GROUP BY over the
     names, an UPDATE of the stage and a count of its unresolved rows) are not needed.
-    Otherwise they run as on PostgreSQL and report the same problems. The membership
-    change then reads the table in id order (the order of segment_member's indexes)
-    instead of building a temporary index of the stage's ids (BENCHMARKS.md, issue 14
-    loads).
+    Otherwise they run and report every problem. The membership change then reads the
+    table in id order (the order of segment_member's indexes) instead of building a
+    temporary index of the stage's ids (BENCHMARKS.md, issue 14 loads).
     """
-    create_stage(conn, SEGMENT_IDS, [("profile_id", "INTEGER PRIMARY KEY")])
-    distinct = conn.exec_driver_sql(
-        f"INSERT OR IGNORE INTO {SEGMENT_IDS} (profile_id) SELECT p.id FROM {SEGMENT_STAGE} s "
+    pg = is_postgres(conn)
+    create_stage(
+        conn, SEGMENT_IDS, [("profile_id", "BIGINT PRIMARY KEY" if pg else "INTEGER PRIMARY KEY")]
+    )
+    if pg:  # temp tables are never auto-analysed: the join below plans on these figures
+        conn.exec_driver_sql(f"ANALYZE {SEGMENT_STAGE}")
+    ids = f"SELECT p.id FROM {SEGMENT_STAGE} s " + (
         "JOIN profile_database d ON d.name = s.database_name "
         "JOIN profile p ON p.database_id = d.id AND p.external_id = s.external_id"
-    ).rowcount
+    )
+    if pg:  # a plain insert, undone if a profile comes twice (ON CONFLICT is 70 % slower)
+        try:
+            with conn.begin_nested():
+                inserted = conn.execution_options(preserve_rowcount=True).exec_driver_sql(
+                    f"INSERT INTO {SEGMENT_IDS} (profile_id) {ids}"
+                )
+                distinct = inserted.rowcount
+        except sa.exc.IntegrityError:
+            distinct = -1  # a repeat: the checks below report it
+    else:
+        insert = f"INSERT OR IGNORE INTO {SEGMENT_IDS} (profile_id) {ids}"
+        distinct = conn.exec_driver_sql(insert).rowcount
     if problems.total or distinct != _stage_count(conn, SEGMENT_STAGE):
         report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
         resolve_profiles(conn, SEGMENT_STAGE, problems)
         if not problems.total:  # fewer ids than rows: a repeat or an unknown id, always
             raise AssertionError("segment file: ids missing, and no problem found")
+    if pg:
+        conn.exec_driver_sql(f"ANALYZE {SEGMENT_IDS}")
     return segments.ProfileIds(SEGMENT_IDS)
 
 

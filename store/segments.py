@@ -195,7 +195,7 @@ MEMBERSHIP_ACTIONS = ("add", "remove", "replace")
 @dataclass(frozen=True)
 class ProfileIds:
     """The profiles of a membership change as a table of distinct profile ids (column
-    `profile_id`, its INTEGER PRIMARY KEY: SQLite segment files, store.imports).
+    `profile_id`, its primary key: segment files, store.imports).
 
     "add" consumes it: the ids of current members are deleted from it, then the rest are
     inserted in id order (the order of segment_member's indexes) with no per-row check

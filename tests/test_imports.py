@@ -453,7 +453,7 @@ def test_any_well_formed_file_round_trips(sqlite_engine, operator, rows, bom, li
         }
 
 
-# Segment files on SQLite collect the distinct profile ids in a keyed table, which stands
+# Segment files collect the distinct profile ids in a keyed table, which stands
 # for both checks when the file is clean; any problem runs both checks as before.
 
 
