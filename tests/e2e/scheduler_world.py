@@ -25,7 +25,7 @@ from sqlmodel import Session
 
 from store import builds, campaigns, profiles, segments
 from store.actors import Actor
-from store.db import transaction
+from store.db import keep_statistics_fresh, transaction
 from store.models import (
     AudienceBuild,
     Campaign,
@@ -87,6 +87,9 @@ def make_world(engine: Engine, n: int = 60, actor: Actor = ADMIN) -> int:
             ).bindparams(sa.bindparam("now", type_=UTCDateTime())),
             {"db": database.id, "n": n, "now": utcnow()},
         )
+        # As an import does: the planner reads member pages and builds from these figures
+        # (PostgreSQL has no foreign key from members to profiles to lean on, 0009).
+        keep_statistics_fresh(session, "profile", n)
         database.profile_count = n
         session.add(database)
         database_id = database.id

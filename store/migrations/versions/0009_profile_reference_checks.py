@@ -59,13 +59,16 @@ LOCK_KEY = "(1667461733::bigint << 32) + {oid}::oid::bigint"
 
 CHECK_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION cc_check_locked_references() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET work_mem = '64MB' AS $$
 -- TG_ARGV: child column, parent table, constraint name. Statement level after INSERT
 -- (new_rows: the statement's rows); row level after an UPDATE that changed the column.
 DECLARE
     col text := TG_ARGV[0];
     parent regclass := format('%I.%I', TG_TABLE_SCHEMA, TG_ARGV[1])::regclass;
     value bigint;
+    low bigint;
+    high bigint;
     wanted bigint;
     found bigint;
     missing bigint;
@@ -85,9 +88,17 @@ BEGIN
         GET DIAGNOSTICS found = ROW_COUNT;
         missing := 1 - found;
     ELSIF current_setting('transaction_isolation') = 'read committed' THEN
+        -- The ids' range bounds the parent rows read: a build's chunk names 50,000
+        -- profiles of a narrow range, which the anti-join reads by index instead of
+        -- hashing every profile (a quarter of a second per chunk at 1M profiles).
+        EXECUTE format('SELECT min(%1$I), max(%1$I) FROM new_rows', col) INTO low, high;
+        IF low IS NULL THEN
+            RETURN NULL;  -- no row names a parent (an INSERT … SELECT of no rows)
+        END IF;
         EXECUTE format('SELECT count(*) FROM new_rows n WHERE n.%1$I IS NOT NULL '
-                       'AND NOT EXISTS (SELECT FROM %2$s p WHERE p.id = n.%1$I)',
-                       col, parent) INTO missing;
+                       'AND NOT EXISTS (SELECT FROM %2$s p WHERE p.id = n.%1$I '
+                       'AND p.id BETWEEN %3$s AND %4$s)',
+                       col, parent, low, high) INTO missing;
     ELSE
         EXECUTE format('SELECT count(DISTINCT %I) FROM new_rows', col) INTO wanted;
         EXECUTE format('SELECT FROM %s WHERE id IN (SELECT %I FROM new_rows) FOR KEY SHARE',
