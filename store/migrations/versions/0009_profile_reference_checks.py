@@ -60,7 +60,12 @@ LOCK_KEY = "(1667461733::bigint << 32) + {oid}::oid::bigint"
 CHECK_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION cc_check_locked_references() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET work_mem = '64MB' AS $$
+-- The planner's own choice, whatever the writer turned off: a delta build turns hash
+-- joins off for its candidates (StepContext.prefer_index_joins), which left this
+-- anti-join a nested loop over a materialised range of profiles (3.5 s, 10,000 members).
+SET work_mem = '64MB' SET enable_hashjoin = on SET enable_mergejoin = on
+SET enable_nestloop = on SET enable_indexscan = on SET enable_indexonlyscan = on
+SET enable_bitmapscan = on SET enable_seqscan = on AS $$
 -- TG_ARGV: child column, parent table, constraint name. Statement level after INSERT
 -- (new_rows: the statement's rows); row level after an UPDATE that changed the column.
 DECLARE
