@@ -12,8 +12,10 @@ from store.build_sql import (
     MEMBER_INSERT,
     CandidateQuery,
     StepContext,
+    StoredCandidates,
     candidates,
     key_range,
+    lock_source_segment,
     source_chunk_end,
 )
 from store.counters import apply_counter_deltas
@@ -35,23 +37,23 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
     lo = cp.cursor
     if lo is None:
         lo = cp.watermark if source.kind == DELTA_SOURCE else 0
-    if ctx.is_postgres:
-        # Serialise with membership changes of the source segment (store.segments locks
-        # the segment row FOR UPDATE): a profile leaving while this chunk inserts it would
-        # otherwise miss the R4 close that on_segment_left applies.
-        ctx.execute("SELECT id FROM segment WHERE id = :seg FOR SHARE", {"seg": source.segment_id})
+    lock_source_segment(ctx, source)
     if source.kind == DELTA_SOURCE:
         ctx.prefer_index_joins()
     hi = source_chunk_end(ctx, source, lo, chunk)
-    query = candidates(ctx, source)
-    query = query.where(key_range(query.keyset_column, hi))
-    if query.keyset_column == "sm.profile_id":
-        # The same range on the profile side (p.id = sm.profile_id): PostgreSQL then reads
-        # only the chunk's profiles, not all of them for every chunk (quadratic).
-        query = query.where(key_range("p.id", hi))
+    query: CandidateQuery | StoredCandidates = candidates(ctx, source)
+    if cp.source_index in ctx.stored:  # this source's one chunk, planned in this step
+        assert hi is None and lo == (cp.watermark if source.kind == DELTA_SOURCE else 0)
+        query = ctx.stored[cp.source_index]
+    else:
+        query = query.where(key_range(query.keyset_column, hi))
+        if query.keyset_column == "sm.profile_id":
+            # The same range on the profile side (p.id = sm.profile_id): PostgreSQL then
+            # reads only the chunk's profiles, not all of them for every chunk (quadratic).
+            query = query.where(key_range("p.id", hi))
     activation = cp.reason == BuildReason.ACTIVATION
     params = {
-        **query.params,
+        **candidates(ctx, source).params,
         "lo": lo,
         "hi": hi,
         "cur": cp.lcg.cohort if cp.lcg.enabled else None,
@@ -70,7 +72,9 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
     return cp.source_index >= len(cp.sources)
 
 
-def _insert_newcomers(ctx: StepContext, query: CandidateQuery, params: dict) -> None:
+def _insert_newcomers(
+    ctx: StepContext, query: CandidateQuery | StoredCandidates, params: dict
+) -> None:
     """The chunk's newcomers in one pass, each row's hash and former membership read once
     (a fenced subquery, StepContext.fence), each group decided as the row is inserted:
 
@@ -90,10 +94,7 @@ def _insert_newcomers(ctx: StepContext, query: CandidateQuery, params: dict) -> 
             SELECT :cid, c.pid, {group}, {group},
                    CASE WHEN c.segid = :cseg THEN :segsrc ELSE 'expansion' END, c.k, c.h,
                    {cohort}, :now, :b, :actor, c.left_at, c.left_by
-            FROM (SELECT p.id AS pid, p.external_id AS ext, sm.segment_id AS segid,
-                         sm.left_at AS left_at, sm.left_by AS left_by,
-                         {query.key_sql} AS k, {query.hash_sql} AS h, {query.former}
-                  {query.from_where} {ctx.fence}) c""",
+            FROM ({query.rows(ctx.fence)}) c""",
         params,
         times=("now",),
     )

@@ -12,8 +12,23 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from store import lcg, strata
-from store.build_checkpoint import ACTIVATION_SOURCE, DELTA_SOURCE, Cutoff, Plan, Trim
-from store.build_sql import StepContext, candidates
+from store.build_checkpoint import (
+    ACTIVATION_SOURCE,
+    DELTA_SOURCE,
+    Cutoff,
+    Plan,
+    Source,
+    Trim,
+)
+from store.build_sql import (
+    CandidateQuery,
+    StepContext,
+    StoredCandidates,
+    candidates,
+    drop_stored,
+    lock_source_segment,
+    source_chunk_end,
+)
 from store.models import CampaignStratum
 from store.states import RECALCULATING_REASONS
 
@@ -55,6 +70,8 @@ def phase_plan(ctx: StepContext, chunk: int) -> bool:
     cp = ctx.checkpoint
     if cp.sources and cp.sources[0].kind == DELTA_SOURCE:
         ctx.prefer_index_joins()  # newcomers of an active campaign: delta-sized
+        if cp.phases[cp.phase_index + 1 :] == ["assign"] and _fits_one_chunk(ctx, chunk):
+            _store_candidates(ctx)
     existing = {
         r.stratum_key: r
         for r in ctx.session.scalars(
@@ -100,10 +117,39 @@ def phase_plan(ctx: StepContext, chunk: int) -> bool:
     return True
 
 
+def _fits_one_chunk(ctx: StepContext, chunk: int) -> bool:
+    """Whether every source of this (delta) build is one assign chunk."""
+    cp = ctx.checkpoint
+    return all(
+        source_chunk_end(ctx, source, cp.watermark if source.kind == DELTA_SOURCE else 0, chunk)
+        is None
+        for source in cp.sources
+    )
+
+
+def _store_candidates(ctx: StepContext) -> None:
+    """A delta build that fits in one chunk is planned and assigned in this step (see
+    build_steps.run_step): its candidates are read once, into a temporary table, instead
+    of once by each of the plan's passes and again by the assign's insert (each read looks
+    up every candidate's profile and membership). The source segments are locked first,
+    as the assign locks them, so no profile leaves them before the insert."""
+    for i, source in enumerate(ctx.checkpoint.sources):
+        lock_source_segment(ctx, source)
+        query = candidates(ctx, source)
+        table = f"cc_build_candidates_{i}"
+        drop_stored(ctx, table)
+        ctx.execute(f"CREATE TEMP TABLE {table} AS {query.rows(ctx.fence)}", query.params)
+        ctx.stored[i] = StoredCandidates(source, table)
+
+
+def _candidates(ctx: StepContext, i: int, source: Source) -> CandidateQuery | StoredCandidates:
+    return ctx.stored.get(i) or candidates(ctx, source)
+
+
 def _count_newcomers(ctx: StepContext) -> Newcomers:
     out = Newcomers()
-    for source in ctx.checkpoint.sources:
-        query = candidates(ctx, source)
+    for i, source in enumerate(ctx.checkpoint.sources):
+        query = _candidates(ctx, i, source)
         # Fenced where fg/fc are lookups: merged into the sums, PostgreSQL ran the lookup
         # once per use (five per candidate) instead of once per candidate.
         fence = ctx.fence if source.kind != ACTIVATION_SOURCE else ""
@@ -170,8 +216,8 @@ def _plan_reentry(
     if returning <= room:
         return False, None
     rows: list[tuple[int, str, str]] = []
-    for source in ctx.checkpoint.sources:
-        query = candidates(ctx, source)
+    for i, source in enumerate(ctx.checkpoint.sources):
+        query = _candidates(ctx, i, source)
         rows += [
             (int(h), ext, k)
             for k, h, ext in ctx.execute(
@@ -248,8 +294,8 @@ def _ranked_fresh(
     sources = ctx.checkpoint.sources
     keys = sorted(todo)
     found: dict[str, list[tuple[int, str]]] = {key: [] for key in keys}
-    for source in sources:
-        query = candidates(ctx, source)
+    for i, source in enumerate(sources):
+        query = _candidates(ctx, i, source)
         params = dict(query.params)
         conditions = ["fg IS NULL"]
         if frac < 1.0:

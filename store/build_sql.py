@@ -88,6 +88,9 @@ class StepContext:
         self.is_postgres = session.get_bind().dialect.name == "postgresql"
         self.now = utcnow()
         self.actor = build.requested_by or "system"
+        # Source index -> the candidates stored for this transaction (StoredCandidates):
+        # a delta that fits in one chunk is planned and assigned in one step from them.
+        self.stored: dict[int, StoredCandidates] = {}
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -183,6 +186,35 @@ class CandidateQuery:
             f"{hash_col}, {self.former}, sm.segment_id AS segid {self.from_where}"
         )
 
+    def rows(self, fence: str) -> str:
+        """What an assign inserts from: every column of a candidate, the hash and the
+        former membership computed once per row (behind `fence`)."""
+        return (
+            f"SELECT p.id AS pid, p.external_id AS ext, sm.segment_id AS segid, "
+            f"sm.left_at AS left_at, sm.left_by AS left_by, {self.key_sql} AS k, "
+            f"{self.hash_sql} AS h, {self.former} {self.from_where} {fence}"
+        )
+
+
+STORED_COLUMNS = "pid, ext, segid, left_at, left_by, k, h, fg, fc"
+
+
+@dataclass(frozen=True)
+class StoredCandidates:
+    """One source's candidates (CandidateQuery.rows) stored in a temporary table for the
+    rest of the transaction: read by the plan's passes and the assign's insert instead of
+    running the candidate query (its index lookups per candidate) once for each."""
+
+    source: Source
+    table: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def select(self, *, with_hash: bool = False) -> str:
+        return f"SELECT {STORED_COLUMNS} FROM {self.table}"
+
+    def rows(self, fence: str) -> str:
+        return self.select()
+
 
 def candidates(ctx: StepContext, source: Source) -> CandidateQuery:
     cp = ctx.checkpoint
@@ -241,3 +273,16 @@ def source_chunk_end(ctx: StepContext, source: Source, lo: int, chunk: int) -> A
         "cid": ctx.campaign.id,
     }
     return ctx.row_after(sql, params, chunk)
+
+
+def lock_source_segment(ctx: StepContext, source: Source) -> None:
+    """PostgreSQL: serialise with membership changes of the source segment (store.segments
+    locks the segment row FOR UPDATE): a profile leaving while a build inserts it would
+    otherwise miss the R4 close that on_segment_left applies. (SQLite has one writer.)"""
+    if ctx.is_postgres:
+        ctx.execute("SELECT id FROM segment WHERE id = :seg FOR SHARE", {"seg": source.segment_id})
+
+
+def drop_stored(ctx: StepContext, table: str) -> None:
+    """Drop a temporary table of stored candidates, if this connection has one."""
+    ctx.execute(f"DROP TABLE IF EXISTS {'pg_temp' if ctx.is_postgres else 'temp'}.{table}")

@@ -27,7 +27,7 @@ from store.build_checkpoint import (
     Source,
 )
 from store.build_plan import phase_plan
-from store.build_sql import StepContext, key_range
+from store.build_sql import StepContext, drop_stored, key_range
 from store.counters import CounterDelta, apply_counter_deltas
 from store.db import keep_statistics_fresh
 from store.errors import InvalidStateError
@@ -92,6 +92,13 @@ def run_step(session: Session, build_id: int, worker: str, chunk: int) -> tuple[
     cp = ctx.checkpoint
     if PHASES[cp.phase](ctx, chunk):
         cp.next_phase()
+    # A delta that fits in one chunk (build_plan._store_candidates): its assign runs in
+    # this step too, from the candidates the plan stored, one source per call.
+    while ctx.stored and not cp.finished:
+        if PHASES[cp.phase](ctx, chunk):
+            cp.next_phase()
+    for stored in ctx.stored.values():
+        drop_stored(ctx, stored.table)
     if cp.finished:
         _finish(ctx)
     _save_step(ctx, worker)

@@ -24,10 +24,15 @@ events and counters together with `processed`, `heartbeat_at` and the checkpoint
            (hash, external_id) move to test with `moved_to_test` (R6). Incremental and
            expansion builds never trim: they only fill deficits.
 5. assign  (all) one INSERT … SELECT per chunk of the candidate query (keyset on
-           profile id, or segment_member id for the delta), hash computed once per row in
-           a MATERIALIZED CTE, group = control when at or below its stratum's cut-off;
-           RETURNING feeds the counters. Leavers that left meanwhile are skipped.
+           profile id, or segment_member id for the delta), hash computed once per row
+           in a fenced subquery, group = control when at or below its stratum's
+           cut-off; a GROUP BY over the chunk's rows feeds the counters. Leavers that
+           left meanwhile are skipped.
 6. finish  R3 `left_campaign` events (activation), watermark, quotas, R10 warnings.
+
+A delta build (no trim) whose newcomers fit in one chunk runs plan, assign and finish
+in one transaction, from its candidates read once into a temporary table
+(build_plan._store_candidates) instead of once by each pass over them.
 
 Events carry the build id; the unique index on (build, profile, kind, campaign) and the
 chunk-with-checkpoint commits mean a resumed build never writes an event twice (R12).

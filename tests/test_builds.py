@@ -595,6 +595,57 @@ def test_a_delta_build_ranks_its_newcomers_in_one_pass(engine):
     assert_counters_match_rows(engine)
 
 
+def test_a_delta_in_one_chunk_reads_its_candidates_once_and_decides_as_in_chunks(engine):
+    """A delta build whose newcomers fit in one chunk plans, assigns and finishes in one
+    step, from its candidates read once into a temporary table (build_plan.
+    _store_candidates) instead of by each pass. The twin campaign builds the same delta
+    in chunks of 40 with the candidate query: the same members, groups, events and
+    counters, re-entering members (R4) among the newcomers."""
+    rows = [
+        (f"P{i:04d}", ("Moscow", "Kazan", "Sochi", "Omsk")[i % 4], 1 + i // 4 % 3, False)
+        for i in range(900)
+    ]
+    make_db(engine, rows)
+    make_segment(engine, external_ids=[r[0] for r in rows[:500]])
+    kw = dict(lcg_percent="10", lcg_strata=["region", "int_field"], seed=99)
+    new_campaign(engine, name="stored", **kw)
+    new_campaign(engine, name="chunked", **kw)
+    leavers = [r[0] for r in rows[:500:9]]  # control and test members among them
+    seg_remove(engine, leavers)
+    builds.run_pending(engine)
+    with Session(engine) as s:
+        chunks = {
+            campaigns.get_campaign(s, "stored").id: 10_000,
+            campaigns.get_campaign(s, "chunked").id: 40,
+        }
+    reads: dict[int, list[str]] = {cid: [] for cid in chunks}
+    running: list[int] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "FROM segment_member sm JOIN profile p" in statement:
+            reads[running[-1]].append(statement)
+
+    seg_add(engine, [r[0] for r in rows[500:]] + leavers)
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        while (bid := builds.claim_next_build(engine, "w")) is not None:
+            with Session(engine) as s:
+                running.append(s.get(AudienceBuild, bid).campaign_id)
+            assert builds.run_build(engine, bid, worker="w", chunk_size=chunks[running[-1]]) == (
+                "done"
+            )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    stored, chunked = (get(engine, name).id for name in ("stored", "chunked"))
+    assert len(reads[stored]) == 1 and "CREATE TEMP TABLE" in reads[stored][0]
+    assert len(reads[chunked]) > 3 and not any("CREATE TEMP" in r for r in reads[chunked])
+    assert member_rows(engine, "stored") == member_rows(engine, "chunked")
+    assert events(engine, "stored") == events(engine, "chunked")
+    assert strata_rows(engine, "stored") == strata_rows(engine, "chunked")
+    for name in ("stored", "chunked"):
+        assert_counters_match_rows(engine, name)
+
+
 # --------------------------------------------------------------------------- R8 / R11
 
 
