@@ -12,7 +12,8 @@ row). This revision replaces the lock on each profile row by one lock on the tab
 * a statement that writes members (INSERT, or an UPDATE that changes `profile_id`) takes
   the profile table's reference lock SHARED (an advisory lock, held to the end of its
   transaction), then reads that every profile it names exists: one anti-join over the
-  statement's rows. Under READ COMMITTED, the store's isolation, that read's snapshot is
+  statement's rows, reading only the profiles between their smallest and largest id.
+  Under READ COMMITTED, the store's isolation, that read's snapshot is
   newer than the lock, so it sees every delete committed before. Under REPEATABLE READ
   or SERIALIZABLE the transaction's snapshot may be older than a delete committed
   meanwhile: there the check locks the named rows FOR KEY SHARE as the foreign key did
@@ -21,9 +22,9 @@ row). This revision replaces the lock on each profile row by one lock on the tab
   (`cc_lock_referenced`, before any row), so it waits for every transaction that wrote
   members to end and keeps new writers out until it ends; then 0008's row guard
   (`cc_refuse_referenced`) refuses a profile still referenced, reading with a fresh
-  snapshot that sees every member committed. TRUNCATE needs no advisory lock: a writer
-  holds its lock on the profile table (it read the table) until it ends, and TRUNCATE
-  waits for it.
+  snapshot that sees every member committed. TRUNCATE would be safe without it: a
+  writer holds its lock on the profile table (it read the table) until it ends, and
+  TRUNCATE waits for it; its lock trigger is there for the isolation check below.
 
 The same statement-level lock trigger now guards every parent of a reference that
 PostgreSQL checks by trigger (0008's too): a delete, renumbering or truncate under
