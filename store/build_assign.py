@@ -40,12 +40,14 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
     lock_source_segment(ctx, source)
     if source.kind == DELTA_SOURCE:
         ctx.prefer_index_joins()
-    hi = source_chunk_end(ctx, source, lo, chunk)
     query: CandidateQuery | StoredCandidates = candidates(ctx, source)
-    if cp.source_index in ctx.stored:  # this source's one chunk, planned in this step
-        assert hi is None and lo == (cp.watermark if source.kind == DELTA_SOURCE else 0)
+    if cp.source_index in ctx.stored:
+        # The whole source in one chunk: exactly the candidates the plan of this step
+        # stored, counted and ranked (its range was one chunk when the plan read it).
+        hi = None
         query = ctx.stored[cp.source_index]
     else:
+        hi = source_chunk_end(ctx, source, lo, chunk)
         query = query.where(key_range(query.keyset_column, hi))
         if query.keyset_column == "sm.profile_id":
             # The same range on the profile side (p.id = sm.profile_id): PostgreSQL then

@@ -276,11 +276,20 @@ def source_chunk_end(ctx: StepContext, source: Source, lo: int, chunk: int) -> A
 
 
 def lock_source_segment(ctx: StepContext, source: Source) -> None:
-    """PostgreSQL: serialise with membership changes of the source segment (store.segments
-    locks the segment row FOR UPDATE): a profile leaving while a build inserts it would
-    otherwise miss the R4 close that on_segment_left applies. (SQLite has one writer.)"""
+    """Serialise with membership changes of the source segment until the step commits: a
+    profile leaving while a build reads or inserts it would otherwise miss the R4 close
+    that on_segment_left applies. PostgreSQL: the segment row FOR SHARE (store.segments
+    locks it FOR UPDATE). SQLite has one writer, and its transaction begins at the first
+    write: the step writes its build's heartbeat first, so it holds the write lock before
+    it reads the candidates (a one-step delta stores them, then inserts them)."""
     if ctx.is_postgres:
         ctx.execute("SELECT id FROM segment WHERE id = :seg FOR SHARE", {"seg": source.segment_id})
+    else:
+        ctx.execute(
+            "UPDATE audience_build SET heartbeat_at = :now WHERE id = :b",
+            {"now": utcnow(), "b": ctx.build.id},
+            times=("now",),
+        )
 
 
 def drop_stored(ctx: StepContext, table: str) -> None:

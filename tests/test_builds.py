@@ -5,12 +5,14 @@ Helpers at the top are reused by tests/test_audience_properties.py and test_camp
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import date, timedelta
 
+import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from store import builds, campaigns, lcg, mailings, profiles, segments, validity
+from store import build_plan, builds, campaigns, lcg, mailings, profiles, segments, validity
 from store.actors import Actor
 from store.db import transaction
 from store.hashing import CURRENT_VERSION, campaign_hash
@@ -644,6 +646,49 @@ def test_a_delta_in_one_chunk_reads_its_candidates_once_and_decides_as_in_chunks
     assert strata_rows(engine, "stored") == strata_rows(engine, "chunked")
     for name in ("stored", "chunked"):
         assert_counters_match_rows(engine, name)
+
+
+def test_no_membership_change_commits_while_a_one_step_delta_holds_its_candidates(
+    engine, monkeypatch
+):
+    """R4: a profile leaving the segment between the plan storing the candidates and the
+    insert reading them would become a member after on_segment_left closed its other
+    memberships. The step locks the segment first (PostgreSQL: FOR SHARE; SQLite: its
+    write lock, by writing the build's heartbeat before it reads): a segment change tried
+    meanwhile waits, here until it gives up."""
+    rows = [(f"P{i:03d}", "Moscow", 20, False) for i in range(80)]
+    make_db(engine, rows)
+    make_segment(engine, external_ids=[r[0] for r in rows[:50]])
+    new_campaign(engine, lcg_percent="10")
+    segment_id = get(engine).segment_id
+    tried: list[str] = []
+    count_newcomers = build_plan._count_newcomers
+
+    def meanwhile(ctx):
+        if ctx.stored:
+            if engine.dialect.name == "postgresql":
+                with engine.connect() as other:
+                    other.exec_driver_sql("SET lock_timeout = '200ms'")
+                    with pytest.raises(sa.exc.OperationalError, match="lock timeout") as e:
+                        other.exec_driver_sql(
+                            f"SELECT id FROM segment WHERE id = {segment_id} FOR UPDATE"
+                        )
+            else:
+                other = sqlite3.connect(engine.url.database, timeout=0.2)
+                try:
+                    with pytest.raises(sqlite3.OperationalError, match="locked") as e:
+                        other.execute(f"UPDATE segment SET name = name WHERE id = {segment_id}")
+                finally:
+                    other.close()
+            tried.append(str(e.value))
+        return count_newcomers(ctx)
+
+    monkeypatch.setattr(build_plan, "_count_newcomers", meanwhile)
+    seg_add(engine, [r[0] for r in rows[50:]])
+    builds.run_pending(engine)
+    assert len(tried) == 1
+    assert get(engine).members == 80
+    assert_counters_match_rows(engine)
 
 
 # --------------------------------------------------------------------------- R8 / R11
