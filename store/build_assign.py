@@ -40,7 +40,8 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
     lock_source_segment(ctx, source)
     if source.kind == DELTA_SOURCE:
         ctx.prefer_index_joins()
-    query: CandidateQuery | StoredCandidates = candidates(ctx, source)
+    live = candidates(ctx, source)
+    query: CandidateQuery | StoredCandidates
     if cp.source_index in ctx.stored:
         # The whole source in one chunk: exactly the candidates the plan of this step
         # stored, counted and ranked (its range was one chunk when the plan read it).
@@ -48,14 +49,14 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
         query = ctx.stored[cp.source_index]
     else:
         hi = source_chunk_end(ctx, source, lo, chunk)
-        query = query.where(key_range(query.keyset_column, hi))
-        if query.keyset_column == "sm.profile_id":
+        query = live.where(key_range(live.keyset_column, hi))
+        if live.keyset_column == "sm.profile_id":
             # The same range on the profile side (p.id = sm.profile_id): PostgreSQL then
             # reads only the chunk's profiles, not all of them for every chunk (quadratic).
             query = query.where(key_range("p.id", hi))
     activation = cp.reason == BuildReason.ACTIVATION
     params = {
-        **candidates(ctx, source).params,
+        **live.params,
         "lo": lo,
         "hi": hi,
         "cur": cp.lcg.cohort if cp.lcg.enabled else None,
