@@ -150,6 +150,9 @@ class Segment(TableModel, table=True):
         default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
     )
     last_refresh_seconds: float | None = None  # how long the last refresh took (issue 13 §6)
+    # What the last refresh opened and closed (issue 13 §6), stored by it (revision 0010).
+    last_refresh_entered: int | None = None
+    last_refresh_left: int | None = None
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
     )

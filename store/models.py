@@ -160,8 +160,15 @@ class SegmentMember(TableModel, table=True):
             postgresql_where=sa.text("left_at IS NULL"),
         ),
         Index("ix_segment_member_profile", "profile_id"),
-        Index("ix_segment_member_segment_entered", "segment_id", "entered_at"),
-        Index("ix_segment_member_segment_left", "segment_id", "left_at"),
+        # Closed intervals only (revision 0010): what reads it compares left_at (R4's
+        # leavers at a time, R3's since a time), and an add writes no entry into it.
+        Index(
+            "ix_segment_member_segment_left",
+            "segment_id",
+            "left_at",
+            sqlite_where=sa.text("left_at IS NOT NULL"),
+            postgresql_where=sa.text("left_at IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -1,10 +1,9 @@
 """Segments at a glance (issue 13 §6): one read model for the segments screen (`g`) and
 `segment show` / `segment list`.
 
-The last refresh's entered and left counts are derived from the membership intervals
-(R12: a refresh stamps all its newcomers' `entered_at` and all its leavers' `left_at`
-with the one refresh time), through the (segment, entered_at) and (segment, left_at)
-indexes: no member scan. The next refresh of an interval schedule is the last refresh
+The last refresh's entered and left counts are stored on the segment by the refresh
+(revision 0010 filled them for earlier refreshes from the intervals, which a refresh
+stamps with its one time, R12): no member scan, and no index an add must write. The next refresh of an interval schedule is the last refresh
 plus the interval (due now when it never ran); of a cron schedule, the expression's first
 time after the last refresh (or the segment's creation), computed as the scheduler's
 CronTrigger fires it (store.mailings.next_cron_time). Either may lie in the past when no
@@ -21,7 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from store.errors import NotFoundError
-from store.models import Campaign, ProfileDatabase, Segment, SegmentMember
+from store.models import Campaign, ProfileDatabase, Segment
 
 
 @dataclass(frozen=True)
@@ -88,19 +87,7 @@ def _duration(seconds: int) -> str:
 def _overview(
     session: Session, segment: Segment, databases: dict[int, str], campaigns: list[str]
 ) -> SegmentOverview:
-    entered = left = None
     at = segment.last_refreshed_at
-    if at is not None:
-        entered = session.scalar(
-            sa.select(sa.func.count()).where(
-                SegmentMember.segment_id == segment.id, SegmentMember.entered_at == at
-            )
-        )
-        left = session.scalar(
-            sa.select(sa.func.count()).where(
-                SegmentMember.segment_id == segment.id, SegmentMember.left_at == at
-            )
-        )
     next_at = None
     base = at or segment.created_at
     if segment.kind == "dynamic" and segment.refresh_every_seconds:
@@ -116,8 +103,8 @@ def _overview(
         every_seconds=segment.refresh_every_seconds,
         cron=segment.refresh_cron,
         last_refreshed_at=at,
-        last_refresh_entered=entered,
-        last_refresh_left=left,
+        last_refresh_entered=segment.last_refresh_entered if at is not None else None,
+        last_refresh_left=segment.last_refresh_left if at is not None else None,
         next_refresh_at=next_at,
         last_refresh_seconds=segment.last_refresh_seconds if at is not None else None,
         campaigns=campaigns,

@@ -327,6 +327,7 @@ def refresh(session: Session, actor: Actor, segment: Segment) -> RefreshResult:
     now = utcnow()
     entered, left = _apply_diff(session, actor, segment, matches, now)
     segment.last_refreshed_at = now
+    segment.last_refresh_entered, segment.last_refresh_left = entered, left
     session.add(segment)
     queued = _finish(session, actor, segment, "segment.refresh", now, added=entered, removed=left)
     # Issue 13 §6: how long it took (the diff, the R4 leavers, the R2c builds queued).

@@ -8,7 +8,6 @@ revision adds its upgrade to what these tests check (see /work/wt/notes/ALEMBIC_
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
@@ -28,17 +27,16 @@ from table_state import table_checksums
 
 from console.cli import main
 from console.cli.serialise import profile_json
-from store import builds, campaigns, events, gcg, mailings, migrate, segments
-from store.actors import Actor
+from store import migrate
 from store.db import create_workspace, make_engine, open_store, transaction
 from store.errors import StoreError
 from store.history import profile_card
 from store.models import Profile, ProfileDatabase, ProfileEvent, utcnow
-from store.profiles import get_database
 from store.states import CampaignStatus, CardEventKind, ProfileEventKind
 
 DATA = Path(__file__).parent / "data"
 RELEASE1_DB = DATA / "release1_workspace.db"
+PREVIOUS_RELEASE_DB = DATA / "previous_release_workspace.db"  # schema 0007, see below
 EXPECTED = json.loads((DATA / "release1_expected.json").read_text(encoding="utf-8"))
 # compare_metadata sorts tables; mailing <-> audience_build is a known, harmless cycle.
 pytestmark = pytest.mark.filterwarnings("ignore:Cannot correctly sort tables")
@@ -396,8 +394,15 @@ def test_unknown_schema_version_marker_is_refused(tmp_path):
 def load_release1_into_postgres(url: str) -> None:
     """Release 1's PostgreSQL DDL, then every row of the release-1 SQLite workspace. A
     workspace already at `url` (the `postgres_url` fixture makes one) is dropped first."""
+    load_workspace_into_postgres(url, RELEASE1_DB)
+
+
+def load_workspace_into_postgres(url: str, workspace: Path, revision: str | None = None) -> None:
+    """The PostgreSQL schema of `revision` (release 1's DDL when None), then every row of
+    the SQLite `workspace` made at that revision. A workspace already at `url` is dropped
+    first."""
     target = sa.create_engine(url)
-    source = sa.create_engine(f"sqlite:///{RELEASE1_DB}")
+    source = sa.create_engine(f"sqlite:///{workspace}")
     with target.begin() as conn:
         present = set(sa.inspect(conn).get_table_names())
         ours = [t for t in [*SQLModel.metadata.tables, "alembic_version"] if t in present]
@@ -411,7 +416,12 @@ def load_release1_into_postgres(url: str) -> None:
                 "cc_lock_referenced",
             ):
                 conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {function}")
-        _run_release1_ddl(conn)
+        if revision is None:
+            _run_release1_ddl(conn)
+        else:
+            config = migrate.alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
         conn.exec_driver_sql("DELETE FROM store_meta")
         conn.exec_driver_sql("SET LOCAL session_replication_role = replica")  # FK order
         source_meta = sa.MetaData()
@@ -420,6 +430,8 @@ def load_release1_into_postgres(url: str) -> None:
         target_meta.reflect(conn)
         with source.connect() as read:
             for name, table in source_meta.tables.items():
+                if name == "alembic_version":  # the upgrade above wrote it
+                    continue
                 rows = [dict(r._mapping) for r in read.execute(sa.select(table))]
                 if rows:
                     conn.execute(sa.insert(target_meta.tables[name]), rows)
@@ -506,7 +518,6 @@ def test_postgres_database_at_an_older_revision_is_refused_until_upgraded(
 
 PREVIOUS_RELEASE = "0007_profile_event_kinds"  # the head of the release before 0008
 BEFORE_0007 = "0006_member_group_statistics"
-ACTOR = Actor(user="alice", role="operator", origin="test")
 
 
 def release1_at(url: str, revision: str) -> Engine:
@@ -522,27 +533,19 @@ def release1_at(url: str, revision: str) -> Engine:
 
 
 def previous_release_workspace(url: str) -> Engine:
-    """A workspace as the previous release left it, with a profile event of every kind:
-    release 1's groups and history (moved_to_test among them), then, written by the
-    store: an R3 left_campaign (Win-back activated after R040 left its segment),
-    entered_gcg and left_gcg (R11a), and a trigger mailing's deliveries and suppressions
-    (R11b), so every kind a card shows is there too."""
-    engine = release1_at(url, PREVIOUS_RELEASE)
-    with transaction(engine) as s:
-        r040 = s.scalar(sa.select(Profile.id).where(Profile.external_id == "R040"))
-        segments.remove_profiles(s, ACTOR, segments.get_segment(s, "vip"), [r040])
-        campaigns.activate(s, ACTOR, campaigns.get_campaign(s, "Win-back"))
-    builds.run_pending(engine)
-    with transaction(engine) as s:
-        retail = get_database(s, "retail")
-        gcg.apply_gcg_file(s, ACTOR, retail, "add", io.BytesIO(b"external_id\nR001\nR002\n"))
-        gcg.apply_gcg_file(s, ACTOR, retail, "remove", io.BytesIO(b"external_id\nR002\n"))
-        spring = campaigns.get_campaign(s, "Spring Promo")
-        mailings.create_mailing(s, ACTOR, "thanks", spring, "trigger", event="purchase")
-        retail_ids = sa.select(Profile.external_id).where(Profile.database_id == retail.id)
-        for external_id in s.scalars(retail_ids):
-            events.send_event(s, ACTOR, retail, external_id, "purchase")
-    events.drain(engine, ACTOR)
+    """A workspace as the previous release left it (schema PREVIOUS_RELEASE), with a
+    profile event of every kind: release 1's groups and history (moved_to_test among
+    them), then, written by that release's store: an R3 left_campaign, entered_gcg and
+    left_gcg (R11a), a trigger mailing's deliveries and suppressions (R11b). Frozen in
+    tests/data/previous_release_workspace.db (make_previous_release_workspace.py): this
+    release's store reads columns that schema does not have."""
+    if make_url(url).get_backend_name() == "sqlite":
+        shutil.copyfile(PREVIOUS_RELEASE_DB, make_url(url).database)
+    else:
+        load_workspace_into_postgres(url, PREVIOUS_RELEASE_DB, PREVIOUS_RELEASE)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert migrate.current_revision(conn) == PREVIOUS_RELEASE
     return engine
 
 
@@ -560,6 +563,29 @@ def every_card(engine: Engine) -> dict[str, Any]:
         }
 
 
+def _segments_and_refreshes(engine: Engine) -> tuple[list[tuple], dict[str, tuple[int, int]]]:
+    """The segment rows' columns of the previous release, and for each refreshed segment
+    the intervals its last refresh opened and closed (what the segments screen shows)."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT id, name, kind, database_id, rule, refresh_every_seconds, refresh_cron, "
+            "last_refreshed_at, last_refresh_seconds, created_at, member_count, version "
+            "FROM segment ORDER BY id"
+        ).all()
+        refreshes = {
+            name: (entered, left)
+            for name, entered, left in conn.exec_driver_sql(
+                "SELECT s.name, "
+                "(SELECT count(*) FROM segment_member m "
+                " WHERE m.segment_id = s.id AND m.entered_at = s.last_refreshed_at), "
+                "(SELECT count(*) FROM segment_member m "
+                " WHERE m.segment_id = s.id AND m.left_at = s.last_refreshed_at) "
+                "FROM segment s WHERE s.last_refreshed_at IS NOT NULL"
+            )
+        }
+    return [tuple(r) for r in rows], refreshes
+
+
 def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db_url, capsys):
     engine = previous_release_workspace(empty_db_url)
     with engine.connect() as conn:
@@ -568,7 +594,8 @@ def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db
     cards = every_card(engine)
     shown = {event["kind"] for card in cards.values() for event in card["events"]}
     assert shown == set(CardEventKind)
-    rows = table_checksums(engine, skip=("alembic_version",))
+    rows = table_checksums(engine, skip=("alembic_version", "segment"))
+    segment_rows, refreshes = _segments_and_refreshes(engine)
     engine.dispose()
 
     code, out, err = run_cli(capsys, "--db", empty_db_url, "database", "upgrade", "--json")
@@ -579,7 +606,14 @@ def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db
     )
     engine = open_store(empty_db_url)
     try:
-        assert table_checksums(engine, skip=("alembic_version",)) == rows  # not one row rewritten
+        # not one row rewritten; the segment rows gain revision 0010's two counts
+        assert table_checksums(engine, skip=("alembic_version", "segment")) == rows
+        assert _segments_and_refreshes(engine) == (segment_rows, refreshes)
+        assert refreshes == {"young": (2, 2)}
+        code, out, err = run_cli(capsys, "--db", empty_db_url, "segment", "show", "young", "--json")
+        assert code == 0, err
+        last = json.loads(out)["last_refresh"]  # what the segments screen showed
+        assert (last["entered"], last["left"]) == refreshes["young"]
         assert every_card(engine) == cards
         checks = sa.inspect(engine).get_check_constraints("profile_event")
         assert [c["name"] for c in checks] == ["ck_profile_event_kind"]
@@ -626,6 +660,33 @@ def test_revisions_0008_and_0009_downgrade_to_the_foreign_keys_they_replaced(
             command.upgrade(config, revision)
             assert _schema(conn) != before
             command.downgrade(config, down)
+            assert _schema(conn) == before
+    finally:
+        engine.dispose()
+
+
+def test_revision_0010_downgrades_to_the_indexes_it_replaced(empty_db_url):
+    """Both backends: the partial left index and the refresh counts go, the two full
+    indexes come back."""
+    engine = make_engine(empty_db_url)
+    try:
+        migrate.upgrade(engine, backup=False, to="0009_profile_reference_checks")
+        with engine.connect() as conn:
+            before = _schema(conn)
+            config = migrate.alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0010_segment_member_add_indexes")
+            after = _schema(conn)
+            assert after != before
+            assert [c[0] for c in after["segment"][0]][-2:] == [
+                "last_refresh_entered",
+                "last_refresh_left",
+            ]
+            indexes = {i["name"]: i for i in sa.inspect(conn).get_indexes("segment_member")}
+            assert "ix_segment_member_segment_entered" not in indexes
+            where = indexes["ix_segment_member_segment_left"]["dialect_options"]
+            assert "left_at IS NOT NULL" in " ".join(map(str, where.values()))
+            command.downgrade(config, "0009_profile_reference_checks")
             assert _schema(conn) == before
     finally:
         engine.dispose()
