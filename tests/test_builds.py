@@ -624,7 +624,7 @@ def test_a_delta_in_one_chunk_reads_its_candidates_once_and_decides_as_in_chunks
     running: list[int] = []
 
     def capture(conn, cursor, statement, parameters, context, executemany):
-        if "FROM segment_member sm JOIN profile p" in statement:
+        if "FROM segment_member sm CROSS JOIN profile p" in statement:
             reads[running[-1]].append(statement)
 
     seg_add(engine, [r[0] for r in rows[500:]] + leavers)
