@@ -528,6 +528,16 @@ def test_a_segment_file_in_any_order_adds_only_the_newcomers(engine, operator, r
     result = apply(engine, operator, "add", ("external_id\n" + "\n".join(shuffled) + "\n").encode())
     assert (result.rows, result.added) == (150, 100)  # 50 of them were members already
     assert members(engine) == sorted(f"retail:{e}" for e in set(ids[::3]) | set(ids[::2]))
+    with Session(engine) as s:  # written in profile id order, whatever the file's order
+        added = s.scalars(
+            sa.select(SegmentMember.profile_id)
+            .where(
+                SegmentMember.entered_at
+                == sa.select(sa.func.max(SegmentMember.entered_at)).scalar_subquery()
+            )
+            .order_by(SegmentMember.id)
+        ).all()
+    assert len(added) == 100 and added == sorted(added)
     result = apply(
         engine, operator, "remove", ("external_id\n" + "\n".join(shuffled) + "\n").encode()
     )
