@@ -276,10 +276,6 @@ def _upsert_profiles(
     return inserted, updated
 
 
-def _stage_count(conn: Connection, table: str) -> int:
-    return conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar_one()
-
-
 # --------------------------------------------------------------------------- segments
 
 
@@ -326,6 +322,7 @@ def apply_segment_file(
     with file_load(session, source, batch_size=batch_size, max_problems=max_problems) as load:
         conn = load.conn
         pg = is_postgres(conn)
+        every_row: dict[str, int | None] = {}  # the database of every row, when one is
 
         def scan(records: Records, problems: Problems) -> int:
             header = load.header(
@@ -337,6 +334,8 @@ def apply_segment_file(
             default_db = _default_database(session, segment, database, "database" in header)
             width, id_index = len(header), header.index("external_id")
             db_index = header.index("database") if "database" in header else None
+            no_column = db_index is None and default_db is not None
+            every_row["database"] = default_db.id if no_column else None
             default_name = default_db.name if default_db is not None else ""
             writer = load.stage(
                 SEGMENT_STAGE,
@@ -369,7 +368,7 @@ def apply_segment_file(
             )
 
         rows, problems = load.scan(scan)
-        matched = _segment_ids(conn, problems)
+        matched = _segment_ids(conn, problems, rows, every_row.get("database"))
         problems.raise_if_any(load.name)
         change = segments.change_members_where(session, actor, segment, action, matched)
         drop_stage(conn, SEGMENT_STAGE)
@@ -379,14 +378,16 @@ def apply_segment_file(
     )
 
 
-def _segment_ids(conn: Connection, problems: Problems) -> segments.ProfileIds:
+def _segment_ids(
+    conn: Connection, problems: Problems, rows: int, database_id: int | None
+) -> segments.ProfileIds:
     """The profile ids the staged rows name, into a table keyed by the id, for the
     membership change (segments.ProfileIds).
 
     One join fills the table, its primary key dropping repeats: a file whose rows all
     name a profile, each a different one, has neither a duplicate nor an unknown external
     id ((database, external_id) -> profile is one to one), so when the table has as many
-    ids as the stage has rows, the two checks of the general case (a GROUP BY over the
+    ids as the file has rows, the two checks of the general case (a GROUP BY over the
     names, an UPDATE of the stage and a count of its unresolved rows) are not needed.
     Otherwise they run and report every problem. The membership change then reads the
     table in id order (the order of segment_member's indexes) instead of building a
@@ -397,8 +398,12 @@ def _segment_ids(conn: Connection, problems: Problems) -> segments.ProfileIds:
     create_stage(conn, SEGMENT_IDS, [("profile_id", "BIGINT" if pg else "INTEGER PRIMARY KEY")])
     if pg:  # temp tables are never auto-analysed: the join below plans on these figures
         conn.exec_driver_sql(f"ANALYZE {SEGMENT_STAGE}")
+    # A file without a database column names profiles of one database (`database_id`):
+    # no lookup of every row's database name (0.1 s per million rows on PostgreSQL).
     ids = f"SELECT p.id FROM {SEGMENT_STAGE} s " + (
-        "JOIN profile_database d ON d.name = s.database_name "
+        f"JOIN profile p ON p.database_id = {int(database_id)} AND p.external_id = s.external_id"
+        if database_id is not None
+        else "JOIN profile_database d ON d.name = s.database_name "
         "JOIN profile p ON p.database_id = d.id AND p.external_id = s.external_id"
     )
     if pg:
@@ -417,13 +422,13 @@ def _segment_ids(conn: Connection, problems: Problems) -> segments.ProfileIds:
     else:
         insert = f"INSERT OR IGNORE INTO {SEGMENT_IDS} (profile_id) {ids}"
         distinct = conn.exec_driver_sql(insert).rowcount
-    if problems.total or distinct != _stage_count(conn, SEGMENT_STAGE):
+    # Without a problem every one of the file's `rows` was staged.
+    if problems.total or distinct != rows:
         report_duplicates(conn, SEGMENT_STAGE, ["database_name", "external_id"], repr, problems)
         resolve_profiles(conn, SEGMENT_STAGE, problems)
         if not problems.total:  # fewer ids than rows: a repeat or an unknown id, always
             raise AssertionError("segment file: ids missing, and no problem found")
-    if pg:
-        conn.exec_driver_sql(f"ANALYZE {SEGMENT_IDS}")
+    # PostgreSQL: building the key stored the table's size, all its readers plan on.
     return segments.ProfileIds(SEGMENT_IDS)
 
 
