@@ -3,11 +3,12 @@
 
 The last refresh's entered and left counts are stored on the segment by the refresh
 (revision 0010 filled them for earlier refreshes from the intervals, which a refresh
-stamps with its one time, R12): no member scan, and no index an add must write. The next refresh of an interval schedule is the last refresh
-plus the interval (due now when it never ran); of a cron schedule, the expression's first
-time after the last refresh (or the segment's creation), computed as the scheduler's
-CronTrigger fires it (store.mailings.next_cron_time). Either may lie in the past when no
-scheduler ran: the refresh is due. The last refresh's duration is stored by the refresh.
+stamps with its one time, R12): no member scan, and no index an add must write. The
+next refresh of an interval schedule is the last refresh plus the interval (due now when
+it never ran); of a cron schedule, the expression's first time after the last refresh (or
+the segment's creation), computed as the scheduler's CronTrigger fires it
+(store.mailings.next_cron_time). Either may lie in the past when no scheduler ran: the
+refresh is due. The last refresh's duration is stored by the refresh.
 """
 
 from __future__ import annotations

@@ -199,9 +199,9 @@ class ProfileIds:
 
     "add" consumes it: the ids of current members are deleted from it, then the rest are
     inserted in id order (the order of segment_member's indexes; the table is filled in
-    that order) with no per-row check
-    against the members, which made SQLite write every new row to a temporary table first
-    (the statement reads the table it inserts into): 0.45 CPU-s per million rows.
+    that order) with no per-row check against the members, which made SQLite write every
+    new row to a temporary table first (the statement reads the table it inserts into):
+    0.45 CPU-s per million rows.
     """
 
     table: str

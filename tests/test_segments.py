@@ -21,6 +21,7 @@ from store.db import open_store, transaction
 from store.errors import InvalidStateError, NotFoundError, ReadOnlyError, ValidationError
 from store.models import AuditEntry, Profile, Segment, SegmentMember
 from store.rules import RuleError
+from store.segment_views import segment_overview
 
 FIELDS = [("region", "text"), ("tier", "int"), ("ltv", "float"), ("signup", "date")]
 REGIONS = ["Moscow", "Kazan", "Sochi"]
@@ -381,11 +382,17 @@ def test_refresh_applies_the_diff_exactly_and_records_intervals(engine, operator
     assert len(rows) == 5 and len(left) == 2
     assert left[0].left_at == max(r.entered_at for r in rows)  # one stamp per refresh
     assert_counter_matches(engine, "gold")
+    with Session(engine) as session:  # the segments screen's figures, stored by the refresh
+        shown = segment_overview(session, "gold")
+        assert (shown.last_refresh_entered, shown.last_refresh_left) == (2, 2)
 
     with transaction(engine) as session:
         again = segments.refresh(session, operator, segments.get_segment(session, "gold"))
     assert again == segments.RefreshResult(entered=0, left=0)
     assert len(intervals(engine, "gold")) == 5
+    with Session(engine) as session:
+        shown = segment_overview(session, "gold")
+        assert (shown.last_refresh_entered, shown.last_refresh_left) == (0, 0)
 
 
 def test_refresh_only_considers_the_segment_database(engine, operator):
