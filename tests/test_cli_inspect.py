@@ -120,6 +120,8 @@ def test_segment_show_json_text_and_not_found(both_cli):
     assert show["next_refresh_at"] > show["last_refresh"]["at"]
     static = cli.ok("segment", "show", "everyone", "--json").json
     assert static["campaigns"] == ["r10"] and static["last_refresh"] is None
+    listed = {row["name"]: row for row in cli.ok("segment", "list", "--json").json}
+    assert listed["young"] == show and listed["everyone"] == static  # one read model
     text = cli.ok("segment", "show", "young").out
     assert "every 15m" in text and "20 entered, 0 left" in text
     assert cli("segment", "show", "nope").code == 4

@@ -8,7 +8,7 @@ from typing import Any
 from console.cli.args import Builder, every
 from console.cli.context import EXIT_OK, Context, UsageError, csv_source
 from console.cli.format import count_text, table
-from console.cli.serialise import build_json, segment_json
+from console.cli.serialise import build_json
 from console.cli.wait import wait_for_builds
 
 
@@ -64,7 +64,7 @@ def cmd_segment_create(args: argparse.Namespace, ctx: Context) -> int:
             cron=args.cron,
         )
         session.flush()
-        payload = segment_json(segment_overview(session, segment.name))
+        payload = segment_overview(session, segment.name).as_dict()
     ctx.emit(payload, lambda: f"created {payload['kind']} segment {payload['name']!r}")
     return EXIT_OK
 
@@ -73,7 +73,7 @@ def cmd_segment_list(args: argparse.Namespace, ctx: Context) -> int:
     from store.segment_views import segment_overviews
 
     with ctx.session() as session:
-        rows = [segment_json(row) for row in segment_overviews(session)]
+        rows = [row.as_dict() for row in segment_overviews(session)]
     ctx.emit(
         rows,
         lambda: table(

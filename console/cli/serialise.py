@@ -146,19 +146,6 @@ def database_json(row: Any) -> dict[str, Any]:
     }
 
 
-def segment_json(row: Any) -> dict[str, Any]:
-    return {
-        "name": row.name,
-        "kind": row.kind,
-        "database": row.database,
-        "rule": row.rule,
-        "every_seconds": row.every_seconds,
-        "cron": row.cron,
-        "members": row.members,
-        "last_refreshed_at": iso(row.last_refreshed_at),
-    }
-
-
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso(value)
