@@ -9,7 +9,8 @@ against commit 0f26b3a (head 0009_profile_reference_checks; its store still wrot
 schema):
 
     git worktree add /tmp/prev 0f26b3a && cd /tmp/prev
-    /work/main/.venv/bin/python tests/data/make_previous_release_workspace.py tests/data
+    PYTHONPATH=. path/to/a/checkout/.venv/bin/python \
+        tests/data/make_previous_release_workspace.py tests/data
 
 What it writes, on release 1's workspace upgraded to 0007 by that code: an R3
 left_campaign (Win-back activated after R040 left its segment), entered_gcg and left_gcg
