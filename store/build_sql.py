@@ -30,9 +30,8 @@ MEMBER_INSERT = """INSERT INTO campaign_member (campaign_id, profile_id, "group"
                      joined_by, left_at, left_by)"""
 # R4a: a segment row of the activation snapshot (up to the bound) open at activation; one
 # closed since then left after activation, and the member row records when.
-OPEN_AT_ACTIVATION = (
-    "(sm.left_at IS NULL OR sm.left_at > (SELECT c.activated_at FROM campaign c WHERE c.id = :cid))"
-)
+ACTIVATED_AT = "(SELECT c.activated_at FROM campaign c WHERE c.id = :cid)"
+OPEN_AT_ACTIVATION = f"(sm.left_at IS NULL OR sm.left_at > {ACTIVATED_AT})"
 # The same rows for SQLite, read from the two partial indexes that hold them
 # (ux_segment_member_open, and since revision 0010 ix_segment_member_segment_left): no
 # index holds all of a segment's rows, and SQLite answered the OR by collecting every row
@@ -43,8 +42,7 @@ OPEN_AT_ACTIVATION_ROWS = (
     "(SELECT id, segment_id, profile_id, left_at, left_by FROM segment_member "
     "WHERE segment_id = :seg AND left_at IS NULL "
     "UNION ALL SELECT id, segment_id, profile_id, left_at, left_by FROM segment_member "
-    "WHERE segment_id = :seg "
-    "AND left_at > (SELECT c.activated_at FROM campaign c WHERE c.id = :cid))"
+    f"WHERE segment_id = :seg AND left_at > {ACTIVATED_AT})"
 )
 # How a member entered: through the campaign's segment (activation or segment) or R11.
 ENTRY_SOURCE = "CASE WHEN sm.segment_id = :cseg THEN :segsrc ELSE 'expansion' END"
@@ -240,14 +238,14 @@ def candidates(ctx: StepContext, source: Source) -> CandidateQuery:
     # A delta's rows are the id range (watermark, bound]: read by that range, not by the
     # segment's index of open rows, which holds all its members (+: not an index term).
     segment = "+sm.segment_id = :seg" if source.kind == DELTA_SOURCE else "sm.segment_id = :seg"
-    rows = "segment_member"
+    conditions = [segment, "sm.id <= :mx", r1_scope_sql("p")]
+    segment_rows = "segment_member"
     if not activation:
-        open_row = "sm.left_at IS NULL"
+        conditions.append("sm.left_at IS NULL")
     elif ctx.is_postgres:
-        open_row = OPEN_AT_ACTIVATION
+        conditions.append(OPEN_AT_ACTIVATION)
     else:  # the rows themselves are those open at activation
-        open_row, rows = "", OPEN_AT_ACTIVATION_ROWS
-    conditions = [c for c in (segment, open_row, "sm.id <= :mx", r1_scope_sql("p")) if c]
+        segment_rows = OPEN_AT_ACTIVATION_ROWS
     if activation:  # a draft has no memberships yet (R3)
         former, former_join = NO_FORMER_GROUP
     else:
@@ -272,7 +270,7 @@ def candidates(ctx: StepContext, source: Source) -> CandidateQuery:
         params,
         ctx.assignment_hash,
         former_join,
-        rows,
+        segment_rows,
     )
 
 
