@@ -535,6 +535,73 @@ def write_copy_rows(copy: Any, columns: Sequence[Sequence[Any]]) -> None:
         write_row(row)
 
 
+COPY_CHUNK = 1 << 20  # bytes of a plain file handed to the server at once
+
+
+def plain_csv_header(binary: IO[bytes]) -> list[str] | None:
+    """The header of a plain file (`copy_plain_csv`), read from `binary`'s position: its
+    first line, not blank, without quotes, split at commas and stripped as `read_header`
+    strips names; None for any other first line (and `binary` is left where it was)."""
+    start = binary.tell()
+    raw = binary.readline(MAX_FIELD_CHARS)
+    try:
+        line = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        line = ""
+    line = line[:-2] if line.endswith("\r\n") else line.removesuffix("\n")
+    cut = len(raw) == MAX_FIELD_CHARS and not raw.endswith(b"\n")
+    if cut or not line.strip() or any(char in line for char in '"\r\n\x00'):
+        binary.seek(start)
+        return None
+    return [name.strip() for name in line.split(",")]
+
+
+class _NotPlain(Exception):
+    """A quote in a plain file's data: the server's CSV parser would not read it as
+    csv.reader does (a quote inside an unquoted value)."""
+
+
+def copy_plain_csv(
+    conn: Connection, binary: IO[bytes], table: str, columns: list[str]
+) -> int | None:
+    """PostgreSQL: the rest of a plain CSV file streamed as it is into `table`'s `columns`
+    (`COPY … FROM STDIN (FORMAT csv)`): the server parses it, no Python code runs per row.
+    Returns the rows copied, or None when the file is not plain, and the caller, which
+    runs this in a savepoint, rolls it back and reads the file the usual way
+    (`scan_records`), which reports every problem.
+
+    Plain: one record per line (\\n or \\r\\n), no quote anywhere, valid UTF-8, no NUL.
+    Such a record reads the same in both parsers; anything else either makes the server
+    refuse the data (an encoding error, a NUL, a ragged row, a lone carriage return) or
+    gives a row count different from the line count (a quoted newline, a blank line, an
+    end-of-data marker `\\.`), and both mean None. A blank value arrives as NULL where
+    csv.reader reads '': the caller must refuse NULLs (a join on the value does).
+    """
+    import psycopg  # PostgreSQL only: not imported at start-up
+
+    driver = conn.connection.driver_connection
+    if driver.info.encoding != "utf-8":  # the server would read the bytes in another code
+        return None
+    lines = 0
+    last = b"\n"
+    cursor = driver.cursor()
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+    try:
+        with cursor.copy(statement) as copy:
+            while chunk := binary.read(COPY_CHUNK):
+                if b'"' in chunk:
+                    raise _NotPlain
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+                copy.write(chunk)
+    except (_NotPlain, psycopg.errors.DataError, psycopg.errors.QueryCanceled):
+        return None  # QueryCanceled: the server's answer to the copy abandoned above
+    copied = cursor.rowcount
+    if last != b"\n":  # the last record without its line end
+        lines += 1
+    return copied if copied == lines else None
+
+
 class StageWriter:
     """Batched writes into a staging table: COPY on PostgreSQL, executemany on SQLite."""
 
