@@ -195,7 +195,8 @@ MEMBERSHIP_ACTIONS = ("add", "remove", "replace")
 @dataclass(frozen=True)
 class ProfileIds:
     """The profiles of a membership change as a table of distinct profile ids (column
-    `profile_id`, its primary key: segment files, store.imports).
+    `profile_id`, filled in id order; its primary key on SQLite: segment files,
+    store.imports).
 
     "add" consumes it: the ids of current members are deleted from it, then the rest are
     inserted in id order (the order of segment_member's indexes; the table is filled in
@@ -403,9 +404,9 @@ def _open_ids(
     newcomers = _interval_rows(segment, profile_id, now, actor).select_from(sa.table(ids.table))
     if session.get_bind().dialect.name == "sqlite":  # its key: the rowid order, for free
         newcomers = newcomers.order_by(profile_id)
-    # PostgreSQL reads the table as it was filled, in id order (store.imports._segment_ids):
+    # PostgreSQL reads the table as it was filled, in id order (store.imports._collect_ids):
     # a sequential scan of a temporary table starts at its first page (no synchronised
-    # scans on local buffers); its key in order would visit every row's page too (0.2 s).
+    # scans on local buffers).
     return _insert_intervals(session, newcomers)
 
 
