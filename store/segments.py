@@ -195,8 +195,7 @@ MEMBERSHIP_ACTIONS = ("add", "remove", "replace")
 @dataclass(frozen=True)
 class ProfileIds:
     """The profiles of a membership change as a table of distinct profile ids (column
-    `profile_id`, filled in id order; its primary key on SQLite: segment files,
-    store.imports).
+    `profile_id`, its primary key: segment files, store.imports).
 
     "add" consumes it: the ids of current members are deleted from it, then the rest are
     inserted in id order (the order of segment_member's indexes; the table is filled in
@@ -406,7 +405,7 @@ def _open_ids(
         newcomers = newcomers.order_by(profile_id)
     # PostgreSQL reads the table as it was filled, in id order (store.imports._collect_ids):
     # a sequential scan of a temporary table starts at its first page (no synchronised
-    # scans on local buffers).
+    # scans on local buffers); its key in order would visit every row's page too (0.2 s).
     return _insert_intervals(session, newcomers)
 
 
