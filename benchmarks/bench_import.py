@@ -12,7 +12,9 @@ fresh schema, dropped after), times whole processes of the real command line:
 * `campaign-console import profiles --database bench FILE` into an empty database;
 * `campaign-console segment add SEGMENT IDS --database bench` (every profile);
 * with `--twice`: an import changing every row (all updates), then the same file again
-  (all unchanged).
+  (all unchanged);
+* with `--segment-files`: `segment replace` with every other profile (half leave), then
+  `segment remove` of every fourth (the rate counts the file's rows).
 
 The rate is rows / wall seconds of the process (Python start-up, imports, the import,
 the commit and the exit); the process's own CPU time (user + system) and the 1-minute
@@ -71,10 +73,12 @@ def write_csv(path: Path, rows: int, variant: int = 0) -> None:
             )
 
 
-def write_ids(path: Path, rows: int) -> None:
+def write_ids(path: Path, rows: int, step: int = 1) -> int:
+    """A segment file of every `step`-th profile; returns its rows."""
     with path.open("w", encoding="utf-8") as f:
         f.write("external_id\n")
-        f.writelines(f"P{i:08d}\n" for i in range(rows))
+        f.writelines(f"P{i:08d}\n" for i in range(0, rows, step))
+    return len(range(0, rows, step))
 
 
 class Cli:
@@ -160,6 +164,9 @@ def main() -> int:
         help="a PostgreSQL URL (repeatable); 'sqlite' for a fresh SQLite file (the default)",
     )
     parser.add_argument("--twice", action="store_true", help="then all-updates and unchanged")
+    parser.add_argument(
+        "--segment-files", action="store_true", help="then segment replace and remove"
+    )
     parser.add_argument("--baseline-source", type=Path, default=None)
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat on fresh workspaces; print medians"
@@ -174,9 +181,12 @@ def main() -> int:
         if args.twice:
             write_csv(files["update"], args.rows, variant=1)
         files["same"] = files["update"]
-        ids = tmp / "ids.csv"
-        write_ids(ids, args.rows)
+        segment_files: dict[str, tuple[Path, int]] = {}  # step: (file, its rows)
+        for action, every in (("add", 1), ("replace", 2), ("remove", 4)):
+            path = tmp / f"{action}.csv"
+            segment_files[f"segment {action}"] = (path, write_ids(path, args.rows, every))
         steps = ["insert", "segment add"] + (["update", "same"] if args.twice else [])
+        steps += ["segment replace", "segment remove"] if args.segment_files else []
 
         print(f"{args.rows:,} rows; load average {os.getloadavg()[0]:.1f} at the start\n")
         print("| backend | step | checkout | seconds | rows/s | client CPU s | load |")
@@ -201,15 +211,17 @@ def main() -> int:
             try:
                 for step in steps:
                     for cli in clis:  # baseline, then this checkout, for each step
-                        if step == "segment add":
-                            argv = ["segment", "add", "everyone", str(ids), "--database", "bench"]
+                        rows = args.rows
+                        if step in segment_files:
+                            path, rows = segment_files[step]
+                            argv = [*step.split(), "everyone", str(path), "--database", "bench"]
                         else:
                             argv = ["import", "profiles", "--database", "bench", str(files[step])]
                         seconds, cpu = cli.run(*argv)
                         results.setdefault((backend, step, cli.label), []).append((seconds, cpu))
                         print(
                             f"| {backend} | {step} | {cli.label} | {seconds:.2f} | "
-                            f"{args.rows / seconds:,.0f} | {cpu:.2f} | {os.getloadavg()[0]:.1f} |",
+                            f"{rows / seconds:,.0f} | {cpu:.2f} | {os.getloadavg()[0]:.1f} |",
                             flush=True,
                         )
             finally:
@@ -223,9 +235,10 @@ def main() -> int:
             for (backend, step, label), runs in results.items():
                 walls, cpus = sorted(w for w, _c in runs), sorted(c for _w, c in runs)
                 wall, cpu = statistics.median(walls), statistics.median(cpus)
+                rows = segment_files[step][1] if step in segment_files else args.rows
                 print(
                     f"| {backend} | {step} | {label} | {wall:.2f} ({walls[0]:.2f}) | "
-                    f"{args.rows / wall:,.0f} ({args.rows / walls[0]:,.0f}) | "
+                    f"{rows / wall:,.0f} ({rows / walls[0]:,.0f}) | "
                     f"{cpu:.2f} ({cpus[0]:.2f}) |"
                 )
     return 0
