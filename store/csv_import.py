@@ -566,16 +566,18 @@ def copy_plain_csv(
 ) -> int | None:
     """PostgreSQL: the rest of a plain CSV file streamed as it is into `table`'s `columns`
     (`COPY … FROM STDIN (FORMAT csv)`): the server parses it, no Python code runs per row.
-    Returns the rows copied, or None when the file is not plain, and the caller, which
+    Returns the records copied, or None when the file is not plain, and the caller, which
     runs this in a savepoint, rolls it back and reads the file the usual way
     (`scan_records`), which reports every problem.
 
     Plain: one record per line (\\n or \\r\\n), no quote anywhere, valid UTF-8, no NUL.
     Such a record reads the same in both parsers; anything else either makes the server
     refuse the data (an encoding error, a NUL, a ragged row, a lone carriage return) or
-    gives a row count different from the line count (a quoted newline, a blank line, an
-    end-of-data marker `\\.`), and both mean None. A blank value arrives as NULL where
-    csv.reader reads '': the caller must refuse NULLs (a join on the value does).
+    gives a row count different from the line count (a quoted newline, an end-of-data
+    marker `\\.`), and both mean None. A blank line, which csv.reader skips, is a row of
+    NULL to the server when there is one column (its rows are deleted again; with more
+    columns the server refuses it). A blank value also arrives as NULL where csv.reader
+    reads '': the caller must refuse NULLs (a join on the value does).
     """
     import psycopg  # PostgreSQL only: not imported at start-up
 
@@ -583,7 +585,8 @@ def copy_plain_csv(
     if driver.info.encoding != "utf-8":  # the server would read the bytes in another code
         return None
     lines = 0
-    last = b"\n"
+    tail = b"\n"  # the last two bytes written: the header's line end to begin with
+    blank = False
     cursor = driver.cursor()
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
     try:
@@ -592,14 +595,24 @@ def copy_plain_csv(
                 if b'"' in chunk:
                     raise _NotPlain
                 lines += chunk.count(b"\n")
-                last = chunk[-1:]
+                seam = tail + chunk[:2]  # a blank line across two chunks
+                blank = blank or any(b in part for b in _BLANK for part in (seam, chunk))
+                tail = (tail + chunk)[-2:]
                 copy.write(chunk)
     except (_NotPlain, psycopg.errors.DataError, psycopg.errors.QueryCanceled):
         return None  # QueryCanceled: the server's answer to the copy abandoned above
     copied = cursor.rowcount
-    if last != b"\n":  # the last record without its line end
+    if not tail.endswith(b"\n"):  # the last record without its line end
         lines += 1
-    return copied if copied == lines else None
+    if copied != lines:
+        return None
+    if blank and len(columns) == 1:
+        deleted = conn.exec_driver_sql(f"DELETE FROM {table} WHERE {columns[0]} IS NULL")
+        copied -= deleted.rowcount
+    return copied
+
+
+_BLANK = (b"\n\n", b"\n\r\n")  # a line with nothing on it
 
 
 class StageWriter:

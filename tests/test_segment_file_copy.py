@@ -110,13 +110,20 @@ PLAIN = {
     "a database column": (b"database,external_id\nretail,A\nwholesale,W\nretail,B\n", None),
     "the segment's database, no column": (b"external_id\nW\n", "wholesale"),
     "a header and no rows": (b"external_id\n", "retail"),
+    # Blank lines: csv.reader skips them, the server reads a NULL, deleted again.
+    "a blank line": (b"external_id\nA\n\nB\n", "retail"),
+    "blank lines first and last": (b"external_id\r\n\r\nA\r\n\r\n\r\n", "retail"),
+    "a blank line across two chunks": ("external_id\né\n\nA\n".encode(), "retail"),
 }
 
 
 @pytest.mark.parametrize(("data", "database"), PLAIN.values(), ids=PLAIN.keys())
+@pytest.mark.parametrize("chunk", [3, csv_import.COPY_CHUNK])
 def test_a_plain_file_is_parsed_by_the_server_and_adds_what_sqlite_adds(
-    engines, operator, copies, data, database
+    engines, operator, copies, monkeypatch, data, database, chunk
 ):
+    """Chunks of 3 bytes: a line end or a blank line falls across two chunks."""
+    monkeypatch.setattr(csv_import, "COPY_CHUNK", chunk)
     sqlite, postgres = engines
     expected = outcome(sqlite, operator, data, database)
     assert copies == []  # SQLite reads every file in Python
@@ -132,8 +139,8 @@ OTHER = {
     # The server would read qt (a quoted t), csv.reader q"t" (no profile has that id).
     "quotes inside an unquoted id": (b'external_id\nq"t"\nA\n', "retail"),
     "a quoted header": (b'"external_id"\nA\n', "retail"),
-    "a blank line": (b"external_id\nA\n\nB\n", "retail"),
-    "blank lines at the end": (b"external_id\nA\n\n\r\n", "retail"),
+    "a blank line and a database column": (b"external_id,database\nA,retail\n\n", None),
+    "blank lines, mixed line ends": (b"external_id\nA\n\n\r\n", "retail"),
     "a blank first line": (b"\nexternal_id\nA\n", "retail"),
     "the end-of-data marker": (b"external_id\nA\n\\.\nB\n", "retail"),
     "a lone carriage return": (b"external_id\nA\rB\n", "retail"),
