@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from load_helpers import segment_members
 from sqlmodel import Session
 
 from store import imports, profiles, segments
@@ -24,7 +25,7 @@ from store.db import transaction
 from store.errors import InvalidStateError, ReadOnlyError, ValidationError
 from store.history import profile_card
 from store.imports import ImportRejected
-from store.models import AuditEntry, Profile, ProfileDatabase, SegmentMember
+from store.models import AuditEntry, Profile, SegmentMember
 
 DATA = Path(__file__).parent / "data"
 FIELDS = [("region", "text"), ("int_field", "int"), ("signup", "date"), ("score", "float")]
@@ -270,16 +271,7 @@ def apply(engine, actor, action, data: bytes, database=None, segment="vip"):
 
 
 def members(engine, segment="vip"):
-    with Session(engine) as session:
-        seg = segments.get_segment(session, segment)
-        rows = session.execute(
-            sa.select(ProfileDatabase.name, Profile.external_id)
-            .select_from(SegmentMember)
-            .join(Profile, Profile.id == SegmentMember.profile_id)
-            .join(ProfileDatabase, ProfileDatabase.id == Profile.database_id)
-            .where(SegmentMember.segment_id == seg.id, SegmentMember.left_at.is_(None))
-        ).all()
-        return sorted(f"{db}:{ext}" for db, ext in rows)
+    return segment_members(engine, segment)
 
 
 def test_segment_file_add_remove_replace_with_a_database_column(engine, operator, two_databases):

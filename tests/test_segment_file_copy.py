@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlmodel import Session
+from load_helpers import import_file, segment_members
 
 from store import csv_import, imports, profiles, segments
 from store.db import open_store, transaction
 from store.errors import ValidationError
 from store.imports import ImportRejected
-from store.models import Profile, ProfileDatabase, Segment, SegmentMember
+from store.models import Segment
 
 pytestmark = pytest.mark.postgres
 
@@ -37,13 +37,7 @@ def _workspace(engine, operator) -> None:
     for name, ids in (("retail", RETAIL), ("wholesale", WHOLESALE)):
         out = io.StringIO()
         csv.writer(out, lineterminator="\n").writerows([["external_id"], *[[e] for e in ids]])
-        with transaction(engine) as session:
-            imports.import_profiles(
-                session,
-                operator,
-                profiles.get_database(session, name),
-                io.BytesIO(out.getvalue().encode()),
-            )
+        import_file(engine, operator, name, out.getvalue().encode())
 
 
 @pytest.fixture
@@ -69,19 +63,6 @@ def copies(monkeypatch):
     return returned
 
 
-def _members(engine, segment: str) -> list[str]:
-    with Session(engine) as session:
-        seg = segments.get_segment(session, segment)
-        rows = session.execute(
-            sa.select(ProfileDatabase.name, Profile.external_id)
-            .select_from(SegmentMember)
-            .join(Profile, Profile.id == SegmentMember.profile_id)
-            .join(ProfileDatabase, ProfileDatabase.id == Profile.database_id)
-            .where(SegmentMember.segment_id == seg.id, SegmentMember.left_at.is_(None))
-        ).all()
-    return sorted(f"{db}:{ext}" for db, ext in rows)
-
-
 def outcome(engine, operator, data: bytes, database: str | None, action: str = "add"):
     """What adding `data` to a new segment gives: its members, or the rejection."""
     with transaction(engine) as session:  # named alike on both engines, by its rank
@@ -96,10 +77,10 @@ def outcome(engine, operator, data: bytes, database: str | None, action: str = "
             )
     except ImportRejected as rejected:
         problems = [(p.line, p.column, p.reason) for p in rejected.problems]
-        return "rejected", problems, rejected.total, _members(engine, name)
+        return "rejected", problems, rejected.total, segment_members(engine, name)
     except ValidationError as invalid:
-        return "invalid", str(invalid), _members(engine, name)
-    return "added", result.rows, result.added, _members(engine, name)
+        return "invalid", str(invalid), segment_members(engine, name)
+    return "added", result.rows, result.added, segment_members(engine, name)
 
 
 PLAIN = {
