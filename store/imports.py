@@ -476,7 +476,9 @@ def _collect_ids(conn: Connection, database_id: int | None) -> int:
     # The ids sorted into a plain table, then its primary key built over them at once: a
     # fifth less than inserting a million ids into the key one by one. A profile named
     # twice fails the key and undoes both (ON CONFLICT is 70 % slower). Building the key
-    # stores the table's size, which all its readers plan on.
+    # stores the table's size, which all its readers plan on, and the key keeps the joins
+    # of `remove` and `replace` safe: without it, a planner misled by stale statistics
+    # read the table once per profile (BENCHMARKS.md, the keyless table that was reverted).
     try:
         with conn.begin_nested():
             inserted = conn.execution_options(preserve_rowcount=True).exec_driver_sql(
