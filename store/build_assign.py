@@ -64,9 +64,7 @@ def phase_assign(ctx: StepContext, chunk: int) -> bool:
         "now": ctx.campaign.activated_at if activation and ctx.campaign.activated_at else ctx.now,
         "actor": ctx.actor,
     }
-    before = ctx.execute("SELECT COALESCE(MAX(id), 0) FROM campaign_member").scalar()
-    _insert_newcomers(ctx, query, params)
-    cp.processed += _count_chunk(ctx, before)
+    cp.processed += _insert_newcomers(ctx, query, params)
     if hi is not None:
         cp.cursor = hi
         return False
@@ -84,7 +82,9 @@ def _insert_newcomers(
     * fresh newcomers (no earlier membership): control at or below their stratum's
       cut-off in (hash, external_id) order (R9, frozen by the plan), else test;
     * re-entering profiles (R4): the group of their latest closed membership, with its
-      cohort (never for an activation: a draft has no memberships, R3)."""
+      cohort (never for an activation: a draft has no memberships, R3).
+
+    Then the counters of what it inserted (`_count_chunk`); returns how many rows."""
     params = dict(params)
     fresh = _fresh_group(ctx, params)
     if query.source.kind == ACTIVATION_SOURCE:
@@ -92,15 +92,19 @@ def _insert_newcomers(
     else:
         group = f"CASE WHEN c.fg IS NULL THEN {fresh} ELSE {_reentry_group(ctx, params)} END"
         cohort = "CASE WHEN c.fg IS NULL THEN CAST(:cur AS INTEGER) ELSE c.fc END"
-    ctx.execute(
-        f"""{MEMBER_INSERT}
+    insert = f"""{MEMBER_INSERT}
             SELECT :cid, c.pid, {group}, {group},
                    CASE WHEN c.segid = :cseg THEN :segsrc ELSE 'expansion' END, c.k, c.h,
                    {cohort}, :now, :b, :actor, c.left_at, c.left_by
-            FROM ({query.rows(ctx.fence)}) c""",
-        params,
-        times=("now",),
-    )
+            FROM ({query.rows(ctx.fence)}) c"""
+    if ctx.is_postgres:
+        # The rows the INSERT returns are counted in the same statement: no second read of
+        # the chunk's rows through the table (0.07 s per 50,000 rows).
+        returning = 'RETURNING stratum_key, "group", cohort, left_at'
+        return _count_chunk(ctx, f"WITH r AS ({insert} {returning})", "r", params, ("now",))
+    params["before"] = ctx.execute("SELECT COALESCE(MAX(id), 0) FROM campaign_member").scalar()
+    ctx.execute(insert, params, times=("now",))
+    return _count_chunk(ctx, "", f"campaign_member WHERE {CHUNK_ROWS}", params)
 
 
 def _fresh_group(ctx: StepContext, params: dict) -> str:
@@ -140,20 +144,23 @@ def _reentry_group(ctx: StepContext, params: dict) -> str:
                 THEN 'control' ELSE 'test' END"""
 
 
-def _count_chunk(ctx: StepContext, before: int) -> int:
-    """Counters from a GROUP BY over the chunk's new open rows (R4a: a snapshot member
-    that left after activation is inserted closed and counts nowhere); returns how many
-    rows the chunk assigned, open or not (progress)."""
+def _count_chunk(
+    ctx: StepContext, prefix: str, rows: str, params: dict, times: tuple[str, ...] = ()
+) -> int:
+    """Counters from a GROUP BY over the chunk's new open rows (`prefix` SELECT … FROM
+    `rows`; R4a: a snapshot member that left after activation is inserted closed and
+    counts nowhere); returns how many rows the chunk assigned, open or not (progress)."""
     in_cohort = "CASE WHEN cohort = :curc THEN 1 ELSE 0 END"
     is_open = "CASE WHEN left_at IS NULL THEN 1 ELSE 0 END"
-    rows = ctx.execute(
-        f"""SELECT stratum_key, "group", {in_cohort}, {is_open}, COUNT(*) FROM campaign_member
-            WHERE {CHUNK_ROWS} GROUP BY stratum_key, "group", {in_cohort}, {is_open}""",
-        {**ctx.ids, "before": before, "curc": ctx.campaign.lcg_cohort},
+    counts = ctx.execute(
+        f"""{prefix} SELECT stratum_key, "group", {in_cohort}, {is_open}, COUNT(*)
+            FROM {rows} GROUP BY stratum_key, "group", {in_cohort}, {is_open}""",
+        {**params, **ctx.ids, "curc": ctx.campaign.lcg_cohort},
+        times,
     ).all()
     apply_counter_deltas(
         ctx.session,
         ctx.campaign.id,
-        [(k, g, bool(x), int(n)) for k, g, x, still_open, n in rows if still_open],
+        [(k, g, bool(x), int(n)) for k, g, x, still_open, n in counts if still_open],
     )
-    return sum(int(r[4]) for r in rows)
+    return sum(int(r[4]) for r in counts)
