@@ -536,6 +536,7 @@ def write_copy_rows(copy: Any, columns: Sequence[Sequence[Any]]) -> None:
 
 
 COPY_CHUNK = 1 << 20  # bytes of a plain file handed to the server at once
+_BLANK = (b"\n\n", b"\n\r\n")  # a line with nothing on it
 
 
 def plain_csv_header(binary: IO[bytes]) -> list[str] | None:
@@ -610,9 +611,6 @@ def copy_plain_csv(
         deleted = conn.exec_driver_sql(f"DELETE FROM {table} WHERE {columns[0]} IS NULL")
         copied -= deleted.rowcount
     return copied
-
-
-_BLANK = (b"\n\n", b"\n\r\n")  # a line with nothing on it
 
 
 class StageWriter:
