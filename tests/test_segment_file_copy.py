@@ -63,7 +63,7 @@ def copies(monkeypatch):
     return returned
 
 
-def outcome(engine, operator, data: bytes, database: str | None, action: str = "add"):
+def outcome(engine, operator, data: bytes, database: str | None):
     """What adding `data` to a new segment gives: its members, or the rejection."""
     with transaction(engine) as session:  # named alike on both engines, by its rank
         name = f"s{session.scalar(sa.select(sa.func.count()).select_from(Segment)) + 1}"
@@ -73,7 +73,7 @@ def outcome(engine, operator, data: bytes, database: str | None, action: str = "
             seg = segments.get_segment(session, name)
             db = profiles.get_database(session, database) if database else None
             result = imports.apply_segment_file(
-                session, operator, seg, action, io.BytesIO(data), database=db
+                session, operator, seg, "add", io.BytesIO(data), database=db
             )
     except ImportRejected as rejected:
         problems = [(p.line, p.column, p.reason) for p in rejected.problems]
