@@ -2,6 +2,7 @@
 1,000,000-row file, process start-up included). A script, not a test.
 
     .venv/bin/python benchmarks/bench_import.py [--rows 1000000] [--db URL ...] [--twice]
+                                                [--segment-files] [--quoted]
                                                 [--baseline-source DIR] [--rounds N]
 
 Writes a profile CSV (external_id, region:text, tier:int, age:int, int_field:int,
@@ -14,7 +15,9 @@ fresh schema, dropped after), times whole processes of the real command line:
 * with `--twice`: an import changing every row (all updates), then the same file again
   (all unchanged);
 * with `--segment-files`: `segment replace` with every other profile (half leave), then
-  `segment remove` of every fourth (the rate counts the file's rows).
+  `segment remove` of every fourth (the rate counts the file's rows);
+* with `--quoted`: segment files with every value quoted (`"P00000001"`), as exporters
+  that quote everything write them.
 
 The rate is rows / wall seconds of the process (Python start-up, imports, the import,
 the commit and the exit); the process's own CPU time (user + system) and the 1-minute
@@ -73,11 +76,13 @@ def write_csv(path: Path, rows: int, variant: int = 0) -> None:
             )
 
 
-def write_ids(path: Path, rows: int, step: int = 1) -> int:
-    """A segment file of every `step`-th profile; returns its rows."""
+def write_ids(path: Path, rows: int, step: int = 1, quoted: bool = False) -> int:
+    """A segment file of every `step`-th profile, every value quoted if `quoted` (as
+    csv.QUOTE_ALL writes it); returns its rows."""
+    q = '"' if quoted else ""
     with path.open("w", encoding="utf-8") as f:
-        f.write("external_id\n")
-        f.writelines(f"P{i:08d}\n" for i in range(0, rows, step))
+        f.write(f"{q}external_id{q}\n")
+        f.writelines(f"{q}P{i:08d}{q}\n" for i in range(0, rows, step))
     return len(range(0, rows, step))
 
 
@@ -167,6 +172,9 @@ def main() -> int:
     parser.add_argument(
         "--segment-files", action="store_true", help="then segment replace and remove"
     )
+    parser.add_argument(
+        "--quoted", action="store_true", help="segment files with every value quoted"
+    )
     parser.add_argument("--baseline-source", type=Path, default=None)
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat on fresh workspaces; print medians"
@@ -184,7 +192,8 @@ def main() -> int:
         segment_files: dict[str, tuple[Path, int]] = {}  # step: (file, its rows)
         for action, every in (("add", 1), ("replace", 2), ("remove", 4)):
             path = tmp / f"{action}.csv"
-            segment_files[f"segment {action}"] = (path, write_ids(path, args.rows, every))
+            rows = write_ids(path, args.rows, every, args.quoted)
+            segment_files[f"segment {action}"] = (path, rows)
         steps = ["insert", "segment add"] + (["update", "same"] if args.twice else [])
         steps += ["segment replace", "segment remove"] if args.segment_files else []
 

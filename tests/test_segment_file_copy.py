@@ -23,7 +23,7 @@ from store.models import Segment
 
 pytestmark = pytest.mark.postgres
 
-# External ids of the profiles: some that a plain file cannot name (a quote, a comma),
+# External ids of the profiles: some that a file must quote (a quote, a comma),
 # and some that look like COPY's own syntax (a backslash, the end-of-data marker).
 RETAIL = ["A", "B", "C", "a b", " lead", "trail ", "back\\slash", "\\.", "\\N", "é"]
 RETAIL += ["x,y", 'q"t', "qt"]
@@ -95,6 +95,17 @@ PLAIN = {
     "a blank line": (b"external_id\nA\n\nB\n", "retail"),
     "blank lines first and last": (b"external_id\r\n\r\nA\r\n\r\n\r\n", "retail"),
     "a blank line across two chunks": ("external_id\né\n\nA\n".encode(), "retail"),
+    # Quotes around whole values, as exporters write them: read alike by both parsers.
+    "a quoted id": (b'external_id\n"A"\nB\n', "retail"),
+    "a quote inside a quoted id": (b'external_id\n"q""t"\nA\n', "retail"),
+    "a quoted comma": (b'external_id\n"x,y"\n', "retail"),
+    "a quoted header": (b'"external_id"\nA\n', "retail"),
+    "a quoted end-of-data marker is text": (b'external_id\n"\\."\nA\n', "retail"),
+    "every value quoted, CRLF": (
+        b'"database","external_id"\r\n"retail","A"\r\n"wholesale","W"\r\n',
+        None,
+    ),
+    "a quoted id without its line end": (b'external_id\nA\n"B"', "retail"),
 }
 
 
@@ -113,13 +124,20 @@ def test_a_plain_file_is_parsed_by_the_server_and_adds_what_sqlite_adds(
 
 
 OTHER = {
-    "a quoted id": (b'external_id\n"A"\nB\n', "retail"),
-    "a quote inside an id": (b'external_id\n"q""t"\nA\n', "retail"),
-    "a quoted comma": (b'external_id\n"x,y"\n', "retail"),
     "a quote inside an unquoted id": (b'external_id\nq"t\nA\n', "retail"),
     # The server would read qt (a quoted t), csv.reader q"t" (no profile has that id).
     "quotes inside an unquoted id": (b'external_id\nq"t"\nA\n', "retail"),
-    "a quoted header": (b'"external_id"\nA\n', "retail"),
+    # The server would read ' lead' (a space, then a quoted value), csv.reader ' "lead"'.
+    "a space before a quoted id": (b'external_id\n "lead"\nA\n', "retail"),
+    "a space after a quoted id": (b'external_id\n"trail" \nA\n', "retail"),
+    "the same, last, without its line end": (b'external_id\nA\n "lead"', "retail"),
+    "text after a quoted id": (b'external_id\n"A"B\nC\n', "retail"),
+    "a quoted line end": (b'external_id\n"a\nb"\nA\n', "retail"),
+    "a quoted carriage return": (b'external_id\n"A\rB"\nC\n', "retail"),
+    "a quote never closed": (b'external_id\nA\n"B\nC\n', "retail"),
+    "a quoted blank id": (b'external_id\nA\n""\n', "retail"),
+    "quotes pairing across values": (b'external_id,database\nA",x,"retail\n', None),
+    "a quote inside a header name": (b'external_id,data"base"\nA,retail\n', None),
     "a blank line and a database column": (b"external_id,database\nA,retail\n\n", None),
     "blank lines, mixed line ends": (b"external_id\nA\n\n\r\n", "retail"),
     "a blank first line": (b"\nexternal_id\nA\n", "retail"),
