@@ -19,6 +19,7 @@ from store.build_checkpoint import (
     Checkpoint,
     Source,
 )
+from store.locations import is_postgres
 from store.models import AudienceBuild, Campaign, UTCDateTime, utcnow
 from store.scope import r1_scope_sql
 
@@ -96,7 +97,7 @@ class StepContext:
         self.build = build
         self.campaign = campaign
         self._checkpoint = checkpoint
-        self.is_postgres = session.get_bind().dialect.name == "postgresql"
+        self.is_postgres = is_postgres(session)
         self.now = utcnow()
         self.actor = build.requested_by or "system"
         # Source index -> the candidates stored for this transaction (StoredCandidates):

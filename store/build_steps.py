@@ -31,6 +31,7 @@ from store.build_sql import StepContext, drop_stored, key_range
 from store.counters import CounterDelta, apply_counter_deltas
 from store.db import keep_statistics_fresh
 from store.errors import InvalidStateError
+from store.locations import is_postgres
 from store.models import AudienceBuild, Campaign, Mailing, Segment, utcnow
 from store.profiles import database_fields
 from store.scope import r1_scope_sql
@@ -110,10 +111,9 @@ def run_step(session: Session, build_id: int, worker: str, chunk: int) -> tuple[
 
 def _claimed_build(session: Session, build_id: int, worker: str) -> AudienceBuild:
     query = sa.select(AudienceBuild).where(AudienceBuild.id == build_id)
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    if is_postgres(session):
         query = query.with_for_update()
-    if dialect == "sqlite":
+    else:
         # A larger page cache keeps the member indexes' hot pages and the candidate scans
         # in memory (per connection; ~16 MB at most: the indexes fill nearly in order).
         session.execute(sa.text(f"PRAGMA cache_size = -{SQLITE_CACHE_KB}"))

@@ -59,6 +59,7 @@ from store.actors import Actor
 from store.build_steps import LostClaim, end_build, run_step
 from store.db import transaction
 from store.errors import InvalidStateError
+from store.locations import is_postgres
 from store.models import (
     AudienceBuild,
     Campaign,
@@ -204,7 +205,7 @@ def claim_next_build(
     for build_id, campaign_id in candidates:
         try:
             with transaction(engine) as session:
-                if engine.dialect.name == "postgresql":
+                if is_postgres(engine):
                     session.execute(
                         sa.select(Campaign.id).where(Campaign.id == campaign_id).with_for_update()
                     )

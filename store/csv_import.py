@@ -30,6 +30,7 @@ from typing import IO, Any
 from sqlalchemy.engine import Connection
 
 from store.errors import ValidationError
+from store.locations import is_postgres
 
 MAX_PROBLEMS = 50
 MAX_FIELD_CHARS = csv.field_size_limit()  # 131,072 characters per value (docs/cli.md)
@@ -443,10 +444,6 @@ COLUMN_PARSERS: dict[str, Callable[[Sequence[str]], Sequence[Any] | None]] = {
 
 
 # --------------------------------------------------------------------------- staging
-
-
-def is_postgres(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
 
 
 SQLITE_CACHE_KB = 65_536

@@ -34,6 +34,7 @@ from store.locations import (  # noqa: F401  (re-exported: callers import them f
     EngineOptions,
     describe_url,
     engine_options,
+    is_postgres,
     is_sqlite,
     missing_workspace,
     sqlite_path,
@@ -125,7 +126,7 @@ def make_engine(
 def statement_timeout_ms(engine: Engine) -> int | None:
     """PostgreSQL: the interactive-read statement timeout of this engine in ms, else None."""
     seconds = engine_options(engine).statement_timeout
-    if engine.dialect.name != "postgresql" or not seconds:
+    if not is_postgres(engine) or not seconds:
         return None
     return max(1, round(seconds * 1000))
 
@@ -314,7 +315,7 @@ AUDIT_REFUSAL_FUNCTION = "cc_audit_refusal"  # store/grants.py defines it
 
 def _detect_read_only_role(engine: Engine) -> None:
     role = None
-    if engine.dialect.name == "postgresql":
+    if is_postgres(engine):
         with engine.connect() as conn:
             user, may_write = conn.execute(
                 sa.text(
@@ -446,7 +447,7 @@ def keep_statistics_fresh(
     `table` must be a name from the schema, never user input.
     """
     bind = connection.get_bind() if isinstance(connection, Session) else connection
-    if bind.dialect.name != "postgresql" or changed_rows < ANALYZE_MIN_CHANGED_ROWS:
+    if not is_postgres(bind) or changed_rows < ANALYZE_MIN_CHANGED_ROWS:
         return
     believed = connection.execute(
         sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:table)"),

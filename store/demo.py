@@ -21,6 +21,7 @@ from store import builds, campaigns, events, gcg, mailings, profiles, segments
 from store.actors import Actor
 from store.db import keep_statistics_fresh, transaction
 from store.errors import DomainError, InvalidStateError, ValidationError
+from store.locations import is_postgres
 from store.models import (
     Campaign,
     CampaignMember,
@@ -185,7 +186,7 @@ def reset(engine: Engine, actor: Actor) -> None:
     # drop every table in one go instead (CASCADE on PostgreSQL, no FK checks on SQLite).
     names = [*SQLModel.metadata.tables, "alembic_version"]  # then init_schema migrates anew
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
+        if is_postgres(engine):
             conn.exec_driver_sql("DROP TABLE IF EXISTS " + ", ".join(names) + " CASCADE")
         else:
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")

@@ -46,12 +46,12 @@ from store.csv_import import (
     StageWriter,
     batch_cells,
     drop_stage,
-    is_postgres,
 )
 from store.csv_load import file_load, is_ragged, result_dict, stage_batches
 from store.db import keep_statistics_fresh, transaction
 from store.errors import ValidationError
 from store.imports import resolve_profiles
+from store.locations import is_postgres
 from store.models import (
     Campaign,
     CampaignMember,

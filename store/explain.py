@@ -35,6 +35,7 @@ from sqlmodel import Session
 from store import hashing, lcg, strata
 from store.audience import r1_scope_sql
 from store.campaigns import get_campaign, preview_lcg
+from store.locations import is_postgres
 from store.models import (
     AudienceBuild,
     Campaign,
@@ -365,7 +366,7 @@ def _draft(ctx: _Facts, answer: Any) -> Explanation:
     names = list(c.lcg_strata or [])
     by_name = {f.name: f for f in database_fields(ctx.s, c.database_id)}
     key_sql = strata.key_sql([by_name[n] for n in names if n in by_name])
-    pg = ctx.s.get_bind().dialect.name == "postgresql"
+    pg = is_postgres(ctx.s)
     ext = 'q.ext COLLATE "C"' if pg else "q.ext"
     mine = 'CAST(:ext AS TEXT) COLLATE "C"' if pg else ":ext"
     assignment_hash = hashing.assignment_sql(c.hash_version, c.seed)

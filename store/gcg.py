@@ -37,10 +37,10 @@ from store.csv_import import (
     StageWriter,
     convert_columns,
     drop_stage,
-    is_postgres,
     report_duplicates,
 )
 from store.csv_load import file_load, is_ragged, result_dict, stage_batches
+from store.locations import is_postgres
 from store.models import Campaign, GcgException, Profile, ProfileDatabase, UTCDateTime, utcnow
 from store.profiles import get_database
 from store.states import ProfileEventKind, check_not_completed

@@ -27,6 +27,7 @@ from store import audit
 from store.actors import Actor
 from store.db import AUDIT_REFUSAL_FUNCTION, transaction
 from store.errors import ValidationError
+from store.locations import is_postgres
 
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Marks the roles this command made read-only, so `database upgrade` can re-grant them.
@@ -78,7 +79,7 @@ def grant_read_only(session: Any, actor: Actor, role: str) -> GrantResult:
     """Create or update `role` as a read-only role of this workspace (PostgreSQL only)."""
     actor.require_write(f"grant read-only access to {role!r}")
     conn: Connection = session.connection()
-    if conn.dialect.name != "postgresql":
+    if not is_postgres(conn):
         raise ValidationError(
             "grant-read-only is for PostgreSQL; an SQLite workspace is protected by the "
             "file's permissions (give read-only users read access only: they open it "
@@ -129,7 +130,7 @@ def grant_read_only(session: Any, actor: Actor, role: str) -> GrantResult:
 def regrant_read_only(engine: Engine) -> list[str]:
     """After an upgrade: SELECT on every table (new ones included) for each role that
     `grant_read_only` made read-only. Returns their names."""
-    if engine.dialect.name != "postgresql":
+    if not is_postgres(engine):
         return []
     with engine.begin() as conn:
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()

@@ -48,7 +48,6 @@ from store.csv_import import (
     copy_plain_csv,
     create_stage,
     drop_stage,
-    is_postgres,
     plain_csv_header,
     report_duplicates,
 )
@@ -62,6 +61,7 @@ from store.csv_load import (
 )
 from store.db import keep_statistics_fresh
 from store.errors import ValidationError
+from store.locations import is_postgres
 from store.models import (
     AudienceBuild,
     ProfileDatabase,

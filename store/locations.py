@@ -8,10 +8,14 @@ import shlex
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from store.errors import WorkspaceMissingError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds; `connect_timeout` under [postgres] (settings.py)
 
@@ -21,8 +25,19 @@ def describe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
+def _backend(bind: Engine | Connection | Session) -> str:
+    get_bind = getattr(bind, "get_bind", None)  # a Session
+    return (get_bind() if get_bind else bind).dialect.name
+
+
+def is_postgres(bind: Engine | Connection | Session) -> bool:
+    """Whether an engine, a connection or a session works on PostgreSQL: the one test of
+    the backend outside the migrations (which keep theirs as they were written)."""
+    return _backend(bind) == "postgresql"
+
+
+def is_sqlite(bind: Engine | Connection | Session) -> bool:
+    return _backend(bind) == "sqlite"
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -34,6 +34,7 @@ from store import strata
 from store.campaigns import get_campaign
 from store.db import statement_timeout_problem
 from store.errors import ValidationError
+from store.locations import is_postgres
 from store.models import Campaign, CampaignStratum, ProfileDatabase, UTCDateTime
 from store.profiles import database_fields
 
@@ -144,7 +145,7 @@ def _prefix_upper(prefix: str) -> str:
 
 def _code_point_order(session: Session) -> bool:
     """Does the backend's default text order agree with code points (prefix = range)?"""
-    if session.get_bind().dialect.name != "postgresql":
+    if not is_postgres(session):
         return True  # SQLite BINARY compares UTF-8 bytes: code point order
     collate = session.scalar(
         sa.text("SELECT datcollate FROM pg_database WHERE datname = current_database()")
@@ -324,7 +325,7 @@ class MemberStream:
         compiled = stmt.compile(dialect=connection.dialect)
         args = [params[n] for n in compiled.positiontup] if compiled.positional else params
         dbapi_connection = connection.connection.dbapi_connection
-        if connection.dialect.name == "postgresql":
+        if is_postgres(connection):
             # A named (server-side) cursor: the server keeps the result and sends
             # STREAM_BATCH rows per FETCH; a plain psycopg cursor would hold them all.
             cursor = dbapi_connection.cursor(name=f"campaign_members_{next(_CURSOR_NUMBERS)}")

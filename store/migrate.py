@@ -35,6 +35,7 @@ from sqlmodel import SQLModel
 
 from store import models  # noqa: F401  (the tables SQLModel.metadata knows)
 from store.errors import StoreError
+from store.locations import is_postgres, is_sqlite
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BASELINE = "0001_release1_baseline"
@@ -155,7 +156,7 @@ def ensure_current(engine: Engine, *, create: bool = False) -> None:
             f"campaign-console needs {head()}, and a read-only user opens it read-only: an "
             f"operator runs `{UPGRADE_COMMAND}` (or opens it once), then open it again"
         )
-    if engine.dialect.name == "postgresql" and current is not None:
+    if is_postgres(engine) and current is not None:
         raise StoreError(
             f"database {_describe(engine)} is at schema revision {current}; this "
             f"campaign-console needs {head()}. Run `{UPGRADE_COMMAND} --db URL` once "
@@ -183,7 +184,7 @@ def upgrade(
     database at once migrate it once; the second finds it at head.
     """
     with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
+        if is_postgres(engine):
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
         before = current_revision(conn)
         _refuse_unknown(before)
@@ -196,7 +197,7 @@ def upgrade(
 
             conn.rollback()
             raise missing_workspace(engine.url.render_as_string(hide_password=False))
-        sqlite = engine.dialect.name == "sqlite"
+        sqlite = is_sqlite(engine)
         saved = _backup_sqlite(engine) if sqlite and backup and before is not None else None
         if sqlite:
             # Batch mode copies tables; with foreign keys on, dropping a referenced

@@ -40,12 +40,12 @@ from store.csv_import import (
     check_header_names,
     collector_paused,
     convert_columns,
-    is_postgres,
     read_header,
     universal_breaks,
     write_copy_rows,
 )
 from store.hashing import assignment_hash, profile_keys
+from store.locations import is_postgres
 from store.models import ProfileDatabase, ProfileField, UTCDateTime, utcnow
 
 _SQLITE_STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?")

@@ -34,6 +34,7 @@ from store import audience, audit, rules
 from store.actors import Actor
 from store.db import keep_statistics_fresh
 from store.errors import InvalidStateError, NotFoundError, ValidationError
+from store.locations import is_sqlite
 from store.models import (
     AudienceBuild,
     Profile,
@@ -401,7 +402,7 @@ def _open_ids(
     )
     profile_id = sa.column("profile_id")
     newcomers = _interval_rows(segment, profile_id, now, actor).select_from(sa.table(ids.table))
-    if session.get_bind().dialect.name == "sqlite":  # its key: the rowid order, for free
+    if is_sqlite(session):  # its key: the rowid order, for free
         newcomers = newcomers.order_by(profile_id)
     # PostgreSQL reads the table as it was filled, in id order (store.imports._collect_ids):
     # a sequential scan of a temporary table starts at its first page (no synchronised

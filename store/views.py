@@ -38,6 +38,7 @@ from store.catalog import (
     utcnow,
 )
 from store.errors import ValidationError
+from store.locations import is_postgres
 from store.monitor import BuildProgress, progress_row
 from store.states import (
     OPEN_BUILD_STATUSES,
@@ -68,7 +69,7 @@ def live_warnings(campaign: Campaign) -> tuple[dict[str, Any], ...]:
 
 def by_name(session: Session, column: Any) -> Any:
     """Order text bytewise on both backends (PostgreSQL would use its locale otherwise)."""
-    return column.collate("C") if session.get_bind().dialect.name == "postgresql" else column
+    return column.collate("C") if is_postgres(session) else column
 
 
 def percent_text(percent_bp: int) -> str | None:

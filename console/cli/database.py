@@ -73,7 +73,14 @@ def cmd_database_list(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_database_upgrade(args: argparse.Namespace, ctx: Context) -> int:
     """Schema upgrade (store/migrate.py): the one command that opens an older database."""
     from store import migrate
-    from store.db import as_connected, describe_url, make_engine, missing_workspace, sqlite_path
+    from store.db import (
+        as_connected,
+        describe_url,
+        is_sqlite,
+        make_engine,
+        missing_workspace,
+        sqlite_path,
+    )
     from store.grants import regrant_read_only
 
     url = ctx.settings.db
@@ -82,7 +89,7 @@ def cmd_database_upgrade(args: argparse.Namespace, ctx: Context) -> int:
         raise missing_workspace(url)
     engine = make_engine(url, connect_timeout=ctx.settings.connect_timeout)
     try:
-        if args.sql and engine.dialect.name == "sqlite":
+        if args.sql and is_sqlite(engine):
             # Batch mode copies SQLite tables, which needs the live file, not a script.
             raise UsageError(
                 "--sql prints the SQL for a PostgreSQL DBA; an SQLite workspace is "
