@@ -201,12 +201,31 @@ class Tmux:
         self.run("resize-window", "-t", name, "-x", str(width), "-y", str(height))
 
     def wait_for(self, name: str, text: str, timeout: float = 40.0) -> str:
-        return poll(lambda: text in (s := self.screen(name)) and s, timeout,
-                    f"{text!r} on screen {name}")  # fmt: skip
+        return self.poll_screen(name, lambda s: text in s, timeout, f"{text!r} on screen {name}")
 
     def wait_gone(self, name: str, text: str, timeout: float = 40.0) -> str:
-        return poll(lambda: text not in (s := self.screen(name)) and s, timeout,
-                    f"{text!r} to leave screen {name}")  # fmt: skip
+        return self.poll_screen(
+            name, lambda s: text not in s, timeout, f"{text!r} to leave screen {name}"
+        )
+
+    def poll_screen(
+        self, name: str, wanted: Callable[[str], bool], timeout: float = 40.0, what: str = ""
+    ) -> str:
+        """The first screen of window `name` that is `wanted`; on timeout the failure
+        shows the last screen seen (and the pane's size), not only what was awaited."""
+        seen = [""]
+
+        def condition() -> str | None:
+            seen[0] = self.screen(name)
+            return seen[0] if wanted(seen[0]) else None
+
+        try:
+            return poll(condition, timeout, what)
+        except AssertionError as failed:
+            size = self.run("display-message", "-p", "-t", name, "#{pane_width}x#{pane_height}")
+            raise AssertionError(
+                f"{failed}; pane {size.strip()}, last screen:\n{seen[0]}"
+            ) from None
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)

@@ -99,9 +99,9 @@ def test_two_sessions_show_their_own_key_id_and_role_and_resize_reaches_the_cons
     tmux.wait_for("a", "10% by region")
     tmux.resize("a", 80, 24)
     # Waits for the relaid list itself: a frame captured mid-repaint can lack both texts.
-    screen = poll(
-        lambda: "10% by region" not in (s := tmux.screen("a")) and "Autumn Sale" in s and s,
-        timeout=40.0,
+    screen = tmux.poll_screen(
+        "a",
+        lambda s: "10% by region" not in s and "Autumn Sale" in s,
         what="the list laid out for 80 columns",
     )
     assert len(screen.splitlines()) <= 24
