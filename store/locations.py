@@ -1,6 +1,6 @@
-"""Where a workspace is, as a person knows it, and how a client opened it: shared by
-store/db.py (engines) and store/migrate.py (schema), which must not import each other
-both ways (tests/test_architecture.py)."""
+"""Where a workspace is, as a person knows it, which backend holds it, and how a client
+opened it: shared by store/db.py (engines) and store/migrate.py (schema), which must not
+import each other both ways (tests/test_architecture.py)."""
 
 from __future__ import annotations
 
