@@ -32,10 +32,11 @@ import logging
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -69,6 +70,14 @@ class _BackgroundScheduler(BackgroundScheduler):
             raise
 
 
+class _PoolExecutor(BasePoolExecutor):
+    """APScheduler's thread-pool executor over a pool the service keeps, so that it can
+    wait for the running jobs itself (SchedulerService._shutdown_scheduler)."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        super().__init__(pool)
+
+
 @dataclass
 class _Term:
     """One stretch of holding the lease."""
@@ -79,6 +88,7 @@ class _Term:
     ended: bool = False
     scheduler: BackgroundScheduler | None = None
     ctx: jobs.JobContext | None = None
+    pools: list[ThreadPoolExecutor] = field(default_factory=list)  # the jobs' threads
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def acting(self) -> bool:
@@ -240,12 +250,14 @@ class SchedulerService:
         with self._lock:
             self._terms += 1
             term = _Term(self._terms, renewed_at, FENCE_FRACTION * s.lease_ttl)
+            pools = {
+                "default": ThreadPoolExecutor(s.mailing_threads),
+                "builds": ThreadPoolExecutor(s.pool_size),
+            }
+            term.pools = list(pools.values())
             scheduler = _BackgroundScheduler(
                 timezone=UTC,
-                executors={
-                    "default": ThreadPoolExecutor(s.mailing_threads),
-                    "builds": ThreadPoolExecutor(s.pool_size),
-                },
+                executors={name: _PoolExecutor(pool) for name, pool in pools.items()},
                 job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             )
             build_options = {}
@@ -340,8 +352,14 @@ class SchedulerService:
 
     @staticmethod
     def _shutdown_scheduler(term: _Term) -> None:
+        """Stop the scheduler, then wait for its running jobs. Not `shutdown(wait=True)`:
+        APScheduler 3.11 waits for them while it holds its job-store lock, and a running
+        job that calls the scheduler (reconcile's get_job, a build's submission) waits
+        for that lock: neither ever ended, and the process then hung at exit."""
         with contextlib.suppress(SchedulerNotRunningError):
-            term.scheduler.shutdown(wait=True)
+            term.scheduler.shutdown(wait=False)
+        for pool in term.pools:
+            pool.shutdown(wait=True)
 
     def _wake_dispatcher(self, term: _Term) -> None:
         if not term.acting() or term.ctx.dispatching:

@@ -7,10 +7,12 @@ and clean shutdown. Every wait is a poll on a condition with a timeout.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.cron import CronTrigger
 from e2e.scheduler_world import (
     ADMIN,
@@ -28,6 +30,7 @@ from e2e.scheduler_world import (
 from sqlmodel import Session
 
 from scheduler.mailings import cron_trigger
+from scheduler.reconcile import Reconciler
 from scheduler.service import SchedulerService
 from store import campaigns, lease, mailings, profiles, segments
 from store.db import open_store, transaction
@@ -429,6 +432,33 @@ def test_shutdown_stops_a_build_between_chunks_and_the_next_scheduler_resumes_it
     poll(lambda: build(engine, build_id).status == "done", timeout=30, what="resumed build done")
     with Session(engine) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Mailing)) == 0
+
+
+def test_shutdown_waits_for_a_job_that_calls_the_scheduler_meanwhile(world, monkeypatch):
+    """A reconcile still running when shutdown begins calls the scheduler (get_job).
+    APScheduler 3.11's own `shutdown(wait=True)` waits for running jobs while holding the
+    lock get_job needs: the job never ended, shutdown gave up after its timeout, and the
+    process hung at exit. The service stops the scheduler first and waits outside its
+    locks, so the job ends and shutdown returns after it."""
+    url, _ = world
+    entered, finished = threading.Event(), threading.Event()
+    real = Reconciler.reconcile
+
+    def reconcile(self: Reconciler) -> None:
+        if entered.is_set():
+            return real(self)
+        entered.set()
+        poll(lambda: self.scheduler.state == STATE_STOPPED, what="the shutdown to begin")
+        self.scheduler.get_job("dispatch")  # as reconcile does for each of its jobs
+        finished.set()
+        return None
+
+    monkeypatch.setattr(Reconciler, "reconcile", reconcile)
+    service = SchedulerService(url, **FAST).start()
+    poll(entered.is_set, what="a reconcile under way")
+    service.shutdown(timeout=20)
+    assert finished.is_set()
+    assert service.state == "stopped" and service.jobs() == []
 
 
 # ----------------------------------------------------------------------------- lease loss
