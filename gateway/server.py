@@ -25,7 +25,7 @@ from asyncssh.public_key import decode_ssh_public_key
 
 from gateway.config import GatewaySettings
 from gateway.keys import AuthorizedKey, AuthorizedKeysFile, load_or_create_host_key
-from gateway.session import ConsoleSession, RefusedSession
+from gateway.session import HANGUP_GRACE, TERM_GRACE, ConsoleSession, RefusedSession
 from store.actors import Actor, gateway_actor
 
 log = logging.getLogger("gateway")
@@ -308,6 +308,12 @@ class Gateway:
             self.server.close()
         sessions = [s for c in self.connections for s in c.sessions]
         await asyncio.gather(*(s.end("gateway stopped") for s in sessions), return_exceptions=True)
+        # A session whose client left just before is ending in a task of its own, and its
+        # connection is no longer listed: let it finish (stop its console, remove its
+        # directory, audit its end) before the process exits. Bounded: a console that
+        # ignores SIGHUP and SIGTERM is killed after both graces.
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=HANGUP_GRACE + TERM_GRACE + 5)
         if self.server is not None:
             await self.server.wait_closed()
         await asyncio.get_running_loop().run_in_executor(None, self._audit_writer.shutdown)

@@ -155,6 +155,28 @@ def test_killing_the_client_ends_its_console_promptly(start_gateway, keys, tmux)
     assert rows[0]["actor"] == "alice" and "duration_seconds" in rows[0]["details"]
 
 
+def test_a_client_gone_just_before_the_gateway_stops_still_has_its_session_ended(
+    start_gateway, keys, tmux, tmp_path, monkeypatch
+):
+    """The client dies and the gateway is stopped at once: the session's end, already
+    under way in a task of its own, still stops the console, removes the session's
+    directory and is audited before the gateway process exits."""
+    homes = tmp_path / "homes"
+    homes.mkdir()
+    monkeypatch.setenv("TMPDIR", str(homes))  # where the gateway makes session directories
+    gateway = start_gateway()
+    tmux.open("a", gateway.ssh(keys["alice"], "-tt"))
+    tmux.wait_for("a", "alice (operator) via ssh")
+    console = gateway.consoles()["alice"]
+    assert len(list(homes.iterdir())) == 1
+    os.kill(client_pid(tmux, "a"), signal.SIGKILL)
+    gateway.stop()  # SIGTERM, then waits for the gateway to exit
+    assert pid_gone(console)
+    assert list(homes.iterdir()) == []
+    ends = [r for r in audit_rows(gateway.db_url) if r["action"] == "gateway.session_end"]
+    assert [r["actor"] for r in ends] == ["alice"]
+
+
 def test_idle_timeout_ends_the_session_with_a_message(start_gateway, keys, tmux):
     gateway = start_gateway(idle_timeout=3)
     tmux.open("a", gateway.ssh(keys["alice"], "-tt"))
