@@ -222,10 +222,12 @@ class Tmux:
         try:
             return poll(condition, timeout, what)
         except AssertionError as failed:
-            size = self.run("display-message", "-p", "-t", name, "#{pane_width}x#{pane_height}")
-            raise AssertionError(
-                f"{failed}; pane {size.strip()}, last screen:\n{seen[0]}"
-            ) from None
+            size = subprocess.run(  # not self.run: a tmux that is gone must not hide `failed`
+                ["tmux", "-L", self.socket, "display-message", "-p", "-t", name,
+                 "#{pane_width}x#{pane_height}"],
+                capture_output=True, text=True,
+            ).stdout.strip() or "of unknown size"  # fmt: skip
+            raise AssertionError(f"{failed}; pane {size}, last screen:\n{seen[0]}") from None
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
