@@ -2,7 +2,7 @@
 1,000,000-row file, process start-up included). A script, not a test.
 
     .venv/bin/python benchmarks/bench_import.py [--rows 1000000] [--db URL ...] [--twice]
-                                                [--segment-files] [--quoted]
+                                                [--segment-files] [--quoted] [--stdin]
                                                 [--baseline-source DIR] [--rounds N]
 
 Writes a profile CSV (external_id, region:text, tier:int, age:int, int_field:int,
@@ -17,7 +17,9 @@ fresh schema, dropped after), times whole processes of the real command line:
 * with `--segment-files`: `segment replace` with every other profile (half leave), then
   `segment remove` of every fourth (the rate counts the file's rows);
 * with `--quoted`: segment files with every value quoted (`"P00000001"`), as exporters
-  that quote everything write them.
+  that quote everything write them;
+* with `--stdin`: segment files piped into the command (`segment add SEGMENT -`), as a
+  script that exports ids from elsewhere runs it.
 
 The rate is rows / wall seconds of the process (Python start-up, imports, the import,
 the commit and the exit); the process's own CPU time (user + system) and the 1-minute
@@ -37,6 +39,7 @@ import argparse
 import csv
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -115,22 +118,31 @@ class Cli:
             ).stdout.strip()
             assert where.startswith(str(source)), f"the baseline imports {where}"
 
-    def run(self, *argv: str) -> tuple[float, float]:
+    def run(self, *argv: str, stdin: Path | None = None) -> tuple[float, float]:
         """(wall, CPU) seconds of one whole process (CPU: its user + system time, which
-        other processes on the machine disturb less); it must succeed."""
+        other processes on the machine disturb less); it must succeed. `stdin`: a file
+        piped into it (a pipe, as a shell pipeline gives, not the file itself)."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        done = subprocess.run(
-            [*self.command, "--db", self.url, *argv],
-            env=self.env,
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-        )
+        with tempfile.TemporaryFile() as err:  # not a pipe, which could fill and block
+            process = subprocess.Popen(
+                [*self.command, "--db", self.url, *argv],
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+            if stdin is not None:
+                with stdin.open("rb") as source, process.stdin:
+                    shutil.copyfileobj(source, process.stdin, 1 << 16)
+            process.wait()
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
         elapsed = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if done.returncode != 0:
-            raise RuntimeError(f"{self.label}: {' '.join(argv)} failed:\n{done.stderr}")
+        if process.returncode != 0:
+            raise RuntimeError(f"{self.label}: {' '.join(argv)} failed:\n{stderr}")
         cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         return elapsed, cpu
 
@@ -174,6 +186,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--quoted", action="store_true", help="segment files with every value quoted"
+    )
+    parser.add_argument(
+        "--stdin", action="store_true", help="segment files piped on standard input ('-')"
     )
     parser.add_argument("--baseline-source", type=Path, default=None)
     parser.add_argument(
@@ -223,10 +238,12 @@ def main() -> int:
                         rows = args.rows
                         if step in segment_files:
                             path, rows = segment_files[step]
-                            argv = [*step.split(), "everyone", str(path), "--database", "bench"]
+                            named = "-" if args.stdin else str(path)
+                            argv = [*step.split(), "everyone", named, "--database", "bench"]
                         else:
                             argv = ["import", "profiles", "--database", "bench", str(files[step])]
-                        seconds, cpu = cli.run(*argv)
+                        piped = path if args.stdin and step in segment_files else None
+                        seconds, cpu = cli.run(*argv, stdin=piped)
                         results.setdefault((backend, step, cli.label), []).append((seconds, cpu))
                         print(
                             f"| {backend} | {step} | {cli.label} | {seconds:.2f} | "

@@ -20,9 +20,11 @@ The reading, staging and COPY machinery is store.csv_import.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -44,6 +46,7 @@ from store.csv_import import (
 )
 
 T = TypeVar("T")
+SPOOL_CHUNK = 1 << 20  # bytes copied at a time from a stream that cannot seek
 
 
 @dataclass(frozen=True)
@@ -94,20 +97,33 @@ class FileLoad:
 
 @contextmanager
 def file_load(
-    session: Session, source: str | Path | IO[bytes], *, batch_size: int, max_problems: int
+    session: Session,
+    source: str | Path | IO[bytes],
+    *,
+    batch_size: int,
+    max_problems: int,
+    seekable: bool = False,
 ) -> Iterator[FileLoad]:
     """Open `source` (a path: closed at the end, whatever happens; a stream: left open)
     on the session's connection, with SQLite's large page cache (csv_import.use_large_cache).
-    The caller checks the actor first, so a refusal never opens the file."""
+    The caller checks the actor first, so a refusal never opens the file.
+
+    With `seekable`, a source that cannot seek (standard input, a pipe) is first copied
+    into a temporary file, so that the load can read it twice (a first attempt that it
+    abandons, then the general path)."""
     started = time.perf_counter()
     binary, name, owned = open_source(source)
-    try:
+    with ExitStack() as close:
+        if owned:
+            close.callback(binary.close)
+        if seekable and not binary.seekable():
+            spooled = close.enter_context(tempfile.TemporaryFile())
+            shutil.copyfileobj(binary, spooled, SPOOL_CHUNK)
+            spooled.seek(0)
+            binary = spooled
         conn = session.connection()
         use_large_cache(conn)
         yield FileLoad(binary, name, conn, batch_size, max_problems, started)
-    finally:
-        if owned:
-            binary.close()
 
 
 def refuse_unknown_columns(

@@ -326,9 +326,13 @@ def apply_segment_file(
     if action not in SEGMENT_ACTIONS:
         raise ValueError(f"action must be one of {SEGMENT_ACTIONS}, not {action!r}")
     actor.require_write(f"{action} segment members")
-    with file_load(session, source, batch_size=batch_size, max_problems=max_problems) as load:
+    # PostgreSQL first offers the file to the server's COPY (`_copy_segment_file`), which
+    # reads it again when that does not apply: standard input too is kept for that.
+    pg = is_postgres(session)
+    with file_load(
+        session, source, batch_size=batch_size, max_problems=max_problems, seekable=pg
+    ) as load:
         conn = load.conn
-        pg = is_postgres(conn)
         every_row: dict[str, int | None] = {}  # the database of every row, when one is
 
         def scan(records: Records, problems: Problems) -> int:
@@ -393,9 +397,7 @@ def _copy_segment_file(
     is, parsed by the server (0.8 s less per million rows than reading it in Python).
     None for any other file, with nothing left of the attempt: the file is then read and
     checked row by row (`apply_segment_file`), which reports every problem."""
-    conn, binary = load.conn, load.binary
-    if not binary.seekable():
-        return None
+    conn, binary = load.conn, load.binary  # seekable: see apply_segment_file
     start = binary.tell()
     header = plain_csv_header(binary)
     if (

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
 
 import pytest
 import sqlalchemy as sa
@@ -63,8 +68,32 @@ def copies(monkeypatch):
     return returned
 
 
-def outcome(engine, operator, data: bytes, database: str | None):
-    """What adding `data` to a new segment gives: its members, or the rejection."""
+@contextmanager
+def piped(data: bytes) -> Iterator[IO[bytes]]:
+    """`data` as standard input gives it when a command is piped: a real pipe, read
+    once, that cannot seek."""
+    read, write = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write, "wb") as out:
+            out.write(data)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    with os.fdopen(read, "rb") as stream:
+        assert not stream.seekable()
+        yield stream
+    writer.join(timeout=30)
+
+
+@contextmanager
+def in_memory(data: bytes) -> Iterator[IO[bytes]]:
+    yield io.BytesIO(data)
+
+
+def outcome(engine, operator, data: bytes, database: str | None, source=in_memory):
+    """What adding `data` (given by `source`) to a new segment gives: its members, or the
+    rejection."""
     with transaction(engine) as session:  # named alike on both engines, by its rank
         name = f"s{session.scalar(sa.select(sa.func.count()).select_from(Segment)) + 1}"
         segments.create_segment(session, operator, name)
@@ -72,9 +101,10 @@ def outcome(engine, operator, data: bytes, database: str | None):
         with transaction(engine) as session:
             seg = segments.get_segment(session, name)
             db = profiles.get_database(session, database) if database else None
-            result = imports.apply_segment_file(
-                session, operator, seg, "add", io.BytesIO(data), database=db
-            )
+            with source(data) as stream:
+                result = imports.apply_segment_file(
+                    session, operator, seg, "add", stream, database=db
+                )
     except ImportRejected as rejected:
         problems = [(p.line, p.column, p.reason) for p in rejected.problems]
         return "rejected", problems, rejected.total, segment_members(engine, name)
@@ -185,6 +215,32 @@ def test_a_file_the_server_refuses_midway_leaves_no_trace(engines, operator, cop
     added = outcome(postgres, operator, b"external_id\nA\nB\n", "retail")
     assert added == ("added", 2, 2, ["retail:A", "retail:B"])  # the stage was not left over
     assert copies == [None, 2]
+
+
+@pytest.mark.parametrize(
+    ("data", "copied"),
+    [
+        ("external_id\nA\nB\né\n".encode(), [3]),
+        (b'"external_id"\r\n"A"\r\n"x,y"\r\n', [2]),  # quoted whole values
+        (b"external_id\nA\nB\nC\nA,x\n", [None]),  # refused by the server midway
+        (b'external_id\nA\nq"t\nB\n', [None]),  # a stray quote: abandoned midway
+        (b"external_id\nA\nZ\n", [2]),  # copied, then one id found missing: undone
+    ],
+    ids=["plain", "quoted", "ragged-last-row", "stray-quote", "unknown-id"],
+)
+def test_standard_input_takes_the_servers_path_and_gives_what_sqlite_gives(
+    engines, operator, copies, monkeypatch, data, copied
+):
+    """A piped file (`segment add NAME -`) cannot seek: PostgreSQL keeps a copy of it, so
+    that a plain one is parsed by the server and any other one is read again and gives
+    SQLite's outcome, problems and all."""
+    monkeypatch.setattr(csv_import, "COPY_CHUNK", 4)  # a copy abandoned after rows went in
+    sqlite, postgres = engines
+    expected = outcome(sqlite, operator, data, "retail", source=piped)
+    assert copies == []
+    assert outcome(postgres, operator, data, "retail", source=piped) == expected
+    assert copies == copied
+    assert expected == outcome(sqlite, operator, data, "retail")  # as from a file
 
 
 CELLS = st.sampled_from([*RETAIL, "Z", "", " ", "W", "\\.", "a\nb"])
