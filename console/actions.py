@@ -18,7 +18,7 @@ from rich.text import Text
 from console.keymap import WRITE_ACTIONS
 from console.literal import literal, literal_lines
 from store.db import transaction
-from store.errors import DomainError, StoreError
+from store.errors import DomainError, StoreError, public_reason
 from store.names import printable
 from store.states import (
     CampaignStatus,
@@ -79,7 +79,7 @@ def run_store_operation(app: CampaignConsole, title: str, operation: StoreOperat
         except Exception as exc:  # never let an unexpected error take the console down
             app.call_from_thread(
                 app.notify,
-                f"{type(exc).__name__}: {exc}",
+                public_reason(exc),
                 title=f"{title}: unexpected error",
                 severity="error",
                 timeout=10,
@@ -252,7 +252,7 @@ class CampaignActions:
         except StoreError as exc:
             return literal_lines(f"✗ {exc}", style="bold red")
         except Exception as exc:
-            return literal_lines(f"✗ preview failed: {type(exc).__name__}: {exc}", style="bold red")
+            return literal_lines(f"✗ preview failed: {public_reason(exc)}", style="bold red")
         return render_preview(preview)
 
     def apply_lcg(self, ref: CampaignRef, change: LcgChange, enable: bool) -> None:

@@ -29,6 +29,7 @@ from console.screens.campaigns import CampaignsScreen  # the first screen; other
 from console.widgets.status_header import StatusHeader
 from store.actors import Actor
 from store.db import as_connected, describe_url, engine_options, open_store
+from store.errors import public_reason
 from store.monitor import SchedulerHealth
 from store.names import printable, printable_lines
 from store.settings import SchedulerSettings, Settings
@@ -161,7 +162,7 @@ class CampaignConsole(App):
             self.embedded_service = service
             self.embedded_holder = holder
         except Exception as exc:
-            message = f"embedded scheduler not started: {type(exc).__name__}: {exc}"
+            message = f"embedded scheduler not started: {public_reason(exc)}"
             with contextlib.suppress(RuntimeError):
                 self.call_from_thread(
                     self.notify, message, title="Scheduler", severity="warning", timeout=10

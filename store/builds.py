@@ -58,7 +58,7 @@ from store import audit, mailings
 from store.actors import Actor
 from store.build_steps import LostClaim, end_build, run_step
 from store.db import transaction
-from store.errors import InvalidStateError
+from store.errors import InvalidStateError, public_reason
 from store.locations import is_postgres
 from store.models import (
     AudienceBuild,
@@ -286,7 +286,7 @@ def run_build(
                 )
             return "cancelled" if status in (BuildStatus.CANCELLED, None) else "interrupted"
         except Exception as exc:  # the chunk rolled back; record why and end the build
-            _fail(engine, build_id, worker, f"{type(exc).__name__}: {exc}")
+            _fail(engine, build_id, worker, public_reason(exc))
             return "failed"
         if on_progress is not None:
             on_progress(build_id, processed, total)

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
 from store import hashing
-from store.errors import ConnectionProblem, StoreError, WorkspaceMissingError
+from store.errors import ConnectionProblem, StorageFull, StoreError, WorkspaceMissingError
 from store.locations import (  # noqa: F401  (re-exported: callers import them from here)
     _OPTIONS,
     DEFAULT_CONNECT_TIMEOUT,
@@ -101,6 +101,7 @@ def make_engine(
         sa.event.listen(
             engine, "connect", functools.partial(_sqlite_on_connect, read_only=read_only)
         )
+        sa.event.listen(engine, "handle_error", _on_error)
         _OPTIONS[engine] = options
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -114,7 +115,7 @@ def make_engine(
             max_overflow=10,
             connect_args={"connect_timeout": seconds},
         )
-        sa.event.listen(engine, "handle_error", _on_postgres_error)
+        sa.event.listen(engine, "handle_error", _on_error)
         _OPTIONS[engine] = options
         return engine
     raise StoreError(
@@ -140,7 +141,7 @@ def statement_timeout_problem(
 ) -> ConnectionProblem | None:
     """A read cancelled by the statement timeout, said for a person: which server and which
     setting (issue 15.6); None for any other error. Statements run through SQLAlchemy get
-    this from `_on_postgres_error`; a reader of a raw DBAPI cursor (the members export)
+    this from `_on_error`; a reader of a raw DBAPI cursor (the members export)
     asks for it itself."""
     if type(original).__name__ != "QueryCanceled" or "statement timeout" not in str(original):
         return None
@@ -153,9 +154,39 @@ def statement_timeout_problem(
     )
 
 
-def _on_postgres_error(context: sa.engine.ExceptionContext) -> None:
-    """A cancelled interactive read says which server and which setting (issue 15.6)."""
-    problem = statement_timeout_problem(context.engine, context.original_exception)
+def storage_full_problem(engine: Engine, original: BaseException) -> StorageFull | None:
+    """Out of disk space, said for a person: which file or server, that the transaction
+    kept nothing, and what to do; None for any other error. SQLite reports SQLITE_FULL
+    for its file, its journal and its temporary files alike (and when the file reaches
+    `max_page_count`); PostgreSQL's SQLSTATE 53100 is disk_full."""
+    kept = "the change was rolled back and nothing of it was kept"
+    if is_sqlite(engine):
+        if getattr(original, "sqlite_errorname", None) != "SQLITE_FULL":
+            return None
+        place = where(engine.url.render_as_string(hide_password=False))
+        return StorageFull(
+            f"the disk is full: SQLite could not write {place}, its write-ahead log or its "
+            f"temporary files (SQLITE_TMPDIR, else TMPDIR, else /var/tmp); {kept}. Free "
+            "space and run it again"
+        )
+    if getattr(original, "sqlstate", None) != "53100":
+        return None
+    text = (str(original).strip().splitlines() or [""])[0]
+    return StorageFull(
+        f"the PostgreSQL server at {_postgres_host(engine)} is out of disk space ({text}); "
+        f"{kept}. Free space on the server and run it again"
+    )
+
+
+def _on_error(context: sa.engine.ExceptionContext) -> None:
+    """Errors a person can act on, said for a person: a cancelled interactive read says
+    which server and which setting (issue 15.6), a full disk where it is full."""
+    engine, original = context.engine, context.original_exception
+    if engine is None:
+        return
+    problem = storage_full_problem(engine, original) or (
+        statement_timeout_problem(engine, original) if is_postgres(engine) else None
+    )
     if problem is not None:
         raise problem from None
 

@@ -41,6 +41,11 @@ class ConnectionProblem(StoreError):
     """The database cannot be reached or opened: the message names it and what to change."""
 
 
+class StorageFull(StoreError):
+    """The database could not be written: its disk is full. The transaction that hit it
+    was rolled back."""
+
+
 class ConfigError(StoreError):
     """A setting (config file, environment, flag) has a value that is not allowed."""
 
@@ -48,8 +53,11 @@ class ConfigError(StoreError):
 
 
 def public_reason(exc: BaseException) -> str:
-    """An unexpected error in one line, for a user: never the SQL statement, its parameters
-    (a campaign seed among them) or a link to SQLAlchemy's documentation (issue 15.8, 15.10)."""
+    """An error in one line, for a user: a StoreError's own message; for anything else its
+    type and first line, never the SQL statement, its parameters (a campaign seed among
+    them) or a link to SQLAlchemy's documentation (issue 15.8, 15.10)."""
+    if isinstance(exc, StoreError):
+        return str(exc)
     original = getattr(exc, "orig", None)
     if original is not None and hasattr(exc, "statement"):  # SQLAlchemy wraps DB-API errors
         lines = str(original).strip().splitlines()
