@@ -16,7 +16,16 @@ from textual.screen import Screen
 
 # Ids of bindings that change state: hidden from footer and help in read-only mode.
 WRITE_ACTIONS = frozenset(
-    {"activate", "edit_lcg", "toggle_lcg", "complete", "refresh_segment", "pause_mailing"}
+    {
+        "activate",
+        "edit_lcg",
+        "toggle_lcg",
+        "complete",
+        "refresh_segment",
+        "pause_mailing",
+        "retry_build",
+        "cancel_build",
+    }
 )
 
 HELP = Binding("question_mark", "app.help", "Help", id="help")
@@ -75,7 +84,12 @@ DETAIL_BINDINGS = [
     Binding("p", "pause_mailing", "Pause/resume mailing", id="pause_mailing"),
 ]
 
-BUILDS_BINDINGS = [HELP, Binding("escape", "back", "Back", id="back")]
+BUILDS_BINDINGS = [
+    HELP,
+    Binding("escape", "back", "Back", id="back"),
+    Binding("R", "retry_build", "Retry failed", id="retry_build"),
+    Binding("x", "cancel_build", "Cancel build", id="cancel_build"),
+]
 AUDIT_BINDINGS = [
     HELP,
     Binding("slash", "filter", "Filter", id="filter"),

@@ -58,7 +58,7 @@ from store import audit, mailings
 from store.actors import Actor
 from store.build_steps import LostClaim, end_build, run_step
 from store.db import transaction
-from store.errors import InvalidStateError, public_reason
+from store.errors import InvalidStateError, NotFoundError, public_reason
 from store.locations import is_postgres
 from store.models import (
     AudienceBuild,
@@ -161,6 +161,54 @@ def queue_build(
     )
     session.add(build)
     session.flush()
+    return build
+
+
+def get_build(session: Session, build_id: int) -> AudienceBuild:
+    build = session.get(AudienceBuild, build_id)
+    if build is None:
+        raise NotFoundError(f"no audience build #{build_id}")
+    return build
+
+
+@audit.operation("build.retry", "build")
+def retry_build(session: Session, actor: Actor, build: AudienceBuild) -> AudienceBuild:
+    """Queue a failed build again (after what failed it is fixed: a full disk, a lost
+    server). It resumes from its checkpoint as after a crash: the chunks it committed stay,
+    its frozen plan decides the rest, so it ends as an uninterrupted build would have, and
+    no event is written twice (R12). It pauses mailings again when it is claimed (R5/R6).
+
+    Only the campaign's latest build, of a campaign not completed (R8): a build queued
+    after it reads the campaign afresh and takes over its newcomers (docs/engine.md)."""
+    actor.require_write("retry an audience build")
+    if build.status != BuildStatus.FAILED:
+        raise InvalidStateError(
+            f"build #{build.id} is {build.status}: only a failed build can be retried"
+        )
+    campaign = session.get(Campaign, build.campaign_id)
+    check_not_completed(campaign, f"retry build #{build.id}")
+    later = session.scalar(
+        sa.select(AudienceBuild)
+        .where(AudienceBuild.campaign_id == build.campaign_id, AudienceBuild.id > build.id)
+        .order_by(AudienceBuild.id)
+        .limit(1)
+    )
+    if later is not None:
+        raise InvalidStateError(
+            f"build #{later.id} ({later.reason}, {later.status}) of campaign "
+            f"{campaign.name!r} came after build #{build.id}: only a campaign's latest build "
+            "can be retried"
+        )
+    failure = build.error
+    build.status, build.worker, build.finished_at, build.error = (
+        BuildStatus.QUEUED,
+        None,
+        None,
+        None,
+    )
+    session.add(build)
+    session.flush()
+    audit.record(session, actor, "build.retry", "build", build.id, f"#{build.id}", failure=failure)
     return build
 
 

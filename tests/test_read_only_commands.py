@@ -62,14 +62,17 @@ def mutating_argv(cli: Cli) -> dict[tuple[str, ...], list[str]]:
         ("gcg", "remove"): ["gcg", "remove", "main", ids],
         ("gcg", "except"): ["gcg", "except", "r10"],
         ("gcg", "unexcept"): ["gcg", "unexcept", "r10"],
+        ("builds", "retry"): ["builds", "retry", "1"],  # r11's activation
+        ("builds", "cancel"): ["builds", "cancel", "1"],
     }  # fmt: skip
 
 
 def leaf_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
     """Every command path the parser accepts, e.g. ("campaign", "lcg")."""
     actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not actions:
+    if not actions or (prefix and not actions[0].required):  # `builds` alone is one too
         yield prefix
+    if not actions:
         return
     for name, sub in actions[0].choices.items():
         yield from leaf_commands(sub, (*prefix, name))
@@ -88,6 +91,8 @@ def test_every_mutating_command_is_refused_for_a_read_only_actor(db_url, capsys,
     r10_workspace(cli)
     cli.ok("campaign", "create", "r10", "--database", "main", "--segment", "everyone")
     cli.ok("mailing", "create", "m1", "--campaign", "r10", "--kind", "trigger", "--on", "buy")
+    cli.ok("campaign", "create", "r11", "--database", "main", "--segment", "everyone")
+    cli.ok("campaign", "activate", "r11", "--wait")  # build #1, for `builds retry|cancel`
     engine = make_engine(db_url)
     try:
         for command, argv in mutating_argv(cli).items():

@@ -1,78 +1,21 @@
 """A full disk: a command says where the disk is full and that nothing of the change was
 kept (no driver text, SQL or links: issue 15.10), and a build that meets it fails with
-that one line. Both backends, with each one's real error: SQLite's SQLITE_FULL (the file
-capped at its size with `max_page_count`, which SQLite reports exactly as a full disk),
-PostgreSQL's disk_full (SQLSTATE 53100, raised by the server while it writes rows).
+that one line. Both backends, with each one's real error (tests/disk_full.py).
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-
 import pytest
 import sqlalchemy as sa
 from cli_helpers import Cli
+from disk_full import disk_full, expected_reason, people, run_until_the_disk_fills
 from table_state import table_checksums
 
 from store import builds
 from store.db import make_engine, transaction
-from store.locations import is_sqlite
 from store.models import AudienceBuild, AuditEntry, CampaignMember
 
 pytestmark = pytest.mark.usefixtures("no_user_config")
-
-HEADER = "external_id,region,tier\n"
-FULL_TABLES = ("profile", "segment_member", "campaign_member")
-
-
-def people(count: int, start: int = 0) -> str:
-    return HEADER + "".join(f"P{i:06d},R{i % 3},{i % 2}\n" for i in range(start, start + count))
-
-
-def _cap_sqlite(dbapi_connection, _record) -> None:  # noqa: ANN001
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        size = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
-        dbapi_connection.execute(f"PRAGMA max_page_count = {size}")
-
-
-@contextmanager
-def disk_full(db_url: str) -> Iterator[None]:
-    """Until the block ends, writing more rows fails as on a full disk. SQLite: every
-    connection opened meanwhile (the pool's open ones are closed first) may not grow the
-    file. PostgreSQL: the server raises disk_full for every row written to FULL_TABLES."""
-    engine = make_engine(db_url)
-    sqlite = is_sqlite(engine)
-    try:
-        if sqlite:
-            sa.event.listen(sa.pool.Pool, "connect", _cap_sqlite)
-        else:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(
-                    "CREATE FUNCTION cc_test_disk_full() RETURNS trigger AS $$ BEGIN "
-                    'RAISE EXCEPTION \'could not extend file "base/1/2": No space left on '
-                    "device' USING ERRCODE = 'disk_full'; END $$ LANGUAGE plpgsql"
-                )
-                for table in FULL_TABLES:
-                    conn.exec_driver_sql(
-                        f"CREATE TRIGGER cc_test_disk_full BEFORE INSERT OR UPDATE ON {table} "
-                        "FOR EACH ROW EXECUTE FUNCTION cc_test_disk_full()"
-                    )
-        yield
-    finally:
-        if sqlite:
-            sa.event.remove(sa.pool.Pool, "connect", _cap_sqlite)
-        else:
-            with engine.begin() as conn:
-                conn.exec_driver_sql("DROP FUNCTION cc_test_disk_full() CASCADE")
-        engine.dispose()
-
-
-def expected_reason(db_url: str) -> str:
-    if db_url.startswith("sqlite"):
-        return f"the disk is full: SQLite could not write {db_url.removeprefix('sqlite:///')}"
-    return "the PostgreSQL server at 127.0.0.1:5432 is out of disk space (could not extend"
 
 
 @pytest.fixture
@@ -118,22 +61,7 @@ def test_a_build_that_meets_a_full_disk_fails_with_that_one_line(workspace):
     engine = make_engine(cli.db_url)
     try:
         build_id = builds.claim_next_build(engine, "w")
-        with ExitStack() as full:
-
-            def fill_the_disk_after_a_chunk(_build: int, processed: int, _total: int) -> None:
-                if processed and not filled:
-                    filled.append(full.enter_context(disk_full(cli.db_url)))
-                    engine.dispose()  # the next chunk opens a connection on the full disk
-
-            filled: list[None] = []
-
-            outcome = builds.run_build(
-                engine,
-                build_id,
-                worker="w",
-                chunk_size=300,
-                on_progress=fill_the_disk_after_a_chunk,
-            )
+        assert run_until_the_disk_fills(cli.db_url, build_id) == "failed"
         with transaction(engine) as session:
             build = session.get(AudienceBuild, build_id)
             members = session.scalar(
@@ -141,7 +69,7 @@ def test_a_build_that_meets_a_full_disk_fails_with_that_one_line(workspace):
             )
     finally:
         engine.dispose()
-    assert outcome == "failed" and build.status == "failed"
+    assert build.status == "failed"
     assert build.error.startswith(expected_reason(cli.db_url)), build.error
     assert "\n" not in build.error and "sqlalche.me" not in build.error
     assert 0 < build.processed < 1000 and members == build.processed

@@ -1,25 +1,37 @@
-"""The builds monitor: running, queued and recent builds across campaigns, and the scheduler."""
+"""The builds monitor: running, queued and recent builds across campaigns, and the scheduler.
+Below the table, the selected build in full (why it failed, above all); `R` queues a failed
+build again (it resumes from its checkpoint), `x` cancels a queued or running one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Static
 
-from console.keymap import BUILDS_BINDINGS
+from console.actions import run_store_operation
+from console.keymap import BUILDS_BINDINGS, WRITE_ACTIONS
+from console.literal import literal_lines
 from console.live import LiveScreen
 from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.status_header import StatusHeader
 from console.widgets.table import Table
-from store.monitor import SchedulerMonitor, scheduler_monitor
+from store.monitor import BuildProgress, SchedulerMonitor, scheduler_monitor
 from store.names import printable
+from store.states import OPEN_BUILD_STATUSES, BuildStatus
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from store.actors import Actor
+    from store.models import AudienceBuild
+
+# A change to one build, run by the store: returns what the notification says.
+Change = Callable[["Session", "Actor", "AudienceBuild"], str]
 COLUMNS = ("#", "Campaign", "Reason", "Status", "Progress", "Rate", "ETA", "Finished", "By")
 
 
@@ -29,11 +41,13 @@ class BuildsScreen(LiveScreen):
 
     def __init__(self) -> None:
         super().__init__(id="builds-screen")
+        self.builds: list[BuildProgress] = []
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
         yield Static("scheduler: checking…", id="health", classes="panel")
         yield Table(id="builds", cursor_type="row", zebra_stripes=True)
+        yield Static(id="build-detail")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -66,6 +80,25 @@ class BuildsScreen(LiveScreen):
                 )
             )
         sync_table(self.query_one("#builds", DataTable), rows)
+        self.builds = [*overview.running, *overview.queued, *overview.recent]
+        self.show_selected()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_selected()
+
+    def selected(self) -> BuildProgress | None:
+        table = self.query_one("#builds", DataTable)
+        if not self.builds or table.row_count == 0:
+            return None
+        row_key, _column = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
+        return next((b for b in self.builds if str(b.id) == row_key.value), None)
+
+    def show_selected(self) -> None:
+        build = self.selected()
+        set_text(self.query_one("#build-detail", Static), detail(build) if build else "")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in WRITE_ACTIONS and self.app.actor.read_only)
 
     def health_text(self, overview: SchedulerMonitor) -> Text:
         state = overview.health
@@ -85,3 +118,93 @@ class BuildsScreen(LiveScreen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_retry_build(self) -> None:
+        """Queue the selected failed build again, after a confirmation. Any other build goes
+        straight to the store, which refuses it in its own words and audits that."""
+        build = self.selected()
+        if build is None:
+            self.app.notify("no build selected", severity="warning")
+            return
+        self.confirm(
+            build.status == BuildStatus.FAILED,
+            build.id,
+            "Retry",
+            f"Queue build #{build.id} ({build.reason} of {build.campaign}) again? It resumes "
+            "from its checkpoint: "
+            + (
+                f"the {build.processed:,} profiles it placed stay where they are, and the "
+                "rest are placed"
+                if build.processed
+                else "the profiles are placed"
+            )
+            + " as if it had never failed. It pauses the campaign's mailings again while "
+            "it runs (R5).",
+            retry,
+        )
+
+    def action_cancel_build(self) -> None:
+        build = self.selected()
+        if build is None:
+            self.app.notify("no build selected", severity="warning")
+            return
+        self.confirm(
+            build.status in OPEN_BUILD_STATUSES,
+            build.id,
+            "Cancel",
+            f"Cancel build #{build.id} ({build.reason} of {build.campaign})? What it "
+            "committed stays; the rest is not done, and the mailings it paused resume.",
+            cancel,
+        )
+
+    def confirm(self, possible: bool, build_id: int, verb: str, text: str, change: Change) -> None:
+        """Ask first when the store would do it; otherwise go straight to the store."""
+        from console.widgets.confirm import ConfirmScreen
+
+        title = f"{verb} build"
+
+        def now() -> None:
+            def operation(session: Session) -> str:
+                from store import builds
+
+                return change(session, self.app.actor, builds.get_build(session, build_id))
+
+            run_store_operation(self.app, title, operation)
+
+        if not possible:
+            now()
+            return
+        self.app.push_screen(
+            ConfirmScreen(f"{title} #{build_id}", text, verb), lambda ok: ok and now()
+        )
+
+
+def detail(build: BuildProgress) -> Text:
+    """The selected build in full, under the table: at 80 columns its error is not in it."""
+    out = Text()
+    out.append(f"#{build.id} {build.reason} of ", style="bold")
+    out.append(printable(build.campaign), style="bold")
+    out.append(f" · {build.status} · {build_progress(build.status, build.processed, build.total)}")
+    out.append(f"\nrequested by {printable(build.requested_by)} at {when(build.requested_at)}")
+    if build.started_at:
+        out.append(f" · started {when(build.started_at)}")
+    if build.finished_at:
+        out.append(f" · ended {when(build.finished_at)}")
+    if build.error:
+        out.append("\n")
+        out.append_text(literal_lines(f"Error: {build.error}", style="red"))
+    return out
+
+
+def retry(session: Session, actor: Actor, build: AudienceBuild) -> str:
+    from store import builds
+
+    builds.retry_build(session, actor, build)
+    return f"build #{build.id} queued again: it resumes from its checkpoint"
+
+
+def cancel(session: Session, actor: Actor, build: AudienceBuild) -> str:
+    from store import builds
+
+    builds.cancel_build(session, actor, build)
+    return f"build #{build.id} cancelled"
