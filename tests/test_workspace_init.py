@@ -36,6 +36,8 @@ def argv_from_parser(command: tuple[str, ...]) -> list[str]:
         parser = sub.choices[name]
     argv = list(command)
     for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):  # `builds`' optional subcommands
+            continue
         if not action.option_strings and action.dest != "help":
             argv.append("x")
         elif action.required:
