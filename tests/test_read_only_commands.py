@@ -32,6 +32,16 @@ READING = {
 }
 
 
+def mutating_workspace(cli: Cli) -> None:
+    """What the argv of `mutating_argv` name: campaign r10 (a draft) with mailing m1, and
+    campaign r11, whose activation is build #1."""
+    r10_workspace(cli)
+    cli.ok("campaign", "create", "r10", "--database", "main", "--segment", "everyone")
+    cli.ok("mailing", "create", "m1", "--campaign", "r10", "--kind", "trigger", "--on", "buy")
+    cli.ok("campaign", "create", "r11", "--database", "main", "--segment", "everyone")
+    cli.ok("campaign", "activate", "r11", "--wait")
+
+
 def mutating_argv(cli: Cli) -> dict[tuple[str, ...], list[str]]:
     ids = cli.file("ids.csv", "external_id\nP001\n")
     events = cli.file("events.csv", "external_id,event,at\nP001,buy,\n")
@@ -88,11 +98,7 @@ def test_every_command_is_classified_as_reading_or_mutating(tmp_path, capsys):
 
 def test_every_mutating_command_is_refused_for_a_read_only_actor(db_url, capsys, tmp_path):
     cli = Cli(db_url, capsys, tmp_path)
-    r10_workspace(cli)
-    cli.ok("campaign", "create", "r10", "--database", "main", "--segment", "everyone")
-    cli.ok("mailing", "create", "m1", "--campaign", "r10", "--kind", "trigger", "--on", "buy")
-    cli.ok("campaign", "create", "r11", "--database", "main", "--segment", "everyone")
-    cli.ok("campaign", "activate", "r11", "--wait")  # build #1, for `builds retry|cancel`
+    mutating_workspace(cli)
     engine = make_engine(db_url)
     try:
         for command, argv in mutating_argv(cli).items():

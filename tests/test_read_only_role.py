@@ -19,10 +19,10 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import Cli, r10_workspace
+from cli_helpers import Cli
 from sqlalchemy.engine import make_url
 from table_state import table_checksums
-from test_read_only_commands import mutating_argv
+from test_read_only_commands import mutating_argv, mutating_workspace
 
 from store.db import make_engine, open_store, read_only_role, sqlite_path
 from store.models import AuditEntry
@@ -34,9 +34,7 @@ pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def populated(cli: Cli) -> None:
-    r10_workspace(cli)
-    cli.ok("campaign", "create", "r10", "--database", "main", "--segment", "everyone")
-    cli.ok("mailing", "create", "m1", "--campaign", "r10", "--kind", "trigger", "--on", "buy")
+    mutating_workspace(cli)
 
 
 @pytest.fixture
@@ -72,7 +70,7 @@ def test_a_client_connected_as_a_read_only_role_is_read_only_whatever_its_flags(
 
     viewer_url = as_role(postgres_url, viewer_role)
     viewer = Cli(viewer_url, capsys, tmp_path)
-    assert [c["name"] for c in viewer.ok("campaign", "list", "--json").json] == ["r10"]
+    assert [c["name"] for c in viewer.ok("campaign", "list", "--json").json] == ["r10", "r11"]
     assert viewer.ok("campaign", "show", "r10", "--json").json["name"] == "r10"
 
     engine = make_engine(postgres_url)

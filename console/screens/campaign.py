@@ -231,6 +231,16 @@ class CampaignScreen(CampaignActions, LiveScreen):
             text.append(f" · completed {when(d.completed_at)}")
         if scope is not None and scope.excluded_gcg:
             text.append(f"\nGCG holds out {scope.excluded_gcg:,} segment profiles (R1)")
+        latest = max(d.builds, key=lambda b: b.id, default=None)
+        if latest is not None and latest.status == "failed":
+            # The audience is short of what the settings ask until it is retried.
+            text.append(
+                f"\n✗ build #{latest.id} ({latest.reason}) failed at "
+                f"{latest.processed:,}/{latest.total:,}: ",
+                style="bold red",
+            )
+            text.append(printable(latest.error or ""), style="red")
+            text.append("\n  retry it on the builds screen once the cause is fixed", style="dim")
         return text
 
     @staticmethod

@@ -10,6 +10,8 @@ from pilot_helpers import OPERATOR, VIEWER, messages, screen_text, wait_for
 from sqlmodel import Session
 
 from console.screens.builds import BuildsScreen
+from console.screens.campaign import CampaignScreen
+from console.screens.campaigns import CampaignsScreen
 from console.widgets.confirm import ConfirmScreen
 from store import builds, campaigns
 from store.db import make_engine, transaction
@@ -111,3 +113,27 @@ async def test_a_read_only_console_offers_no_retry_or_cancel(make_app, workspace
         await pilot.pause()
         assert isinstance(app.screen, BuildsScreen)
         assert status(workspace_url, failed_build) == "failed"
+
+
+async def test_the_campaign_screen_says_its_latest_build_failed_and_why(
+    make_app, workspace_url, failed_build
+):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, CampaignsScreen) and app.screen.shown,
+            what="campaign list",
+        )
+        app.screen.query_one("#campaigns").move_cursor(row=app.screen.shown.index("Young Drop"))
+        await pilot.press("enter")
+        text = await wait_for(
+            pilot,
+            lambda: (
+                isinstance(app.screen, CampaignScreen)
+                and f"build #{failed_build} (activation) failed at" in screen_text(app)
+                and screen_text(app)
+            ),
+            what="the failed build in the overview",
+        )
+        assert "the disk is full" in text and "retry it on the builds screen" in text
