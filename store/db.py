@@ -27,7 +27,13 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
 from store import hashing
-from store.errors import ConnectionProblem, StorageFull, StoreError, WorkspaceMissingError
+from store.errors import (
+    ConnectionProblem,
+    StorageFull,
+    StoreError,
+    WorkspaceBusy,
+    WorkspaceMissingError,
+)
 from store.locations import (  # noqa: F401  (re-exported: callers import them from here)
     _OPTIONS,
     DEFAULT_CONNECT_TIMEOUT,
@@ -178,14 +184,31 @@ def storage_full_problem(engine: Engine, original: BaseException) -> StorageFull
     )
 
 
+def busy_problem(engine: Engine, original: BaseException) -> WorkspaceBusy | None:
+    """SQLite's write lock held by another connection past the busy timeout, said for a
+    person; None for any other error."""
+    if not is_sqlite(engine) or getattr(original, "sqlite_errorname", None) != "SQLITE_BUSY":
+        return None
+    place = where(engine.url.render_as_string(hide_password=False))
+    return WorkspaceBusy(
+        f"the workspace {place} is busy: another process kept writing it for more than "
+        f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g} s (a large import or segment file holds it until "
+        "it commits); the change was rolled back and nothing of it was kept. Run it again "
+        "when that ends"
+    )
+
+
 def _on_error(context: sa.engine.ExceptionContext) -> None:
     """Errors a person can act on, said for a person: a cancelled interactive read says
-    which server and which setting (issue 15.6), a full disk where it is full."""
+    which server and which setting (issue 15.6), a full disk where it is full, a locked
+    SQLite workspace that it is busy."""
     engine, original = context.engine, context.original_exception
     if engine is None:
         return
-    problem = storage_full_problem(engine, original) or (
-        statement_timeout_problem(engine, original) if is_postgres(engine) else None
+    problem = (
+        storage_full_problem(engine, original)
+        or busy_problem(engine, original)
+        or (statement_timeout_problem(engine, original) if is_postgres(engine) else None)
     )
     if problem is not None:
         raise problem from None

@@ -41,6 +41,11 @@ class ConnectionProblem(StoreError):
     """The database cannot be reached or opened: the message names it and what to change."""
 
 
+class WorkspaceBusy(StoreError):
+    """SQLite: another connection kept the write lock longer than the busy timeout. The
+    transaction that waited was rolled back."""
+
+
 class StorageFull(StoreError):
     """The database could not be written: its disk is full. The transaction that hit it
     was rolled back."""

@@ -1,9 +1,13 @@
 """A full disk: a command says where the disk is full and that nothing of the change was
 kept (no driver text, SQL or links: issue 15.10), and a build that meets it fails with
-that one line. Both backends, with each one's real error (tests/disk_full.py).
+that one line. Both backends, with each one's real error (tests/disk_full.py). And an
+SQLite workspace kept locked by another writer past the busy timeout: the command says
+the workspace is busy, and why.
 """
 
 from __future__ import annotations
+
+import sqlite3
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +15,7 @@ from cli_helpers import Cli
 from disk_full import disk_full, expected_reason, people, run_until_the_disk_fills
 from table_state import table_checksums
 
-from store import builds
+from store import builds, db
 from store.db import make_engine, transaction
 from store.models import AudienceBuild, AuditEntry, CampaignMember
 
@@ -77,3 +81,26 @@ def test_a_build_that_meets_a_full_disk_fails_with_that_one_line(workspace):
     assert shown[0]["error"] == build.error
     shown = cli.ok("campaign", "show", "C", "--json").json
     assert shown["audience"]["members"] == members  # the counters match the committed rows
+
+
+def test_a_write_kept_waiting_past_the_busy_timeout_says_the_workspace_is_busy(
+    sqlite_url, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)  # 30 s in use: not in a test
+    cli = Cli(sqlite_url, capsys, tmp_path)
+    cli.ok("database", "create", "main", "--fields", "region:text")
+    path = sqlite_url.removeprefix("sqlite:///")
+    other_writer = sqlite3.connect(path, isolation_level=None)  # e.g. a long import
+    other_writer.execute("BEGIN IMMEDIATE")
+    try:
+        result = cli("segment", "create", "s", "--database", "main")
+    finally:
+        other_writer.execute("ROLLBACK")
+        other_writer.close()
+    assert result.code == 1, result.err
+    assert result.err.startswith(
+        f"error: the workspace {path} is busy: another process kept writing it for more than 0.3 s"
+    ), result.err
+    assert "nothing of it was kept" in result.err and len(result.err.splitlines()) == 1
+    assert "OperationalError" not in result.err and "sqlalche.me" not in result.err
+    cli.ok("segment", "create", "s", "--database", "main")  # once the other one is done
