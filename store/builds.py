@@ -58,7 +58,7 @@ from store import audit, mailings
 from store.actors import Actor
 from store.build_steps import LostClaim, end_build, run_step
 from store.db import transaction
-from store.errors import InvalidStateError, NotFoundError, public_reason
+from store.errors import InvalidStateError, NotFoundError, WorkspaceBusy, public_reason
 from store.locations import is_postgres
 from store.models import (
     AudienceBuild,
@@ -320,7 +320,8 @@ def run_build(
     on_progress: Callable[[int, int, int], None] | None = None,
 ) -> str:
     """Run (or resume) a claimed build chunk by chunk. Returns done | failed | cancelled,
-    or interrupted when should_stop() turned true between chunks (back to queued)."""
+    or interrupted when should_stop() turned true between chunks (back to queued). A chunk
+    that waited past SQLite's busy timeout for another writer is tried again."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     while True:
@@ -333,6 +334,14 @@ def run_build(
                     sa.select(AudienceBuild.status).where(AudienceBuild.id == build_id)
                 )
             return "cancelled" if status in (BuildStatus.CANCELLED, None) else "interrupted"
+        except WorkspaceBusy:
+            # Another process (a large import) kept the SQLite file locked past the busy
+            # timeout, and nothing of the chunk was kept: the build waits its turn instead
+            # of failing, trying the chunk again. Asked to stop meanwhile, it cannot write
+            # either: it stays running, and is requeued as abandoned, as after a crash.
+            if should_stop():
+                return "interrupted"
+            continue
         except Exception as exc:  # the chunk rolled back; record why and end the build
             _fail(engine, build_id, worker, public_reason(exc))
             return "failed"
@@ -341,17 +350,22 @@ def run_build(
         if outcome != "more":
             return outcome
         if should_stop():
-            with transaction(engine) as session:
-                session.execute(
-                    sa.update(AudienceBuild)
-                    .where(
-                        AudienceBuild.id == build_id,
-                        AudienceBuild.status == BuildStatus.RUNNING,
-                        AudienceBuild.worker == worker,
-                    )
-                    .values(status=BuildStatus.QUEUED, worker=None, heartbeat_at=utcnow())
-                )
+            _give_back(engine, build_id, worker)
             return "interrupted"
+
+
+def _give_back(engine: Engine, build_id: int, worker: str) -> None:
+    """A running build back to queued, its checkpoint kept: the next claim resumes it."""
+    with transaction(engine) as session:
+        session.execute(
+            sa.update(AudienceBuild)
+            .where(
+                AudienceBuild.id == build_id,
+                AudienceBuild.status == BuildStatus.RUNNING,
+                AudienceBuild.worker == worker,
+            )
+            .values(status=BuildStatus.QUEUED, worker=None, heartbeat_at=utcnow())
+        )
 
 
 def run_pending(

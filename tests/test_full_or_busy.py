@@ -8,6 +8,8 @@ the workspace is busy, and why.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -104,3 +106,76 @@ def test_a_write_kept_waiting_past_the_busy_timeout_says_the_workspace_is_busy(
     assert "nothing of it was kept" in result.err and len(result.err.splitlines()) == 1
     assert "OperationalError" not in result.err and "sqlalche.me" not in result.err
     cli.ok("segment", "create", "s", "--database", "main")  # once the other one is done
+
+
+def test_a_build_kept_waiting_past_the_busy_timeout_tries_again_instead_of_failing(
+    sqlite_url, capsys, tmp_path, monkeypatch
+):
+    """A large import holds the SQLite file: the build's chunk gives up after the busy
+    timeout and is tried again (its mailings stay paused, R5), until the import ends; the
+    build then ends as one never kept waiting."""
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    waits: list[str] = []
+    real_busy_problem = db.busy_problem
+
+    def observed(engine, original):  # noqa: ANN001
+        problem = real_busy_problem(engine, original)
+        if problem is not None:
+            waits.append(str(problem))
+        return problem
+
+    monkeypatch.setattr(db, "busy_problem", observed)
+    cli = Cli(sqlite_url, capsys, tmp_path)
+    cli.ok("database", "create", "main", "--fields", "region:text,tier:int")
+    cli.ok("import", "profiles", "--database", "main", cli.file("p.csv", people(1000)))
+    cli.ok("segment", "create", "everyone", "--database", "main", "--rule", "tier >= 0")
+    cli.ok("segment", "refresh", "everyone")
+    for name in ("Waiting", "Clean"):
+        cli.ok("campaign", "create", name, "--database", "main", "--segment", "everyone",
+               "--lcg", "5", "--strata", "region,tier", "--seed", "3")  # fmt: skip
+    cli.ok("mailing", "create", "weekly", "--campaign", "Waiting", "--kind", "regular",
+           "--cron", "0 10 * * 1")  # fmt: skip
+    cli.ok("campaign", "activate", "Waiting")
+    path = sqlite_url.removeprefix("sqlite:///")
+    other_writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    paused_meanwhile: list[int | None] = []
+
+    def end_the_import_after_two_waits() -> None:
+        deadline = time.monotonic() + 60
+        while len(waits) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        paused_meanwhile.append(
+            other_writer.execute("SELECT paused_by_build_id FROM mailing").fetchone()[0]
+        )
+        other_writer.execute("ROLLBACK")
+
+    engine = make_engine(sqlite_url)
+    releaser = threading.Thread(target=end_the_import_after_two_waits, daemon=True)
+    try:
+        build_id = builds.claim_next_build(engine, "w")
+
+        def lock_after_the_first_chunk(_build: int, processed: int, _total: int) -> None:
+            if processed and not locked:
+                locked.append(processed)
+                other_writer.execute("BEGIN IMMEDIATE")  # e.g. a long import begins
+                releaser.start()
+
+        locked: list[int] = []
+
+        outcome = builds.run_build(
+            engine, build_id, worker="w", chunk_size=300, on_progress=lock_after_the_first_chunk
+        )
+        releaser.join(timeout=60)
+        with transaction(engine) as session:
+            build = session.get(AudienceBuild, build_id)
+            ended = (outcome, build.status, build.error)
+    finally:
+        other_writer.close()
+        engine.dispose()
+    assert len(waits) >= 2 and paused_meanwhile == [build_id]  # R5: paused while it waited
+    assert ended == ("done", "done", None)
+    cli.ok("campaign", "activate", "Clean", "--wait")
+    waiting = cli.ok("campaign", "show", "Waiting", "--json").json
+    clean = cli.ok("campaign", "show", "Clean", "--json").json
+    assert waiting["audience"] == clean["audience"] and waiting["strata"] == clean["strata"]
+    assert waiting["audience"]["members"] == 1000 and not waiting["mailings"][0]["paused"]
