@@ -272,6 +272,15 @@ def claim_next_build(
                             AudienceBuild.started_at, sa.literal(now, UTCDateTime())
                         ),
                         heartbeat_at=now,
+                        # A build that had started is resumed: its rate counts from here.
+                        resumed_at=sa.case(
+                            (AudienceBuild.started_at.is_(None), None),
+                            else_=sa.literal(now, UTCDateTime()),
+                        ),
+                        resumed_processed=sa.case(
+                            (AudienceBuild.started_at.is_(None), None),
+                            else_=AudienceBuild.processed,
+                        ),
                     )
                 )
                 if result.rowcount != 1:

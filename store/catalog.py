@@ -242,6 +242,11 @@ class AudienceBuild(TableModel, table=True):
         default_factory=list, sa_column=sa.Column(JSON, nullable=False)
     )
     error: str | None = None
+    # A build claimed again after it had started (resumed after a crash, retried after a
+    # failure, or after its scheduler stopped): when, and how many profiles it had placed
+    # by then, so its rate and ETA count this run only (revision 0011).
+    resumed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    resumed_processed: int | None = None
 
 
 # --------------------------------------------------------------------------- mailings

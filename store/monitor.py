@@ -57,6 +57,7 @@ class BuildProgress:
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    resumed_at: datetime | None  # when its current run began, if it was resumed
     worker: str | None
     mailing_id: int | None
     error: str | None
@@ -127,13 +128,18 @@ def scheduler_health(session: Session, now: datetime | None = None) -> Scheduler
 def progress_row(build: AudienceBuild, campaign: str, now: datetime) -> BuildProgress:
     """A build with its rate (profiles/s) and ETA as of `now`."""
     rate = eta = None
-    if build.started_at is not None and build.processed:
+    # A resumed build counts its current run only (revision 0011): the time it spent
+    # failed, waiting or crashed is not work.
+    began = build.resumed_at or build.started_at
+    before = (build.resumed_processed or 0) if build.resumed_at else 0
+    placed = build.processed - before
+    if began is not None and placed > 0:
         end = build.finished_at or (
             build.heartbeat_at if build.status != BuildStatus.RUNNING else now
         )
-        seconds = ((end or now) - build.started_at).total_seconds()
+        seconds = ((end or now) - began).total_seconds()
         if seconds > 0:
-            rate = build.processed / seconds
+            rate = placed / seconds
             if build.status == BuildStatus.RUNNING and build.total:
                 eta = max(0.0, (build.total - build.processed) / rate)
     return BuildProgress(
@@ -148,6 +154,7 @@ def progress_row(build: AudienceBuild, campaign: str, now: datetime) -> BuildPro
         started_at=build.started_at,
         finished_at=build.finished_at,
         heartbeat_at=build.heartbeat_at,
+        resumed_at=build.resumed_at,
         worker=build.worker,
         mailing_id=build.mailing_id,
         error=build.error,

@@ -8,14 +8,28 @@ backends, through the CLI in-process.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 from cli_helpers import Cli
 from disk_full import people, run_until_the_disk_fills
+from sqlmodel import Session
 
 from store import builds
 from store.db import make_engine
-from store.models import AuditEntry, Campaign, CampaignMember, Mailing, Profile, ProfileEvent
+from store.models import (
+    AudienceBuild,
+    AuditEntry,
+    Campaign,
+    CampaignMember,
+    Mailing,
+    Profile,
+    ProfileEvent,
+    utcnow,
+)
+from store.monitor import progress_row
+from store.states import BuildStatus
 
 pytestmark = pytest.mark.usefixtures("no_user_config")
 
@@ -117,6 +131,11 @@ def test_a_retried_build_ends_as_if_it_had_never_failed(cli):
     try:
         assert builds.claim_next_build(engine, "w") == build_id
         assert paused_by(cli) == build_id  # R5: paused again while it runs
+        with Session(engine) as session:  # revision 0011: this run began now
+            build = session.get(AudienceBuild, build_id)
+            resumed = (build.resumed_at, build.resumed_processed, build.started_at)
+        assert resumed[0] is not None and resumed[0] > resumed[2]
+        assert resumed[1] == failed["processed"]
         assert builds.run_build(engine, build_id, worker="w", chunk_size=300) == "done"
     finally:
         engine.dispose()
@@ -179,3 +198,25 @@ def test_cancel_stops_a_queued_build_and_resumes_its_mailings(cli):
     cancelled = cli.ok("builds", "cancel", str(queued["id"]), "--json").json
     assert cancelled["status"] == "cancelled" and paused_by(cli) is None
     assert [outcome for outcome, _d in audit(cli, "build.cancel")] == ["ok"]
+
+
+def test_a_resumed_builds_rate_and_eta_count_its_current_run_only():
+    """Started an hour ago, failed, resumed 10 s ago at 500,000 of 1,000,000 and now at
+    600,000: 10,000 profiles/s and 40 s to go, not 167/s and an hour."""
+    now = utcnow()
+    build = AudienceBuild(
+        id=1,
+        campaign_id=1,
+        reason="activation",
+        status=BuildStatus.RUNNING,
+        started_at=now - timedelta(hours=1),
+        resumed_at=now - timedelta(seconds=10),
+        resumed_processed=500_000,
+        processed=600_000,
+        total=1_000_000,
+    )
+    row = progress_row(build, "C", now)
+    assert (round(row.rate), round(row.eta_seconds)) == (10_000, 40)
+    build.resumed_at = build.resumed_processed = None  # never resumed: since it started
+    row = progress_row(build, "C", now)
+    assert (round(row.rate), round(row.eta_seconds)) == (167, 2400)

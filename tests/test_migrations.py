@@ -586,6 +586,19 @@ def _segments_and_refreshes(engine: Engine) -> tuple[list[tuple], dict[str, tupl
     return [tuple(r) for r in rows], refreshes
 
 
+def _builds(engine: Engine) -> list[tuple]:
+    """The audience_build rows' columns of the previous release."""
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                "SELECT id, campaign_id, reason, status, requested_by, requested_at, started_at, "
+                "finished_at, heartbeat_at, worker, mailing_id, pauses_mailings, total, "
+                "processed, checkpoint, warnings, error FROM audience_build ORDER BY id"
+            )
+        ]
+
+
 def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db_url, capsys):
     engine = previous_release_workspace(empty_db_url)
     with engine.connect() as conn:
@@ -594,8 +607,9 @@ def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db
     cards = every_card(engine)
     shown = {event["kind"] for card in cards.values() for event in card["events"]}
     assert shown == set(CardEventKind)
-    rows = table_checksums(engine, skip=("alembic_version", "segment"))
+    rows = table_checksums(engine, skip=("alembic_version", "segment", "audience_build"))
     segment_rows, refreshes = _segments_and_refreshes(engine)
+    build_rows = _builds(engine)
     engine.dispose()
 
     code, out, err = run_cli(capsys, "--db", empty_db_url, "database", "upgrade", "--json")
@@ -606,9 +620,19 @@ def test_previous_release_workspace_upgrades_keeping_groups_and_history(empty_db
     )
     engine = open_store(empty_db_url)
     try:
-        # not one row rewritten; the segment rows gain revision 0010's two counts
-        assert table_checksums(engine, skip=("alembic_version", "segment")) == rows
+        # not one row rewritten; the segment rows gain revision 0010's two counts, the
+        # builds revision 0011's two columns, empty (none of them was resumed)
+        assert (
+            table_checksums(engine, skip=("alembic_version", "segment", "audience_build")) == rows
+        )
         assert _segments_and_refreshes(engine) == (segment_rows, refreshes)
+        assert _builds(engine) == build_rows and build_rows
+        with engine.connect() as conn:
+            resumed = conn.exec_driver_sql(
+                "SELECT count(*) FROM audience_build "
+                "WHERE resumed_at IS NOT NULL OR resumed_processed IS NOT NULL"
+            ).scalar()
+        assert resumed == 0
         assert refreshes == {"young": (2, 2)}
         code, out, err = run_cli(capsys, "--db", empty_db_url, "segment", "show", "young", "--json")
         assert code == 0, err
@@ -687,6 +711,26 @@ def test_revision_0010_downgrades_to_the_indexes_it_replaced(empty_db_url):
             where = indexes["ix_segment_member_segment_left"]["dialect_options"]
             assert "left_at IS NOT NULL" in " ".join(map(str, where.values()))
             command.downgrade(config, "0009_profile_reference_checks")
+            assert _schema(conn) == before
+    finally:
+        engine.dispose()
+
+
+def test_revision_0011_adds_the_resumed_columns_and_downgrades_without_them(empty_db_url):
+    engine = make_engine(empty_db_url)
+    try:
+        migrate.upgrade(engine, backup=False, to="0010_segment_member_add_indexes")
+        with engine.connect() as conn:
+            before = _schema(conn)
+            config = migrate.alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0011_build_resumed_at")
+            after = _schema(conn)
+            assert [c[0] for c in after["audience_build"][0]][-2:] == [
+                "resumed_at",
+                "resumed_processed",
+            ]
+            command.downgrade(config, "0010_segment_member_add_indexes")
             assert _schema(conn) == before
     finally:
         engine.dispose()

@@ -86,6 +86,7 @@ def build_json(build: Any) -> dict[str, Any]:
         "requested_at": iso(build.requested_at),
         "started_at": iso(build.started_at),
         "finished_at": iso(build.finished_at),
+        "resumed_at": iso(build.resumed_at),  # resumed after a crash, a stop or a retry
         "error": build.error,
     }
 

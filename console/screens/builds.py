@@ -188,6 +188,8 @@ def detail(build: BuildProgress) -> Text:
     out.append(f"\nrequested by {printable(build.requested_by)} at {when(build.requested_at)}")
     if build.started_at:
         out.append(f" · started {when(build.started_at)}")
+    if build.resumed_at:
+        out.append(f" · resumed {when(build.resumed_at)}")
     if build.finished_at:
         out.append(f" · ended {when(build.finished_at)}")
     if build.error:
