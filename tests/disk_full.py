@@ -30,9 +30,10 @@ def _cap_sqlite(dbapi_connection, _record) -> None:  # noqa: ANN001
 
 @contextmanager
 def disk_full(db_url: str) -> Iterator[None]:
-    """Until the block ends, writing more rows fails as on a full disk. SQLite: every
-    connection opened meanwhile (the pool's open ones are closed first) may not grow the
-    file. PostgreSQL: the server raises disk_full for every row written to FULL_TABLES."""
+    """Until the block ends, writing more rows fails as on a full disk. SQLite: no
+    connection opened meanwhile may grow the file (one already open is not capped: dispose
+    of its engine first). PostgreSQL: the server raises disk_full for every row written to
+    FULL_TABLES."""
     engine = make_engine(db_url)
     sqlite = is_sqlite(engine)
     try:
