@@ -160,27 +160,29 @@ def statement_timeout_problem(
     )
 
 
+NOTHING_KEPT = "the change was rolled back and nothing of it was kept"  # a failed transaction
+
+
 def storage_full_problem(engine: Engine, original: BaseException) -> StorageFull | None:
     """Out of disk space, said for a person: which file or server, that the transaction
     kept nothing, and what to do; None for any other error. SQLite reports SQLITE_FULL
     for its file, its journal and its temporary files alike (and when the file reaches
     `max_page_count`); PostgreSQL's SQLSTATE 53100 is disk_full."""
-    kept = "the change was rolled back and nothing of it was kept"
     if is_sqlite(engine):
         if getattr(original, "sqlite_errorname", None) != "SQLITE_FULL":
             return None
         place = where(engine.url.render_as_string(hide_password=False))
         return StorageFull(
             f"the disk is full: SQLite could not write {place}, its write-ahead log or its "
-            f"temporary files (SQLITE_TMPDIR, else TMPDIR, else /var/tmp); {kept}. Free "
-            "space and run it again"
+            f"temporary files (SQLITE_TMPDIR, else TMPDIR, else /var/tmp); {NOTHING_KEPT}. "
+            "Free space and run it again"
         )
     if getattr(original, "sqlstate", None) != "53100":
         return None
     text = (str(original).strip().splitlines() or [""])[0]
     return StorageFull(
         f"the PostgreSQL server at {_postgres_host(engine)} is out of disk space ({text}); "
-        f"{kept}. Free space on the server and run it again"
+        f"{NOTHING_KEPT}. Free space on the server and run it again"
     )
 
 
@@ -193,8 +195,7 @@ def busy_problem(engine: Engine, original: BaseException) -> WorkspaceBusy | Non
     return WorkspaceBusy(
         f"the workspace {place} is busy: another process kept writing it for more than "
         f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g} s (a large import or segment file holds it until "
-        "it commits); the change was rolled back and nothing of it was kept. Run it again "
-        "when that ends"
+        f"it commits); {NOTHING_KEPT}. Run it again when that ends"
     )
 
 
