@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -78,6 +79,9 @@ from store.states import (
 )
 
 CHUNK_SIZE = 50_000
+# Seconds before each new try of a chunk whose database connection was lost (a server
+# restart or failover): about half a minute in all, then the build fails (builds retry).
+RECONNECT_WAITS = (0.5, 1, 2, 4, 8, 15)
 REASON_RANK = {
     BuildReason.INCREMENTAL: 0,
     BuildReason.EXPANSION: 0,
@@ -330,9 +334,11 @@ def run_build(
 ) -> str:
     """Run (or resume) a claimed build chunk by chunk. Returns done | failed | cancelled,
     or interrupted when should_stop() turned true between chunks (back to queued). A chunk
-    that waited past SQLite's busy timeout for another writer is tried again."""
+    that waited past SQLite's busy timeout for another writer is tried again, and so is
+    one whose connection was lost (up to len(RECONNECT_WAITS) times in a row)."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
+    lost = 0  # connections lost in a row
     while True:
         try:
             with transaction(engine) as session:
@@ -351,9 +357,22 @@ def run_build(
             if should_stop():
                 return "interrupted"
             continue
+        except sa.exc.DBAPIError as exc:
+            # The server restarted, or a failover dropped the connection, mid-chunk: the
+            # chunk was rolled back, or it committed and the checkpoint says so. Either
+            # way trying it again is a resume; the pool opens a new connection.
+            if not exc.connection_invalidated or lost >= len(RECONNECT_WAITS):
+                _fail(engine, build_id, worker, public_reason(exc))
+                return "failed"
+            if should_stop():
+                return "interrupted"  # stays running, requeued as abandoned (as above)
+            time.sleep(RECONNECT_WAITS[lost])
+            lost += 1
+            continue
         except Exception as exc:  # the chunk rolled back; record why and end the build
             _fail(engine, build_id, worker, public_reason(exc))
             return "failed"
+        lost = 0
         if on_progress is not None:
             on_progress(build_id, processed, total)
         if outcome != "more":

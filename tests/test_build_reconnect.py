@@ -1,0 +1,93 @@
+"""PostgreSQL: a build whose connection is lost mid-chunk (a server restart, a failover)
+tries the chunk again on a new connection and ends exactly as a build that never lost it.
+The loss is real: the server terminates the build's backend (`pg_terminate_backend`)
+while it waits, inside a chunk, for a segment lock this test holds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from cli_helpers import Cli
+from disk_full import people
+from sqlalchemy.engine import make_url
+
+from store import builds
+from store.db import make_engine
+
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("no_user_config")]
+
+
+def test_a_build_whose_connection_is_lost_mid_chunk_resumes_on_a_new_one(
+    postgres_url, capsys, tmp_path
+):
+    cli = Cli(postgres_url, capsys, tmp_path)
+    cli.ok("database", "create", "main", "--fields", "region:text,tier:int")
+    cli.ok("import", "profiles", "--database", "main", cli.file("p.csv", people(1000)))
+    cli.ok("segment", "create", "everyone", "--database", "main", "--rule", "tier >= 0")
+    cli.ok("segment", "refresh", "everyone")
+    for name in ("Dropped", "Clean"):
+        cli.ok("campaign", "create", name, "--database", "main", "--segment", "everyone",
+               "--lcg", "5", "--strata", "region,tier", "--seed", "5")  # fmt: skip
+    cli.ok("campaign", "activate", "Dropped")
+
+    # The build's own connections carry a name this test alone uses.
+    name = f"cc_build_{uuid.uuid4().hex[:8]}"
+    url = make_url(postgres_url).update_query_dict({"application_name": name})
+    engine = make_engine(url.render_as_string(hide_password=False))
+    admin = make_engine(postgres_url)
+    blocker = admin.connect()
+    terminated: list[int] = []
+
+    def terminate_the_build_while_it_waits() -> None:
+        deadline = time.monotonic() + 60
+        with admin.connect() as conn:
+            while not terminated and time.monotonic() < deadline:
+                pids = conn.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity "
+                        "WHERE application_name = :name AND wait_event_type = 'Lock'"
+                    ),
+                    {"name": name},
+                ).scalars()
+                for pid in pids:
+                    conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                    terminated.append(pid)
+                conn.rollback()
+                time.sleep(0.02)
+        blocker.rollback()  # the segment lock goes: the chunk tried again gets it
+
+    killer = threading.Thread(target=terminate_the_build_while_it_waits, daemon=True)
+
+    def hold_the_segment_after_the_first_chunk(_build: int, processed: int, _total: int) -> None:
+        if processed and not killer.is_alive() and not terminated:
+            blocker.execute(sa.text("SELECT id FROM segment FOR UPDATE"))  # as a change would
+            killer.start()
+
+    try:
+        build_id = builds.claim_next_build(engine, "w")
+        outcome = builds.run_build(
+            engine,
+            build_id,
+            worker="w",
+            chunk_size=300,
+            on_progress=hold_the_segment_after_the_first_chunk,
+        )
+        killer.join(timeout=60)
+    finally:
+        blocker.close()
+        admin.dispose()
+        engine.dispose()
+    assert len(terminated) == 1, "the build's backend was terminated once, mid-chunk"
+    assert outcome == "done"
+    cli.ok("campaign", "activate", "Clean", "--wait")
+    dropped = cli.ok("campaign", "show", "Dropped", "--json").json
+    clean = cli.ok("campaign", "show", "Clean", "--json").json
+    assert dropped["audience"] == clean["audience"] and dropped["strata"] == clean["strata"]
+    assert dropped["audience"]["members"] == 1000
+    shown = cli.ok("builds", "--campaign", "Dropped", "--json").json[0]
+    assert (shown["status"], shown["error"]) == ("done", None)
