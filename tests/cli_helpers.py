@@ -79,3 +79,26 @@ def r10_workspace(cli: Cli) -> None:
     cli.ok("segment", "create", "everyone")
     ids = [f"P{i:03d}" for i in range(100)]
     cli.ok("segment", "add", "everyone", cli.file("all.csv", external_ids_csv(ids)))
+
+
+def people(count: int, start: int = 0) -> str:
+    """A profile file: `count` profiles P000000…, regions R0–R2, tiers 0–1."""
+    rows = "".join(f"P{i:06d},R{i % 3},{i % 2}\n" for i in range(start, start + count))
+    return "external_id,region,tier\n" + rows
+
+
+def twin_campaigns(cli: Cli, first: str, second: str, *, seed: int, weekly: bool) -> None:
+    """1,000 profiles in the dynamic segment `everyone`, and two draft campaigns alike
+    (same seed, segment, 5 % LCG by region and tier): a build of `first` that meets
+    trouble ends as one of `second` that does not. With `weekly`, `first` has a weekly
+    mailing, which its LCG builds pause (R5)."""
+    cli.ok("database", "create", "main", "--fields", "region:text,tier:int")
+    cli.ok("import", "profiles", "--database", "main", cli.file("p.csv", people(1000)))
+    cli.ok("segment", "create", "everyone", "--database", "main", "--rule", "tier >= 0")
+    cli.ok("segment", "refresh", "everyone")
+    for name in (first, second):
+        cli.ok("campaign", "create", name, "--database", "main", "--segment", "everyone",
+               "--lcg", "5", "--strata", "region,tier", "--seed", str(seed))  # fmt: skip
+    if weekly:
+        cli.ok("mailing", "create", "weekly", "--campaign", first, "--kind", "regular",
+               "--cron", "0 10 * * 1")  # fmt: skip

@@ -14,12 +14,7 @@ from store import builds
 from store.db import make_engine
 from store.locations import is_sqlite
 
-HEADER = "external_id,region,tier\n"
 FULL_TABLES = ("profile", "segment_member", "campaign_member")
-
-
-def people(count: int, start: int = 0) -> str:
-    return HEADER + "".join(f"P{i:06d},R{i % 3},{i % 2}\n" for i in range(start, start + count))
 
 
 def _cap_sqlite(dbapi_connection, _record) -> None:  # noqa: ANN001

@@ -12,8 +12,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import Cli
-from disk_full import people
+from cli_helpers import Cli, twin_campaigns
 from sqlalchemy.engine import make_url
 
 from store import builds
@@ -26,13 +25,7 @@ def test_a_build_whose_connection_is_lost_mid_chunk_resumes_on_a_new_one(
     postgres_url, capsys, tmp_path
 ):
     cli = Cli(postgres_url, capsys, tmp_path)
-    cli.ok("database", "create", "main", "--fields", "region:text,tier:int")
-    cli.ok("import", "profiles", "--database", "main", cli.file("p.csv", people(1000)))
-    cli.ok("segment", "create", "everyone", "--database", "main", "--rule", "tier >= 0")
-    cli.ok("segment", "refresh", "everyone")
-    for name in ("Dropped", "Clean"):
-        cli.ok("campaign", "create", name, "--database", "main", "--segment", "everyone",
-               "--lcg", "5", "--strata", "region,tier", "--seed", "5")  # fmt: skip
+    twin_campaigns(cli, "Dropped", "Clean", seed=5, weekly=False)
     cli.ok("campaign", "activate", "Dropped")
 
     # The build's own connections carry a name this test alone uses.

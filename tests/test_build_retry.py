@@ -12,8 +12,8 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import Cli
-from disk_full import people, run_until_the_disk_fills
+from cli_helpers import Cli, people, twin_campaigns
+from disk_full import run_until_the_disk_fills
 from sqlmodel import Session
 
 from store import builds
@@ -38,19 +38,8 @@ pytestmark = pytest.mark.usefixtures("no_user_config")
 def cli(both_cli: Cli) -> Cli:
     """1,000 profiles in a dynamic segment; campaigns Failing and Clean alike (same seed,
     segment and LCG), and a weekly mailing of Failing that its activation pauses (R5)."""
-    cli = both_cli
-    cli.ok("database", "create", "main", "--fields", "region:text,tier:int")
-    cli.ok("import", "profiles", "--database", "main", cli.file("p.csv", people(1000)))
-    cli.ok("segment", "create", "everyone", "--database", "main", "--rule", "tier >= 0")
-    cli.ok("segment", "refresh", "everyone")
-    for name in ("Failing", "Clean"):
-        cli.ok(
-            "campaign", "create", name, "--database", "main", "--segment", "everyone",
-            "--lcg", "5", "--strata", "region,tier", "--seed", "7",
-        )  # fmt: skip
-    cli.ok("mailing", "create", "weekly", "--campaign", "Failing", "--kind", "regular",
-           "--cron", "0 10 * * 1")  # fmt: skip
-    return cli
+    twin_campaigns(both_cli, "Failing", "Clean", seed=7, weekly=True)
+    return both_cli
 
 
 def failed_activation(cli: Cli) -> int:

@@ -13,8 +13,8 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import Cli
-from disk_full import disk_full, expected_reason, people, run_until_the_disk_fills
+from cli_helpers import Cli, people, twin_campaigns
+from disk_full import disk_full, expected_reason, run_until_the_disk_fills
 from table_state import table_checksums
 
 from store import builds, db
@@ -126,15 +126,7 @@ def test_a_build_kept_waiting_past_the_busy_timeout_tries_again_instead_of_faili
 
     monkeypatch.setattr(db, "busy_problem", observed)
     cli = Cli(sqlite_url, capsys, tmp_path)
-    cli.ok("database", "create", "main", "--fields", "region:text,tier:int")
-    cli.ok("import", "profiles", "--database", "main", cli.file("p.csv", people(1000)))
-    cli.ok("segment", "create", "everyone", "--database", "main", "--rule", "tier >= 0")
-    cli.ok("segment", "refresh", "everyone")
-    for name in ("Waiting", "Clean"):
-        cli.ok("campaign", "create", name, "--database", "main", "--segment", "everyone",
-               "--lcg", "5", "--strata", "region,tier", "--seed", "3")  # fmt: skip
-    cli.ok("mailing", "create", "weekly", "--campaign", "Waiting", "--kind", "regular",
-           "--cron", "0 10 * * 1")  # fmt: skip
+    twin_campaigns(cli, "Waiting", "Clean", seed=3, weekly=True)
     cli.ok("campaign", "activate", "Waiting")
     path = sqlite_url.removeprefix("sqlite:///")
     other_writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
