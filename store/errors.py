@@ -58,9 +58,9 @@ class ConfigError(StoreError):
 
 
 def public_reason(exc: BaseException) -> str:
-    """An error in one line, for a user: a StoreError's own message; for anything else its
-    type and first line, never the SQL statement, its parameters (a campaign seed among
-    them) or a link to SQLAlchemy's documentation (issue 15.8, 15.10)."""
+    """An error for a user: a StoreError's own message (written for a person); anything
+    else in one line, its type and first line, never the SQL statement, its parameters (a
+    campaign seed among them) or a link to SQLAlchemy's documentation (issue 15.8, 15.10)."""
     if isinstance(exc, StoreError):
         return str(exc)
     original = getattr(exc, "orig", None)
