@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from console.keymap import WRITE_ACTIONS
 from console.literal import literal, literal_lines
 from store.db import transaction
 from store.errors import DomainError, StoreError, public_reason
@@ -107,11 +106,6 @@ class CampaignActions:
             self.app.notify("no campaign selected", severity="warning")
         else:
             self.app.open_members(ref.name)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # k9s --readonly habit: dangerous actions are removed, not failed late. The store
-        # refuses a read-only actor anyway (Actor.require_write).
-        return not (action in WRITE_ACTIONS and self.app.actor.read_only)
 
     def _ref_or_warn(self) -> CampaignRef | None:
         ref = self.campaign_ref()

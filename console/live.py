@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 
+from console.keymap import WRITE_ACTIONS
 from store.monitor import SchedulerHealth, scheduler_health
 from store.views import read_session
 
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
 
 class LiveScreen(Screen):
     """A screen the poller refreshes."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # k9s --readonly habit: dangerous actions are removed, not failed late. The store
+        # refuses a read-only actor anyway (Actor.require_write).
+        return not (action in WRITE_ACTIONS and self.app.actor.read_only)
 
     def read_snapshot(self, session: Session) -> Any:  # runs in a worker thread
         return None

@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Static
 
 from console.actions import run_store_operation
-from console.keymap import BUILDS_BINDINGS, WRITE_ACTIONS
+from console.keymap import BUILDS_BINDINGS
 from console.literal import literal_lines
 from console.live import LiveScreen
 from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.status_header import StatusHeader
-from console.widgets.table import Table
+from console.widgets.table import Table, cursor_key
 from store.monitor import BuildProgress, SchedulerMonitor, scheduler_monitor
 from store.names import printable
 from store.states import OPEN_BUILD_STATUSES, BuildStatus
@@ -87,18 +86,12 @@ class BuildsScreen(LiveScreen):
         self.show_selected()
 
     def selected(self) -> BuildProgress | None:
-        table = self.query_one("#builds", DataTable)
-        if not self.builds or table.row_count == 0:
-            return None
-        row_key, _column = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
-        return next((b for b in self.builds if str(b.id) == row_key.value), None)
+        key = cursor_key(self.query_one("#builds", DataTable))
+        return next((b for b in self.builds if str(b.id) == key), None)
 
     def show_selected(self) -> None:
         build = self.selected()
         set_text(self.query_one("#build-detail", Static), detail(build) if build else "")
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action in WRITE_ACTIONS and self.app.actor.read_only)
 
     def health_text(self, overview: SchedulerMonitor) -> Text:
         state = overview.health

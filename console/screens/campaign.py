@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Label, Static
 
 from console.actions import CampaignActions, CampaignRef, run_store_operation
@@ -17,7 +16,7 @@ from console.live import LiveScreen
 from console.widgets.progress import build_progress, eta_text, rate_text, when
 from console.widgets.split_bar import SplitBar
 from console.widgets.status_header import StatusHeader
-from console.widgets.table import Table
+from console.widgets.table import Table, cursor_key
 from store.names import printable
 from store.views import CampaignDetail, MailingRow, campaign_detail
 
@@ -325,11 +324,10 @@ class CampaignScreen(CampaignActions, LiveScreen):
 
     def selected_mailing(self) -> MailingRow | None:
         """The mailing under the table cursor, by its row key (the mailing's name)."""
-        table = self.query_one("#mailings", DataTable)
-        if self.detail is None or table.row_count == 0:
+        if self.detail is None:
             return None
-        row_key, _column = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
-        return next((m for m in self.detail.mailings if m.name == row_key.value), None)
+        key = cursor_key(self.query_one("#mailings", DataTable))
+        return next((m for m in self.detail.mailings if m.name == key), None)
 
     def pause_mailing_now(self, mailing_name: str, *, pause: bool) -> None:
         def operation(session: Session) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
@@ -20,7 +19,7 @@ from console.literal import literal, literal_lines
 from console.screens.campaign import set_text
 from console.widgets.progress import when
 from console.widgets.status_header import StatusHeader
-from console.widgets.table import Table
+from console.widgets.table import Table, cursor_key
 from store.errors import StoreError
 from store.members import MemberFilter, MemberPage, member_page, parse_stratum
 from store.views import read_session
@@ -150,11 +149,9 @@ class MembersScreen(Screen):
             self.load()
 
     def selected_external_id(self) -> str | None:
-        table = self.query_one("#members", DataTable)
-        if self.page is None or not self.page.rows or table.row_count == 0:
+        if self.page is None or not self.page.rows:
             return None
-        row_key, _column = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
-        return row_key.value
+        return cursor_key(self.query_one("#members", DataTable))
 
     def action_open_profile(self) -> None:
         after_keys_typed_ahead(self, self._open_profile)  # enter is a priority binding

@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Static
 
 from console.actions import run_store_operation
-from console.keymap import SEGMENTS_BINDINGS, WRITE_ACTIONS
+from console.keymap import SEGMENTS_BINDINGS
 from console.literal import literal
 from console.live import LiveScreen
 from console.screens.campaign import set_text, sync_table
 from console.widgets.progress import when
 from console.widgets.status_header import StatusHeader
-from console.widgets.table import Table
+from console.widgets.table import Table, cursor_key
 from store.segment_views import SegmentOverview, segment_overviews
 
 if TYPE_CHECKING:
@@ -146,15 +145,9 @@ class SegmentsScreen(LiveScreen):
         segment = self.selected()
         set_text(self.query_one("#segment-detail", Static), detail(segment) if segment else "")
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action in WRITE_ACTIONS and self.app.actor.read_only)
-
     def selected(self) -> SegmentOverview | None:
-        table = self.query_one("#segments", DataTable)
-        if not self.segments or table.row_count == 0:
-            return None
-        row_key, _column = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
-        return next((s for s in self.segments if s.name == row_key.value), None)
+        key = cursor_key(self.query_one("#segments", DataTable))
+        return next((s for s in self.segments if s.name == key), None)
 
     def action_refresh_segment(self) -> None:
         segment = self.selected()

@@ -13,7 +13,16 @@ changed, every cached line is stale: Table draws them all again.
 from __future__ import annotations
 
 from textual import events
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
+
+
+def cursor_key(table: DataTable) -> str | None:
+    """The key of the row under the table's cursor (None when the table is empty)."""
+    if table.row_count == 0:
+        return None
+    row_key, _column = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
+    return row_key.value
 
 
 class Table(DataTable):
