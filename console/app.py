@@ -28,7 +28,7 @@ from console.live import LivePoller
 from console.screens.campaigns import CampaignsScreen  # the first screen; others load lazily
 from console.widgets.status_header import StatusHeader
 from store.actors import Actor
-from store.db import as_connected, describe_url, engine_options, open_store
+from store.db import as_connected, engine_options, open_store, where
 from store.errors import public_reason
 from store.monitor import SchedulerHealth
 from store.names import printable, printable_lines
@@ -73,7 +73,7 @@ class CampaignConsole(App):
         self.engine = open_store(db_url, read_only=actor.read_only, **(store_options or {}))
         actor = as_connected(self.engine, actor)
         self.actor = actor
-        self.db_label = db_label or describe_url(db_url)
+        self.db_label = db_label or where(db_url)
         # A read-only console only looks: by default it never embeds a scheduler that
         # would run builds and send mailings on the viewer's behalf (header: NOT RUNNING).
         self.embed_scheduler = not actor.read_only if embed_scheduler is None else embed_scheduler

@@ -17,7 +17,7 @@ def run_gateway(
     db: str | None, listen: str | None, authorized_keys: str | None, host_key: str | None
 ) -> int:
     from gateway.config import gateway_settings
-    from store.db import describe_url, resolve_db_url
+    from store.db import resolve_db_url, where
     from store.settings import config_path, load_settings
 
     logging.basicConfig(
@@ -31,7 +31,7 @@ def run_gateway(
     db_url = resolve_db_url(db or settings.db)
     path = config_path()
     return asyncio.run(
-        _serve(gateway_config, db_url, path if path.exists() else None, describe_url(db_url))
+        _serve(gateway_config, db_url, path if path.exists() else None, where(db_url))
     )
 
 

@@ -44,7 +44,7 @@ def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     from store import demo, workspace
-    from store.db import describe_url
+    from store.db import where
 
     url = ctx.settings.db
     if args.profiles is not None:  # before --reset or anything else; audited (15.8)
@@ -58,12 +58,12 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     if args.reset:
         demo.reset(engine, ctx.actor)
     if demo.has_workspace(engine) and not args.reset:
-        ctx.note(f"workspace already present in {describe_url(url)} (use --reset to rebuild)")
+        ctx.note(f"workspace already present in {where(url)} (use --reset to rebuild)")
     else:
         started = time.perf_counter()
         summary = demo.build_demo(engine, ctx.actor, args.profiles or demo.DEFAULT_PROFILES)
         ctx.note(
-            f"demo workspace in {describe_url(url)}: {summary.profiles:,} profiles, "
+            f"demo workspace in {where(url)}: {summary.profiles:,} profiles, "
             f"{summary.segments} segments, {summary.campaigns} campaigns, "
             f"{summary.mailings} mailings ({time.perf_counter() - started:.1f}s)"
         )

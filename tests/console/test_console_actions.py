@@ -470,6 +470,21 @@ async def test_no_color_is_honoured_and_not_running_stays_visible(make_app, monk
         assert any("reverse" in str(span.style) for span in spans)  # not colour alone
 
 
+async def test_header_names_the_sqlite_file_not_its_url(make_app, workspace_url):
+    """The header shows the workspace as the operator named it (the file), and at 80
+    columns it keeps the end of that path: not `…////tmp/…` cut out of the URL."""
+    app = make_app(db_label=None)
+    path = workspace_url.removeprefix("sqlite:///")
+    async with app.run_test(size=(200, 24)) as pilot:
+        await list_ready(pilot)
+        line = app.screen.query_one("StatusHeader")._line().plain
+        assert line.endswith(f"│ {path}") and "sqlite:" not in line
+    async with make_app(db_label=None).run_test(size=(80, 24)) as pilot:
+        await list_ready(pilot)
+        line = pilot.app.screen.query_one("StatusHeader")._line().plain
+        assert line.endswith("/workspace.db") and "│ …" in line and "//" not in line
+
+
 async def test_toggle_on_without_settings_asks_for_them_in_the_lcg_form(make_app):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
