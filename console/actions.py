@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from console.literal import literal, literal_lines
-from store.db import transaction
+from store.db import transaction, unreachable_problem
 from store.errors import DomainError, StoreError, public_reason
 from store.names import printable
 from store.states import (
@@ -76,10 +76,12 @@ def run_store_operation(app: CampaignConsole, title: str, operation: StoreOperat
                 app.notify, str(exc), title=f"{title}: failed", severity="error", timeout=8
             )
         except Exception as exc:  # never let an unexpected error take the console down
+            # An outage is said as such: which server or file could not be reached.
+            problem = unreachable_problem(app.engine, exc)
             app.call_from_thread(
                 app.notify,
-                public_reason(exc),
-                title=f"{title}: unexpected error",
+                str(problem) if problem else public_reason(exc),
+                title=f"{title}: {'failed' if problem else 'unexpected error'}",
                 severity="error",
                 timeout=10,
             )

@@ -14,6 +14,7 @@ import gc
 import os
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,7 +29,7 @@ from console.live import LivePoller
 from console.screens.campaigns import CampaignsScreen  # the first screen; others load lazily
 from console.widgets.status_header import StatusHeader
 from store.actors import Actor
-from store.db import as_connected, engine_options, open_store, where
+from store.db import as_connected, engine_options, open_store, unreachable_problem, where
 from store.errors import public_reason
 from store.monitor import SchedulerHealth
 from store.names import printable, printable_lines
@@ -89,6 +90,8 @@ class CampaignConsole(App):
         self.scheduler_options = dict(scheduler_options or {})
         self.embedded_holder: str | None = None
         self.scheduler_text = "checking…"
+        # Since when (monotonic) the poller's reads fail, None while they succeed.
+        self.outage_since: float | None = None
         self.poller = LivePoller(self, poll_interval)
         self.keymap_problems: list[str] = []
         self.requested_keys = dict(keys or {})
@@ -257,9 +260,33 @@ class CampaignConsole(App):
         )
 
     def show_poll_error(self, error: Exception) -> None:
-        self.scheduler_text = f"NOT RUNNING? database unreachable: {type(error).__name__}"
+        """The poller could not read the database. The screens keep what they last read,
+        the header says the database is unreachable (or a read failed) and for how long,
+        in place of the scheduler's state, which cannot be known then; one notice says why
+        when it starts, another when the database answers again (`show_poll_ok`)."""
+        problem = unreachable_problem(self.engine, error)
+        now = time.monotonic()
+        if self.outage_since is None:
+            self.outage_since = now
+            reason = str(problem) if problem is not None else public_reason(error)
+            self.notify(
+                f"{reason}. The screens show what was read before; reading again every "
+                f"{self.poller.interval:g} s.",
+                title="database unreachable" if problem is not None else "read failed",
+                severity="error",
+                timeout=15,
+            )
+        state = "DATABASE UNREACHABLE" if problem is not None else "READ FAILED"
+        self.scheduler_text = f"{state} for {now - self.outage_since:.0f}s"
         for header in self.screen.query(StatusHeader):
             header.scheduler = self.scheduler_text
+
+    def show_poll_ok(self) -> None:
+        """A poll read the database: after an outage, say it answers again."""
+        if self.outage_since is not None:
+            seconds = time.monotonic() - self.outage_since
+            self.outage_since = None
+            self.notify(f"the database answers again (after {seconds:.0f}s)", timeout=8)
 
     # ------------------------------------------------------------------ navigation
     def open_campaign(self, name: str) -> None:

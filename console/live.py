@@ -127,7 +127,9 @@ class LivePoller:
                     self.app.show_scheduler_state(header)
                 if error is not None:
                     self.app.show_poll_error(error)
-                elif screen is self.app.screen and isinstance(screen, LiveScreen):
+                    return
+                self.app.show_poll_ok()
+                if screen is self.app.screen and isinstance(screen, LiveScreen):
                     if screen.is_mounted:
                         screen.apply_snapshot(snapshot)
                     else:  # pushed, its on_mount not run yet (no table columns): read again

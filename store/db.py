@@ -257,6 +257,18 @@ def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
     return ConnectionProblem(f"cannot connect to the PostgreSQL server at {host}: {text}")
 
 
+def unreachable_problem(engine: Engine, exc: BaseException) -> StoreError | None:
+    """`connection_problem` when `exc` says the database could not be reached: a
+    connection refused or lost (the server stopped, restarted, or cut us off), or a file
+    that cannot be opened. None for any other error (a statement that failed). The console
+    says it this way when its reads or an action meet an outage."""
+    if isinstance(exc, ConnectionProblem):
+        return exc
+    if isinstance(exc, sa.exc.DBAPIError) and (exc.connection_invalidated or exc.statement is None):
+        return connection_problem(engine, exc)
+    return None
+
+
 def check_connection(engine: Engine) -> None:
     """Open one connection now, so an unreachable server or a file that is not a database
     is reported plainly before anything else happens."""

@@ -112,6 +112,13 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
+def postgres_admin_url() -> str:
+    """The test server's maintenance URL, for a test that makes a database of its own."""
+    require_postgres()
+    return POSTGRES_ADMIN_URL
+
+
+@pytest.fixture
 def empty_postgres_url() -> Iterator[str]:
     yield from postgres_schema_url()
 

@@ -8,6 +8,9 @@ from textual.widgets import Static
 
 from store.names import printable
 
+# How the app says its reads fail (CampaignConsole.show_poll_error).
+OUTAGES = ("DATABASE UNREACHABLE", "READ FAILED")
+
 
 class StatusHeader(Static):
     """`user (role) │ scheduler: … │ DB`; NOT RUNNING in a warning colour.
@@ -37,11 +40,16 @@ class StatusHeader(Static):
         label = f"{self.user} ({self.role})" + (f" via {via}" if via else "")
         # `alice (read_only) via ssh` through the gateway
         line.append(printable(label), style="bold")
-        line.append(" │ scheduler: ")
-        if self.scheduler.startswith("NOT RUNNING"):
+        if self.scheduler.startswith(OUTAGES):
+            # The database cannot be read, so what the scheduler does is unknown.
+            line.append(" │ ")
+            line.append(f" {self.scheduler} ", style="bold reverse red")
+        elif self.scheduler.startswith("NOT RUNNING"):
             # Reverse video keeps the warning visible under NO_COLOR as well.
+            line.append(" │ scheduler: ")
             line.append(f" {self.scheduler} ", style="bold reverse red")
         else:
+            line.append(" │ scheduler: ")
             line.append(self.scheduler, style="green")
         line.append(" │ ")
         room = self.size.width - 2 - line.cell_len
