@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from scheduler import mailings as mailing_runs
+from scheduler.outage import Outage, log_failure
 from store import mailings as store_mailings
 from store.actors import Actor
 from store.db import transaction
@@ -52,6 +53,7 @@ class JobContext:
     last_requeue: float = 0.0
     dispatching: bool = False
     reconciler: Any = None  # scheduler.reconcile.Reconciler of this term
+    outage: Outage | None = None  # says a database outage once (scheduler/outage.py)
 
     def should_stop(self) -> bool:
         """Checked by builds between chunks: stop when the term ends."""
@@ -70,7 +72,7 @@ def reconcile(ctx: JobContext) -> None:
     try:
         ctx.reconciler.reconcile()
     except Exception:
-        log.exception("reconcile failed; retrying on its next tick")
+        log_failure(ctx.outage, log, "reconcile failed; retrying on its next tick")
 
 
 # ----------------------------------------------------------------------------- builds
@@ -130,7 +132,7 @@ def dispatch_builds(ctx: JobContext) -> None:
             log.info("claimed build #%s of campaign #%s", build_id, campaign_id)
             ctx.submit_build(build_id)
     except Exception:
-        log.exception("build dispatcher failed; retrying on its next tick")
+        log_failure(ctx.outage, log, "build dispatcher failed; retrying on its next tick")
     finally:
         ctx.dispatching = False
 
@@ -149,7 +151,7 @@ def run_build(ctx: JobContext, build_id: int) -> None:
         )
         log.info("build #%s %s", build_id, status)
     except Exception:
-        log.exception("build #%s raised; it stays running until requeued", build_id)
+        log_failure(ctx.outage, log, "build #%s raised; it stays running until requeued", build_id)
     finally:
         with ctx.lock:
             ctx.in_flight.pop(build_id, None)
@@ -191,7 +193,7 @@ def refresh_segment(ctx: JobContext, segment_id: int) -> None:
     except StoreError as refusal:
         log.warning("segment #%s not refreshed: %s", segment_id, refusal)
     except Exception:
-        log.exception("segment #%s refresh failed", segment_id)
+        log_failure(ctx.outage, log, "segment #%s refresh failed", segment_id)
 
 
 # ----------------------------------------------------------------------------- mailings
@@ -214,7 +216,9 @@ def fire_mailing(ctx: JobContext, mailing_id: int, scheduled_for: datetime | Non
         if result.outcome in ("not-sendable", "already-fired"):
             log.info("mailing #%s at %s: %s", mailing_id, when.isoformat(), result.reason)
     except Exception:
-        log.exception("mailing #%s failed to fire for %s", mailing_id, when.isoformat())
+        log_failure(
+            ctx.outage, log, "mailing #%s failed to fire for %s", mailing_id, when.isoformat()
+        )
 
 
 def finish_unfinished_runs(ctx: JobContext, term_started: datetime) -> None:
@@ -224,9 +228,16 @@ def finish_unfinished_runs(ctx: JobContext, term_started: datetime) -> None:
     queued a second expansion build."""
     if not ctx.acting():
         return
-    with Session(ctx.engine) as session:
-        runs = store_mailings.unfinished_runs(session, claimed_before=term_started)
-        run_ids = [run.id for run in runs]
+    while True:  # once per term; a database that does not answer yet is asked again
+        try:
+            with Session(ctx.engine) as session:
+                runs = store_mailings.unfinished_runs(session, claimed_before=term_started)
+                run_ids = [run.id for run in runs]
+            break
+        except Exception:
+            log_failure(ctx.outage, log, "could not look for unfinished mailing runs")
+            if ctx.stop_event.wait(1.0) or not ctx.acting():
+                return
     for run_id in run_ids:
         if not ctx.acting():
             return
@@ -240,7 +251,7 @@ def finish_unfinished_runs(ctx: JobContext, term_started: datetime) -> None:
                 run_expansion=lambda build_id: wait_for_build(ctx, build_id),
             )
         except Exception:
-            log.exception("mailing run #%s could not be finished", run_id)
+            log_failure(ctx.outage, log, "mailing run #%s could not be finished", run_id)
 
 
 # ----------------------------------------------------------------------------- events
@@ -267,4 +278,4 @@ def drain_events(ctx: JobContext) -> None:
                 result.suppressed,
             )
     except Exception:
-        log.exception("event drain failed; retrying on its next tick")
+        log_failure(ctx.outage, log, "event drain failed; retrying on its next tick")

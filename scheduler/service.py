@@ -44,6 +44,7 @@ from apscheduler.schedulers.base import STATE_STOPPED
 
 from scheduler import jobs
 from scheduler.mailings import DatabaseSender, Sender
+from scheduler.outage import Outage, log_failure
 from scheduler.reconcile import Reconciler
 from store import lease
 from store.actors import system_actor
@@ -130,6 +131,7 @@ class SchedulerService:
         self._terms = 0
         self._thread: threading.Thread | None = None
         self._standby_logged = False
+        self.outage = Outage(self.engine)  # said once in the log (scheduler/outage.py)
 
     # ------------------------------------------------------------------ public
 
@@ -218,22 +220,24 @@ class SchedulerService:
         before = time.monotonic()
         if term is None:
             try:
-                acquired = lease.try_acquire(self.engine, self.holder, ttl)
+                acquired: bool | None = lease.try_acquire(self.engine, self.holder, ttl)
+                self.outage.reached()
             except Exception:
-                log.exception("could not reach the database for the lease")
-                acquired = False
+                log_failure(self.outage, log, "could not reach the database for the lease")
+                acquired = None  # unknown: not "another scheduler holds it"
             if acquired and not self._stopping.is_set():
                 self._standby_logged = False
                 self._begin_term(before)
-            elif not acquired and not self._standby_logged:
+            elif acquired is False and not self._standby_logged:
                 self._standby_logged = True
                 log.info("standby: another scheduler holds the lease; waiting for it")
             interval = min(ttl / 3, 1.0)
         else:
             try:
                 renewed: bool | None = lease.heartbeat(self.engine, self.holder, ttl)
+                self.outage.reached()
             except Exception:
-                log.exception("could not renew the lease")
+                log_failure(self.outage, log, "could not renew the lease")
                 renewed = None
             if renewed:
                 term.last_renewed = before
@@ -275,6 +279,7 @@ class SchedulerService:
                 submit_build=lambda build_id: self._submit_build(term, build_id),
                 build_options=build_options,
                 build_chunk_pause=s.build_chunk_pause,
+                outage=self.outage,
             )
             ctx.reconciler = Reconciler(scheduler, ctx)
             term.scheduler, term.ctx = scheduler, ctx
@@ -283,7 +288,9 @@ class SchedulerService:
         try:
             jobs.requeue_abandoned(ctx)  # crash recovery before the first claim
         except Exception:
-            log.exception("could not requeue abandoned builds; the dispatcher retries")
+            log_failure(
+                self.outage, log, "could not requeue abandoned builds; the dispatcher retries"
+            )
         now = datetime.now(UTC)
         scheduler.add_job(
             jobs.reconcile,
@@ -348,7 +355,7 @@ class SchedulerService:
         try:
             lease.release(self.engine, self.holder)
         except Exception:
-            log.exception("could not release the lease; it expires on its own")
+            log_failure(self.outage, log, "could not release the lease; it expires on its own")
 
     @staticmethod
     def _shutdown_scheduler(term: _Term) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from cli_helpers import Cli
+from own_database import OwnDatabase
 from sqlalchemy.engine import Engine, make_url
 
 from store.actors import Actor
@@ -112,10 +113,14 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def postgres_admin_url() -> str:
-    """The test server's maintenance URL, for a test that makes a database of its own."""
+def own_database() -> Iterator[OwnDatabase]:
+    """A PostgreSQL database of the test's own, which it may cut off (tests/own_database.py)."""
     require_postgres()
-    return POSTGRES_ADMIN_URL
+    database = OwnDatabase(POSTGRES_ADMIN_URL)
+    try:
+        yield database
+    finally:
+        database.drop()
 
 
 @pytest.fixture

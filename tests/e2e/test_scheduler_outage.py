@@ -1,0 +1,55 @@
+"""The scheduler service through a PostgreSQL outage: it says so once, not once per job
+and tick, and takes the lease again when the database answers.
+
+Real processes and a real outage: `campaign-console scheduler` as a child process on a
+database of the test's own, which the test closes to every connection (its open ones
+ended, new ones refused) and opens again (tests/own_database.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session
+
+from e2e.scheduler_world import SchedulerProcess, make_world, poll
+from store import lease
+from store.db import create_workspace
+
+pytestmark = pytest.mark.postgres
+
+
+def test_an_outage_is_logged_once_and_the_scheduler_takes_the_lease_again(own_database, tmp_path):
+    engine = create_workspace(own_database.url)
+    make_world(engine, n=20)  # a segment and profiles: the jobs have something to read
+    engine.dispose()
+    process = SchedulerProcess(
+        own_database.url, tmp_path / "scheduler.log", lease_ttl=1.5, dispatch_interval=0.2
+    )
+    try:
+        poll(lambda: "holds the lease (term 1)" in process.log(), 30, what="the first term")
+
+        own_database.cut()
+        poll(lambda: "database unreachable:" in process.log(), 30, what="the outage said")
+        # Hold the outage until the term has ended for want of renewals: by then every
+        # job has failed on several ticks (reconcile every second, dispatch every 0.2 s).
+        poll(lambda: "stops acting (term 1)" in process.log(), 30, what="the term's end")
+        poll(lambda: process.log().count("\n") > 4, 5)
+        own_database.restore()
+        poll(lambda: "holds the lease (term 2)" in process.log(), 30, what="the second term")
+        assert process.proc.poll() is None  # it never stopped
+
+        log = process.log()
+        said = [line for line in log.splitlines() if "database unreachable:" in line]
+        assert len(said) == 1, log
+        assert "WARNING" in said[0]
+        assert "cannot connect to the PostgreSQL server at 127.0.0.1:5432" in said[0]
+        assert log.count("database reachable again after") == 1, log
+        assert "Traceback" not in log and "sqlalche.me" not in log, log
+        # Not knowing is not "another scheduler holds the lease".
+        assert "standby" not in log, log
+    finally:
+        process.stop()
+    check = create_workspace(own_database.url)
+    with Session(check) as session:
+        assert lease.live_lease(session) is not None  # the process held it until stopped
+    check.dispose()
