@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from cli_helpers import Cli, r10_workspace
+from e2e.scheduler_world import poll
 from sqlmodel import Session
 
-from store.db import open_store
+from store.db import create_workspace, open_store
 from store.models import AudienceBuild
 
 SCRIPT = Path(sys.executable).parent / "campaign-console"
@@ -191,3 +192,46 @@ def test_wait_requeues_a_build_abandoned_by_a_crashed_process_and_runs_it(
         assert f"build #{build_id} (activation): done" in err.getvalue()
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_command_whose_database_goes_away_says_which_and_keeps_nothing(own_database):
+    """A real outage mid-command (tests/own_database.py): the import is reading its file
+    from a pipe when the database ends its connection and refuses new ones."""
+    url = own_database.url
+    create_workspace(url).dispose()
+    assert run(url, "database", "create", "main", "--fields", "region:text").returncode == 0
+    proc = subprocess.Popen(
+        [str(SCRIPT), "--db", url, "import", "profiles", "--database", "main", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("external_id,region\nA,Moscow\n")
+    proc.stdin.flush()
+
+    def connected() -> bool:  # the command has opened the workspace and waits for input
+        with own_database.admin.connect() as conn:
+            return bool(
+                conn.execute(
+                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name"),
+                    {"name": own_database.name},
+                ).scalar()
+            )
+
+    poll(connected, 30, what="the command's connection")
+    own_database.cut()
+    out, err = proc.communicate("B,Kazan\n", timeout=60)  # the rest, then end of file
+    assert proc.returncode == 1, err
+    assert out == ""
+    assert err.startswith("error: cannot connect to the PostgreSQL server at 127.0.0.1:5432"), err
+    assert len(err.strip().splitlines()) == 1, err
+    for internal in ("Traceback", "sqlalche.me", "[SQL:", "unexpected error"):
+        assert internal not in err
+    own_database.restore()
+    engine = open_store(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM profile")).scalar() == 0
+    engine.dispose()

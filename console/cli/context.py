@@ -47,6 +47,15 @@ class Context:
             "statement_timeout": self.settings.statement_timeout,
         }
 
+    def unreachable_problem(self, exc: BaseException) -> Any:
+        """The store's words for a database that could not be reached during the command
+        (store.db.unreachable_problem); None for any other error, or before any engine."""
+        if self._engine is None:
+            return None
+        from store.db import unreachable_problem
+
+        return unreachable_problem(self._engine, exc)
+
     def adopt_engine(self, engine: Any) -> None:
         """Use an engine a store operation opened (e.g. the demo's, which may create it)."""
         self._engine = engine

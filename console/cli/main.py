@@ -176,5 +176,9 @@ def _run(handler: Callable, args: argparse.Namespace, ctx: Context) -> int:
     except Exception as exc:  # the contract: anything unexpected is exit 1, with a reason
         if os.environ.get("CAMPAIGN_CONSOLE_DEBUG"):
             raise
+        problem = ctx.unreachable_problem(exc)  # the server went away mid-command
+        if problem is not None:
+            print(f"error: {printable_lines(str(problem))}", file=sys.stderr)
+            return problem.exit_code
         print(f"unexpected error: {printable_lines(public_reason(exc))}", file=sys.stderr)
         return EXIT_UNEXPECTED
