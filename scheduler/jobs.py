@@ -151,7 +151,13 @@ def run_build(ctx: JobContext, build_id: int) -> None:
         )
         log.info("build #%s %s", build_id, status)
     except Exception:
-        log_failure(ctx.outage, log, "build #%s raised; it stays running until requeued", build_id)
+        log_failure(
+            ctx.outage,
+            log,
+            "build #%s raised; it stays running until requeued",
+            build_id,
+            each=True,
+        )
     finally:
         with ctx.lock:
             ctx.in_flight.pop(build_id, None)
@@ -193,7 +199,7 @@ def refresh_segment(ctx: JobContext, segment_id: int) -> None:
     except StoreError as refusal:
         log.warning("segment #%s not refreshed: %s", segment_id, refusal)
     except Exception:
-        log_failure(ctx.outage, log, "segment #%s refresh failed", segment_id)
+        log_failure(ctx.outage, log, "segment #%s refresh failed", segment_id, each=True)
 
 
 # ----------------------------------------------------------------------------- mailings
@@ -217,7 +223,12 @@ def fire_mailing(ctx: JobContext, mailing_id: int, scheduled_for: datetime | Non
             log.info("mailing #%s at %s: %s", mailing_id, when.isoformat(), result.reason)
     except Exception:
         log_failure(
-            ctx.outage, log, "mailing #%s failed to fire for %s", mailing_id, when.isoformat()
+            ctx.outage,
+            log,
+            "mailing #%s failed to fire for %s",
+            mailing_id,
+            when.isoformat(),
+            each=True,
         )
 
 
@@ -251,7 +262,7 @@ def finish_unfinished_runs(ctx: JobContext, term_started: datetime) -> None:
                 run_expansion=lambda build_id: wait_for_build(ctx, build_id),
             )
         except Exception:
-            log_failure(ctx.outage, log, "mailing run #%s could not be finished", run_id)
+            log_failure(ctx.outage, log, "mailing run #%s could not be finished", run_id, each=True)
 
 
 # ----------------------------------------------------------------------------- events

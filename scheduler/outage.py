@@ -69,10 +69,16 @@ class Outage:
             log.warning("database reachable again after %.0fs", time.monotonic() - since)
 
 
-def log_failure(outage: Outage | None, logger: logging.Logger, message: str, *args) -> None:
-    """In an `except` block: an outage said once (Outage.failed), or anything else with its
-    traceback (`logger.exception(message, *args)`)."""
+def log_failure(
+    outage: Outage | None, logger: logging.Logger, message: str, *args, each: bool = False
+) -> None:
+    """In an `except` block: anything but an outage with its traceback
+    (`logger.exception(message, *args)`). An outage is said once (Outage.failed); with
+    `each`, for a failure that concerns one thing (a build, a mailing, a refresh), also
+    one WARNING line per failure, without traceback, so what it did not do is on record."""
     exc = sys.exc_info()[1]
     if outage is not None and exc is not None and outage.failed(exc, message % args):
+        if each:
+            logger.warning("%s: the database is unreachable", message % args)
         return
     logger.exception(message, *args)
