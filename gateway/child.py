@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from console.app import CampaignConsole
     from store.actors import gateway_actor
+    from store.errors import StoreError
+    from store.names import printable_lines
     from store.settings import load_settings
 
     address, _, port = args.client.rpartition(":")
@@ -36,17 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()  # poll interval and key remaps only: never the role
     # One scheduler per deployment runs as its own service (docs/gateway.md); a session
     # must not embed one that would die, lease and all, with whoever connected first.
-    app = CampaignConsole(
-        os.environ["CAMPAIGN_CONSOLE_DB"],  # set by the gateway (not in argv: passwords)
-        actor,
-        embed_scheduler=False,
-        poll_interval=settings.poll_interval,
-        keys=settings.keys,
-        store_options={
-            "connect_timeout": settings.connect_timeout,
-            "statement_timeout": settings.statement_timeout,
-        },
-    )
+    try:
+        app = CampaignConsole(
+            os.environ["CAMPAIGN_CONSOLE_DB"],  # set by the gateway (not in argv: passwords)
+            actor,
+            embed_scheduler=False,
+            poll_interval=settings.poll_interval,
+            keys=settings.keys,
+            store_options={
+                "connect_timeout": settings.connect_timeout,
+                "statement_timeout": settings.statement_timeout,
+            },
+        )
+    except StoreError as exc:
+        # The workspace cannot be opened now (its server down, its file gone): the store's
+        # one line on the client's terminal, as the local console says it; no traceback.
+        print(f"campaign-console: error: {printable_lines(str(exc))}", file=sys.stderr)
+        return 1
     app.run()
     return app.return_code or 0
 

@@ -189,6 +189,24 @@ def test_idle_timeout_ends_the_session_with_a_message(start_gateway, keys, tmux)
     assert rows[0]["details"]["reason"] == "idle timeout"
 
 
+def test_a_workspace_that_cannot_be_opened_is_said_in_one_line_not_a_traceback(
+    start_gateway, keys, tmux
+):
+    gateway = start_gateway()
+    path = Path(gateway.db_url.removeprefix("sqlite:///"))
+    for gone in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        gone.unlink(missing_ok=True)  # e.g. moved away by someone restoring a backup
+    tmux.open("a", gateway.ssh(keys["alice"], "-tt"))
+    screen = tmux.wait_for("a", "SSH-EXIT=", timeout=60)
+    assert f"campaign-console: error: no campaign-console workspace at {path}" in screen.replace(
+        "\n", ""
+    ), screen
+    assert "SSH-EXIT=1" in screen
+    assert "Traceback" not in screen and "File " not in screen
+    poll(lambda: not gateway.consoles(), what="console gone")
+    assert gateway.proc.poll() is None  # the gateway keeps serving
+
+
 def test_unknown_key_and_key_without_role_are_refused(start_gateway, keys):
     gateway = start_gateway()
     unknown = gateway.run_ssh(keys["eve"], "-T")
