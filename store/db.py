@@ -257,14 +257,34 @@ def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
     return ConnectionProblem(f"cannot connect to the PostgreSQL server at {host}: {text}")
 
 
+# SQLite's primary result codes that mean the file itself cannot be used: cannot open it
+# (gone, no permission), not a database, an I/O error (its device, or a file removed).
+SQLITE_UNREACHABLE = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_IOERR)
+
+
+def _lost_or_refused(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the error is the database's absence rather than a statement's failure."""
+    if exc.connection_invalidated:  # the driver says the connection was lost
+        return True
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in SQLITE_UNREACHABLE
+    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return False
+    # psycopg: a connection that could not be made, or broke, has no server result, so no
+    # SQLSTATE; a server ending sessions says class 08 or 57P01-57P03.
+    state = getattr(exc.orig, "sqlstate", None)
+    return state is None or state[:2] == "08" or state in ("57P01", "57P02", "57P03")
+
+
 def unreachable_problem(engine: Engine, exc: BaseException) -> StoreError | None:
     """`connection_problem` when `exc` says the database could not be reached: a
     connection refused or lost (the server stopped, restarted, or cut us off), or a file
-    that cannot be opened. None for any other error (a statement that failed). The console
-    says it this way when its reads or an action meet an outage."""
+    that cannot be opened. None for any other error (a statement or a COMMIT that
+    failed). The console, the CLI and the scheduler say an outage this way."""
     if isinstance(exc, ConnectionProblem):
         return exc
-    if isinstance(exc, sa.exc.DBAPIError) and (exc.connection_invalidated or exc.statement is None):
+    if isinstance(exc, sa.exc.DBAPIError) and _lost_or_refused(exc):
         return connection_problem(engine, exc)
     return None
 
@@ -362,6 +382,12 @@ def open_store(
         check_connection(engine)
         init_schema(engine)
         _detect_read_only_role(engine)
+    except sa.exc.DBAPIError as exc:  # the database went away after the first connection
+        engine.dispose()
+        problem = unreachable_problem(engine, exc)
+        if problem is None:
+            raise
+        raise problem from None
     except BaseException:
         engine.dispose()
         raise

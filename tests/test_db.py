@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from store import db, migrate
@@ -47,3 +48,53 @@ def test_unsupported_url_gets_a_clear_error():
         assert "unsupported database URL" in str(exc)
     else:
         raise AssertionError("mysql must be refused")
+
+
+def _refused_engine() -> sa.Engine:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return sa.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/x")
+
+
+def test_a_refused_connection_is_an_outage_said_in_the_stores_words():
+    engine = _refused_engine()
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.DBAPIError as exc:
+        problem = db.unreachable_problem(engine, exc)
+    engine.dispose()
+    port = engine.url.port
+    assert str(problem).startswith(f"cannot connect to the PostgreSQL server at 127.0.0.1:{port}")
+
+
+@pytest.mark.postgres
+def test_a_commit_refused_by_a_deferred_constraint_is_not_an_outage(empty_postgres_url):
+    """A COMMIT's failure carries no statement either, as a failed connection does."""
+    engine = sa.create_engine(empty_postgres_url)
+    with pytest.raises(sa.exc.IntegrityError) as raised, engine.begin() as conn:
+        conn.execute(sa.text("CREATE TEMP TABLE t (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (1), (1)"))
+    engine.dispose()
+    assert raised.value.statement is None  # raised by the COMMIT
+    assert db.unreachable_problem(engine, raised.value) is None
+    assert db.unreachable_problem(engine, ValueError("not a database error")) is None
+
+
+def test_on_sqlite_a_failed_statement_is_not_an_outage_and_a_file_that_is_not_a_database_is(
+    sqlite_engine, tmp_path
+):
+    with pytest.raises(sa.exc.OperationalError) as failed, sqlite_engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM no_such_table"))
+    assert db.unreachable_problem(sqlite_engine, failed.value) is None
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not an SQLite file" * 300)
+    engine = sa.create_engine(f"sqlite:///{garbage}")
+    with pytest.raises(sa.exc.DatabaseError) as unusable, engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM sqlite_master"))
+    engine.dispose()
+    problem = db.unreachable_problem(engine, unusable.value)
+    assert str(problem).startswith(f"{garbage} is not an SQLite database")
