@@ -90,8 +90,10 @@ class CampaignConsole(App):
         self.scheduler_options = dict(scheduler_options or {})
         self.embedded_holder: str | None = None
         self.scheduler_text = "checking…"
-        # Since when (monotonic) the poller's reads fail, None while they succeed.
+        # Since when (monotonic) the poller's reads fail or hang, None while they succeed;
+        # and whether the reason was said (a hang says nothing until its read fails).
         self.outage_since: float | None = None
+        self._outage_told = False
         self.poller = LivePoller(self, poll_interval)
         self.keymap_problems: list[str] = []
         self.requested_keys = dict(keys or {})
@@ -268,6 +270,8 @@ class CampaignConsole(App):
         now = time.monotonic()
         if self.outage_since is None:
             self.outage_since = now
+        if not self._outage_told:
+            self._outage_told = True
             reason = str(problem) if problem is not None else public_reason(error)
             self.notify(
                 f"{reason}. The screens show what was read before; reading again every "
@@ -277,15 +281,25 @@ class CampaignConsole(App):
                 timeout=15,
             )
         state = "DATABASE UNREACHABLE" if problem is not None else "READ FAILED"
-        self.scheduler_text = f"{state} for {now - self.outage_since:.0f}s"
+        self._show_outage(f"{state} for {now - self.outage_since:.0f}s")
+
+    def show_poll_stalled(self, waited: float) -> None:
+        """The poller's read has had no answer for `waited` seconds (LivePoller)."""
+        if self.outage_since is None:
+            self.outage_since = time.monotonic() - waited
+        self._show_outage(f"DATABASE NOT ANSWERING for {time.monotonic() - self.outage_since:.0f}s")
+
+    def _show_outage(self, text: str) -> None:
+        self.scheduler_text = text
         for header in self.screen.query(StatusHeader):
-            header.scheduler = self.scheduler_text
+            header.scheduler = text
 
     def show_poll_ok(self) -> None:
         """A poll read the database: after an outage, say it answers again."""
         if self.outage_since is not None:
             seconds = time.monotonic() - self.outage_since
             self.outage_since = None
+            self._outage_told = False
             self.notify(f"the database answers again (after {seconds:.0f}s)", timeout=8)
 
     # ------------------------------------------------------------------ navigation

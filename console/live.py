@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 from textual.screen import ModalScreen, Screen
@@ -43,6 +44,12 @@ class LiveScreen(Screen):
         pass
 
 
+# A read in flight this long means the database is not answering (a frozen server, a cut
+# network that sends no reset, a lock held by someone else): the header says so, rather
+# than keep showing what the last answer said (`heard 3s ago` while nothing is heard).
+STALLED_AFTER = 5.0
+
+
 class LivePoller:
     def __init__(self, app: CampaignConsole, interval: float = 1.0) -> None:
         self.app = app
@@ -51,17 +58,28 @@ class LivePoller:
         self._in_flight = False
         self._again = False
         self._stopped = False
+        self.read_started: float | None = None  # monotonic start of the read in flight
+        self._watch: Timer | None = None
         self.polls = 0  # completed polls, for tests and the benchmark
         self.skipped_behind_modal = 0
 
     # ------------------------------------------------------------------ scheduling
     def start(self) -> None:
         self.poll_now()
+        self._watch = self.app.set_interval(1.0, self._check_stalled, name="live-poll-watch")
 
     def stop(self) -> None:
         self._stopped = True
-        if self._timer is not None:
-            self._timer.stop()
+        for timer in (self._timer, self._watch):
+            if timer is not None:
+                timer.stop()
+
+    def _check_stalled(self) -> None:
+        started = self.read_started
+        if started is not None and not self._exiting():
+            waited = time.monotonic() - started
+            if waited >= STALLED_AFTER:
+                self.app.show_poll_stalled(waited)
 
     def _schedule(self, delay: float) -> None:
         if self._exiting():
@@ -90,6 +108,7 @@ class LivePoller:
             self._schedule(self.interval)  # paused behind the modal
             return
         self._in_flight = True
+        self.read_started = time.monotonic()
         self.app.run_worker(
             lambda: self._read(screen),
             name="live-poll",
@@ -118,6 +137,7 @@ class LivePoller:
         self, screen: Screen, header: SchedulerHealth | None, snapshot: Any, error: Exception | None
     ) -> None:
         self._in_flight = False
+        self.read_started = None
         self.polls += 1
         if self._exiting():
             return

@@ -8,8 +8,8 @@ from textual.widgets import Static
 
 from store.names import printable
 
-# How the app says its reads fail (CampaignConsole.show_poll_error).
-OUTAGES = ("DATABASE UNREACHABLE", "READ FAILED")
+# How the app says its reads fail or hang (CampaignConsole.show_poll_error, show_poll_stalled).
+OUTAGES = ("DATABASE UNREACHABLE", "DATABASE NOT ANSWERING", "READ FAILED")
 
 
 class StatusHeader(Static):

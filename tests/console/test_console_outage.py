@@ -79,3 +79,38 @@ async def test_an_outage_is_said_in_the_header_and_the_console_recovers(own_data
             )
         engine.dispose()
         await wait_for(pilot, lambda: "Autumn Sale 2" in screen_text(app))
+
+
+async def test_a_read_that_gets_no_answer_is_said_until_it_does(postgres_url):
+    """A real hang: another session holds an exclusive lock on the campaigns table (as a
+    migration or VACUUM FULL would), so the console's read waits with no answer, as it
+    does for a frozen server or a network that drops packets."""
+    build_workspace(postgres_url).engine.dispose()
+    app = CampaignConsole(postgres_url, OPERATOR, embed_scheduler=False, poll_interval=0.2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen) and app.screen.shown)
+        locker = sa.create_engine(postgres_url)
+        conn = locker.connect()
+        lock = conn.begin()
+        try:
+            conn.execute(sa.text("LOCK TABLE campaign IN ACCESS EXCLUSIVE MODE"))
+            await wait_for(
+                pilot,
+                lambda: "DATABASE NOT ANSWERING for" in header(app),
+                what=lambda: header(app),
+            )
+            assert "scheduler:" not in header(app)  # not "heard 1s ago" while none is heard
+            assert "Autumn Sale" in screen_text(app)  # what was read stays on screen
+        finally:
+            lock.rollback()
+            conn.close()
+            locker.dispose()
+        await wait_for(
+            pilot, lambda: "scheduler:  NOT RUNNING" in header(app), what=lambda: header(app)
+        )
+        await wait_for(
+            pilot,
+            lambda: any(m.startswith(": the database answers again (after") for m in messages(app)),
+            what=lambda: messages(app),
+        )
+        assert not any(m.startswith("database unreachable") for m in messages(app))
