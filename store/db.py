@@ -215,6 +215,14 @@ def _on_error(context: sa.engine.ExceptionContext) -> None:
         raise problem from None
 
 
+# psycopg repeats the address of a connection it could not make: `connection failed:
+# connection to server at "127.0.0.1", port 5432 failed: FATAL:  the database system is
+# shutting down`. Only what follows is the reason.
+LIBPQ_ADDRESS = re.compile(
+    r'^(?:connection failed: )?connection to server (?:at|on) .*? failed: (?:FATAL: +)?'
+)
+
+
 def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
     """A failure to reach or open the database, said for a person: which file or server,
     and what to change. Never SQLAlchemy's text, SQL or links (issue 15.6, 15.10)."""
@@ -245,6 +253,7 @@ def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
             )
         return ConnectionProblem(f"cannot open {place}: {text}")
     host = _postgres_host(engine)
+    text = LIBPQ_ADDRESS.sub("", text)  # the message names the server once, below
     if "timeout" in text.lower():
         seconds = max(2, math.ceil(engine_options(engine).connect_timeout))
         return ConnectionProblem(
