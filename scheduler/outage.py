@@ -6,7 +6,8 @@ time, fifteen seconds of outage wrote thousands of lines to the service's journa
 buried what the operator needs: that the database is unreachable, why, since when, and
 when it came back. `Outage` says the first failure as one WARNING line (which server and
 why, store.db.unreachable_problem), repeats it once a minute while it lasts, and says how
-long it lasted when the lease thread reaches the database again. Any other error is not
+long it lasted when the lease thread reaches the database again. A lease call that gets
+no answer at all is said by a watchdog (SchedulerService), since that thread cannot. Any other error is not
 an outage: the caller logs it with its traceback, as before.
 """
 
@@ -61,12 +62,29 @@ class Outage:
             log.debug("database unreachable (%s): %s", what, problem)
         return True
 
+    def stalled(self, what: str, waited: float) -> None:
+        """`what` has waited `waited` seconds for an answer (a frozen server, a network
+        that drops packets, a lock someone holds): said once per outage."""
+        now = time.monotonic()
+        with self._lock:
+            first = self._since is None
+            if first:
+                self._since = now - waited
+                self._said = now
+        if first:
+            log.warning(
+                "database not answering: %s has waited %.0fs; this scheduler does not act "
+                "until it answers",
+                what,
+                waited,
+            )
+
     def reached(self) -> None:
         """The database answered: end the outage, if there was one, saying how long."""
         with self._lock:
             since, self._since = self._since, None
         if since is not None:
-            log.warning("database reachable again after %.0fs", time.monotonic() - since)
+            log.warning("database answers again after %.0fs", time.monotonic() - since)
 
 
 def log_failure(

@@ -132,6 +132,7 @@ class SchedulerService:
         self._thread: threading.Thread | None = None
         self._standby_logged = False
         self.outage = Outage(self.engine)  # said once in the log (scheduler/outage.py)
+        self._lease_call_started: float | None = None  # a lease query in flight since
 
     # ------------------------------------------------------------------ public
 
@@ -143,6 +144,9 @@ class SchedulerService:
             target=self._lease_loop, name="scheduler-lease", daemon=True
         )
         self._thread.start()
+        threading.Thread(
+            target=self._watch_lease, name="scheduler-lease-watch", daemon=True
+        ).start()
         log.info("scheduler %s started on %s", self.holder, self.engine.url.render_as_string())
         return self
 
@@ -213,18 +217,32 @@ class SchedulerService:
                 interval = min(self.settings.lease_ttl / 3, 1.0)
             self._stopping.wait(interval)
 
+    def _watch_lease(self) -> None:
+        """Say in the log when a lease query has had no answer for a TTL (a frozen server,
+        a network that drops packets, a lock someone holds on the lease): the lease thread
+        waits in it and cannot, and the term's fence has stopped the jobs by then."""
+        while not self._stopping.wait(1.0):
+            started = self._lease_call_started
+            if started is not None:
+                waited = time.monotonic() - started
+                if waited >= self.settings.lease_ttl:
+                    self.outage.stalled("the lease query", waited)
+
     def _lease_step(self) -> float:
         """One turn of the lease thread; returns the seconds to wait before the next."""
         ttl = self.settings.lease_ttl
         term = self._term
         before = time.monotonic()
         if term is None:
+            self._lease_call_started = before
             try:
                 acquired: bool | None = lease.try_acquire(self.engine, self.holder, ttl)
                 self.outage.reached()
             except Exception:
                 log_failure(self.outage, log, "could not reach the database for the lease")
                 acquired = None  # unknown: not "another scheduler holds it"
+            finally:
+                self._lease_call_started = None
             if acquired and not self._stopping.is_set():
                 self._standby_logged = False
                 self._begin_term(before)
@@ -233,12 +251,15 @@ class SchedulerService:
                 log.info("standby: another scheduler holds the lease; waiting for it")
             interval = min(ttl / 3, 1.0)
         else:
+            self._lease_call_started = before
             try:
                 renewed: bool | None = lease.heartbeat(self.engine, self.holder, ttl)
                 self.outage.reached()
             except Exception:
                 log_failure(self.outage, log, "could not renew the lease")
                 renewed = None
+            finally:
+                self._lease_call_started = None
             if renewed:
                 term.last_renewed = before
             elif renewed is False:

@@ -64,7 +64,7 @@ def test_an_outage_is_said_once_then_when_it_ends(refused, caplog):
     caplog.clear()
     outage.reached()
     said = lines(caplog)
-    assert len(said) == 1 and said[0].startswith("WARNING database reachable again after ")
+    assert len(said) == 1 and said[0].startswith("WARNING database answers again after ")
     assert not outage.ongoing
     caplog.clear()
     outage.reached()  # no outage: nothing to say

@@ -9,6 +9,7 @@ ended, new ones refused) and opens again (tests/own_database.py).
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from e2e.scheduler_world import SchedulerProcess, make_world, poll
@@ -43,7 +44,7 @@ def test_an_outage_is_logged_once_and_the_scheduler_takes_the_lease_again(own_da
         assert len(said) == 1, log
         assert "WARNING" in said[0]
         assert "cannot connect to the PostgreSQL server at 127.0.0.1:5432" in said[0]
-        assert log.count("database reachable again after") == 1, log
+        assert log.count("database answers again after") == 1, log
         assert "Traceback" not in log and "sqlalche.me" not in log, log
         # Not knowing is not "another scheduler holds the lease".
         assert "standby" not in log, log
@@ -53,3 +54,35 @@ def test_an_outage_is_logged_once_and_the_scheduler_takes_the_lease_again(own_da
     with Session(check) as session:
         assert lease.live_lease(session) is not None  # the process held it until stopped
     check.dispose()
+
+
+def test_a_lease_query_with_no_answer_is_logged_and_the_scheduler_acts_again_after(
+    own_database, tmp_path
+):
+    """A real hang: another session holds an exclusive lock on the lease table, so the
+    lease thread waits in its query with no answer, as for a frozen server."""
+    engine = create_workspace(own_database.url)
+    make_world(engine, n=20)
+    engine.dispose()
+    process = SchedulerProcess(
+        own_database.url, tmp_path / "scheduler.log", lease_ttl=1.5, dispatch_interval=0.2
+    )
+    locker = sa.create_engine(own_database.url)
+    try:
+        poll(lambda: "holds the lease (term 1)" in process.log(), 30, what="the first term")
+        with locker.connect() as conn:
+            lock = conn.begin()
+            conn.execute(sa.text("LOCK TABLE scheduler_lease IN ACCESS EXCLUSIVE MODE"))
+            poll(lambda: "database not answering:" in process.log(), 30, what="the hang said")
+            lock.rollback()
+        poll(lambda: "database answers again after" in process.log(), 30, what="its end")
+        poll(lambda: "holds the lease (term 2)" in process.log(), 30, what="acting again")
+        log = process.log()
+        said = [line for line in log.splitlines() if "database not answering:" in line]
+        assert len(said) == 1, log
+        assert "the lease query has waited" in said[0] and "WARNING" in said[0]
+        assert "Traceback" not in log, log
+        assert process.proc.poll() is None
+    finally:
+        process.stop()
+        locker.dispose()
