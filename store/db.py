@@ -219,7 +219,7 @@ def _on_error(context: sa.engine.ExceptionContext) -> None:
 # connection to server at "127.0.0.1", port 5432 failed: FATAL:  the database system is
 # shutting down`. Only what follows is the reason.
 LIBPQ_ADDRESS = re.compile(
-    r'^(?:connection failed: )?connection to server (?:at|on) .*? failed: (?:FATAL: +)?'
+    r"^(?:connection failed: )?connection to server (?:at|on) .*? failed: (?:FATAL: +)?"
 )
 
 
