@@ -58,7 +58,7 @@ from sqlmodel import Session
 from store import audit, mailings
 from store.actors import Actor
 from store.build_steps import LostClaim, end_build, run_step
-from store.db import transaction
+from store.db import transaction, unreachable_problem
 from store.errors import InvalidStateError, NotFoundError, WorkspaceBusy, public_reason
 from store.locations import is_postgres
 from store.models import (
@@ -335,7 +335,7 @@ def run_build(
     """Run (or resume) a claimed build chunk by chunk. Returns done | failed | cancelled,
     or interrupted when should_stop() turned true between chunks (back to queued). A chunk
     that waited past SQLite's busy timeout for another writer is tried again, and so is
-    one whose connection was lost (up to len(RECONNECT_WAITS) times in a row)."""
+    one whose connection was lost or refused (up to len(RECONNECT_WAITS) times in a row)."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     lost = 0  # connections lost in a row
@@ -360,9 +360,11 @@ def run_build(
         except sa.exc.DBAPIError as exc:
             # The server restarted, or a failover dropped the connection, mid-chunk: the
             # chunk was rolled back, or it committed and the checkpoint says so. Either
-            # way trying it again is a resume; the pool opens a new connection.
-            if not exc.connection_invalidated or lost >= len(RECONNECT_WAITS):
-                _fail(engine, build_id, worker, public_reason(exc))
+            # way trying it again is a resume; the pool opens a new connection, once the
+            # server accepts one again (store.db.unreachable_problem: lost or refused).
+            problem = unreachable_problem(engine, exc)
+            if problem is None or lost >= len(RECONNECT_WAITS):
+                _fail(engine, build_id, worker, str(problem or public_reason(exc)))
                 return "failed"
             if should_stop():
                 return "interrupted"  # stays running, requeued as abandoned (as above)

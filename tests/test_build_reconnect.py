@@ -16,7 +16,7 @@ from cli_helpers import Cli, twin_campaigns
 from sqlalchemy.engine import make_url
 
 from store import builds
-from store.db import make_engine
+from store.db import create_workspace, make_engine
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("no_user_config")]
 
@@ -84,3 +84,42 @@ def test_a_build_whose_connection_is_lost_mid_chunk_resumes_on_a_new_one(
     assert dropped["audience"]["members"] == 1000
     shown = cli.ok("builds", "--campaign", "Dropped", "--json").json[0]
     assert (shown["status"], shown["error"]) == ("done", None)
+
+
+def test_a_build_whose_server_refuses_connections_for_a_while_waits_for_it(
+    own_database, capsys, tmp_path
+):
+    """A real outage between two chunks (tests/own_database.py): the build's connection is
+    ended and new ones are refused, as while a server restarts, then accepted again. The
+    build tries again (RECONNECT_WAITS) and ends as a build that never met it."""
+    create_workspace(own_database.url).dispose()
+    cli = Cli(own_database.url, capsys, tmp_path)
+    twin_campaigns(cli, "Dropped", "Clean", seed=5, weekly=False)
+    cli.ok("campaign", "activate", "Dropped")
+    engine = make_engine(own_database.url)
+    outage: list[threading.Thread] = []
+
+    def restore_later() -> None:
+        time.sleep(1.0)  # how long the server refuses: the build's first tries meet it
+        own_database.restore()
+
+    def cut_after_the_first_chunk(_build: int, processed: int, _total: int) -> None:
+        if processed and not outage:
+            own_database.cut()
+            outage.append(threading.Thread(target=restore_later, daemon=True))
+            outage[0].start()
+
+    try:
+        build_id = builds.claim_next_build(engine, "w")
+        outcome = builds.run_build(
+            engine, build_id, worker="w", chunk_size=300, on_progress=cut_after_the_first_chunk
+        )
+        outage[0].join(timeout=60)
+    finally:
+        engine.dispose()
+    assert outcome == "done"
+    cli.ok("campaign", "activate", "Clean", "--wait")
+    dropped = cli.ok("campaign", "show", "Dropped", "--json").json
+    clean = cli.ok("campaign", "show", "Clean", "--json").json
+    assert dropped["audience"] == clean["audience"] and dropped["strata"] == clean["strata"]
+    assert dropped["audience"]["members"] == 1000
