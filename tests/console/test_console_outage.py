@@ -25,6 +25,18 @@ def header(app: CampaignConsole) -> str:
     return app.screen.query_one(StatusHeader)._line().plain
 
 
+async def answered_again(pilot, app: CampaignConsole) -> None:
+    """The header is the scheduler's again, and a notice says the database answers."""
+    await wait_for(
+        pilot, lambda: "scheduler:  NOT RUNNING" in header(app), what=lambda: header(app)
+    )
+    await wait_for(
+        pilot,
+        lambda: any(m.startswith(": the database answers again (after") for m in messages(app)),
+        what=lambda: messages(app),
+    )
+
+
 async def test_an_outage_is_said_in_the_header_and_the_console_recovers(own_database):
     build_workspace(own_database.url).engine.dispose()
     app = CampaignConsole(own_database.url, OPERATOR, embed_scheduler=False, poll_interval=0.2)
@@ -69,14 +81,7 @@ async def test_an_outage_is_said_in_the_header_and_the_console_recovers(own_data
         assert "cannot connect to the PostgreSQL server at 127.0.0.1:5432" in failed
 
         own_database.restore()
-        await wait_for(
-            pilot, lambda: "scheduler:  NOT RUNNING" in header(app), what=lambda: header(app)
-        )
-        await wait_for(
-            pilot,
-            lambda: any(m.startswith(": the database answers again (after") for m in messages(app)),
-            what=lambda: messages(app),
-        )
+        await answered_again(pilot, app)
         # Reads work again: a change made meanwhile by someone else shows up.
         engine = sa.create_engine(own_database.url)
         with engine.begin() as conn:
@@ -111,12 +116,5 @@ async def test_a_read_that_gets_no_answer_is_said_until_it_does(postgres_url):
             lock.rollback()
             conn.close()
             locker.dispose()
-        await wait_for(
-            pilot, lambda: "scheduler:  NOT RUNNING" in header(app), what=lambda: header(app)
-        )
-        await wait_for(
-            pilot,
-            lambda: any(m.startswith(": the database answers again (after") for m in messages(app)),
-            what=lambda: messages(app),
-        )
+        await answered_again(pilot, app)
         assert not any(m.startswith("database unreachable") for m in messages(app))
