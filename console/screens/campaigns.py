@@ -36,15 +36,18 @@ def build_cell(row: CampaignRow) -> str:
 
 
 # (column key, label, width, how a row becomes the cell). Fixed widths keep the
-# columns still while live values change, and the most telling ones fit in 80 columns.
+# columns still while live values change. The most telling ones fit in 80 columns: the
+# campaign, its state, its size, its control group, R10 warnings and the LCG that explains
+# them (its first 17 characters even beside a scrollbar, all of it one → away). The test
+# group and the rest are a few → away; the campaign's name stays put while it scrolls.
 COLUMNS: list[tuple[str, str, int, Any]] = [
     ("name", "Campaign", 16, lambda r: r.name),
     ("status", "Status", 9, lambda r: r.status),
     ("members", "Members", 9, lambda r: f"{r.members:,}"),
-    ("test", "Test", 15, lambda r: f"{r.test:,} {r.test_pct}"),
     ("control", "Control", 13, lambda r: f"{r.control:,} {r.control_pct}"),
-    ("lcg", "LCG", 18, lambda r: r.lcg_summary),
-    ("warnings", "Warn", 4, lambda r: f"⚠ {len(r.warnings)}" if r.warnings else ""),
+    ("warnings", "⚠", 3, lambda r: f"⚠ {len(r.warnings)}" if r.warnings else ""),
+    ("lcg", "LCG", 22, lambda r: r.lcg_summary),
+    ("test", "Test", 15, lambda r: f"{r.test:,} {r.test_pct}"),
     ("build", "Build", 20, build_cell),
     (
         "paused",
@@ -86,7 +89,7 @@ class CampaignsScreen(CampaignActions, LiveScreen):
         yield Input(
             placeholder="filter: name, status, segment, database…", id="filter", classes="-hidden"
         )
-        table = Table(id="campaigns", cursor_type="row", zebra_stripes=True)
+        table = Table(id="campaigns", cursor_type="row", zebra_stripes=True, fixed_columns=1)
         for key, label, width, _cell in COLUMNS:
             table.add_column(label, key=key, width=width)
         yield table

@@ -26,6 +26,33 @@ def cursor_key(table: DataTable) -> str | None:
 
 
 class Table(DataTable):
+    """In row mode ← and → scroll a whole column, not one character: at 80 columns a wide
+    table's hidden columns are a few key presses away (Textual scrolls a cell per press).
+    The fixed columns (`fixed_columns`, e.g. the campaign's name) stay put."""
+
+    def _column_starts(self) -> list[int]:
+        """The scroll_x that puts each scrollable column just right of the fixed ones."""
+        starts, x = [], 0
+        for column in self.ordered_columns[self.fixed_columns :]:
+            starts.append(x)
+            x += column.get_render_width(self)
+        return starts
+
+    def action_cursor_right(self) -> None:
+        if self.cursor_type != "row":
+            return super().action_cursor_right()
+        starts = self._column_starts()
+        after = [x for x in starts if x > round(self.scroll_x)]
+        if after:
+            self.scroll_to(x=min(after[0], self.max_scroll_x), animate=False)
+
+    def action_cursor_left(self) -> None:
+        if self.cursor_type != "row":
+            return super().action_cursor_left()
+        starts = self._column_starts()
+        before = [x for x in starts if x < round(self.scroll_x)]
+        self.scroll_to(x=before[-1] if before else 0, animate=False)
+
     async def _on_idle(self, event: events.Idle) -> None:
         resized = self._require_update_dimensions
         await super()._on_idle(event)

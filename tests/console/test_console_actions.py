@@ -13,6 +13,7 @@ from pilot_helpers import OPERATOR, VIEWER, messages, screen_text, wait_for
 from sqlmodel import Session
 from textual import events
 from textual.widgets import DataTable, Input, SelectionList
+from workspace import ADMIN
 
 from console.actions import CampaignRef
 from console.app import CampaignConsole
@@ -20,6 +21,8 @@ from console.screens.campaign import CampaignScreen
 from console.screens.campaigns import CampaignsScreen
 from console.widgets.confirm import ConfirmScreen, TypeToConfirmScreen
 from console.widgets.lcg_form import LcgFormScreen
+from store import builds, campaigns
+from store.db import transaction
 from store.models import AudienceBuild, AuditEntry, Campaign, Mailing
 
 
@@ -483,6 +486,49 @@ async def test_header_names_the_sqlite_file_not_its_url(make_app, workspace_url)
         await list_ready(pilot)
         line = pilot.app.screen.query_one("StatusHeader")._line().plain
         assert line.endswith("/workspace.db") and "│ …" in line and "//" not in line
+
+
+async def test_the_list_at_80_columns_shows_each_lcg_and_scrolls_by_column(make_app):
+    """At 80×24 every campaign's control group, R10 warnings and LCG summary (its first 17
+    characters, the whole of it after one →) are on screen: the LCG used to be cut after
+    a few characters. → and ← scroll a whole column; the campaign's name stays put."""
+    app = make_app()
+    with transaction(app.engine) as session:  # R10: a limit of 3 over North's strata warns
+        campaigns.edit_lcg(session, ADMIN, campaigns.get_campaign(session, "North Push"), limit=3)
+    builds.run_pending(app.engine, worker="test")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await list_ready(pilot)
+        await wait_for(pilot, lambda: app.focused is not None)
+
+        def line_of(name: str) -> str:
+            return next(line for line in screen_text(app).splitlines() if name in line)
+
+        assert any(row.warnings for row in screen.rows.values())
+        for name, row in screen.rows.items():
+            line = line_of(name)
+            assert line.startswith(f" {name}"), line
+            assert row.lcg_summary[:17] in line and f"{row.control:,} {row.control_pct}" in line
+            assert (f"⚠ {len(row.warnings)}" in line) == bool(row.warnings), line
+        north = screen.rows["North Push"]
+        assert f"{north.test:,} {north.test_pct}" not in line_of("North Push")
+
+        await pilot.press("right")
+        await wait_for(pilot, lambda: " Status " not in screen_text(app), what="one column")
+        assert " Campaign " in screen_text(app) and " Members " in screen_text(app)
+        for name, row in screen.rows.items():
+            assert line_of(name).startswith(f" {name}") and row.lcg_summary in line_of(name)
+        for _ in range(3):
+            await pilot.press("right")
+        await wait_for(
+            pilot,
+            lambda: f"{north.test:,} {north.test_pct}" in line_of("North Push"),
+            what="the test group scrolled in",
+        )
+        assert line_of("North Push").startswith(" North Push")
+        for _ in range(4):
+            await pilot.press("left")
+        await wait_for(pilot, lambda: " Status " in screen_text(app), what="back to the start")
+        assert north.lcg_summary[:17] in line_of("North Push")
 
 
 async def test_toggle_on_without_settings_asks_for_them_in_the_lcg_form(make_app):
