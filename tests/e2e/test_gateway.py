@@ -94,20 +94,22 @@ def test_two_sessions_show_their_own_key_id_and_role_and_resize_reaches_the_cons
     assert "bob" not in alice and "alice" not in bob
     assert set(gateway.consoles()) == {"alice", "bob"}  # one console process per session
 
-    # 100×30 shows the LCG column in full; after the resize to 80×24 the console lays
-    # out for 80 columns (the column is cut) and its footer is on row 24.
-    tmux.wait_for("a", "10% by region")
+    # 100×30 shows the Test column (Autumn Sale's test group); after the resize to 80×24
+    # the console lays out for 80 columns (that column is off screen) and its footer is on
+    # row 24.
+    test_group = "1,080 90.0%"
+    tmux.wait_for("a", test_group)
     tmux.resize("a", 80, 24)
     # Waits for the relaid list itself: a frame captured mid-repaint can lack both texts.
     screen = tmux.poll_screen(
         "a",
-        lambda s: "10% by region" not in s and "Autumn Sale" in s,
+        lambda s: test_group not in s and "10% by region" in s,
         what="the list laid out for 80 columns",
     )
     assert len(screen.splitlines()) <= 24
     poll(lambda: "Help" in tmux.screen("a").splitlines()[23], what="footer on row 24")
     tmux.resize("a", 100, 30)
-    tmux.wait_for("a", "10% by region")
+    tmux.wait_for("a", test_group)
 
     # Quitting the console ends the session and the client exits 0.
     tmux.keys("b", "q")
