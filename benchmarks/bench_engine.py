@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_engine.py [--profiles 1000000] [--newcomers 10000]
                                                 [--db URL] [--chunk 50000] [--no-copy]
+                                                [--bound] [--statements]
 
 On a fresh SQLite file (default) or the given database (its tables are dropped and
 recreated: point it at a scratch database or schema, e.g.
@@ -27,6 +28,10 @@ postgresql+psycopg://postgres@127.0.0.1:5432/postgres?options=-csearch_path%3Dbe
 5. **incremental build in its own process**: K more profiles join, then K more, timed as
    above in a fresh child process (its peak RSS is the incremental build's).
 
+With `--statements`, the full build's child also times every SQL statement it runs (an
+SQLAlchemy cursor hook: the statement's own round trip, as the client waits for it) and
+prints the statements that took the most time, grouped by their text, to standard error.
+
 Prints the ratios of issue 14: full / floor (target <= 4x, aim 2x), incremental / full
 (target <= 2 %), peak RSS of a build (target <= 150 MB, flat from 1M to 10M). Works on
 the code before issue 14 too (profiles without hash_key). Figures: BENCHMARKS.md.
@@ -41,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -94,7 +100,39 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(url: str, what: str, chunk: int, first_newcomer: int, newcomers: int) -> None:
+def time_statements(engine) -> tuple[dict[str, list[float]], Callable[[], None]]:
+    """Seconds and count per statement text (whitespace folded), from cursor hooks, and a
+    function that stops the timing."""
+    spent: dict[str, list[float]] = {}
+
+    def before(_conn, _cursor, _statement, _parameters, context, _many):
+        context._bench_started = time.perf_counter()
+
+    def after(_conn, _cursor, statement, _parameters, context, _many):
+        total = spent.setdefault(" ".join(statement.split()), [0.0, 0])
+        total[0] += time.perf_counter() - context._bench_started
+        total[1] += 1
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+    sa.event.listen(engine, "after_cursor_execute", after)
+
+    def stop() -> None:
+        sa.event.remove(engine, "before_cursor_execute", before)
+        sa.event.remove(engine, "after_cursor_execute", after)
+
+    return spent, stop
+
+
+def print_statements(spent: dict[str, list[float]], top: int = 12) -> None:
+    whole = sum(seconds for seconds, _n in spent.values())
+    print(f"statements of the full build: {whole:.2f} s in all", file=sys.stderr)
+    for text, (seconds, n) in sorted(spent.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(f"{seconds:7.2f} s {n:5d}x  {text[:150]}", file=sys.stderr)
+
+
+def child(
+    url: str, what: str, chunk: int, first_newcomer: int, newcomers: int, statements: bool = False
+) -> None:
     """Run the pending builds of the workspace (after activating "bench" for a full build)
     and time them; then let `newcomers` profiles from `first_newcomer` on join (twice after
     a full build: the first incremental build pays the process's one-off statement
@@ -105,9 +143,13 @@ def child(url: str, what: str, chunk: int, first_newcomer: int, newcomers: int) 
     if what == "full":
         with transaction(engine) as s:
             campaigns.activate(s, ACTOR, campaigns.get_campaign(s, "bench"))
+    timing = time_statements(engine) if statements else None
     t, cpu = time.perf_counter(), time.process_time()
     ran = builds.run_pending(engine, worker="bench", chunk_size=chunk)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    if timing is not None:
+        timing[1]()
+        print_statements(timing[0])
 
     def counts() -> tuple[int, int]:
         with transaction(engine) as s:
@@ -143,7 +185,9 @@ def child(url: str, what: str, chunk: int, first_newcomer: int, newcomers: int) 
     )
 
 
-def run_child(url: str, what: str, chunk: int, first_newcomer: int, newcomers: int) -> dict:
+def run_child(
+    url: str, what: str, chunk: int, first_newcomer: int, newcomers: int, statements: bool = False
+) -> dict:
     out = subprocess.run(
         [
             sys.executable,
@@ -158,11 +202,13 @@ def run_child(url: str, what: str, chunk: int, first_newcomer: int, newcomers: i
             str(first_newcomer),
             "--newcomers",
             str(newcomers),
+            *(["--statements"] if statements else []),
         ],  # fmt: skip
         check=True,
         capture_output=True,
         text=True,
     )
+    sys.stderr.write(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -333,11 +379,14 @@ def main() -> None:
     parser.add_argument(
         "--bound", action="store_true", help="also time an exact build into a slim member row"
     )
+    parser.add_argument(
+        "--statements", action="store_true", help="time the full build's SQL statements"
+    )
     parser.add_argument("--child", choices=["full", "incremental"], help=argparse.SUPPRESS)
     parser.add_argument("--first-newcomer", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.db, args.child, args.chunk, args.first_newcomer, args.newcomers)
+        child(args.db, args.child, args.chunk, args.first_newcomer, args.newcomers, args.statements)
         return
     n, k = args.profiles, args.newcomers
     with tempfile.TemporaryDirectory() as tmp:
@@ -373,7 +422,9 @@ def main() -> None:
 
         floor_before, floor_cpu_before = floor_copy(engine, n, cid)
         print(f"floor copy (before):  {floor_before:7.2f} s  {n / floor_before:>11,.0f} rows/s")
-        full = run_child(url, "full", args.chunk, first_newcomer=n + 1, newcomers=k)
+        full = run_child(
+            url, "full", args.chunk, first_newcomer=n + 1, newcomers=k, statements=args.statements
+        )
         assert full["members"] == n and full["final_members"] == n + 2 * k, full
         print(
             f"full build:           {full['seconds']:7.2f} s  {n / full['seconds']:>11,.0f} rows/s"
