@@ -335,7 +335,10 @@ def run_build(
     """Run (or resume) a claimed build chunk by chunk. Returns done | failed | cancelled,
     or interrupted when should_stop() turned true between chunks (back to queued). A chunk
     that waited past SQLite's busy timeout for another writer is tried again, and so is
-    one whose connection was lost or refused (up to len(RECONNECT_WAITS) times in a row)."""
+    one whose connection was lost or refused (up to len(RECONNECT_WAITS) times in a row).
+    An outage never fails a build: one longer than those waits raises the connection's
+    error and leaves the build running, to be requeued as abandoned once the database
+    answers and resumed from its checkpoint."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     lost = 0  # connections lost in a row
@@ -362,12 +365,16 @@ def run_build(
             # chunk was rolled back, or it committed and the checkpoint says so. Either
             # way trying it again is a resume; the pool opens a new connection, once the
             # server accepts one again (store.db.unreachable_problem: lost or refused).
-            problem = unreachable_problem(engine, exc)
-            if problem is None or lost >= len(RECONNECT_WAITS):
-                _fail(engine, build_id, worker, str(problem or public_reason(exc)))
+            if unreachable_problem(engine, exc) is None:
+                _fail(engine, build_id, worker, public_reason(exc))
                 return "failed"
             if should_stop():
                 return "interrupted"  # stays running, requeued as abandoned (as above)
+            if lost >= len(RECONNECT_WAITS):
+                # Still away: recording a failure would need the database (and, were it
+                # back by then, would fail a build that only has to resume). It stays
+                # running with its checkpoint; the caller says why (CLI, scheduler log).
+                raise
             time.sleep(RECONNECT_WAITS[lost])
             lost += 1
             continue

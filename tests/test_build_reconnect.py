@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -123,3 +124,44 @@ def test_a_build_whose_server_refuses_connections_for_a_while_waits_for_it(
     clean = cli.ok("campaign", "show", "Clean", "--json").json
     assert dropped["audience"] == clean["audience"] and dropped["strata"] == clean["strata"]
     assert dropped["audience"]["members"] == 1000
+
+
+def test_a_build_whose_server_stays_away_is_left_running_and_resumes_exactly(
+    own_database, capsys, tmp_path, monkeypatch
+):
+    """An outage longer than RECONNECT_WAITS never fails the build: run_build gives up with
+    the connection's error (what the CLI and the scheduler report) and the build stays
+    running with its checkpoint. Once the server answers, crash recovery requeues it and it
+    resumes to exactly the groups of a build that never met the outage."""
+    monkeypatch.setattr(builds, "RECONNECT_WAITS", (0.05, 0.1))
+    create_workspace(own_database.url).dispose()
+    cli = Cli(own_database.url, capsys, tmp_path)
+    twin_campaigns(cli, "Dropped", "Clean", seed=5, weekly=False)
+    cli.ok("campaign", "activate", "Dropped")
+    engine = make_engine(own_database.url)
+
+    def cut_after_the_first_chunk(_build: int, processed: int, _total: int) -> None:
+        if processed == 300:
+            own_database.cut()  # and never restored while the build runs
+
+    try:
+        build_id = builds.claim_next_build(engine, "w")
+        with pytest.raises(sa.exc.OperationalError):
+            builds.run_build(
+                engine, build_id, worker="w", chunk_size=300, on_progress=cut_after_the_first_chunk
+            )
+        own_database.restore()
+        shown = cli.ok("builds", "--campaign", "Dropped", "--json").json[0]
+        assert (shown["status"], shown["error"]) == ("running", None)
+        assert builds.requeue_abandoned(engine, timedelta(0), build_ids=[build_id]) == [build_id]
+        assert builds.claim_next_build(engine, "w2") == build_id
+        assert builds.run_build(engine, build_id, worker="w2", chunk_size=300) == "done"
+    finally:
+        engine.dispose()
+    cli.ok("campaign", "activate", "Clean", "--wait")
+    dropped = cli.ok("campaign", "show", "Dropped", "--json").json
+    clean = cli.ok("campaign", "show", "Clean", "--json").json
+    assert dropped["audience"] == clean["audience"] and dropped["strata"] == clean["strata"]
+    assert dropped["audience"]["members"] == 1000
+    shown = cli.ok("builds", "--campaign", "Dropped", "--json").json[0]
+    assert (shown["status"], shown["error"]) == ("done", None)
