@@ -323,26 +323,33 @@ class CampaignConsole(App):
         self.push_screen(ProfileScreen(self.databases, database, external_id=external_id))
         self.poller.poll_now()
 
+    def go_to(self, kind: type[Screen]) -> None:
+        """The builds, audit and segments screens are one each: their key opens the screen,
+        or, when it is already open further back, returns to it (closing the screens
+        above it), as `b` → `g` → `b` would otherwise stack a second copy of one id."""
+        if isinstance(self.screen, kind):
+            return
+        if any(isinstance(screen, kind) for screen in self.screen_stack):
+            while not isinstance(self.screen, kind):
+                self.pop_screen()
+        else:
+            self.push_screen(kind())
+        self.poller.poll_now()
+
     def action_show_builds(self) -> None:
         from console.screens.builds import BuildsScreen
 
-        if not isinstance(self.screen, BuildsScreen):
-            self.push_screen(BuildsScreen())
-            self.poller.poll_now()
+        self.go_to(BuildsScreen)
 
     def action_show_audit(self) -> None:
         from console.screens.audit import AuditScreen
 
-        if not isinstance(self.screen, AuditScreen):
-            self.push_screen(AuditScreen())
-            self.poller.poll_now()
+        self.go_to(AuditScreen)
 
     def action_show_segments(self) -> None:
         from console.screens.segments import SegmentsScreen
 
-        if not isinstance(self.screen, SegmentsScreen):
-            self.push_screen(SegmentsScreen())
-            self.poller.poll_now()
+        self.go_to(SegmentsScreen)
 
     def action_find_profile(self) -> None:
         from console.screens.campaign import CampaignScreen

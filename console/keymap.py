@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
+from textual.widgets import Input
 
 # Ids of bindings that change state: hidden from footer and help in read-only mode.
 WRITE_ACTIONS = frozenset(
@@ -69,12 +71,25 @@ def after_keys_typed_ahead(screen: Screen, action: Callable[[], None]) -> None:
     (screen.focused or screen).post_message(TypedAhead(screen, action))
 
 
+def open_filter(box: Input) -> None:
+    """What `/` does on a screen with a filter box. `/` is a priority binding, so the app
+    runs this as soon as it reads the key, and the focus moves at once (not on a later
+    turn, as `Widget.focus` does): the keys typed after it in the same burst ("/spring"
+    arrives over SSH in one read) go into the box. Before, they went to the table and
+    its bindings: `r` refreshed a segment, `q` quit. In the box itself `/` is text, typed
+    behind the keys before it (they may still wait in the box's queue)."""
+    if box.screen.focused is box:
+        box.post_message(events.Key("slash", "/"))
+    else:
+        box.screen.set_focus(box)
+
+
 # `?` leads every screen's footer, so at 80 columns it is never the part that is cut.
 LIST_BINDINGS = [
     HELP,
     # priority: the table's own (hidden) enter binding would otherwise hide "Open" from the footer
     Binding("enter", "open", "Open", id="open", priority=True),
-    Binding("slash", "filter", "Filter", id="filter"),
+    Binding("slash", "filter", "Filter", id="filter", priority=True),
     Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False),
 ]
 
@@ -92,7 +107,7 @@ BUILDS_BINDINGS = [
 ]
 AUDIT_BINDINGS = [
     HELP,
-    Binding("slash", "filter", "Filter", id="filter"),
+    Binding("slash", "filter", "Filter", id="filter", priority=True),
     Binding("escape", "back", "Back", id="back"),
 ]
 PROFILE_BINDINGS = [
@@ -110,7 +125,7 @@ MEMBERS_BINDINGS = [
     Binding("enter", "open_profile", "Profile card", id="open_profile", priority=True),
     Binding("n", "next_page", "Next page", id="next_page"),
     Binding("N", "previous_page", "Prev. page", id="previous_page"),
-    Binding("slash", "filter", "Filter", id="filter"),
+    Binding("slash", "filter", "Filter", id="filter", priority=True),
 ]
 
 SEGMENTS_BINDINGS = [

@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Input
 
-from console.keymap import AUDIT_BINDINGS
+from console.keymap import AUDIT_BINDINGS, open_filter
 from console.live import LiveScreen
 from console.screens.campaign import sync_table
 from console.widgets.status_header import StatusHeader
@@ -88,7 +88,7 @@ class AuditScreen(LiveScreen):
         sync_table(self.query_one("#audit", DataTable), rows)
 
     def action_filter(self) -> None:
-        self.query_one("#filter", Input).focus()
+        open_filter(self.query_one("#filter", Input))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.needle = event.value.strip()

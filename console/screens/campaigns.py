@@ -13,6 +13,7 @@ from console.keymap import (
     INSPECT_BINDINGS,
     LIST_BINDINGS,
     after_keys_typed_ahead,
+    open_filter,
 )
 from console.literal import literal_cells
 from console.live import LiveScreen
@@ -173,7 +174,7 @@ class CampaignsScreen(CampaignActions, LiveScreen):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.remove_class("-hidden")
-        box.focus()
+        open_filter(box)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.needle = event.value.strip()

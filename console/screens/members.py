@@ -14,7 +14,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
-from console.keymap import MEMBERS_BINDINGS, after_keys_typed_ahead
+from console.keymap import MEMBERS_BINDINGS, after_keys_typed_ahead, open_filter
 from console.literal import literal, literal_lines
 from console.screens.campaign import set_text
 from console.widgets.progress import when
@@ -136,7 +136,7 @@ class MembersScreen(Screen):
         self.query_one("#members", DataTable).focus()
 
     def action_filter(self) -> None:
-        self.query_one("#member-prefix", Input).focus()
+        open_filter(self.query_one("#member-prefix", Input))
 
     def action_next_page(self) -> None:
         if self.page is not None and self.page.next_after is not None:

@@ -33,7 +33,7 @@ class ProfileScreen(LiveScreen):
     def __init__(
         self, databases: list[str], database: str | None = None, external_id: str | None = None
     ) -> None:
-        super().__init__(id="profile-screen")
+        super().__init__()  # no id: a card opened from members may sit above another
         self.databases = databases
         self.database = database or (databases[0] if databases else None)
         self.external_id: str | None = external_id

@@ -135,6 +135,75 @@ async def test_enter_typed_behind_a_key_that_opens_a_dialog_does_not_act_under_i
         assert campaign(app, "Young Drop").status == "draft"
 
 
+async def typed(pilot, text: str) -> None:
+    """Text and keys that reach the app in one read (as `burst`), printable ones as text."""
+    for key in text:
+        name = {"/": "slash", "\r": "enter", " ": "space"}.get(key, key)
+        pilot.app.post_message(events.Key(name, key))
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("screen", ["campaigns", "audit"])
+async def test_keys_typed_right_after_slash_go_into_the_filter_not_to_bindings(make_app, screen):
+    """`/spring` in one read (a typist over SSH): every key after `/` is filter text. They
+    used to reach the table: `r` refreshed the selected campaign's segment, `g` opened
+    the segments screen. Nothing is written, the audit log included."""
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await select_row(pilot, "Young Drop")  # its segment is dynamic: `r` would refresh it
+        if screen == "audit":
+            await pilot.press("A")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "AuditScreen")
+            await wait_for(pilot, lambda: app.focused is not None)
+        with Session(app.engine) as session:
+            audited = session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
+        await typed(pilot, "/grab/the queue")  # in the box, `/` is text
+        box = app.screen.query_one("#filter", Input)
+        await wait_for(pilot, lambda: box.value == "grab/the queue", what=lambda: box.value)
+        assert type(app.screen).__name__ == {"campaigns": "CampaignsScreen"}.get(
+            screen, "AuditScreen"
+        )
+        await typed(pilot, "\r")  # applies the filter: the table has the keys again
+        await wait_for(pilot, lambda: not box.has_focus, what="the table focused")
+        assert box.value == "grab/the queue"
+        with Session(app.engine) as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == audited
+
+
+async def test_a_screen_key_returns_to_that_screen_when_it_is_open_further_back(make_app):
+    """`b` `g` `b` went on to stack a second builds screen, and Textual refused its id: the
+    console closed (DuplicateIds). The key goes back to the open screen; a profile card can
+    be opened above another."""
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await list_ready(pilot)
+        names = lambda: [type(s).__name__ for s in app.screen_stack[1:]]  # noqa: E731
+        for key, stack in [
+            ("b", ["CampaignsScreen", "BuildsScreen"]),
+            ("g", ["CampaignsScreen", "BuildsScreen", "SegmentsScreen"]),
+            ("A", ["CampaignsScreen", "BuildsScreen", "SegmentsScreen", "AuditScreen"]),
+            ("b", ["CampaignsScreen", "BuildsScreen"]),
+            ("f", ["CampaignsScreen", "BuildsScreen", "ProfileScreen"]),
+            ("tab", ["CampaignsScreen", "BuildsScreen", "ProfileScreen"]),  # off its search box
+            ("g", ["CampaignsScreen", "BuildsScreen", "ProfileScreen", "SegmentsScreen"]),
+            (
+                "f",
+                [
+                    *["CampaignsScreen", "BuildsScreen", "ProfileScreen"],
+                    *["SegmentsScreen", "ProfileScreen"],
+                ],
+            ),
+        ]:
+            await wait_for(
+                pilot, lambda: app.focused is not None and app.focused.screen is app.screen
+            )
+            await pilot.press(key)
+            await wait_for(pilot, lambda stack=stack: names() == stack, what=names)
+        assert names()[-1] == "ProfileScreen" and names().count("ProfileScreen") == 2
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: names()[-1] == "SegmentsScreen", what=names)
+
+
 async def test_dynamic_segment_campaign_warns_every_refresh_changes_the_audience(make_app):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -448,7 +517,7 @@ async def test_profile_card_finds_a_profile_and_shows_its_history(make_app):
     async with app.run_test(size=(120, 40)) as pilot:
         await list_ready(pilot)
         await pilot.press("f")
-        await wait_for(pilot, lambda: app.screen.id == "profile-screen")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ProfileScreen")
         await pilot.press(*"P00003", "enter")
         await wait_for(pilot, lambda: "entered_campaign" in screen_text(app), what="card")
         text = screen_text(app)

@@ -123,7 +123,9 @@ async def test_every_screen_shows_hostile_names_literally(make_app, workspace_ur
 
         # The profile card: an external id and a field value from an imported file.
         await pilot.press("f")
-        await show(pilot, lambda: app.screen.id == "profile-screen", "the profile screen")
+        await show(
+            pilot, lambda: type(app.screen).__name__ == "ProfileScreen", "the profile screen"
+        )
         app.screen.query_one("#external-id", Input).value = EXTERNAL_ID
         await pilot.press("enter")
         await show(pilot, lambda: "entered_campaign" in screen_text(app), "the card")

@@ -65,7 +65,7 @@ async def _profile(pilot) -> None:
     await _list(pilot)
     app = pilot.app
     await pilot.press("f")
-    await wait_for(pilot, lambda: app.screen.id == "profile-screen")
+    await wait_for(pilot, lambda: type(app.screen).__name__ == "ProfileScreen")
     await pilot.press(*"P00003", "enter")
     await wait_for(pilot, lambda: app.screen.query_one("#events").row_count > 0)
     app.screen.query_one("#events").focus()  # no blinking cursor in the picture
