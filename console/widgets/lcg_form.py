@@ -36,12 +36,20 @@ def parse_limit(text: str) -> int | None:
     text = text.strip().replace(",", "").replace("_", "")
     if not text:
         return None
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" and "١" are digits to str.isdigit
         raise LcgFormError(f"limit must be a whole number of profiles (or empty), not {text!r}")
     return int(text)
 
 
 PreviewFn = Callable[[LcgChange], RenderableType]
+
+
+class StrataList(SelectionList[str]):
+    """The strata fields: space toggles one; enter applies the form, as everywhere in it
+    (SelectionList's own enter toggled the highlighted field, unseen, and a later ctrl+s
+    applied that change)."""
+
+    BINDINGS = [Binding("enter", "screen.apply", "Apply", show=False)]
 
 
 def strata_label(selected: list[str]) -> str:
@@ -73,6 +81,7 @@ class LcgFormScreen(ModalScreen[LcgChange | None]):
         self.fields = fields
         self.preview_fn = preview
         self.note = note
+        self.previewing: LcgChange | None = None  # what the preview on screen must be of
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog lcg-dialog"):
@@ -93,7 +102,7 @@ class LcgFormScreen(ModalScreen[LcgChange | None]):
                 )
             # The selection in words as well: the list marks it by colour only (NO_COLOR).
             yield Label(literal(strata_label(self.initial_strata)), id="strata-label")
-            yield SelectionList[str](
+            yield StrataList(
                 *[(name, name, name in self.initial_strata) for name in self.fields],
                 id="strata",
                 compact=True,
@@ -130,17 +139,21 @@ class LcgFormScreen(ModalScreen[LcgChange | None]):
         try:
             change = self.current_change()
         except LcgFormError as exc:
+            self.previewing = None
             self.query_one("#preview", Static).update(literal(f"✗ {exc}", style="bold red"))
             return
+        self.previewing = change
         self._preview(change)
 
     @work(thread=True, exclusive=True, group="lcg-preview", exit_on_error=False)
     def _preview(self, change: LcgChange) -> None:
         renderable = self.preview_fn(change)
-        self.app.call_from_thread(self._show_preview, renderable)
+        self.app.call_from_thread(self._show_preview, change, renderable)
 
-    def _show_preview(self, renderable: RenderableType) -> None:
-        if self.is_attached:
+    def _show_preview(self, change: LcgChange, renderable: RenderableType) -> None:
+        # A slow preview of an earlier value must not replace the one of the value on
+        # screen (or its ✗): `exclusive` cancels a worker, not a thread already running.
+        if self.is_attached and change == self.previewing:
             self.query_one("#preview", Static).update(renderable)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -7,6 +7,8 @@ without crashing the app. Waits are on conditions, never fixed sleeps.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import sqlalchemy as sa
 from pilot_helpers import OPERATOR, VIEWER, messages, screen_text, wait_for
@@ -295,6 +297,65 @@ async def test_lcg_form_offers_database_fields_and_shows_invalid_percent(make_ap
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen))
         assert campaign(app, "Autumn Sale").lcg_percent_bp == 1000
+
+
+async def test_lcg_form_refuses_digits_int_cannot_read_and_keeps_the_current_preview(make_app):
+    """`1²` in Limit ("²" is one key on AZERTY; str.isdigit says yes, int() says no) closed
+    the console; it is a ✗ like any other bad limit. And a slow preview of an earlier value
+    (the database busy) does not replace the ✗ of the value now on screen."""
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("l")
+        form = await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
+        form.query_one("#limit", Input).value = "1²"
+        await wait_for(pilot, lambda: "✗ limit must be a whole number" in screen_text(app))
+        form.query_one("#limit", Input).value = ""
+
+        release, real, shown = threading.Event(), form.preview_fn, []
+        show = form._show_preview
+
+        def slow_for_25(change):
+            if change.percent == "25":
+                release.wait(30)
+            return real(change)
+
+        def record(change, renderable):
+            show(change, renderable)
+            shown.append(change.percent)
+
+        form.preview_fn, form._show_preview = slow_for_25, record
+        percent = form.query_one("#percent", Input)
+        percent.value = "25"
+        await wait_for(pilot, lambda: form.previewing and form.previewing.percent == "25")
+        percent.value = "25.255"
+        await wait_for(pilot, lambda: "two decimals" in screen_text(app), what="the ✗")
+        release.set()
+        await wait_for(pilot, lambda: "25" in shown, what="the slow preview's end")
+        assert "two decimals" in screen_text(app) and "control target" not in screen_text(app)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen))
+        assert campaign(app, "Autumn Sale").lcg_percent_bp == 1000
+
+
+async def test_enter_in_the_strata_list_applies_the_form_and_space_toggles(make_app):
+    """README: the form applies with ctrl+s or enter. In the strata list enter toggled the
+    highlighted field instead, unseen, and a later ctrl+s applied that."""
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("l")
+        form = await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
+        form.query_one("#percent", Input).value = "20"
+        options = form.query_one("#strata", SelectionList)
+        options.focus()
+        await wait_for(pilot, lambda: options.has_focus)
+        options.highlighted = 1  # tier
+        await pilot.press("space")
+        await wait_for(pilot, lambda: "Strata: region, tier (" in screen_text(app))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: campaign(app, "Autumn Sale").lcg_percent_bp == 2000)
+        assert campaign(app, "Autumn Sale").lcg_strata == ["region", "tier"]
 
 
 async def test_toggle_lcg_off_explains_r7_and_moves_control_to_test(make_app):
