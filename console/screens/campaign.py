@@ -45,7 +45,9 @@ def sync_table(table: DataTable, rows: list[tuple[str, tuple[str, ...]]]) -> Non
     for key, cells in rows:
         for index, value in enumerate(literal_cells(cells)):
             if table.get_cell(key, columns[index]) != value:
-                table.update_cell(key, columns[index], value)
+                # update_width: a value longer than its column's widest one so far
+                # (e.g. "paused by alice" where nothing was paused) is shown whole.
+                table.update_cell(key, columns[index], value, update_width=True)
 
 
 def set_text(widget: Static, content: Text | str) -> None:

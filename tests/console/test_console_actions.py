@@ -443,6 +443,21 @@ async def test_p_pauses_and_resumes_the_selected_mailing(make_app):
         await wait_for(pilot, lambda: not paused(), what="resumed")
 
 
+async def test_a_cell_that_grows_while_its_screen_is_open_is_shown_whole(make_app):
+    """North Push's one mailing is not paused: its Paused column is as wide as its header.
+    After `p` the cell says who paused it, whole (it was cut to "paused", which a pause by
+    a build also starts with)."""
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_detail(pilot, "North Push")
+        table = screen.query_one("#mailings", DataTable)
+        table.focus()
+        await wait_for(pilot, lambda: app.focused is table, what="mailings focused")
+        await wait_for(pilot, lambda: (m := screen.selected_mailing()) and m.name == "north-launch")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: "paused by alice" in screen_text(app), what="the whole cell")
+
+
 @pytest.mark.parametrize(
     ("key", "name", "audited", "words"),
     [
