@@ -23,7 +23,9 @@ from store.names import printable
 if TYPE_CHECKING:
     from sqlmodel import Session
 
-COLUMNS = ("At", "Actor", "Action", "Target", "Outcome", "From", "Key", "Details")
+# Outcome beside the time: "was it refused?" is why one opens this screen, and at 80
+# columns it used to be three → away. The time stays put while the table scrolls.
+COLUMNS = ("At", "Outcome", "Actor", "Action", "Target", "From", "Key", "Details")
 RECENT = 200
 
 
@@ -33,10 +35,10 @@ def audit_cells(line: AuditLine) -> tuple:
     refused = line.outcome != "ok"
     return (
         line.at.astimezone().strftime("%m-%d %H:%M:%S"),
+        Text(line.outcome, style="bold red" if refused else ""),
         Text(printable(f"{line.actor} ({line.role})")),
         Text(line.action),
         Text(printable(line.target)),
-        Text(line.outcome, style="bold red" if refused else ""),
         Text(printable(line.origin)),
         Text(line.key_fingerprint or ""),
         Text(printable(line.details_text[:120])),
@@ -63,7 +65,7 @@ class AuditScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.db_label, self.app.actor.user, self.app.actor.role)
         yield Input(placeholder="filter: actor, action, target, outcome, key…", id="filter")
-        yield Table(id="audit", cursor_type="row", zebra_stripes=True)
+        yield Table(id="audit", cursor_type="row", zebra_stripes=True, fixed_columns=1)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
