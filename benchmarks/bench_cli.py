@@ -37,7 +37,7 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 CONSOLE = ROOT / ".venv" / "bin" / "campaign-console"
 CLEAN_ENV = {
     **os.environ,
-    "CAMPAIGN_CONSOLE_CONFIG": "/nonexistent/config.toml",  # no user config
+    "CAMPAIGN_CONSOLE_CONFIG": os.devnull,  # no user config
 }
 CLEAN_ENV.pop("CAMPAIGN_CONSOLE_DB", None)
 CLEAN_ENV.pop("PYTHONPATH", None)

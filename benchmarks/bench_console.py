@@ -128,7 +128,7 @@ class Console:
 
     def start(self) -> float:
         STARTED.append(self)
-        env = f"CAMPAIGN_CONSOLE_CONFIG=/nonexistent/config.toml CAMPAIGN_CONSOLE_DB={self.url}"
+        env = f"CAMPAIGN_CONSOLE_CONFIG={os.devnull} CAMPAIGN_CONSOLE_DB={self.url}"
         command = str(CONSOLE)
         if self.source is not None:  # from outside any checkout, so that PYTHONPATH wins
             env += f" PYTHONPATH={self.source}"

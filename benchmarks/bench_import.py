@@ -95,7 +95,7 @@ class Cli:
     def __init__(self, label: str, url: str, source: Path | None) -> None:
         self.label = label
         self.url = url
-        self.env = {**os.environ, "CAMPAIGN_CONSOLE_CONFIG": "/nonexistent/config.toml"}
+        self.env = {**os.environ, "CAMPAIGN_CONSOLE_CONFIG": os.devnull}
         self.env.pop("CAMPAIGN_CONSOLE_DB", None)
         if source is None:
             self.command = [str(CONSOLE)]

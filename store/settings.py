@@ -176,11 +176,17 @@ def _table(where: str, raw: dict[str, Any], key: str) -> dict[str, Any]:
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
-    import tomllib  # only when there is a file to read (start-up, issue 14)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if not text.strip():  # e.g. /dev/null
+        return {}
+    import tomllib  # only when there is something to read (start-up, issue 14)
 
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
 
 
@@ -194,7 +200,12 @@ def load_settings(
 ) -> Settings:
     """Read the settings once: the keyword arguments are the command-line flags."""
     env = os.environ if environ is None else environ
+    named = path is None and bool(env.get(CONFIG_ENV))
     path = path or config_path(env)
+    if named and not path.exists():
+        # Only the default file may be absent: a file named on purpose and missing (a
+        # typo in the variable) would silently drop what it says, e.g. a read-only role.
+        raise ConfigError(f"{CONFIG_ENV} names {path}, which does not exist")
     raw = _read_file(path)
     where = f"config file {path}"
 

@@ -162,7 +162,7 @@ def viewer() -> Actor:
 def no_user_config(monkeypatch, tmp_path) -> None:
     """The CLI reads neither the developer's configuration file nor CAMPAIGN_CONSOLE_DB.
     CLI test modules use it for every test: pytestmark = usefixtures("no_user_config")."""
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", os.devnull)
     monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,7 +97,7 @@ with contextlib.redirect_stdout(out):
 assert code == 0 and json.loads(out.getvalue()) == [], (code, out.getvalue())
 print(json.dumps(sorted(sys.modules)))
 """
-    env = {"CAMPAIGN_CONSOLE_CONFIG": str(tmp_path / "absent.toml"), "PATH": "/usr/bin:/bin"}
+    env = {"CAMPAIGN_CONSOLE_CONFIG": os.devnull, "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )

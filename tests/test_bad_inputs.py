@@ -6,6 +6,7 @@ which records refusals, is left out). Runs on SQLite and PostgreSQL; in-process 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -374,7 +375,7 @@ PROCESS_CASES: list[tuple[str, list[str], int, str]] = [
 def test_bad_inputs_through_the_real_cli_process(workspace, tmp_path, monkeypatch):
     """A few of the cases above through .venv/bin/campaign-console: exit code, message on
     stderr (no SQL, links or control characters), nothing changed, the refusal audited."""
-    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("CAMPAIGN_CONSOLE_CONFIG", os.devnull)
     monkeypatch.delenv("CAMPAIGN_CONSOLE_DB", raising=False)
     files = {
         "nul.csv": b'external_id,region\nP1,"No\x00rth"\n',

@@ -162,7 +162,7 @@ def test_a_reader_process_that_dies_changes_nothing_but_the_speed(
 def test_the_command_line_loads_a_large_file_through_the_reader_process(sqlite_url, tmp_path):
     """The real CLI (one thread, a file above PIPELINE_MIN_BYTES); then the same file with
     a duplicate near its end is refused with the message of the general path."""
-    env = {**os.environ, "CAMPAIGN_CONSOLE_CONFIG": str(tmp_path / "absent.toml")}
+    env = {**os.environ, "CAMPAIGN_CONSOLE_CONFIG": os.devnull}
     env.pop("CAMPAIGN_CONSOLE_DB", None)
 
     def run(*argv: str) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@ allowed, before anything is opened."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ def test_bad_config_value_exits_2_naming_key_value_and_what_is_allowed(
 
 
 def test_bad_scheduler_variable_exits_2_naming_it(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "none.toml"))
+    monkeypatch.setenv(CONFIG_ENV, os.devnull)
     monkeypatch.setenv("CC_SCHEDULER_POOL_SIZE", "many")
     code = main(["--db", str(tmp_path / "x.db"), "status"])
     err = capsys.readouterr().err
@@ -97,3 +98,20 @@ def test_bad_scheduler_variable_exits_2_naming_it(tmp_path, monkeypatch, capsys)
 def test_load_settings_raises_config_error_for_the_store(tmp_path):
     with pytest.raises(ConfigError, match="poll_interval = 0 is not allowed"):
         load_settings(environ={}, path=config(tmp_path, "poll_interval = 0\n"))
+
+
+def test_a_config_file_named_by_the_variable_must_exist(tmp_path, monkeypatch, capsys):
+    """A typo in CAMPAIGN_CONSOLE_CONFIG silently dropped the file, and with it a
+    `role = "read_only"` (an operator again). Only the default file may be absent."""
+    config(tmp_path, 'role = "read_only"\n')
+    db = tmp_path / "x.db"
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "config.tmol"))
+    code = main(["--db", str(db), "init"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{CONFIG_ENV} names {tmp_path / 'config.tmol'}, which does not exist" in err
+    assert not db.exists()  # refused before anything was opened
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "config.toml"))
+    assert load_settings().read_only
+    monkeypatch.setenv(CONFIG_ENV, os.devnull)  # "no config file", said explicitly
+    assert not load_settings().read_only

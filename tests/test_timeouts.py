@@ -97,7 +97,8 @@ def test_a_server_that_never_answers_ends_the_command_with_the_host_and_the_sett
 
 
 def test_the_connect_timeout_defaults_to_ten_seconds(silent_server, tmp_path):
-    config = tmp_path / "absent.toml"
+    config = tmp_path / "empty.toml"
+    config.write_text("")  # no settings of its own
     url = f"postgresql+psycopg://cc@127.0.0.1:{silent_server.port}/campaigns"
     result = run(url, "campaign", "list", config=config)
     assert result.returncode == 1

@@ -85,7 +85,7 @@ def test_console_in_tmux_at_80x24_keys_screens_and_exit_on_hangup(tmp_path):
     url = f"sqlite:///{tmp_path / 'workspace.db'}"
     build_workspace(url).engine.dispose()
     tmux = Tmux(f"cc-e2e-{os.getpid()}")
-    env = f"CAMPAIGN_CONSOLE_CONFIG={tmp_path / 'none.toml'} CAMPAIGN_CONSOLE_DB={url}"
+    env = f"CAMPAIGN_CONSOLE_CONFIG={os.devnull} CAMPAIGN_CONSOLE_DB={url}"
     tmux.run(
         "new-session",
         "-d",
