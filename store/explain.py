@@ -66,6 +66,8 @@ class Reason(StrEnum):
     TEST_JOINED_BEFORE_LCG_ENABLED = "test_joined_before_lcg_enabled"  # R5
     TEST_LIMIT_REACHED = "test_limit_reached"  # R10: the limit caps control
     TEST_RETURNED_TO_FORMER_GROUP = "test_returned_to_former_group"  # R4
+    # R4: a returning control member goes to test: the LCG is off, a new cohort, or no room
+    TEST_RETURNED_CONTROL_NOT_KEPT = "test_returned_control_not_kept"
     MOVED_TO_TEST = "moved_to_test"  # R6 surplus / R7 LCG removed
     EXCLUDED_GCG = "excluded_gcg"  # R1, R11a
     OTHER_DATABASE = "other_database"  # R1
@@ -104,6 +106,7 @@ class Explanation:
             Reason.TEST_ABOVE_QUOTA: "rank {rank} > quota {quota} in {stratum}",
             Reason.TEST_LIMIT_REACHED: "control at its limit of {limit}",
             Reason.TEST_RETURNED_TO_FORMER_GROUP: "re-entered with its former group {former_group}",
+            Reason.TEST_RETURNED_CONTROL_NOT_KEPT: "re-entered; its former control not kept ({why})",
             Reason.MOVED_TO_TEST: "moved to test at {at} (build #{build})",
             Reason.LEFT_SEGMENT: "left segment {segment} at {at}",
             Reason.PENDING_BUILD: "waiting for audience build #{build}",
@@ -306,12 +309,33 @@ def _member(ctx: _Facts, m: CampaignMember, answer: Any) -> Explanation:
             rule="R7" if not c.lcg_enabled else "R6",
         )
     former = ctx.latest_membership(before=m)
-    if former is not None:
+    if former is not None and former.group == Group.TEST:
         return answer(
             State.MEMBER,
             "test",
             Reason.TEST_RETURNED_TO_FORMER_GROUP,
             former_group=former.group,
+            joined_at=_iso(m.joined_at),
+        )
+    if former is not None:
+        # R4: control comes back only while the LCG is on, in the same cohort, and while
+        # the control group is below its limit (a hard maximum).
+        if not c.lcg_enabled:
+            why = "lcg_off"
+        elif former.cohort != c.lcg_cohort:
+            why = "new_cohort"
+        else:
+            why = "limit_reached"
+        return answer(
+            State.MEMBER,
+            "test",
+            Reason.TEST_RETURNED_CONTROL_NOT_KEPT,
+            former_group=former.group,
+            why=why,
+            former_cohort=former.cohort,
+            current_cohort=c.lcg_cohort,
+            limit=c.lcg_limit,
+            control=c.control_count,
             joined_at=_iso(m.joined_at),
         )
     if m.cohort is None or m.cohort != c.lcg_cohort or not c.lcg_enabled:

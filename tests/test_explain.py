@@ -48,6 +48,7 @@ TEST_REASONS = {
     Reason.TEST_JOINED_BEFORE_LCG_ENABLED,
     Reason.TEST_LIMIT_REACHED,
     Reason.TEST_RETURNED_TO_FORMER_GROUP,
+    Reason.TEST_RETURNED_CONTROL_NOT_KEPT,
     Reason.MOVED_TO_TEST,
 }
 
@@ -254,6 +255,31 @@ def test_reasons_for_gcg_other_database_segment_and_lcg_history(engine):
         )
         why = explain(s, "db", never_control, "c")
     assert why.reason in (Reason.TEST_JOINED_BEFORE_LCG_ENABLED, Reason.MOVED_TO_TEST)
+
+
+def test_a_returning_control_member_put_in_test_is_not_said_to_have_its_group_back(engine):
+    """R4: control comes back only with room under the limit. Here the limit is 1: the
+    control member leaves, a newcomer takes the free place, and it returns to test.
+    Explain said `test_returned_to_former_group` ("got its former group back")."""
+    rows = [(f"P{i}", "Moscow", 20, False) for i in range(5)]
+    make_db(engine, rows)
+    make_segment(engine, external_ids=["P0", "P1", "P2", "P3"])
+    new_campaign(engine, lcg_percent="50", lcg_limit=1)
+    (returning,) = [e for e, g in members(engine).items() if g == "control"]
+    seg_remove(engine, [returning])
+    builds.run_pending(engine)
+    seg_add(engine, ["P4"])
+    builds.run_pending(engine)
+    assert members(engine)["P4"] == "control"  # the newcomer took the free place
+    seg_add(engine, [returning])
+    builds.run_pending(engine)
+    assert members(engine)[returning] == "test"
+    with Session(engine) as s:
+        why = explain(s, "db", returning, "c")
+    assert (why.group, why.reason) == ("test", Reason.TEST_RETURNED_CONTROL_NOT_KEPT)
+    assert (why.detail["former_group"], why.detail["why"]) == ("control", "limit_reached")
+    assert (why.detail["limit"], why.detail["control"]) == (1, 1)
+    assert "former control not kept (limit_reached)" in why.summary
 
 
 def test_limit_and_lcg_off_and_draft_and_completed(engine):
