@@ -273,7 +273,10 @@ def parse_at(text: str) -> datetime:
     """An event time: ISO 8601; without an offset it is UTC. Returned naive, in UTC."""
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+            raise ValueError(f"{text!r} is out of range in UTC") from None
     return moment
 
 

@@ -308,11 +308,12 @@ def test_event_commands_exit_codes_and_refusals(cli, world, db_url):
             "P002,,\n"
             "P003,purchase,yesterday\n"
             "P004,purchase\n"
-            "P005,bad\x1bname,\n",
+            "P005,bad\x1bname,\n"
+            "P006,purchase,0001-01-01T00:00:00+14:00\n",  # before year 1 in UTC
         )
         result = cli("events", "import", "--database", "main", bad)
         assert result.code == 3
-        for line, what in ((3, "unknown external_id 'NOPE'"), (4, "column event"), (5, "not ISO 8601"), (6, "ragged row"), (7, "U+001B")):  # fmt: skip
+        for line, what in ((3, "unknown external_id 'NOPE'"), (4, "column event"), (5, "not ISO 8601"), (6, "ragged row"), (7, "U+001B"), (8, "out of range in UTC")):  # fmt: skip
             assert f"line {line}" in result.err and what in result.err, (line, result.err)
         assert "nothing imported" in result.err
         assert cli("events", "import", "--database", "main", cli.file("h.csv", "external_id,when\nP001,x\n")).code == 3  # fmt: skip
@@ -321,6 +322,10 @@ def test_event_commands_exit_codes_and_refusals(cli, world, db_url):
         assert cli("event", "send", "--database", "nope", "P001", "purchase").code == 4
         assert cli("event", "send", "--database", "main", "P001", "").code == 3
         assert cli("event", "send", "--database", "main", "P001", "x", "--at", "soon").code == 2
+        late = cli("event", "send", "--database", "main", "P001", "x", "--at", "9999-12-31T23:59:59-14:00")  # fmt: skip
+        assert late.code == 2 and "out of range in UTC" in late.err, late.err
+        early = cli("mailing", "create", "m", "--campaign", "live", "--kind", "broadcast", "--at", "0001-01-01T00:00:00+14:00")  # fmt: skip
+        assert early.code == 2 and "out of range in UTC" in early.err, early.err
         assert cli("--read-only", "event", "send", "--database", "main", "P001", "purchase").code == 3  # fmt: skip
         assert cli("--read-only", "events", "import", "--database", "main", bad).code == 3
         # trigger mailings name their event; other kinds name none

@@ -29,7 +29,12 @@ def when(value: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not an ISO 8601 datetime, e.g. 2026-12-01T10:00:00+00:00"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # naive means UTC
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # naive means UTC
+    try:
+        moment.astimezone(UTC)  # what the store keeps
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{value!r} is out of range in UTC") from None
+    return moment
 
 
 def names(value: str) -> list[str]:
