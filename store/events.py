@@ -269,6 +269,10 @@ def _datetime_writer(conn: Connection) -> Any:
     return process or _PASS_THROUGH
 
 
+class OutOfRangeTime(ValueError):
+    """An ISO 8601 time that UTC cannot hold (before year 1 or after 9999 once shifted)."""
+
+
 def parse_at(text: str) -> datetime:
     """An event time: ISO 8601; without an offset it is UTC. Returned naive, in UTC."""
     moment = datetime.fromisoformat(text)
@@ -276,7 +280,7 @@ def parse_at(text: str) -> datetime:
         try:
             moment = moment.astimezone(UTC).replace(tzinfo=None)
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
-            raise ValueError(f"{text!r} is out of range in UTC") from None
+            raise OutOfRangeTime(f"{text!r} is out of range in UTC") from None
     return moment
 
 
@@ -370,6 +374,9 @@ def _stage_event_rows(
         if at_index is not None and cells[at_index] != "":
             try:
                 at = to_db(parse_at(cells[at_index]))
+            except OutOfRangeTime as exc:
+                problems.add(line, "at", f"bad time: {exc}")
+                ok = False
             except ValueError:
                 problems.add(
                     line,
