@@ -74,6 +74,18 @@ def test_campaign_members_exit_codes(cli, tmp_path):
     assert not target.exists()  # refused before anything was written
     assert cli("campaign", "members", "r10", "--group", "vip").code == 2
     assert cli("campaign", "members", "r10", "--format", "xml").code == 2
+    # --output naming a directory, or a file in no directory: exit 2, no file left behind
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    into_dir = cli("campaign", "members", "r10", "--output", str(folder))
+    assert into_dir.code == 2 and "is a directory: name a file" in into_dir.err, into_dir.err
+    nowhere = cli("campaign", "members", "r10", "--output", str(tmp_path / "no" / "m.csv"))
+    assert nowhere.code == 2 and f"no directory {tmp_path / 'no'}" in nowhere.err, nowhere.err
+    assert sorted(p.name for p in tmp_path.iterdir() if "partial" in p.name) == []
+    # a file the system refuses to create (its name too long): said plainly, exit 1
+    long = cli("campaign", "members", "r10", "--output", str(tmp_path / ("m" * 300)))
+    assert long.code == 1 and "File name too long; nothing written" in long.err, long.err
+    assert "Traceback" not in long.err and "Errno" not in long.err
 
 
 def test_profile_explain_json_and_text_and_exit_codes(both_cli):

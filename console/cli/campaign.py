@@ -206,10 +206,17 @@ def cmd_campaign_members(args: argparse.Namespace, ctx: Context) -> int:
     import os
 
     from console.cli.export import write_members_csv, write_members_json
+    from store.errors import StoreError
     from store.members import MemberFilter, MemberStream, parse_stratum
 
     flt = MemberFilter(group=args.group, stratum=parse_stratum(args.stratum))
     write = write_members_json if args.format == "json" else write_members_csv
+    if args.output is not None:
+        if os.path.isdir(args.output):
+            raise UsageError(f"--output {args.output} is a directory: name a file")
+        folder = os.path.dirname(args.output) or "."
+        if not os.path.isdir(folder):
+            raise UsageError(f"--output {args.output}: no directory {folder}")
     with ctx.session() as session:
         members = MemberStream(session, args.name, flt)  # refusals come before any output
         if args.output is None:
@@ -219,11 +226,16 @@ def cmd_campaign_members(args: argparse.Namespace, ctx: Context) -> int:
             try:
                 with open(partial, "w", encoding="utf-8", newline="") as out:
                     count = write(members, out)
-            except BaseException:
+                os.replace(partial, args.output)  # never a half-written file under its name
+            except BaseException as exc:
                 if os.path.exists(partial):  # a failed export leaves no file behind
                     os.remove(partial)
+                if isinstance(exc, OSError):  # a full disk, no permission: said plainly
+                    reason = exc.strerror or type(exc).__name__
+                    raise StoreError(
+                        f"cannot write {args.output}: {reason}; nothing written"
+                    ) from None
                 raise
-            os.replace(partial, args.output)  # never a half-written file under the real name
     if args.output is not None:
         ctx.note(f"wrote {count:,} members of {args.name!r} to {args.output}")
     return EXIT_OK
