@@ -169,7 +169,8 @@ def queue_build(
 
 
 def get_build(session: Session, build_id: int) -> AudienceBuild:
-    build = session.get(AudienceBuild, build_id)
+    # An id no 64-bit key can hold names no build (the driver would raise OverflowError).
+    build = session.get(AudienceBuild, build_id) if -(2**63) <= build_id < 2**63 else None
     if build is None:
         raise NotFoundError(f"no audience build #{build_id}")
     return build
