@@ -141,7 +141,7 @@ def set_percent(session: Session, actor: Actor, database: ProfileDatabase, perce
         off = float(text) == 0
     except ValueError:
         off = False
-    bp = 0 if off else lcg.parse_percent(percent)
+    bp = 0 if off else lcg.parse_percent(percent, "GCG percent")
     seed = database.gcg_seed if database.gcg_seed is not None else secrets.randbelow(2**63)
     database.gcg_percent_bp, database.gcg_seed = bp, seed
     session.add(database)

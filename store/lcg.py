@@ -16,28 +16,27 @@ from typing import Any
 from store.errors import ValidationError
 
 
-def parse_percent(value: Any) -> int:
-    """'5.25' / 5.25 / Decimal('5.25') -> 525 basis points. ValidationError otherwise."""
+def parse_percent(value: Any, what: str = "LCG percent") -> int:
+    """'5.25' / 5.25 / Decimal('5.25') -> 525 basis points. ValidationError otherwise,
+    naming `what` (the GCG's percent takes the same rules)."""
     if isinstance(value, bool) or value is None:
-        raise ValidationError(f"LCG percent must be a number, not {value!r}")
+        raise ValidationError(f"{what} must be a number, not {value!r}")
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValidationError(f"LCG percent must be a finite number, not {value!r}")
+            raise ValidationError(f"{what} must be a finite number, not {value!r}")
         value = repr(value)  # shortest text that round-trips: 5.25 -> '5.25'
     text = str(value).strip().removesuffix("%").strip()
     try:
         dec = Decimal(text)
     except (InvalidOperation, ValueError):
-        raise ValidationError(
-            f"LCG percent must be a number like 5 or 5.25, not {value!r}"
-        ) from None
+        raise ValidationError(f"{what} must be a number like 5 or 5.25, not {value!r}") from None
     if not dec.is_finite():
-        raise ValidationError(f"LCG percent must be a finite number, not {value!r}")
+        raise ValidationError(f"{what} must be a finite number, not {value!r}")
     if not (Decimal(0) < dec < Decimal(100)):
-        raise ValidationError(f"LCG percent must be strictly between 0 and 100, not {text}")
+        raise ValidationError(f"{what} must be strictly between 0 and 100, not {text}")
     scaled = dec * 100
     if scaled != scaled.to_integral_value():
-        raise ValidationError(f"LCG percent allows at most two decimals, not {text}")
+        raise ValidationError(f"{what} allows at most two decimals, not {text}")
     return int(scaled)
 
 

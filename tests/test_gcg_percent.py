@@ -48,7 +48,9 @@ def test_gcg_set_selects_by_the_hash_keeps_file_choices_and_decides_new_profiles
     # 0 switches the percent off; the operator's P050 stays
     off = cli.ok("gcg", "set", "main", "--percent", "0", "--json").json
     assert off["percent"] is None and off["size"] == 1
-    assert cli("gcg", "set", "main", "--percent", "150").code == 3
+    too_much = cli("gcg", "set", "main", "--percent", "150")
+    assert too_much.code == 3 and "GCG percent must be strictly between 0 and 100" in too_much.err
+    assert "LCG" not in too_much.err  # the global control group, not a campaign's local one
     assert cli("--read-only", "gcg", "set", "main", "--percent", "5").code == 3
 
 
