@@ -11,6 +11,7 @@ instead (`printable`).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from store.errors import ValidationError
@@ -26,6 +27,14 @@ UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})  # controls, surrogates,
 def is_unsafe(char: str) -> bool:
     """A character that must never reach a terminal as is."""
     return char in BIDI_CONTROLS or unicodedata.category(char) in UNSAFE_CATEGORIES
+
+
+# The same set as one character class, for text shown a million times (a members export):
+# Cc is U+0000–001F and U+007F–009F, Cs the surrogates, Zl and Zp U+2028 and U+2029
+# (tests/test_names.py checks every code point against is_unsafe).
+UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029" + "".join(sorted(BIDI_CONTROLS)) + "]"
+)
 
 
 def check_name(kind: str, name: str | None) -> str:
@@ -50,9 +59,20 @@ def check_name(kind: str, name: str | None) -> str:
 def printable(text: str) -> str:
     """`text` with every unsafe character written as a Python-style escape (\\x1b, \\u202e),
     for showing data that came from a file or another user in a terminal."""
-    if not any(is_unsafe(char) for char in text):
+    if UNSAFE.search(text) is None:
         return text
-    return "".join(_escape(char) if is_unsafe(char) else char for char in text)
+    return UNSAFE.sub(lambda match: _escape(match.group()), text)
+
+
+def json_escaped(text: str) -> str:
+    """JSON text with every unsafe character outside its line breaks written as a \\uXXXX
+    escape, which parses back to the same data (json.dumps escapes C0 controls inside
+    strings itself, but not C1 controls or bidi overrides with ensure_ascii=False)."""
+    if UNSAFE.search(text) is None:
+        return text
+    return UNSAFE.sub(
+        lambda m: m.group() if m.group() == "\n" else f"\\u{ord(m.group()):04x}", text
+    )
 
 
 def _escape(char: str) -> str:

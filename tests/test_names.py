@@ -129,3 +129,28 @@ def test_cli_output_escapes_imported_control_characters(cli):
     assert "\x1b" not in as_json.out and "\u202e" not in as_json.out
     assert as_json.json["external_id"] == hostile  # JSON escapes parse back to the data
     assert as_json.json["fields"]["region"] == region
+
+    # The members export too: CSV escaped, JSON exact (the CSV printed them raw).
+    cli.ok("segment", "create", "hostiles", "--database", "main")
+    cli.ok("segment", "add", "hostiles", cli.file("ids.csv", f'external_id\n"{hostile}"\n'))
+    cli.ok("campaign", "create", "h", "--database", "main", "--segment", "hostiles", "--lcg", "50", "--strata", "region")  # fmt: skip
+    cli.ok("campaign", "activate", "h", "--wait")
+    exported = cli.ok("campaign", "members", "h").out
+    assert not any(c in exported for c in "\x1b\x07\u202e"), repr(exported)
+    assert "P1\\x1b]52;c;ZXZpbA==\\x07" in exported and "North\\x1b[2J\\u202e" in exported
+    exact = cli.ok("campaign", "members", "h", "--format", "json")
+    assert not any(c in exact.out for c in "\x1b\x07\u202e"), repr(exact.out)
+    assert exact.json[0]["external_id"] == hostile
+
+
+def test_the_unsafe_character_class_is_exactly_is_unsafe():
+    """`UNSAFE` (one regex, for exports of a million rows) and `is_unsafe` (per character,
+    by Unicode category) agree on every code point."""
+    from store.names import UNSAFE, is_unsafe
+
+    differ = [
+        code
+        for code in range(0x110000)
+        if bool(UNSAFE.fullmatch(chr(code))) != is_unsafe(chr(code))
+    ]
+    assert differ == []

@@ -106,14 +106,11 @@ class Context:
         # bidi override is ever printed raw (issue 15.2). JSON gets \\uXXXX escapes, which
         # parse back to the same data (json.dumps escapes C0 controls inside strings, so a
         # raw newline is the indentation's).
-        from store.names import is_unsafe, printable_lines
+        from store.names import json_escaped, printable_lines
 
         if self.args.json:
             text = json.dumps(payload, indent=2, ensure_ascii=False, default=str)
-            self.out.write(
-                "".join(f"\\u{ord(c):04x}" if c != "\n" and is_unsafe(c) else c for c in text)
-                + "\n"
-            )
+            self.out.write(json_escaped(text) + "\n")
         else:
             text = human()
             if text:

@@ -16,6 +16,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from store.names import json_escaped, printable
+
 if TYPE_CHECKING:
     from store.members import MemberStream
 
@@ -49,12 +51,15 @@ def write_members_csv(members: MemberStream, out: TextIO) -> int:
     1,000,000 members fit in a few seconds (BENCHMARKS.md)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(MEMBER_COLUMNS)
-    label = _Cells(lambda key: members.stratum(key)[1])
+    # External ids and strata values come from files: control characters and bidi
+    # overrides are escaped (\x1b), as in all CLI output (README, Security model); the
+    # JSON export keeps them exactly, as \uXXXX escapes.
+    label = _Cells(lambda key: printable(members.stratum(key)[1]))
     iso = _Cells(lambda stored: members.joined_at(stored).isoformat())
     count = 0
     for batch in members.stored_batches():
         writer.writerows(
-            (ext, group, label[key], iso[joined], source, cohort)
+            (printable(ext), group, label[key], iso[joined], source, cohort)
             for ext, group, key, joined, source, cohort in batch
         )
         count += len(batch)
@@ -67,7 +72,7 @@ def write_members_json(members: MemberStream, out: TextIO) -> int:
     for batch in members.batches():
         for r in batch:
             out.write(",\n" if count else "\n")
-            out.write(json.dumps(r.as_dict(), ensure_ascii=False))
+            out.write(json_escaped(json.dumps(r.as_dict(), ensure_ascii=False)))
             count += 1
     out.write("\n]\n" if count else "]\n")
     return count
