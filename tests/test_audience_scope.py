@@ -26,8 +26,13 @@ def test_draft_show_gives_the_split_activation_would_produce_now(both_cli):
     cli.ok("campaign", "activate", "r10", "--wait")
     active = cli.ok("campaign", "show", "r10", "--json").json
     assert "pending" not in active and active["excluded_gcg"] == 1
-    # the split activation produced is the one the draft showed
+    # the split activation produced is the one the draft showed, its keys typed alike
+    # (int fields as numbers: the draft's were strings)
     assert sorted(s["quota"] for s in active["strata"]) == quotas
+    assert sorted((s["label"], s["key"]) for s in pending["strata"]) == sorted(
+        (s["label"], s["key"]) for s in active["strata"]
+    ), (pending["strata"][0]["key"], active["strata"][0]["key"])
+    assert all(isinstance(s["key"]["int_field"], int) for s in pending["strata"])
     assert active["audience"]["control"] == 12
 
 

@@ -99,6 +99,14 @@ def _typed_key(values: dict[str, str | None], types: dict[str, str]) -> dict[str
     }
 
 
+def _scope_json(d: Any) -> dict[str, Any]:
+    """The audience scope; a draft's `pending.strata[].key` typed as `strata[].key` is."""
+    scope = d.scope.as_dict() if d.scope is not None else {}
+    for row in scope.get("pending", {}).get("strata", []):
+        row["key"] = _typed_key(row["key"], d.field_types)
+    return scope
+
+
 def campaign_detail_json(d: Any) -> dict[str, Any]:
     """`campaign show --json`. `strata[].ideal` is the stratum's exact share of the target,
     T × n_s / N, over the LCG cohort; `key` holds each strata field's value."""
@@ -135,7 +143,7 @@ def campaign_detail_json(d: Any) -> dict[str, Any]:
         "mailings": [mailing_json(m) for m in d.mailings],
         "builds": [build_json(b) for b in d.builds],
         # issue 13: excluded_gcg, other_database, and a draft's `pending` split (R3, R11a)
-        **(d.scope.as_dict() if d.scope is not None else {}),
+        **_scope_json(d),
     }
 
 
