@@ -142,25 +142,49 @@ def swallowed(key: str) -> bool:
     return key in SWALLOWED_KEYS or key.startswith(SWALLOWED_MODIFIERS)
 
 
+# What one screen offers at a time: the app's keys with the screen's own.
+CAMPAIGNS_SCREEN_BINDINGS = LIST_BINDINGS + CAMPAIGN_ACTION_BINDINGS + INSPECT_BINDINGS
+CAMPAIGN_SCREEN_BINDINGS = DETAIL_BINDINGS + CAMPAIGN_ACTION_BINDINGS + INSPECT_BINDINGS
+SCREENS = (
+    CAMPAIGNS_SCREEN_BINDINGS,
+    CAMPAIGN_SCREEN_BINDINGS,
+    BUILDS_BINDINGS,
+    AUDIT_BINDINGS,
+    PROFILE_BINDINGS,
+    MEMBERS_BINDINGS,
+    SEGMENTS_BINDINGS,
+)
+
+
 def binding_ids() -> set[str]:
-    ids: set[str] = set()
-    for group in (
-        APP_BINDINGS,
-        CAMPAIGN_ACTION_BINDINGS,
-        LIST_BINDINGS,
-        DETAIL_BINDINGS,
-        BUILDS_BINDINGS,
-        PROFILE_BINDINGS,
-        INSPECT_BINDINGS,
-        MEMBERS_BINDINGS,
-        SEGMENTS_BINDINGS,
-    ):
-        ids.update(b.id for b in group if b.id)
-    return ids
+    return {b.id for group in (APP_BINDINGS, *SCREENS) for b in group if b.id}
+
+
+def _keys(binding: Binding, keymap: dict[str, str]) -> set[str]:
+    key = keymap.get(binding.id, binding.key) if binding.id else binding.key
+    return {part.strip() for part in key.split(",")}
+
+
+def _taken_by(binding_id: str, keymap: dict[str, str]) -> tuple[str, str] | None:
+    """(key, other binding id) when `binding_id`'s key under `keymap` is another binding's
+    on a screen where both are offered (the closer one would hide the other)."""
+    mine = next(b for group in (APP_BINDINGS, *SCREENS) for b in group if b.id == binding_id)
+    for screen in SCREENS:
+        offered = APP_BINDINGS + screen
+        if all(b.id != binding_id for b in offered):
+            continue
+        for other in offered:
+            if other.id and other.id != binding_id:
+                shared = _keys(mine, keymap) & _keys(other, keymap)
+                if shared:
+                    return min(shared), other.id
+    return None
 
 
 def checked_keymap(keys: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The usable part of settings.keys, and one problem message per refused entry."""
+    """The usable part of settings.keys, and one problem message per refused entry: an
+    unknown id, a key terminals swallow, or a key another binding of the same screen has
+    (it would silently lose its key)."""
     known = binding_ids()
     keymap: dict[str, str] = {}
     problems: list[str] = []
@@ -177,4 +201,12 @@ def checked_keymap(keys: dict[str, str]) -> tuple[dict[str, str], list[str]]:
             )
             continue
         keymap[binding_id] = key
+    for binding_id, key in list(keymap.items()):
+        taken = _taken_by(binding_id, keymap)
+        if taken is not None:
+            problems.append(
+                f"[keys] {binding_id} = {key!r}: {taken[0]} is already {taken[1]}'s key; "
+                "pick another key (or remap that one too)"
+            )
+            del keymap[binding_id]
     return keymap, problems

@@ -10,7 +10,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Label, Static
 
 from console.actions import CampaignActions, CampaignRef, run_store_operation
-from console.keymap import CAMPAIGN_ACTION_BINDINGS, DETAIL_BINDINGS, INSPECT_BINDINGS
+from console.keymap import CAMPAIGN_SCREEN_BINDINGS
 from console.literal import literal, literal_cells, literal_lines
 from console.live import LiveScreen
 from console.widgets.progress import build_progress, eta_text, rate_text, when
@@ -60,7 +60,7 @@ def set_text(widget: Static, content: Text | str) -> None:
 
 
 class CampaignScreen(CampaignActions, LiveScreen):
-    BINDINGS = DETAIL_BINDINGS + CAMPAIGN_ACTION_BINDINGS + INSPECT_BINDINGS
+    BINDINGS = CAMPAIGN_SCREEN_BINDINGS
     AUTO_FOCUS = "#detail"
 
     def __init__(self, name: str) -> None:

@@ -8,13 +8,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Input
 
 from console.actions import CampaignActions, CampaignRef
-from console.keymap import (
-    CAMPAIGN_ACTION_BINDINGS,
-    INSPECT_BINDINGS,
-    LIST_BINDINGS,
-    after_keys_typed_ahead,
-    open_filter,
-)
+from console.keymap import CAMPAIGNS_SCREEN_BINDINGS, after_keys_typed_ahead, open_filter
 from console.literal import literal_cells
 from console.live import LiveScreen
 from console.widgets.status_header import StatusHeader
@@ -75,7 +69,7 @@ def matches(row: CampaignRow, needle: str) -> bool:
 
 
 class CampaignsScreen(CampaignActions, LiveScreen):
-    BINDINGS = LIST_BINDINGS + CAMPAIGN_ACTION_BINDINGS + INSPECT_BINDINGS
+    BINDINGS = CAMPAIGNS_SCREEN_BINDINGS
     AUTO_FOCUS = "#campaigns"
 
     def __init__(self) -> None:

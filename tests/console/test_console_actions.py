@@ -540,15 +540,34 @@ async def test_help_lists_every_binding_with_its_id(make_app):
 
 
 async def test_keymap_from_settings_remaps_by_id_and_refuses_swallowed_keys(make_app):
-    app = make_app(keys={"activate": "A", "builds": "ctrl+a"})
+    """Remaps by id; refuses keys terminals swallow, and a key another binding of the same
+    screen has: `segments = "b"` silently took `b` from the builds monitor."""
+    app = make_app(keys={"activate": "v", "builds": "ctrl+a", "segments": "b", "members": "A"})
     async with app.run_test(size=(120, 30)) as pilot:
         await select_row(pilot, "Young Drop")
-        assert any("ctrl+a" in m for m in messages(app))
+        told = messages(app)
+        assert any("ctrl+a" in m for m in told)
+        assert any("segments = 'b': b is already builds's key" in m for m in told), told
+        assert any("members = 'A': A is already audit's key" in m for m in told), told
         await pilot.press("a")
         await pilot.pause()
         assert isinstance(app.screen, CampaignsScreen)
-        await pilot.press("A")
+        await pilot.press("v")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, CampaignsScreen))
+        await wait_for(pilot, lambda: app.focused is not None)
+        await pilot.press("b")  # still the builds monitor
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "BuildsScreen")
+
+
+def test_a_remap_may_swap_two_keys_or_reuse_one_on_another_screen():
+    from console.keymap import checked_keymap
+
+    swap = {"builds": "g", "segments": "b"}
+    assert checked_keymap(swap) == (swap, [])
+    # `n` is the members screen's next page; the campaign screen has no `n`
+    assert checked_keymap({"pause_mailing": "n"}) == ({"pause_mailing": "n"}, [])
 
 
 async def test_y_copies_the_campaign_name_with_osc52(make_app):
