@@ -206,8 +206,8 @@ def cli_cases() -> list[tuple[str, list[str], int, str]]:
                 "--every",
                 "0s",
             ],
-            2,
-            "--every",
+            3,  # well written, out of the documented range 1 s … 366 days (docs/cli.md)
+            "from 1 to 31,622,400 (366 days), not 0",
         ),
         (
             "cron-bad",

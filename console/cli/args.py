@@ -17,7 +17,7 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 def every(value: str) -> int:
     match = EVERY.match(value)
-    if not match or int(match.group(1)) <= 0:
+    if not match:  # 0s is well written: the store refuses it as out of range (exit 3)
         raise argparse.ArgumentTypeError(f"{value!r}: write a number with s, m or h, e.g. 15m")
     return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
 
