@@ -458,6 +458,9 @@ def builds(
         Campaign, Campaign.id == AudienceBuild.campaign_id
     )
     if campaign is not None:
+        from store.campaigns import get_campaign
+
+        get_campaign(session, campaign)  # an unknown name is not found (exit 4), not "none"
         base = base.where(Campaign.name == campaign)
     active = session.execute(
         base.where(AudienceBuild.status.in_(OPEN_BUILD_STATUSES)).order_by(AudienceBuild.id)

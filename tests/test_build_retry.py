@@ -157,6 +157,8 @@ def test_only_a_failed_build_that_is_its_campaigns_latest_can_be_retried(cli):
     assert cli("builds", "cancel", str(done)).code == 3  # nothing to cancel
     missing = cli("builds", "retry", "999")
     assert missing.code == 4 and "no audience build #999" in missing.err
+    unknown = cli("builds", "--campaign", "nope")  # not an empty list: no such campaign
+    assert unknown.code == 4 and "nope" in unknown.err, unknown.err
     huge = "99999999999999999999"  # beyond a 64-bit key: no build, not a driver error
     for verb in ("retry", "cancel"):
         beyond = cli("builds", verb, huge)
