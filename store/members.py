@@ -22,6 +22,7 @@ source (activation / segment / expansion) and LCG cohort (R9; None when the LCG 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,10 +83,15 @@ class MemberPage:
     matching: int | None  # members the filter keeps, from counters (None: prefix filter)
 
 
+# A comma starts the next FIELD=VALUE only when a field name and "=" follow it: a value
+# may hold commas ("region=Kazan, Tatarstan,tier=1"), as a stratum's label shows them.
+_NEXT_PAIR = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
+
+
 def parse_stratum(text: str | None) -> tuple[tuple[str, str | None], ...]:
     """'region=North,tier=2' -> (('region', 'North'), ('tier', '2')); '' -> ()."""
     pairs: list[tuple[str, str | None]] = []
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+    for part in filter(None, (p.strip() for p in _NEXT_PAIR.split(text or ""))):
         name, sep, value = part.partition("=")
         if not sep or not name.strip():
             raise ValidationError(f"stratum filter {part!r}: write FIELD=VALUE,FIELD=VALUE")

@@ -236,3 +236,18 @@ def test_export_memory_follows_the_batch_not_the_campaign(engine, monkeypatch):
             assert [c for c in cursors if c.startswith("campaign_members_")], cursors
             batches.close()
             assert not s.connection().exec_driver_sql("SELECT name FROM pg_cursors").all()
+
+
+def test_a_stratum_filter_value_may_hold_commas():
+    """A comma starts the next FIELD=VALUE only before a field name and "=": a region
+    "Kazan, Tatarstan" (CSV files quote such values) can be selected, as its label shows it."""
+    assert parse_stratum("region=Kazan, Tatarstan,int_field=80") == (
+        ("region", "Kazan, Tatarstan"),
+        ("int_field", "80"),
+    )
+    assert parse_stratum("region=North, int_field=80") == (
+        ("region", "North"),
+        ("int_field", "80"),
+    )
+    assert parse_stratum("region=a,b") == (("region", "a,b"),)
+    assert parse_stratum(" ") == ()
