@@ -140,17 +140,22 @@ class Reconciler:
                 }
 
             return JobSpec(job_id, ("interval", every), False, kwargs)
-        return JobSpec(
-            job_id,
-            ("cron", cron),
-            False,
-            lambda earliest: {
+
+        def cron_kwargs(earliest: datetime) -> dict[str, Any]:
+            # A refresh the expression called for while no scheduler ran is made now, as an
+            # interval's is (a CronTrigger alone skips it to the next time the expression
+            # names, while the segments screen said "due").
+            due = store_mailings.next_cron_time(cron, last_refreshed_at or created_at)
+            caught_up = {"next_run_time": earliest} if due is not None and due <= earliest else {}
+            return {
                 "func": jobs.refresh_segment,
                 "trigger": mailing_runs.cron_trigger(cron),
                 "args": (self.ctx, segment_id),
                 "name": f"refresh segment #{segment_id}",
-            },
-        )
+                **caught_up,
+            }
+
+        return JobSpec(job_id, ("cron", cron), False, cron_kwargs)
 
     # -------------------------------------------------------------- apply
 

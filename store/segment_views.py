@@ -8,7 +8,8 @@ next refresh of an interval schedule is the last refresh plus the interval (due 
 it never ran); of a cron schedule, the expression's first time after the last refresh (or
 the segment's creation), computed as the scheduler's CronTrigger fires it
 (store.mailings.next_cron_time). Either may lie in the past when no scheduler ran: the
-refresh is due. The last refresh's duration is stored by the refresh.
+refresh is due, and a scheduler makes it as soon as it acts (scheduler/reconcile.py). The
+last refresh's duration is stored by the refresh.
 """
 
 from __future__ import annotations

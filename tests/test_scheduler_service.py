@@ -168,6 +168,38 @@ def test_a_refresh_schedule_fires_and_applies_its_diff(world, start_service):
         assert segments.get_segment(session, "high-score").last_refreshed_at is not None
 
 
+def test_a_cron_refresh_missed_while_no_scheduler_ran_is_made_when_one_starts(world, start_service):
+    """An hourly cron segment last refreshed two hours ago (no scheduler ran since): the
+    refresh its expression called for is made as soon as a scheduler acts, as an interval
+    segment's is. A CronTrigger alone waited for the next full hour while the segments
+    screen showed the missed time as due."""
+    _, engine = world
+    with transaction(engine) as session:
+        segments.create_segment(
+            session,
+            ADMIN,
+            "hourly-cron",
+            database=profiles.get_database(session, "shop"),
+            rule="score >= 8",
+            cron="0 * * * *",
+        )
+    two_hours_ago = utcnow() - timedelta(hours=2)
+    with transaction(engine) as session:
+        session.execute(
+            sa.update(Segment)
+            .where(Segment.name == "hourly-cron")
+            .values(created_at=two_hours_ago, last_refreshed_at=two_hours_ago)
+        )
+
+    def refreshed_since() -> bool:
+        with Session(engine) as session:
+            last = segments.get_segment(session, "hourly-cron").last_refreshed_at
+        return last is not None and last > two_hours_ago
+
+    start_service()
+    poll(refreshed_since, timeout=30, what="the missed refresh made at start")
+
+
 # ----------------------------------------------------------------------------- reconcile
 
 
