@@ -54,13 +54,18 @@ def where(url: str) -> str:
     return str(path) if path is not None else describe_url(url)
 
 
-def missing_workspace(url: str, detail: str = "") -> WorkspaceMissingError:
-    """Issue 15.7: a typo in --db must never create a workspace. Only `init` and `demo` do."""
+def missing_workspace(
+    url: str, detail: str = "", *, creatable: bool = True
+) -> WorkspaceMissingError:
+    """Issue 15.7: a typo in --db must never create a workspace. Only `init` and `demo` do;
+    `creatable=False` where they would refuse too (another application's database)."""
     place = where(url)
     arg = shlex.quote(place)
+    check = f"no campaign-console workspace at {place}{detail}. Check --db (or CAMPAIGN_CONSOLE_DB, `db` in the config file)"
+    if not creatable:
+        return WorkspaceMissingError(f"{check}; a new workspace needs a new file")
     return WorkspaceMissingError(
-        f"no campaign-console workspace at {place}{detail}. Check --db (or "
-        f"CAMPAIGN_CONSOLE_DB, `db` in the config file); to create one, run "
+        f"{check}; to create one, run "
         f"`campaign-console init --db {arg}` (an empty workspace) or "
         f"`campaign-console demo --db {arg}` (the demo)"
     )

@@ -149,7 +149,16 @@ def ensure_current(engine: Engine, *, create: bool = False) -> None:
         return
     _refuse_unknown(current)
     if current is None and not create:
-        raise missing_workspace(engine.url.render_as_string(hide_password=False))
+        url = engine.url.render_as_string(hide_password=False)
+        if is_sqlite(engine):
+            from store.workspace import foreign_tables
+
+            other = foreign_tables(engine)
+            if other:  # `init` would refuse this file too: do not send the user there
+                tables = ", ".join(other[:4]) + (", …" if len(other) > 4 else "")
+                detail = f" (an SQLite database of another application: tables {tables})"
+                raise missing_workspace(url, detail, creatable=False)
+        raise missing_workspace(url)
     if engine_options(engine).read_only:
         raise StoreError(
             f"workspace {_describe(engine)} is at schema revision {current}; this "

@@ -153,6 +153,10 @@ def test_init_refuses_an_sqlite_file_of_another_application(tmp_path, capsys):
         conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
     result = Cli(str(path), capsys, tmp_path)("init")
     assert result.code == 3 and "another application" in result.err
+    # Any other command says what the file is, and does not send the user to `init`
+    listed = Cli(str(path), capsys, tmp_path)("campaign", "list")
+    assert listed.code == 1 and "another application: tables invoices" in listed.err
+    assert "campaign-console init" not in listed.err, listed.err
     with sqlite3.connect(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"invoices"}
