@@ -138,6 +138,16 @@ class Upgrade:
         }
 
 
+def foreign_tables(engine: Engine) -> list[str]:
+    """Tables in an SQLite file that are not ours: the file belongs to something else."""
+    ours = {*SQLModel.metadata.tables, "alembic_version"}
+    return sorted(
+        t
+        for t in sa.inspect(engine).get_table_names()
+        if t not in ours and not t.startswith("sqlite_")
+    )
+
+
 def ensure_current(engine: Engine, *, create: bool = False) -> None:
     """Make sure the database is at head (see the module docstring for each state). An
     empty database is a missing workspace unless `create` (`init`, `demo`: issue 15.7)."""
@@ -151,8 +161,6 @@ def ensure_current(engine: Engine, *, create: bool = False) -> None:
     if current is None and not create:
         url = engine.url.render_as_string(hide_password=False)
         if is_sqlite(engine):
-            from store.workspace import foreign_tables
-
             other = foreign_tables(engine)
             if other:  # `init` would refuse this file too: do not send the user there
                 tables = ", ".join(other[:4]) + (", …" if len(other) > 4 else "")

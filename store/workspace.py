@@ -28,6 +28,7 @@ from store.db import (
     workspace_exists,
 )
 from store.errors import DomainError, InvalidStateError
+from store.migrate import foreign_tables
 from store.models import AuditEntry, SchedulerLease, StoreMeta
 
 # Tables whose rows do not make a workspace "non-empty": bookkeeping, not data.
@@ -60,16 +61,6 @@ def data_tables_in_use(engine: Engine) -> list[str]:
             ):
                 used.append(name)
     return used
-
-
-def foreign_tables(engine: Engine) -> list[str]:
-    """Tables in an SQLite file that are not ours: the file belongs to something else."""
-    ours = {*SQLModel.metadata.tables, "alembic_version"}
-    return sorted(
-        t
-        for t in sa.inspect(engine).get_table_names()
-        if t not in ours and not t.startswith("sqlite_")
-    )
 
 
 def init(

@@ -514,7 +514,9 @@ def test_builds_both_forms_empty_and_filtered(cli):
         ("r10", "activation", "done")
     ]
     assert rows[0]["processed"] == rows[0]["total"]
-    assert cli.ok("builds", "--campaign", "other", "--json").json == []
+    cli.ok("campaign", "create", "other", "--database", "main", "--segment", "everyone")
+    assert cli.ok("builds", "--campaign", "other", "--json").json == []  # a draft: none yet
+    assert cli("builds", "--campaign", "nope", "--json").code == 4  # no such campaign
 
 
 def test_status_shows_scheduler_health_and_live_builds_in_both_forms(cli):
