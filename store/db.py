@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import re
+import shlex
 import sqlite3
 import urllib.parse
 import weakref
@@ -262,7 +263,14 @@ def connection_problem(engine: Engine, exc: BaseException) -> StoreError:
             "config file (default 10 s)"
         )
     if "does not exist" in text and "database" in text:
-        return missing_workspace(url, f" (the database {engine.url.database!r} does not exist)")
+        name = engine.url.database or ""
+        return missing_workspace(
+            url,
+            f" (the database {name!r} does not exist)",
+            # init makes a workspace in a database; it does not create the database
+            remedy=f"create the database first (`createdb {shlex.quote(name)}`), then run "
+            f"`campaign-console init --db {shlex.quote(where(url))}` once",
+        )
     return ConnectionProblem(f"cannot connect to the PostgreSQL server at {host}: {text}")
 
 

@@ -55,19 +55,20 @@ def where(url: str) -> str:
 
 
 def missing_workspace(
-    url: str, detail: str = "", *, creatable: bool = True
+    url: str, detail: str = "", *, remedy: str | None = None
 ) -> WorkspaceMissingError:
     """Issue 15.7: a typo in --db must never create a workspace. Only `init` and `demo` do;
-    `creatable=False` where they would refuse too (another application's database)."""
+    `remedy` replaces that advice where they would fail too (another application's file,
+    a PostgreSQL database that does not exist)."""
     place = where(url)
     arg = shlex.quote(place)
-    check = f"no campaign-console workspace at {place}{detail}. Check --db (or CAMPAIGN_CONSOLE_DB, `db` in the config file)"
-    if not creatable:
-        return WorkspaceMissingError(f"{check}; a new workspace needs a new file")
-    return WorkspaceMissingError(
-        f"{check}; to create one, run "
-        f"`campaign-console init --db {arg}` (an empty workspace) or "
+    remedy = remedy or (
+        f"to create one, run `campaign-console init --db {arg}` (an empty workspace) or "
         f"`campaign-console demo --db {arg}` (the demo)"
+    )
+    return WorkspaceMissingError(
+        f"no campaign-console workspace at {place}{detail}. Check --db (or "
+        f"CAMPAIGN_CONSOLE_DB, `db` in the config file); {remedy}"
     )
 
 

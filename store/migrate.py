@@ -165,7 +165,7 @@ def ensure_current(engine: Engine, *, create: bool = False) -> None:
             if other:  # `init` would refuse this file too: do not send the user there
                 tables = ", ".join(other[:4]) + (", …" if len(other) > 4 else "")
                 detail = f" (an SQLite database of another application: tables {tables})"
-                raise missing_workspace(url, detail, creatable=False)
+                raise missing_workspace(url, detail, remedy="a new workspace needs a new file")
         raise missing_workspace(url)
     if engine_options(engine).read_only:
         raise StoreError(

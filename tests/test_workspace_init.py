@@ -182,10 +182,14 @@ def test_a_missing_postgres_database_is_named_and_not_created(empty_postgres_url
     name = f"cc_typo_{uuid.uuid4().hex[:8]}"
     url = make_url(maintenance_url(empty_postgres_url)).set(database=name)
     url = url.render_as_string(hide_password=False)
-    assert main(["--db", url, "campaign", "list"]) == 1
-    err = capsys.readouterr().err
-    assert_names_the_workspace_and_both_commands(err, url)
-    assert f"the database '{name}' does not exist" in err
+    for command in (["campaign", "list"], ["init"]):  # init does not create databases
+        assert main(["--db", url, *command]) == 1
+        err = capsys.readouterr().err
+        assert f"no campaign-console workspace at {url}" in err, err
+        assert f"the database '{name}' does not exist" in err
+        # the way out, not the command that just failed on its own
+        assert f"create the database first (`createdb {name}`), then run" in err, err
+        assert "campaign-console demo" not in err and "Traceback" not in err
 
 
 @pytest.mark.postgres
