@@ -93,3 +93,38 @@ def test_other_errors_keep_their_traceback(sqlite_engine, caplog):
     assert len(errors) == 2 and all(r.exc_info for r in errors)
     assert errors[0].getMessage() == "reconcile failed; retrying on its next tick"
     assert not outage.ongoing
+
+
+def test_a_periodic_job_still_running_at_its_next_tick_is_not_a_warning(caplog):
+    """A real APScheduler, two jobs that outlast their 0.05 s interval. For the term's own
+    periodic jobs (an events drain, a reconcile) that is normal work: the journal got
+    "skipped: maximum number of running instances" twice a second while an import
+    drained. A mailing's skipped run is still told."""
+    import threading
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from e2e.scheduler_world import poll
+
+    import scheduler.service  # noqa: F401  (installs the filter)
+
+    release = threading.Event()
+    aps = BackgroundScheduler(job_defaults={"max_instances": 1, "coalesce": True})
+    for job_id in ("events", "mailing:1"):
+        aps.add_job(release.wait, "interval", seconds=0.05, args=(30,), id=job_id)
+    caplog.set_level(logging.WARNING, logger="apscheduler.scheduler")
+    aps.start()
+    try:
+
+        def skipped(job_id: str) -> int:
+            return sum(
+                "skipped: maximum number of running instances" in r.getMessage()
+                and r.args[0].id == job_id
+                for r in caplog.records
+                if r.name == "apscheduler.scheduler" and r.args
+            )
+
+        poll(lambda: skipped("mailing:1") >= 3, timeout=30, what="the mailing's skips told")
+        assert skipped("events") == 0
+    finally:
+        release.set()
+        aps.shutdown(wait=True)
