@@ -76,10 +76,12 @@ def open_filter(box: Input) -> None:
     runs this as soon as it reads the key, and the focus moves at once (not on a later
     turn, as `Widget.focus` does): the keys typed after it in the same burst ("/spring"
     arrives over SSH in one read) go into the box. Before, they went to the table and
-    its bindings: `r` refreshed a segment, `q` quit. In the box itself `/` is text, typed
-    behind the keys before it (they may still wait in the box's queue)."""
-    if box.screen.focused is box:
-        box.post_message(events.Key("slash", "/"))
+    its bindings: `r` refreshed a segment, `q` quit. In any text box (the filter, the
+    members screen's stratum box) `/` is text, typed behind the keys before it (they may
+    still wait in the box's queue)."""
+    focused = box.screen.focused
+    if isinstance(focused, Input):
+        focused.post_message(events.Key("slash", "/"))
     else:
         box.screen.set_focus(box)
 

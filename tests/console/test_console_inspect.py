@@ -253,3 +253,19 @@ async def test_a_draft_campaign_screen_shows_its_pending_audience_and_split(make
         assert preview.target == (2 * 1000 * pending + 10000) // 20000  # R9 round half up
         assert [r.label for r in preview.rows] == ["region=North", "region=South", "region=West"]
         assert "region=North" in screen_text(app)  # the strata table shows the preview
+
+
+async def test_slash_typed_in_the_stratum_box_is_text(make_app):
+    """`/` jumps to the prefix filter from the table, but in the stratum box it is a
+    character of the value being typed (a stratum value may hold one)."""
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select_row(pilot, "Autumn Sale")
+        await pilot.press("m")
+        screen = await members_ready(pilot)
+        stratum = screen.query_one("#member-stratum", Input)
+        stratum.focus()
+        await wait_for(pilot, lambda: app.focused is stratum, what="stratum box focused")
+        await pilot.press(*"region=a", "slash", "b")
+        await wait_for(pilot, lambda: stratum.value == "region=a/b", what=lambda: stratum.value)
+        assert app.focused is stratum
