@@ -22,6 +22,18 @@ from store.db import create_workspace, make_engine
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("no_user_config")]
 
 
+def ends_as_a_build_that_never_met_it(cli: Cli) -> None:
+    """Dropped (the build that met the loss) has exactly the groups and strata of Clean (its
+    twin, built without one), and its build is done without an error."""
+    cli.ok("campaign", "activate", "Clean", "--wait")
+    dropped = cli.ok("campaign", "show", "Dropped", "--json").json
+    clean = cli.ok("campaign", "show", "Clean", "--json").json
+    assert dropped["audience"] == clean["audience"] and dropped["strata"] == clean["strata"]
+    assert dropped["audience"]["members"] == 1000
+    shown = cli.ok("builds", "--campaign", "Dropped", "--json").json[0]
+    assert (shown["status"], shown["error"]) == ("done", None)
+
+
 def test_a_build_whose_connection_is_lost_mid_chunk_resumes_on_a_new_one(
     postgres_url, capsys, tmp_path
 ):
@@ -78,13 +90,7 @@ def test_a_build_whose_connection_is_lost_mid_chunk_resumes_on_a_new_one(
         engine.dispose()
     assert len(terminated) == 1, "the build's backend was terminated once, mid-chunk"
     assert outcome == "done"
-    cli.ok("campaign", "activate", "Clean", "--wait")
-    dropped = cli.ok("campaign", "show", "Dropped", "--json").json
-    clean = cli.ok("campaign", "show", "Clean", "--json").json
-    assert dropped["audience"] == clean["audience"] and dropped["strata"] == clean["strata"]
-    assert dropped["audience"]["members"] == 1000
-    shown = cli.ok("builds", "--campaign", "Dropped", "--json").json[0]
-    assert (shown["status"], shown["error"]) == ("done", None)
+    ends_as_a_build_that_never_met_it(cli)
 
 
 def test_a_build_whose_server_refuses_connections_for_a_while_waits_for_it(
@@ -119,11 +125,7 @@ def test_a_build_whose_server_refuses_connections_for_a_while_waits_for_it(
     finally:
         engine.dispose()
     assert outcome == "done"
-    cli.ok("campaign", "activate", "Clean", "--wait")
-    dropped = cli.ok("campaign", "show", "Dropped", "--json").json
-    clean = cli.ok("campaign", "show", "Clean", "--json").json
-    assert dropped["audience"] == clean["audience"] and dropped["strata"] == clean["strata"]
-    assert dropped["audience"]["members"] == 1000
+    ends_as_a_build_that_never_met_it(cli)
 
 
 def test_a_build_whose_server_stays_away_is_left_running_and_resumes_exactly(
@@ -158,10 +160,4 @@ def test_a_build_whose_server_stays_away_is_left_running_and_resumes_exactly(
         assert builds.run_build(engine, build_id, worker="w2", chunk_size=300) == "done"
     finally:
         engine.dispose()
-    cli.ok("campaign", "activate", "Clean", "--wait")
-    dropped = cli.ok("campaign", "show", "Dropped", "--json").json
-    clean = cli.ok("campaign", "show", "Clean", "--json").json
-    assert dropped["audience"] == clean["audience"] and dropped["strata"] == clean["strata"]
-    assert dropped["audience"]["members"] == 1000
-    shown = cli.ok("builds", "--campaign", "Dropped", "--json").json[0]
-    assert (shown["status"], shown["error"]) == ("done", None)
+    ends_as_a_build_that_never_met_it(cli)
