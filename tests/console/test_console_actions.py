@@ -206,6 +206,14 @@ async def test_a_screen_key_returns_to_that_screen_when_it_is_open_further_back(
         await wait_for(pilot, lambda: names()[-1] == "SegmentsScreen", what=names)
 
 
+async def lcg_form(pilot, name: str, key: str = "l") -> LcgFormScreen:
+    """The LCG form of campaign `name`, opened from the list by `key`."""
+    app = pilot.app
+    await select_row(pilot, name)
+    await pilot.press(key)
+    return await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
+
+
 async def test_dynamic_segment_campaign_warns_every_refresh_changes_the_audience(make_app):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -280,9 +288,7 @@ async def test_edit_lcg_previews_split_per_stratum_before_applying_r6(make_app):
 async def test_lcg_form_offers_database_fields_and_shows_invalid_percent(make_app):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await select_row(pilot, "Autumn Sale")
-        await pilot.press("l")
-        form = await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
+        form = await lcg_form(pilot, "Autumn Sale")
         options = form.query_one("#strata", SelectionList)
         names = [options.get_option_at_index(i).value for i in range(options.option_count)]
         assert names == ["region", "tier", "age"]  # floats cannot be strata
@@ -305,9 +311,7 @@ async def test_lcg_form_refuses_digits_int_cannot_read_and_keeps_the_current_pre
     (the database busy) does not replace the ✗ of the value now on screen."""
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await select_row(pilot, "Autumn Sale")
-        await pilot.press("l")
-        form = await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
+        form = await lcg_form(pilot, "Autumn Sale")
         form.query_one("#limit", Input).value = "1²"
         await wait_for(pilot, lambda: "✗ limit must be a whole number" in screen_text(app))
         form.query_one("#limit", Input).value = ""
@@ -343,9 +347,7 @@ async def test_enter_in_the_strata_list_applies_the_form_and_space_toggles(make_
     highlighted field instead, unseen, and a later ctrl+s applied that."""
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await select_row(pilot, "Autumn Sale")
-        await pilot.press("l")
-        form = await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
+        form = await lcg_form(pilot, "Autumn Sale")
         form.query_one("#percent", Input).value = "20"
         options = form.query_one("#strata", SelectionList)
         options.focus()
@@ -698,9 +700,7 @@ async def test_the_list_at_80_columns_shows_each_lcg_and_scrolls_by_column(make_
 async def test_toggle_on_without_settings_asks_for_them_in_the_lcg_form(make_app):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await select_row(pilot, "Young Drop")
-        await pilot.press("t")
-        form = await wait_for(pilot, lambda: isinstance(app.screen, LcgFormScreen) and app.screen)
+        form = await lcg_form(pilot, "Young Drop", "t")
         await wait_for(
             pilot, lambda: "applying enables it" in screen_text(app), what="applying enables it"
         )
