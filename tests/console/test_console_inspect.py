@@ -94,13 +94,18 @@ async def test_members_keys_typed_ahead_of_enter_act_before_it(make_app):
         await wait_for(pilot, lambda: rows[2].external_id in screen_text(app), what="the card")
 
 
+async def autumn_stratum_box(pilot) -> Input:
+    """The stratum box of Autumn Sale's members screen, opened from the list."""
+    await select_row(pilot, "Autumn Sale")
+    await pilot.press("m")
+    screen = await members_ready(pilot)
+    return screen.query_one("#member-stratum", Input)
+
+
 async def test_a_bad_stratum_filter_says_why_and_keeps_the_console_up(make_app):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await select_row(pilot, "Autumn Sale")
-        await pilot.press("m")
-        screen = await members_ready(pilot)
-        stratum = screen.query_one("#member-stratum", Input)
+        stratum = await autumn_stratum_box(pilot)
         stratum.value = "tier=2"
         stratum.focus()  # takes effect on the app's next turn: wait before the key
         await wait_for(pilot, lambda: app.focused is stratum, what="stratum filter focused")
@@ -260,10 +265,7 @@ async def test_slash_typed_in_the_stratum_box_is_text(make_app):
     character of the value being typed (a stratum value may hold one)."""
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await select_row(pilot, "Autumn Sale")
-        await pilot.press("m")
-        screen = await members_ready(pilot)
-        stratum = screen.query_one("#member-stratum", Input)
+        stratum = await autumn_stratum_box(pilot)
         stratum.focus()
         await wait_for(pilot, lambda: app.focused is stratum, what="stratum box focused")
         await pilot.press(*"region=a", "slash", "b")
